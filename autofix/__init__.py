@@ -1,0 +1,45 @@
+"""autofix: watches training trials on Ray Tune and heals runs whose loss is not decreasing.
+
+The Python API mirrors ``autofix run``: :func:`run` takes a spec (a YAML path, a dict or a
+:class:`~autofix.spec.Spec`) and returns the :class:`~autofix.report.Report`. Custom Tune
+trainables call :func:`report` (and :func:`get_checkpoint`) instead of ``ray.tune.report``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["InputError", "Report", "Spec", "get_checkpoint", "load_spec", "report", "run"]
+__version__ = "0.1.0"
+
+from autofix.errors import InputError
+from autofix.spec import Spec, load_spec
+
+
+def run(spec: Any, output: Any = None, **kwargs: Any) -> "Report":
+    """Heal ``spec``; see :func:`autofix.runner.run`."""
+    from autofix.runner import run as _run
+
+    return _run(spec, output, **kwargs)
+
+
+def report(metrics: Any, checkpoint: Any = None) -> None:
+    """Report metrics from a custom trainable; see :func:`autofix.trial.report`."""
+    from autofix.trial import report as _report
+
+    _report(metrics, checkpoint)
+
+
+def get_checkpoint(config: Any = None) -> str | None:
+    """Directory to resume from inside a custom trainable; see :func:`autofix.trial.get_checkpoint`."""
+    from autofix.trial import get_checkpoint as _get
+
+    return _get(config)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Report":
+        from autofix.report import Report
+
+        return Report
+    raise AttributeError(f"module 'autofix' has no attribute {name!r}")

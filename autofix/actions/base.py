@@ -1,0 +1,107 @@
+"""What an action is: a pure, validated config patch recorded as a diff.
+
+Like PBT's ``explore()``, an action maps a config to a *new* config (a deep copy); the input
+is never mutated, so the parent's config stays in the lineage exactly as it ran. An action
+that cannot change anything (value already at its bound, key not exposed by the trainable)
+raises :class:`NotApplicable` with the reason, which the engine journals before it tries the
+next candidate.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Action", "Change", "NotApplicable", "get_path", "has_path", "resolve_path", "set_path"]
+
+_MISSING = object()
+
+
+class NotApplicable(Exception):
+    """The action cannot change this config; the message says why."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed config value: ``{path, from, to}`` in reports."""
+
+    path: str
+    old: Any
+    new: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "from": self.old, "to": self.new}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Change":
+        return cls(data["path"], data["from"], data["to"])
+
+
+def get_path(config: dict, path: str, default: Any = _MISSING) -> Any:
+    """Value at a dotted path (``optimizer.lr``); ``default`` or KeyError when absent."""
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is _MISSING:
+                raise KeyError(path)
+            return default
+        node = node[part]
+    return node
+
+
+def has_path(config: dict, path: str) -> bool:
+    return get_path(config, path, _MISSING) is not _MISSING
+
+
+def set_path(config: dict, path: str, value: Any) -> None:
+    """Set a dotted path in place, creating intermediate mappings (callers pass a copy)."""
+    parts = path.split(".")
+    node = config
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def resolve_path(path: str, config: dict, aliases: dict[str, str]) -> str:
+    """The trainable's own key for a policy path (a custom trainable maps ``optimizer.lr`` -> ``lr``)."""
+    real = aliases.get(path, path)
+    if not has_path(config, real):
+        hint = f" (for '{path}')" if real != path else ""
+        raise NotApplicable(f"the config has no '{real}'{hint}; map it under 'knobs' in the spec")
+    return real
+
+
+class Action(BaseModel):
+    """Base of every action: validated fields, ``times`` and ``start``, and a pure :meth:`apply`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    times: int = Field(default=1, ge=1, le=100)
+    """How many fires of its policy in one lineage this candidate answers before the next one."""
+    start: Literal["cold", "warm"] = "cold"
+    """cold: the patched attempt trains from scratch; warm: from the parent's last healthy checkpoint."""
+
+    def apply(self, config: dict, aliases: dict[str, str] | None = None) -> tuple[dict, list[Change]]:
+        """Return ``(patched deep copy, changes)``; never mutates ``config``."""
+        patched = copy.deepcopy(config)
+        changes = self.patch(patched, aliases or {})
+        if not changes:
+            raise NotApplicable(f"{self.name} would change nothing")
+        return patched, changes
+
+    def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
+        """Mutate the (already copied) config; return the changes. Subclasses implement this."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        fields = self.model_dump(exclude={"times", "start"}, exclude_none=True)
+        fields.pop("action", None)
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")"

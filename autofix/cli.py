@@ -1,0 +1,90 @@
+"""``autofix`` command line: a thin layer over the Python API.
+
+Exit codes: 0 healthy or fixed, 1 unfixed, 2 bad input (one line per problem, no traceback,
+nothing started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from autofix.errors import InputError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autofix", description="Heal training runs whose loss is not decreasing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a spec, relaunching sick attempts with patched configs")
+    run.add_argument("spec", help="path to the run spec (YAML)")
+    run.add_argument("--output", "-o", help="run directory (default: runs/NAME-TIMESTAMP)")
+    run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded local Ray)")
+    run.add_argument("--overwrite", action="store_true", help="replace a non-empty --output directory")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Ray and Tune logs")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
+    pol = sub.add_parser("policies", help="check or list policy files")
+    pol_sub = pol.add_subparsers(dest="policies_command", required=True)
+    check = pol_sub.add_parser("check", help="validate policy files; every problem at once")
+    check.add_argument("paths", nargs="+")
+    lst = pol_sub.add_parser("list", help="list the policies that would apply")
+    lst.add_argument("paths", nargs="*", default=["builtin"])
+    return parser
+
+
+def _echo(record: dict) -> None:
+    """One line per decision as it happens."""
+    event = record["event"]
+    if event == "attempt_launched":
+        patch = ", ".join(f"{c['path']}={c['to']}" for c in record["patch"]) or "the spec's config"
+        print(f"[{record['attempt']}] launched ({record['start']}) with {patch}", flush=True)
+    elif event == "finding":
+        print(f"[{record['attempt']}] epoch {record['iteration']}: {record['symptom']}: {record['reason']}", flush=True)
+    elif event == "decision":
+        print(f"[{record['attempt']}] {record['reason']}", flush=True)
+    elif event == "attempt_finished" and record["outcome"] != "sick":  # a sick one was just explained
+        print(f"[{record['attempt']}] {record['outcome']}: {record['reason']}", flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from autofix.runner import run
+
+    report = run(args.spec, args.output, address=args.address, overwrite=args.overwrite,
+                 verbose=args.verbose, echo=None if args.quiet else _echo)
+    print(report.summary())
+    return 0 if report.status in ("healthy", "fixed") else 1
+
+
+def _policies(args: argparse.Namespace) -> int:
+    from autofix.policy import load_policies
+
+    policies = load_policies(args.paths)
+    if args.policies_command == "check":
+        print(f"ok: {len(policies)} enabled policies in {len(policies.sources)} file(s)")
+        return 0
+    for p in policies:
+        actions = " | ".join(a.describe() for a in p.then)
+        print(f"{p.name:32} {p.when.symptom:18} for {p.for_steps}  then {actions}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``autofix`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _policies(args)
+    except InputError as err:
+        for problem in err.problems:
+            print(f"autofix: error: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autofix: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

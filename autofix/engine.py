@@ -1,0 +1,291 @@
+"""The rule engine: reports in, decisions out. Pure Python, no torch, no ray.
+
+Per attempt and policy the state machine is Prometheus's: *inactive* (no matching finding),
+*pending* (matching for fewer than ``for_steps`` consecutive reports), *firing*. A firing
+policy stops the attempt and queues a child whose config is the parent's with the policy's
+next candidate action applied. Fire counts and candidate positions are per lineage (a child
+inherits its parent's), so a lineage never loops: every policy has a bounded number of fires,
+no config is launched twice, and the run never launches more than ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from autofix.actions import NotApplicable, get_path
+from autofix.lineage import Attempt, Decision, Outcome, config_key
+from autofix.metrics import as_float
+from autofix.policy import Policy, PolicySet
+from autofix.symptoms import Detector, Finding
+
+__all__ = ["Engine", "Plan", "Verdict"]
+
+Journal = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the engine needs from a spec, as plain values."""
+
+    config: dict[str, Any]
+    metric: str = "val_loss"
+    mode: str = "min"
+    loss_metric: str = "val_loss"
+    min_drop: float = 0.3
+    max_attempts: int = 6
+    max_epochs: int | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The engine's answer to one report: keep training, or stop (and why)."""
+
+    stop: bool
+    reason: str = ""
+
+
+CONTINUE = Verdict(False)
+
+
+class Engine:
+    """Owns the lineage of a run; the controller feeds it Tune events and obeys its verdicts."""
+
+    def __init__(self, plan: Plan, detectors: list[Detector], policies: PolicySet,
+                 journal: Journal | None = None) -> None:
+        self.plan = plan
+        self.detectors = detectors
+        self.policies = policies
+        self.journal = journal or (lambda event, **data: None)
+        self.attempts: dict[str, Attempt] = {}
+        self.queue: list[str] = []
+        self.by_trial: dict[str, str] = {}
+        self.launched: dict[str, str] = {}  # config key -> attempt id
+        self.winner: str | None = None
+        self._enqueue(Attempt(id="a0", parent=None, config=plan.config))
+
+    # -- Tune events -------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> Attempt | None:
+        """The next queued attempt, bound to ``trial_id``; None when none is ready."""
+        if self.done or not self.queue or self._launched_count() >= self.plan.max_attempts:
+            return None
+        attempt = self.attempts[self.queue.pop(0)]
+        attempt.trial_id, attempt.outcome = trial_id, Outcome.RUNNING
+        self.by_trial[trial_id] = attempt.id
+        self.journal("attempt_launched", attempt=attempt.id, parent=attempt.parent, trial_id=trial_id,
+                     start=attempt.start, patch=[c.to_dict() for c in attempt.patch])
+        return attempt
+
+    def observe(self, trial_id: str, iteration: int, metrics: dict[str, Any],
+                checkpoint: str | None = None) -> Verdict:
+        """Take one report; say whether the trial must stop."""
+        attempt = self.attempts[self.by_trial[trial_id]]
+        if attempt.outcome != Outcome.RUNNING:
+            return Verdict(True, attempt.reason)
+        if checkpoint and checkpoint not in attempt.checkpoints.values():
+            # Tune shows the scheduler the checkpoint of the *previous* report.
+            previous = attempt.history.last_iteration
+            if previous is not None:
+                attempt.checkpoints[previous] = checkpoint
+        bad = self._check_stream(metrics)
+        if bad:
+            return self._end(attempt, Outcome.ERROR, bad, stop=True)
+        attempt.history.record(iteration, metrics)
+        if self.winner is not None:
+            return self._end(attempt, Outcome.STOPPED, f"attempt {self.winner} already healthy", stop=True)
+        findings = self._detect(attempt)
+        decision = self._decide(attempt, findings, at_end=False)
+        if decision is not None:
+            return self._end(attempt, Outcome.SICK, decision.reason, stop=True)
+        epoch = as_float(metrics.get("epoch", iteration))
+        if self.plan.max_epochs is not None and epoch is not None and epoch >= self.plan.max_epochs:
+            return Verdict(True, f"reached max_epochs={self.plan.max_epochs}")
+        return CONTINUE
+
+    def complete(self, trial_id: str, error: str | None = None) -> None:
+        """The trial ended (ran out of epochs, was stopped, or raised)."""
+        attempt = self.attempts.get(self.by_trial.get(trial_id, ""))
+        if attempt is None or attempt.outcome != Outcome.RUNNING:
+            return
+        if error is not None:
+            attempt.error = error
+            self._end(attempt, Outcome.ERROR, f"the trial raised: {error.strip().splitlines()[-1] if error.strip() else error}")
+            return
+        if self._healthy(attempt):
+            return
+        findings = [f for f in attempt.findings if f.symptom in attempt.active]
+        decision = self._decide(attempt, findings, at_end=True)
+        if decision is not None:
+            self._end(attempt, Outcome.SICK, decision.reason)
+        else:
+            self._end(attempt, Outcome.UNHEALTHY, self._progress_text(attempt))
+
+    def finish(self, reason: str = "") -> None:
+        """The run ended: running attempts were stopped, queued ones were never launched."""
+        for attempt in self.attempts.values():
+            if attempt.outcome == Outcome.RUNNING:
+                self._end(attempt, Outcome.STOPPED, reason or "the run ended")
+            elif attempt.outcome == Outcome.QUEUED:
+                self._end(attempt, Outcome.NOT_LAUNCHED, reason or "the run ended first")
+        self.queue.clear()
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to do: a winner, or no queued attempt that the budget still allows."""
+        if self.winner is not None:
+            return True
+        can_launch = bool(self.queue) and self._launched_count() < self.plan.max_attempts
+        return not can_launch and not self.running
+
+    @property
+    def running(self) -> list[str]:
+        return [a.id for a in self.attempts.values() if a.outcome == Outcome.RUNNING]
+
+    # -- detection and decisions -------------------------------------------------------------
+    def _check_stream(self, metrics: dict[str, Any]) -> str | None:
+        """A report must carry the watched metrics as numbers (the metric stream is user input)."""
+        for name in dict.fromkeys((self.plan.metric, self.plan.loss_metric)):
+            if name not in metrics:
+                keys = ", ".join(sorted(k for k in metrics if not k.startswith(("config", "time", "date"))))
+                return f"report has no metric '{name}'; it reported: {keys or 'nothing'}"
+            if as_float(metrics[name]) is None:
+                return f"metric '{name}' must be a number, got {metrics[name]!r}"
+        return None
+
+    def _detect(self, attempt: Attempt) -> list[Finding]:
+        findings = [f for d in self.detectors if (f := d.check(attempt.history)) is not None]
+        attempt.active = [f.symptom for f in findings]
+        seen = {f.symptom for f in attempt.findings}
+        for f in findings:
+            if f.symptom not in seen:
+                attempt.findings.append(f)
+                self.journal("finding", attempt=attempt.id, **f.to_dict())
+        return findings
+
+    def _decide(self, attempt: Attempt, findings: list[Finding], at_end: bool) -> Decision | None:
+        """Advance every policy's state; act on the first firing one that has a remedy left."""
+        firing: list[tuple[Policy, Finding]] = []
+        aliases = self.plan.aliases
+        lookup = lambda path: get_path(attempt.config, aliases.get(path, path), None)  # noqa: E731
+        for policy in self.policies:
+            match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None)
+            streak = attempt.streaks.get(policy.name, 0) + 1 if match else 0
+            attempt.streaks[policy.name] = streak
+            wait = attempt.cooldown.get(policy.name, 0)
+            if match and wait >= len(attempt.history.iterations):
+                continue
+            if match and (streak >= policy.for_steps or at_end):
+                firing.append((policy, match))
+        for policy, finding in firing:
+            decision = self._act(attempt, policy, finding, at_end)
+            if decision is not None:
+                return decision
+        return None
+
+    def _act(self, attempt: Attempt, policy: Policy, finding: Finding, at_end: bool) -> Decision | None:
+        """Try the policy's candidates in lineage order; queue the first new, applicable patch."""
+        skipped: list[str] = []
+        while attempt.fires.get(policy.name, 0) < policy.fire_limit:
+            slot = attempt.slots.get(policy.name, 0)
+            action = policy.candidate(slot)
+            if action is None:
+                break
+            attempt.slots[policy.name] = slot + 1
+            try:
+                config, changes = action.apply(attempt.config, self.plan.aliases)
+            except NotApplicable as why:
+                skipped.append(f"{action.describe()}: {why}")
+                continue
+            twin = self.launched.get(config_key(config))
+            if twin is not None:
+                skipped.append(f"{action.describe()}: that config already ran as {twin}")
+                continue
+            return self._fire(attempt, policy, finding, action, config, changes, skipped, at_end)
+        if skipped:
+            self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, skipped=skipped)
+        return None
+
+    def _fire(self, attempt, policy, finding, action, config, changes, skipped, at_end) -> Decision:
+        attempt.fires[policy.name] = attempt.fires.get(policy.name, 0) + 1
+        held = "at the end of the attempt" if at_end else f"held {attempt.streaks[policy.name]} report(s)"
+        diff = ", ".join(f"{c.path}: {_short(c.old)} -> {_short(c.new)}" for c in changes)
+        child_id = None
+        if self._launched_count() + len(self.queue) < self.plan.max_attempts:
+            child_id = f"a{len(self.attempts)}"
+            warm = self._healthy_checkpoint(attempt, finding) if action.start == "warm" else None
+            child = Attempt(
+                id=child_id, parent=attempt.id, config=config, patch=changes, policy=policy.name,
+                start="warm" if warm else "cold", warm_from=warm,
+                slots=dict(attempt.slots), fires=dict(attempt.fires),
+                cooldown={policy.name: policy.cooldown_steps} if policy.cooldown_steps else {},
+            )
+            self._enqueue(child)
+        then = f"launch {child_id} with {diff}" if child_id else f"no attempt left in the budget for {diff}"
+        reason = f"{finding.symptom} {held} ({finding.reason}); policy '{policy.name}': {then}"
+        decision = Decision(policy.name, finding, action.describe(), action.start, changes, child_id, reason, skipped)
+        attempt.decision = decision
+        self.journal("decision", attempt=attempt.id, **decision.to_dict())
+        return decision
+
+    def _healthy_checkpoint(self, attempt: Attempt, finding: Finding) -> str | None:
+        """The last checkpoint saved before the first report of the symptom being answered."""
+        onset = next((f.iteration for f in attempt.findings if f.symptom == finding.symptom), finding.iteration)
+        before = [i for i in attempt.checkpoints if i < onset]
+        return attempt.checkpoints[max(before)] if before else None
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def improvement(self, attempt: Attempt) -> float | None:
+        """Relative improvement of the watched metric, first report -> last report."""
+        values = [v for _, v in attempt.history.series(self.plan.metric)]
+        if len(values) < 2 or not all(math.isfinite(v) for v in (values[0], values[-1])):
+            return None
+        first, last = values[0], values[-1]
+        gain = (first - last) if self.plan.mode == "min" else (last - first)
+        return gain / (abs(first) or 1.0)
+
+    def _healthy(self, attempt: Attempt) -> bool:
+        gain = self.improvement(attempt)
+        if gain is None or gain < self.plan.min_drop or attempt.active:
+            return False
+        self._end(attempt, Outcome.HEALTHY, self._progress_text(attempt))
+        if self.winner is None:
+            self.winner = attempt.id
+        return True
+
+    def _progress_text(self, attempt: Attempt) -> str:
+        gain = self.improvement(attempt)
+        verb = "fell" if self.plan.mode == "min" else "rose"
+        text = (f"{self.plan.metric} {verb} {gain:.1%} from its first report (needed {self.plan.min_drop:.0%})"
+                if gain is not None else f"{self.plan.metric} has no finite first and last value")
+        return text + (f"; still active: {', '.join(attempt.active)}" if attempt.active else "")
+
+    def _end(self, attempt: Attempt, outcome: str, reason: str, stop: bool = False) -> Verdict:
+        attempt.outcome, attempt.reason = outcome, reason
+        self.journal("attempt_finished", attempt=attempt.id, outcome=outcome, reason=reason,
+                     improvement=self.improvement(attempt))
+        return Verdict(stop, reason)
+
+    def _enqueue(self, attempt: Attempt) -> None:
+        self.attempts[attempt.id] = attempt
+        self.queue.append(attempt.id)
+        self.launched[config_key(attempt.config)] = attempt.id
+
+    def _launched_count(self) -> int:
+        return sum(1 for a in self.attempts.values() if a.trial_id is not None)
+
+    # -- resumable state ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"attempts": [a.to_dict() for a in self.attempts.values()], "queue": list(self.queue),
+                "by_trial": dict(self.by_trial), "winner": self.winner}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.attempts = {d["id"]: Attempt.from_dict(d) for d in state["attempts"]}
+        self.queue, self.by_trial, self.winner = list(state["queue"]), dict(state["by_trial"]), state["winner"]
+        self.launched = {config_key(a.config): a.id for a in self.attempts.values()}
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, float) else f"{value:g}"
+    return text if len(text) <= 60 else text[:57] + "..."

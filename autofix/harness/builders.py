@@ -1,0 +1,199 @@
+"""Turn the plain-dict training config into torch objects.
+
+The config is JSON-able on purpose (Ray ships it between processes and autofix patches it), so
+everything here maps names and ``"module:callable"`` references to real objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from autofix.harness.data import DATASETS
+
+__all__ = [
+    "LOSSES", "LossFn", "OPTIMIZERS", "SCHEDULERS", "build_data", "build_loss", "build_model",
+    "build_optimizer", "build_scheduler", "normalize_config", "optimizer_class",
+    "optimizer_kwargs", "resolve",
+]
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adagrad": torch.optim.Adagrad,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+}
+LOSSES: dict[str, type[nn.Module]] = {
+    "bce_with_logits": nn.BCEWithLogitsLoss,
+    "cross_entropy": nn.CrossEntropyLoss,
+    "mse": nn.MSELoss,
+    "nll": nn.NLLLoss,
+}
+SCHEDULERS = ("cosine", "exponential", "reduce_on_plateau", "step")
+
+_DEFAULTS: dict[str, Any] = {
+    "loss": {"name": "cross_entropy", "args": {}},
+    "scheduler": None,
+    "batch_size": 64,
+    "epochs": 15,
+    "seed": 0,
+    "grad_clip": None,
+    "checkpoint_every": 1,
+    "warm_start": None,
+}
+
+
+def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of ``config`` with every optional key filled with its default."""
+    cfg = copy.deepcopy(config)
+    for key, value in _DEFAULTS.items():
+        if cfg.get(key) is None:
+            cfg[key] = copy.deepcopy(value)
+    cfg["model"].setdefault("args", {})
+    cfg["data"].setdefault("args", {})
+    cfg["data"].setdefault("val_fraction", 0.2)
+    cfg["loss"].setdefault("args", {})
+    cfg["optimizer"].setdefault("kwargs", {})
+    if cfg["scheduler"] is not None:
+        cfg["scheduler"].setdefault("kwargs", {})
+    return cfg
+
+
+def resolve(ref: str) -> Any:
+    """Import ``"package.module:attr"`` (attr may be dotted) and return the attribute.
+
+    Raises:
+        ValueError: naming ``ref`` when it is malformed, the module cannot be imported or the
+            attribute does not exist, so a typo in a config reads as a config problem.
+    """
+    module_name, sep, attr_path = ref.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise ValueError(f"reference {ref!r} is not of the form 'module:callable'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"reference {ref!r}: cannot import module {module_name!r}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(
+                f"reference {ref!r}: module {module_name!r} has no attribute {attr_path!r}"
+            ) from None
+    return obj
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """Call the model factory reference with ``**args``."""
+    factory = resolve(spec["factory"])
+    return factory(**spec.get("args", {}))
+
+
+def build_data(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
+    """Return ``(train, val)``: builtins get ``seed`` and ``val_fraction``, user refs ``**args``."""
+    name, args = spec["factory"], spec.get("args", {})
+    if name in DATASETS:
+        # A val_fraction inside args (the builtins accept it) wins over the data-level key.
+        kwargs = {"val_fraction": spec.get("val_fraction", 0.2), **args}
+        return DATASETS[name](seed=seed, **kwargs)
+    if ":" not in name:
+        raise ValueError(
+            f"data factory {name!r} is neither a builtin ({', '.join(sorted(DATASETS))}) "
+            "nor a 'module:callable' reference"
+        )
+    train, val = resolve(name)(**args)
+    return train, val
+
+
+class LossFn:
+    """A torch loss plus the target conversion that lets class-id labels feed every loss kind.
+
+    * cross_entropy / nll: targets as int64 class ids (nll expects log-probabilities; feeding
+      it raw logits is a classic bug, left as is so autofix can see it).
+    * mse: class ids become one-hot rows when the model has several outputs, else floats.
+    * bce_with_logits: class ids become floats shaped like a single-output model's logits
+      (one-hot for several outputs, i.e. multi-label style).
+    """
+
+    def __init__(self, name: str, args: dict[str, Any]) -> None:
+        key = name.lower()
+        if key not in LOSSES:
+            raise ValueError(f"loss {name!r} is not one of {', '.join(sorted(LOSSES))}")
+        self.name = key
+        # Class weights arrive as JSON lists; torch wants tensors.
+        kwargs = {
+            k: torch.tensor(v, dtype=torch.float32) if isinstance(v, list) else v
+            for k, v in args.items()
+        }
+        self.module = LOSSES[key](**kwargs)
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Loss of logits ``out`` against targets ``y`` after converting ``y`` for this loss."""
+        return self.module(out, self.targets(out, y))
+
+    def targets(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Convert ``y`` into what this loss expects for outputs shaped like ``out``."""
+        if self.name in ("cross_entropy", "nll"):
+            # Float 2-D targets are class probabilities, which cross_entropy accepts as is.
+            return y if y.is_floating_point() and y.dim() > 1 else y.long()
+        if not y.is_floating_point() and out.dim() == 2 and out.shape[1] > 1:
+            return F.one_hot(y.long(), out.shape[1]).to(out.dtype)
+        return y.to(out.dtype).reshape(out.shape)
+
+
+def build_loss(spec: dict[str, Any]) -> LossFn:
+    """Loss from ``{"name", "args"}``."""
+    return LossFn(spec["name"], spec.get("args", {}))
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """Map a case-insensitive optimizer name to its ``torch.optim`` class."""
+    try:
+        return OPTIMIZERS[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"optimizer {name!r} is not one of {', '.join(sorted(OPTIMIZERS))}"
+        ) from None
+
+
+def optimizer_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer kwargs with JSON lists (e.g. Adam ``betas``) turned into tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
+
+
+def build_optimizer(
+    spec: dict[str, Any], params: Iterable[nn.Parameter]
+) -> torch.optim.Optimizer:
+    """Optimizer from ``{"name", "lr", "kwargs"}``."""
+    return optimizer_class(spec["name"])(params, lr=spec["lr"], **optimizer_kwargs(spec))
+
+
+def build_scheduler(
+    spec: dict[str, Any] | None, optimizer: torch.optim.Optimizer, epochs: int
+) -> Any:
+    """Scheduler from ``{"name", "kwargs"}`` or None; defaults keep a bare name usable.
+
+    step: ``step_size=10, gamma=0.1``; cosine: ``T_max=epochs``; exponential: ``gamma=0.9``.
+    """
+    if spec is None:
+        return None
+    sched = torch.optim.lr_scheduler
+    kwargs = dict(spec.get("kwargs", {}))
+    builders: dict[str, Callable[[], Any]] = {
+        "reduce_on_plateau": lambda: sched.ReduceLROnPlateau(optimizer, **kwargs),
+        "step": lambda: sched.StepLR(optimizer, **{"step_size": 10, "gamma": 0.1, **kwargs}),
+        "cosine": lambda: sched.CosineAnnealingLR(optimizer, **{"T_max": epochs, **kwargs}),
+        "exponential": lambda: sched.ExponentialLR(optimizer, **{"gamma": 0.9, **kwargs}),
+    }
+    name = spec["name"].lower()
+    if name not in builders:
+        raise ValueError(f"scheduler {spec['name']!r} is not one of {', '.join(SCHEDULERS)}")
+    return builders[name]()

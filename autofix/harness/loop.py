@@ -1,0 +1,309 @@
+"""The managed training loop: train a config-described model, report metrics every epoch.
+
+:func:`run_training` knows nothing about Ray: the caller injects ``report(metrics, ckpt_dir)``
+(a thin wrapper around ``ray.train.report`` in production, a list append in tests). Epoch 0 is
+an evaluation before any step, so detectors get a baseline (initial loss, initial grad norm).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from autofix.harness.builders import (
+    LossFn,
+    build_data,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    normalize_config,
+    optimizer_kwargs,
+)
+from autofix.harness.data import Batches
+
+__all__ = ["Report", "STATE_FILE", "run_training"]
+
+STATE_FILE = "state.pt"
+Report = Callable[[dict[str, Any], str | None], None]
+_EPOCH0_TRAIN_BATCHES = 20  # enough for a stable initial-loss estimate, cheap on big sets
+_EVAL_BATCH_MIN = 256  # evaluation holds no graph, so bigger batches are free speed
+
+
+def _grad_norm(model: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: one fused foreach kernel
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+class _Trainer:
+    """Holds the built objects of one run; each method is one phase of an epoch."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        seed, batch_size = cfg["seed"], cfg["batch_size"]
+        train, val = build_data(cfg["data"], seed)
+        self.train = Batches(train, batch_size, shuffle=True, seed=seed)
+        self.val = Batches(val, max(batch_size, _EVAL_BATCH_MIN), shuffle=False, seed=seed)
+        self.model = build_model(cfg["model"])
+        self.loss_fn: LossFn = build_loss(cfg["loss"])
+        self.optimizer = build_optimizer(cfg["optimizer"], self.model.parameters())
+        self.scheduler: Any = None  # built after any checkpoint load, see _prepare
+
+    def lr(self) -> float:
+        """Learning rate of param group 0 right now."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def initial_metrics(self) -> dict[str, Any]:
+        """Epoch 0: losses of the untrained model and the gradient norm of one batch."""
+        self.model.eval()
+        with torch.no_grad():
+            losses = [
+                float(self.loss_fn(self.model(x), y))
+                for x, y in islice(self.train.epoch(0), _EPOCH0_TRAIN_BATCHES)
+            ]
+        self.model.train()
+        x, y = next(iter(self.train.epoch(0)))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        norm = float(_grad_norm(self.model)) if self._backward(loss) else float("nan")
+        self.optimizer.zero_grad(set_to_none=True)  # measured only: no step at epoch 0
+        return {"train_loss": _mean(losses), "grad_norm": norm, "grad_norm_max": norm}
+
+    def _backward(self, loss: torch.Tensor) -> bool:
+        # A non-finite loss is reported, not trained on: backpropagating it would turn every
+        # weight into NaN and hide what the controller should see.
+        if not torch.isfinite(loss):
+            return False
+        loss.backward()
+        return True
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training set; grad norms are measured before clipping."""
+        self.model.train()
+        losses: list[float] = []
+        norms: list[float] = []
+        for x, y in self.train.epoch(epoch):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(x), y)
+            losses.append(loss.item())
+            if not self._backward(loss):
+                continue
+            norm = _grad_norm(self.model)
+            norms.append(float(norm))
+            if not torch.isfinite(norm):
+                continue  # same reason as a non-finite loss: keep the weights readable
+            self._clip(norm)
+            self.optimizer.step()
+        return {
+            "train_loss": _mean(losses),
+            "grad_norm": _mean(norms),
+            "grad_norm_max": max(norms) if norms else float("nan"),
+        }
+
+    def _clip(self, norm: torch.Tensor) -> None:
+        clip = self.cfg["grad_clip"]
+        if clip is None:
+            return
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if clip["kind"] == "norm" and hasattr(torch.nn.utils, "clip_grads_with_norm_"):
+            torch.nn.utils.clip_grads_with_norm_(params, clip["max"], norm)  # reuse the norm
+        elif clip["kind"] == "norm":
+            torch.nn.utils.clip_grad_norm_(params, clip["max"])  # torch < 2.6
+        elif clip["kind"] == "value":
+            torch.nn.utils.clip_grad_value_(params, clip["max"])
+        else:
+            raise ValueError(f"grad_clip kind {clip['kind']!r} is not 'norm' or 'value'")
+
+    def evaluate(self) -> dict[str, Any]:
+        """Loss, accuracy and macro F1 on the whole validation set."""
+        self.model.eval()
+        total, count, preds, targets = 0.0, 0, [], []
+        with torch.no_grad():
+            for x, y in self.val.epoch(0):
+                out = self.model(x)
+                total += float(self.loss_fn(out, y)) * len(y)
+                count += len(y)
+                preds.append(_predict(out))
+                targets.append(_class_targets(y, self.loss_fn.name))
+        metrics = {"val_loss": total / count if count else float("nan")}
+        metrics.update(_class_metrics(preds, targets))
+        return metrics
+
+    def step_scheduler(self, val_loss: float) -> None:
+        """Advance the scheduler once per training epoch (plateau watches val_loss)."""
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
+        else:
+            self.scheduler.step()
+
+
+def _predict(out: torch.Tensor) -> torch.Tensor:
+    # A single logit is a binary classifier whose decision boundary is 0.
+    if out.dim() == 1 or out.shape[1] == 1:
+        return (out.reshape(-1) > 0).long()
+    return out.argmax(dim=1)
+
+
+def _class_targets(y: torch.Tensor, loss_name: str) -> torch.Tensor | None:
+    if not y.is_floating_point():
+        return y.reshape(-1).long()
+    if y.dim() > 1 and y.shape[1] > 1:
+        return y.argmax(dim=1)  # one-hot or probability targets
+    if loss_name == "bce_with_logits":
+        return (y.reshape(-1) > 0.5).long()
+    return None  # regression targets: accuracy has no meaning
+
+
+def _class_metrics(preds: list[torch.Tensor], targets: list[Any]) -> dict[str, float]:
+    if not preds or any(t is None for t in targets):
+        return {"val_accuracy": float("nan"), "val_macro_f1": float("nan")}
+    pred, true = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+    return {
+        "val_accuracy": float((pred == true).mean()),
+        "val_macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    # numpy's state holds an ndarray; stored as a tensor so torch.load(weights_only=True) works.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _save_checkpoint(trainer: _Trainer, epoch: int) -> str:
+    directory = tempfile.mkdtemp(prefix="autofix-ckpt-")
+    state = {
+        "epoch": epoch,
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "optimizer_class": type(trainer.optimizer).__name__,
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler else None,
+        "scheduler_spec": trainer.cfg["scheduler"],
+        "rng": _rng_state(),
+    }
+    torch.save(state, os.path.join(directory, STATE_FILE))
+    return directory
+
+
+def _load_checkpoint(directory: str) -> dict[str, Any]:
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint directory {directory!r} has no {STATE_FILE}")
+    return torch.load(path, weights_only=True)
+
+
+def _prepare(trainer: _Trainer, restore_dir: str | None) -> int:
+    """Load any checkpoint, build the scheduler, return the first epoch to run (0 = evaluate).
+
+    ``restore_dir`` (a Ray retry of this very config) wins over ``warm_start``.
+    """
+    cfg = trainer.cfg
+    source = restore_dir or cfg["warm_start"]
+    state = _load_checkpoint(source) if source else None
+    if state is not None:
+        trainer.model.load_state_dict(state["model"])
+        # Another optimizer's moments mean nothing to this one: weights only, then.
+        if state["optimizer_class"] == type(trainer.optimizer).__name__:
+            trainer.optimizer.load_state_dict(state["optimizer"])
+        if not restore_dir:
+            _apply_config_hyperparams(trainer)
+    # Built after the optimizer state is loaded so its base lr is the lr in force (the patched
+    # one for a warm start), not the one from the config's first launch.
+    trainer.scheduler = build_scheduler(cfg["scheduler"], trainer.optimizer, cfg["epochs"])
+    if state is None:
+        return 0
+    same_schedule = restore_dir or state["scheduler_spec"] == cfg["scheduler"]
+    if trainer.scheduler is not None and state["scheduler"] is not None and same_schedule:
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        if not restore_dir:
+            _rebase_scheduler(trainer)
+    if restore_dir:
+        _set_rng_state(state["rng"])
+    return state["epoch"] + 1
+
+
+def _apply_config_hyperparams(trainer: _Trainer) -> None:
+    """Warm start: the checkpoint's moments stay, the config's lr and kwargs win."""
+    spec = trainer.cfg["optimizer"]
+    for group in trainer.optimizer.param_groups:
+        group.pop("initial_lr", None)  # else a new scheduler would resume from the old lr
+        group["lr"] = spec["lr"]
+        group.update(optimizer_kwargs(spec))
+
+
+def _rebase_scheduler(trainer: _Trainer) -> None:
+    lrs = [group["lr"] for group in trainer.optimizer.param_groups]
+    for attr in ("base_lrs", "_last_lr"):
+        if hasattr(trainer.scheduler, attr):
+            setattr(trainer.scheduler, attr, list(lrs))
+
+
+def _emit(trainer: _Trainer, epoch: int, metrics: dict[str, Any], report: Report) -> None:
+    every = trainer.cfg["checkpoint_every"]
+    due = epoch >= 1 and bool(every) and epoch % every == 0  # every <= 0 or None: never
+    directory = _save_checkpoint(trainer, epoch) if due else None
+    try:
+        report({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}, directory)
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)  # the caller has copied it by now
+
+
+def run_training(config: dict[str, Any], report: Report, restore_dir: str | None = None) -> None:
+    """Train the model ``config`` describes, calling ``report(metrics, ckpt_dir)`` every epoch.
+
+    Reports epoch 0 (evaluation before any step) and then epochs 1..``config["epochs"]``; the
+    metrics are ``epoch, train_loss, val_loss, val_accuracy, val_macro_f1, lr, grad_norm,
+    grad_norm_max``, plain floats that may be NaN/inf (never raised on). ``lr`` is the rate used
+    during the epoch. ``ckpt_dir`` is a temp directory holding ``state.pt`` on checkpoint epochs
+    (deleted once ``report`` returns), else None.
+
+    ``restore_dir`` resumes a crashed run exactly (model, optimizer, scheduler, RNG) from the
+    epoch after the checkpoint. ``config["warm_start"]`` starts a patched run from a checkpoint:
+    weights and, for the same optimizer class, its state, with the config's lr and kwargs; the
+    scheduler state only when the scheduler spec is unchanged. Epoch numbers continue from the
+    checkpoint, and ``epochs`` stays the number of the last epoch.
+    """
+    cfg = normalize_config(config)
+    torch.set_num_threads(1)  # several Ray trials share a small machine
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    trainer = _Trainer(cfg)
+    start = _prepare(trainer, restore_dir)
+    if start == 0:
+        baseline = {**trainer.initial_metrics(), **trainer.evaluate(), "lr": trainer.lr()}
+        _emit(trainer, 0, baseline, report)
+        start = 1
+    for epoch in range(start, cfg["epochs"] + 1):
+        lr = trainer.lr()
+        metrics = {**trainer.train_epoch(epoch), **trainer.evaluate(), "lr": lr}
+        trainer.step_scheduler(metrics["val_loss"])
+        _emit(trainer, epoch, metrics, report)

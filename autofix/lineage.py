@@ -1,0 +1,107 @@
+"""Attempts and decisions: the lineage of a run, as plain data.
+
+Every decision is a value: the finding that triggered it (symptom, iteration, evidence,
+reason), the policy, the action, the patch and the child it launched. The same objects are
+journaled as they happen and rendered in the report, so the report never re-derives a
+decision from logs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autofix.actions import Change
+from autofix.metrics import History
+from autofix.symptoms import Finding
+
+__all__ = ["Attempt", "Decision", "Outcome", "config_key"]
+
+
+class Outcome:
+    """Where an attempt ended. Plain strings so reports and journals stay readable."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    HEALTHY = "healthy"  # met the success criterion with no symptom active
+    SICK = "sick"  # a policy fired on a symptom; the attempt was stopped
+    UNHEALTHY = "unhealthy"  # ran its epochs without meeting the success criterion
+    ERROR = "error"  # the trial's code raised: not a training symptom
+    STOPPED = "stopped"  # stopped by the run (another attempt won, wall-clock budget)
+    NOT_LAUNCHED = "not_launched"  # queued when the run ended
+
+
+@dataclass
+class Decision:
+    """What the engine did about a finding on one attempt."""
+
+    policy: str
+    finding: Finding
+    action: str | None
+    start: str
+    patch: list[Change]
+    child: str | None
+    reason: str
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["finding"] = self.finding.to_dict()
+        d["patch"] = [c.to_dict() for c in self.patch]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Decision":
+        return cls(**{**d, "finding": Finding.from_dict(d["finding"]),
+                      "patch": [Change.from_dict(c) for c in d["patch"]]})
+
+
+@dataclass
+class Attempt:
+    """One trial of the run: its config, how it came to be, what was seen and how it ended."""
+
+    id: str
+    parent: str | None
+    config: dict[str, Any]
+    patch: list[Change] = field(default_factory=list)
+    policy: str | None = None
+    start: str = "cold"
+    warm_from: str | None = None
+    trial_id: str | None = None
+    outcome: str = Outcome.QUEUED
+    reason: str = ""
+    findings: list[Finding] = field(default_factory=list)  # first finding of each symptom
+    active: list[str] = field(default_factory=list)  # symptoms found at the last report
+    decision: Decision | None = None
+    error: str | None = None
+    history: History = field(default_factory=History)
+    slots: dict[str, int] = field(default_factory=dict)  # candidate slots used per policy, lineage-wide
+    fires: dict[str, int] = field(default_factory=dict)  # fires per policy, lineage-wide
+    streaks: dict[str, int] = field(default_factory=dict)  # consecutive matching reports, this attempt
+    cooldown: dict[str, int] = field(default_factory=dict)  # reports a policy must wait, this attempt
+    checkpoints: dict[int, str] = field(default_factory=dict)  # iteration -> checkpoint path
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("history", "findings", "decision", "patch", "checkpoints")}
+        d["patch"] = [c.to_dict() for c in self.patch]
+        d["findings"] = [f.to_dict() for f in self.findings]
+        d["decision"] = self.decision.to_dict() if self.decision else None
+        d["history"] = {str(k): v for k, v in self.history.rows().items()}
+        d["checkpoints"] = {str(k): v for k, v in self.checkpoints.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Attempt":
+        d = dict(d)
+        d["patch"] = [Change.from_dict(c) for c in d["patch"]]
+        d["findings"] = [Finding.from_dict(f) for f in d["findings"]]
+        d["decision"] = Decision.from_dict(d["decision"]) if d["decision"] else None
+        d["history"] = History({int(k): v for k, v in d["history"].items()})
+        d["checkpoints"] = {int(k): v for k, v in d["checkpoints"].items()}
+        return cls(**d)
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """Canonical form of a config, to never launch the same one twice."""
+    return json.dumps(config, sort_keys=True, default=str)

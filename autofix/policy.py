@@ -1,0 +1,253 @@
+"""Policy files: declarative ``when symptom [where ...] for N steps then [actions...]`` rules.
+
+Modelled on Prometheus alerting rules: unknown keys are errors, every problem in every file
+is collected with ``file:line``, and files compose: a later file (the user's) overrides an
+earlier one (the shipped ``policies/``) policy by policy, by name, and ``enabled: false``
+switches a shipped policy off. Conditions are data (``{optimizer.lr: {gt: 0.01}}``), never
+evaluated as code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from autofix.actions import ActionSpec
+from autofix.errors import InputError, Problem
+from autofix.sources import Source, load_yaml, problems_from_validation
+from autofix.symptoms import SYMPTOMS
+
+__all__ = [
+    "BUILTIN",
+    "Condition",
+    "Policy",
+    "PolicyFile",
+    "PolicySet",
+    "SHIPPED_POLICIES",
+    "load_policies",
+]
+
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+BUILTIN = "builtin"  # the name of the shipped policy directory in a spec's ``policies`` list
+_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class Condition(BaseModel):
+    """Comparisons on one value; all given must hold. ``in`` / ``not_in`` take lists."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    eq: Any = None
+    ne: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "Condition":
+        if not self.model_fields_set:
+            raise ValueError("a condition needs at least one of gt, ge, lt, le, eq, ne, in, not_in")
+        return self
+
+    def holds(self, value: Any) -> bool:
+        """True when ``value`` passes every comparison given.
+
+        A missing value (None) passes only ``ne`` and ``not_in``, as a Prometheus ``!=``
+        matcher matches a series without the label.
+        """
+        if value is None:
+            return bool(self.model_fields_set) and self.model_fields_set <= {"ne", "not_in"}
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        checks = {
+            "gt": lambda b: numeric and value > b,
+            "ge": lambda b: numeric and value >= b,
+            "lt": lambda b: numeric and value < b,
+            "le": lambda b: numeric and value <= b,
+            "eq": lambda b: _norm(value) == _norm(b),
+            "ne": lambda b: _norm(value) != _norm(b),
+            "in_": lambda b: _norm(value) in [_norm(x) for x in b],
+            "not_in": lambda b: _norm(value) not in [_norm(x) for x in b],
+        }
+        return all(checks[k](getattr(self, k)) for k in self.model_fields_set)
+
+
+def _norm(value: Any) -> Any:
+    # Optimizer names are case-insensitive in specs ("Adam" == "adam").
+    return value.lower() if isinstance(value, str) else value
+
+
+class When(BaseModel):
+    """Which finding a policy answers: a symptom, and conditions on its evidence or the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symptom: str
+    where: dict[str, Condition] = Field(default_factory=dict)
+
+    @field_validator("symptom")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in SYMPTOMS:
+            raise ValueError(f"unknown symptom '{value}'; available: {', '.join(sorted(SYMPTOMS))}")
+        return value
+
+
+class Policy(BaseModel):
+    """One rule: when a symptom holds ``for_steps`` reports, try the next candidate action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME, max_length=80)
+    description: str = ""
+    enabled: bool = True
+    when: When | None = None
+    for_steps: int = Field(default=1, ge=1, le=1000)
+    cooldown_steps: int = Field(default=0, ge=0, le=1000)
+    max_fires: int | None = Field(default=None, ge=1, le=100)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    then: list[ActionSpec] = Field(default_factory=list, max_length=50)
+    source: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Policy":
+        # A bare ``{name, enabled: false}`` entry only switches off a policy of that name.
+        if self.enabled and (self.when is None or not self.then):
+            raise ValueError("an enabled policy needs 'when' and a non-empty 'then'")
+        return self
+
+    @property
+    def fire_limit(self) -> int:
+        """Fires allowed per lineage: ``max_fires``, or as many as the candidates answer."""
+        return self.max_fires or sum(a.times for a in self.then)
+
+    def matches(self, symptom: str, evidence: dict[str, float], lookup: Callable[[str], Any]) -> bool:
+        """Does a finding of ``symptom`` with this evidence call for this policy?
+
+        ``lookup(path)`` reads the attempt's config (through the spec's knob aliases).
+        """
+        if self.when is None or self.when.symptom != symptom:
+            return False
+        for path, cond in self.when.where.items():
+            if path.startswith("evidence."):
+                value = evidence.get(path[len("evidence."):])
+            else:
+                value = lookup(path)
+            if not cond.holds(value):
+                return False
+        return True
+
+    def candidate(self, fire: int) -> Any | None:
+        """The action answering this policy's ``fire``-th fire (0-based) in a lineage."""
+        for action in self.then:
+            if fire < action.times:
+                return action
+            fire -= action.times
+        return None
+
+
+class PolicyFile(BaseModel):
+    """The top level of a policy file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    policies: list[Policy] = Field(default_factory=list)
+
+
+class PolicySet:
+    """The composed, enabled policies in the order they are considered (priority, then file order)."""
+
+    def __init__(self, policies: list[Policy], sources: list[str]) -> None:
+        order = {p.name: i for i, p in enumerate(policies)}
+        self.policies = sorted(
+            (p for p in policies if p.enabled), key=lambda p: (-p.priority, order[p.name])
+        )
+        self.sources = sources
+
+    def __iter__(self):
+        return iter(self.policies)
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def get(self, name: str) -> Policy | None:
+        return next((p for p in self.policies if p.name == name), None)
+
+
+def load_policies(paths: list[str | Path]) -> PolicySet:
+    """Load and compose policy files and directories; raise one InputError listing every problem."""
+    problems: list[Problem] = []
+    merged: dict[str, Policy] = {}
+    files = _expand(paths, problems)
+    for path in files:
+        for policy in _load_file(path, problems):
+            merged.pop(policy.name, None)  # a later definition wins and takes the later place
+            merged[policy.name] = policy
+    if problems:
+        raise InputError(problems)
+    return PolicySet(list(merged.values()), [str(f) for f in files])
+
+
+def _expand(paths: list[str | Path], problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = SHIPPED_POLICIES if str(raw) == BUILTIN else Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.yaml") if not p.name.endswith(".test.yaml")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(str(raw), None, "", "no such policy file or directory"))
+    return files
+
+
+def _load_file(path: Path, problems: list[Problem]) -> list[Policy]:
+    try:
+        source = load_yaml(path)
+    except InputError as exc:
+        problems.extend(exc.problems)
+        return []
+    if not isinstance(source.data, dict):
+        problems.append(Problem(source.path, 1, "", "expected a mapping with 'version' and 'policies'"))
+        return []
+    head = {k: v for k, v in source.data.items() if k != "policies"}
+    try:
+        PolicyFile.model_validate({**head, "policies": []})
+    except pydantic.ValidationError as err:
+        problems.extend(problems_from_validation(err, source, PolicyFile))
+    items = source.data.get("policies")
+    if not isinstance(items, list):
+        if items is not None:
+            problems.append(Problem(source.path, source.line_of(("policies",)), "policies", "expected a list of policies"))
+        return []
+    return _load_items(items, source, problems)
+
+
+def _load_items(items: list, source: Source, problems: list[Problem]) -> list[Policy]:
+    """Validate each policy on its own so one bad policy does not hide another's errors."""
+    loaded: list[Policy] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        context = f"policy '{name}'" if isinstance(name, str) else f"policies[{i}]"
+        try:
+            policy = Policy.model_validate(item)
+        except pydantic.ValidationError as err:
+            for p in problems_from_validation(err, source, Policy, base=("policies", i)):
+                field = p.field.split(".", 1)[1] if "." in p.field else ""
+                problems.append(Problem(p.file, p.line, field, p.message, context))
+            continue
+        line = source.line_of(("policies", i))
+        if policy.name in seen:
+            problems.append(Problem(source.path, line, "name", f"duplicate policy name (first on line {seen[policy.name]})", context))
+            continue
+        seen[policy.name] = line or 0
+        loaded.append(policy.model_copy(update={"source": f"{source.path}:{line}"}))
+    return loaded

@@ -1,0 +1,138 @@
+"""``autofix.run``: validate everything, then drive one Ray Tune experiment with the engine.
+
+Order matters for "nothing started on bad input": the spec, the policies and the output
+directory are all checked before Ray is initialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from autofix.engine import Engine, Plan
+from autofix.errors import InputError, Problem
+from autofix.journal import Journal
+from autofix.policy import load_policies
+from autofix.report import Report, build_report
+from autofix.spec import Spec, load_spec
+from autofix.symptoms import build_detectors
+
+__all__ = ["prepare", "run"]
+
+# Quiet by default (shared/notes/ray-tune.md, "Quiet tests"); users can still override them.
+for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+                     "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}.items():
+    os.environ.setdefault(_key, _value)
+
+
+def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool = False,
+            echo: Callable[[dict], None] | None = None) -> tuple[Spec, Engine, Path, Journal]:
+    """Everything that can fail on user input, done before Ray starts."""
+    spec = load_spec(spec)
+    policies = load_policies(spec.policy_paths())
+    detectors = build_detectors(spec.watched_loss, spec.symptoms)
+    out = Path(output) if output else Path("runs", f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise InputError([Problem(str(out), None, "--output",
+                                      "exists and is not empty; choose another directory or pass --overwrite")])
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out / "journal.jsonl", echo=echo)
+    plan = Plan(
+        config=spec.base_config(), metric=spec.metric, mode=spec.mode, loss_metric=spec.watched_loss,
+        min_drop=spec.success.min_drop, max_attempts=spec.budget.max_attempts,
+        max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs),
+    )
+    engine = Engine(plan, detectors, policies, journal=journal)
+    journal("run_started", name=spec.name, output=str(out.resolve()), policies=policies.sources,
+            config=plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
+    return spec, engine, out, journal
+
+
+def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | None = None,
+        overwrite: bool = False, verbose: bool = False,
+        echo: Callable[[dict], None] | None = None) -> Report:
+    """Run the remediation loop for ``spec`` (a YAML path, a dict or a :class:`Spec`).
+
+    Returns the :class:`~autofix.report.Report` (also written to ``OUTPUT/report.json``).
+    Raises :class:`~autofix.errors.InputError` on bad input, before anything starts.
+    """
+    spec, engine, out, journal = prepare(spec, output, overwrite, echo)
+    started = time.monotonic()
+    try:
+        with _ray(spec, address, verbose):
+            _fit(spec, engine, out.resolve(), verbose)
+        elapsed = time.monotonic() - started
+        ended = _ended_because(spec, engine, elapsed)
+        engine.finish(ended)
+        report = build_report(engine, spec.name, str(out), elapsed, ended)
+        report.write(out / "report.json")
+        journal("run_finished", status=report.status, winner=report.winner, reason=ended)
+        return report
+    finally:
+        journal.close()
+
+
+def _fit(spec: Spec, engine: Engine, out: Path, verbose: bool) -> None:
+    from ray import tune
+
+    from autofix.controller import AutofixScheduler, AutofixSearcher
+    from autofix.trial import RESERVED, make_custom_trainable, managed_trainable
+
+    trainable = managed_trainable if spec.training is not None else make_custom_trainable(spec.trainable)
+    resources = {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial}
+    name = lambda trial: f"{trial.config[RESERVED]['attempt']}-{trial.trial_id}"  # noqa: E731
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=AutofixSearcher(engine, spec.search_path(), spec.metric, spec.mode),
+            scheduler=AutofixScheduler(engine), num_samples=-1,
+            max_concurrent_trials=spec.budget.max_concurrent, time_budget_s=spec.budget.wall_clock_s,
+            reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name,
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(out), verbose=1 if verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=spec.ray.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
+    )
+    tuner.fit()
+
+
+@contextlib.contextmanager
+def _ray(spec: Spec, address: str | None, verbose: bool) -> Iterator[None]:
+    """Join the given cluster, or start an embedded local Ray bound to loopback."""
+    import ray
+
+    if ray.is_initialized():  # the caller (a notebook, the test session) owns Ray
+        yield
+        return
+    address = address or spec.ray.address or os.environ.get("RAY_ADDRESS")
+    if not verbose:  # no Ray log spam by default (-v shows it)
+        logging.getLogger("ray").setLevel(logging.ERROR)
+    if address:
+        ray.init(address=address, log_to_driver=verbose)
+    else:
+        ray.init(num_cpus=spec.ray.num_cpus, include_dashboard=False, log_to_driver=verbose,
+                 _node_ip_address="127.0.0.1", logging_level="WARNING" if not verbose else "INFO")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _ended_because(spec: Spec, engine: Engine, elapsed: float) -> str:
+    if engine.winner is not None:
+        return f"attempt {engine.winner} met the success criterion"
+    budget = spec.budget
+    if budget.wall_clock_s is not None and elapsed >= budget.wall_clock_s:
+        return f"wall-clock budget of {budget.wall_clock_s:g} s spent"
+    if engine.queue:
+        return f"max_attempts={budget.max_attempts} reached"
+    return "no policy had a remedy left for the last attempt"

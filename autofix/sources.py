@@ -1,0 +1,199 @@
+"""YAML documents that remember where each value came from, and pydantic errors turned into
+:class:`~autofix.errors.Problem` lines naming file, line and field.
+
+Specs and policy files are data: they are read with PyYAML's safe loader only (no tags that
+build objects), duplicate keys are rejected instead of silently keeping the last one, and
+every validation error is reported at once with the line of the offending key.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from autofix.errors import InputError, Problem
+
+__all__ = ["Source", "dotted", "load_yaml", "problems_from_validation", "source_from_data"]
+
+Loc = tuple[Any, ...]
+
+
+@dataclass
+class Source:
+    """A parsed document: its plain data and the line of every mapping key / list item."""
+
+    path: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """Line of the deepest known prefix of ``loc`` (a missing key points at its parent)."""
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:end]))
+            if line is not None:
+                return line
+        return None
+
+
+def source_from_data(data: Any, name: str = "<dict>") -> Source:
+    """Wrap data given from Python (no file, so no line numbers)."""
+    return Source(path=name, data=data)
+
+
+def load_yaml(path: str | Path) -> Source:
+    """Read one YAML file safely; raise :class:`InputError` on any unreadable or malformed input."""
+    name = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputError([Problem(name, None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError([Problem(name, None, "", f"cannot read as UTF-8 text: {exc}")]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise InputError([Problem(name, None, "", "file is empty; expected a YAML mapping")])
+        lines: dict[Loc, int] = {}
+        problems: list[Problem] = []
+        _index(node, (), lines, problems, name)
+        if problems:
+            raise InputError(problems)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(exc, "problem", None) or str(exc)
+        raise InputError([Problem(name, line, "", f"invalid YAML: {what}")]) from None
+    finally:
+        loader.dispose()
+    return Source(path=name, data=data, lines=lines)
+
+
+def _index(node: yaml.Node, loc: Loc, lines: dict, problems: list, name: str) -> None:
+    """Record the line of every key and item below ``node``; collect duplicate keys."""
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                where = dotted(loc + (key,))
+                problems.append(Problem(name, line, where, f"duplicate key (first set on line {seen[key]})"))
+            seen[key] = line
+            lines[loc + (key,)] = line
+            _index(value_node, loc + (key,), lines, problems, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[loc + (i,)] = item.start_mark.line + 1
+            _index(item, loc + (i,), lines, problems, name)
+
+
+def dotted(loc: Loc) -> str:
+    """``('policies', 0, 'then')`` -> ``policies[0].then``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def problems_from_validation(
+    err: pydantic.ValidationError, source: Source, model: type | None = None, base: Loc = ()
+) -> list[Problem]:
+    """One :class:`Problem` per pydantic error, located through ``source``'s line map.
+
+    ``base`` is the location of the validated value inside the document (so a policy validated
+    on its own still points at its line in the whole file).
+    """
+    problems = []
+    root = _at(source.data, base)
+    for e in err.errors(include_url=False):
+        loc = _data_loc(root, tuple(e["loc"]))
+        full = base + loc
+        problems.append(Problem(source.path, source.line_of(full), dotted(full), _message(e, model, loc)))
+    return problems
+
+
+def _at(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
+
+
+def _data_loc(data: Any, loc: Loc) -> Loc:
+    """Drop the steps pydantic adds that are not keys of the document (union tags, validators)."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif not (last and isinstance(data, dict) and isinstance(part, str)):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _message(e: dict, model: type | None, loc: Loc) -> str:
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1]) if model else []
+        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required field is missing"
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    elif msg.startswith("Input should be "):
+        msg = "expected " + msg[len("Input should be "):]
+    if "input" in e and kind not in ("value_error", "assertion_error"):
+        msg += f", got {_show(e['input'])}"
+    return msg
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _allowed_keys(model: Any, loc: Loc) -> list[str]:
+    """Walk a pydantic model type along ``loc`` and list the keys allowed there."""
+    current = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, pydantic.BaseModel):
+            info = current.model_fields.get(part)
+            current = info.annotation if info else None
+        else:
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, pydantic.BaseModel):
+        return sorted(f.alias or k for k, f in current.model_fields.items())
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] / X | None -> X; Annotated[X, ...] -> X."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(members[0]) if len(members) == 1 else tp
+    return tp

@@ -1,0 +1,223 @@
+"""The run spec: what to train, what to watch, what counts as healed, and the budget.
+
+Validated with pydantic v2 at the boundary: unknown keys are errors, every problem is
+reported at once with file, line and field, and factories named as ``"module:callable"`` are
+imported and their ``args`` bound before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from autofix.errors import InputError, Problem
+from autofix.refs import check_args, is_ref, resolve
+from autofix.sources import Source, load_yaml, problems_from_validation, source_from_data
+from autofix.symptoms import SYMPTOMS
+
+__all__ = ["BUILTIN_DATASETS", "Spec", "TrainingSpec", "load_spec"]
+
+# Kept here (not imported from the harness) so loading a spec does not import torch;
+# tests/test_spec.py checks it equals autofix.harness.DATASETS.
+BUILTIN_DATASETS = ("blobs", "circles", "classification", "digits", "fake")
+OPTIMIZERS = ("adagrad", "adam", "adamw", "rmsprop", "sgd")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FactorySpec(Strict):
+    """A ``"module:callable"`` and the keyword arguments it is called with."""
+
+    factory: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        if value not in BUILTIN_DATASETS:
+            resolve(value)
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _binds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        factory = info.data.get("factory")
+        if factory in BUILTIN_DATASETS:
+            from autofix.harness import DATASETS  # imports torch: only for builtin data
+
+            check_args(DATASETS[factory], value, fixed=("seed",))
+        elif factory is not None:
+            check_args(resolve(factory), value)
+        return value
+
+
+class DataSpec(FactorySpec):
+    """A builtin dataset name or a ``"module:callable"`` returning ``(train, val)`` datasets."""
+
+    factory: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS)}, or 'module:callable'")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, value: str) -> str:  # overrides FactorySpec's: builtin names first
+        if value in BUILTIN_DATASETS:
+            return value
+        if not is_ref(value):
+            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', got {value!r}")
+        resolve(value)
+        return value
+
+
+class LossSpec(Strict):
+    name: Literal["bce_with_logits", "cross_entropy", "mse", "nll"] = "cross_entropy"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerSpec(Strict):
+    name: str = "adam"
+    lr: float = Field(gt=0, allow_inf_nan=False)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value.lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {value!r}; available: {', '.join(OPTIMIZERS)}")
+        return value.lower()
+
+
+class SchedulerSpec(Strict):
+    name: Literal["cosine", "exponential", "reduce_on_plateau", "step"]
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class GradClipSpec(Strict):
+    kind: Literal["norm", "value"] = "norm"
+    max: float = Field(gt=0, allow_inf_nan=False)
+
+
+class TrainingSpec(Strict):
+    """Managed training: autofix owns the loop (see ``autofix.harness``)."""
+
+    model: FactorySpec
+    data: DataSpec
+    loss: LossSpec = Field(default_factory=LossSpec)
+    optimizer: OptimizerSpec
+    scheduler: SchedulerSpec | None = None
+    batch_size: int = Field(default=64, ge=1, le=1_000_000)
+    epochs: int = Field(default=15, ge=1, le=100_000)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    grad_clip: GradClipSpec | None = None
+    checkpoint_every: int = Field(default=1, ge=1)
+
+
+class SuccessSpec(Strict):
+    """Healed means: the watched metric improved by ``min_drop`` of its first report, no symptom active."""
+
+    min_drop: float = Field(default=0.3, gt=0, le=1)
+
+
+class BudgetSpec(Strict):
+    max_attempts: int = Field(default=6, ge=1, le=1000)
+    max_concurrent: int = Field(default=1, ge=1, le=1000)
+    max_epochs: int | None = Field(default=None, ge=1)
+    wall_clock_s: float | None = Field(default=1800, gt=0, allow_inf_nan=False)
+
+
+class RaySpec(Strict):
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1)
+    cpus_per_trial: float = Field(default=1, gt=0)
+    gpus_per_trial: float = Field(default=0, ge=0)
+    max_failures: int = Field(default=0, ge=0, le=100)
+
+
+class Spec(Strict):
+    """A whole run. Exactly one of ``training`` (managed) or ``trainable`` (custom) is given."""
+
+    version: Literal[1] = 1
+    name: str = Field(default="autofix-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+    training: TrainingSpec | None = None
+    trainable: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    knobs: dict[str, str] = Field(default_factory=dict)
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    loss_metric: str | None = None
+    success: SuccessSpec = Field(default_factory=SuccessSpec)
+    symptoms: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    policies: list[str] = Field(default_factory=lambda: ["builtin"])
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    ray: RaySpec = Field(default_factory=RaySpec)
+    python_path: list[str] = Field(default_factory=list)
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("trainable")
+    @classmethod
+    def _trainable(cls, value: str | None) -> str | None:
+        if value is not None:
+            resolve(value)
+        return value
+
+    @field_validator("symptoms")
+    @classmethod
+    def _symptoms(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, params in value.items():
+            if name not in SYMPTOMS:
+                raise ValueError(f"unknown symptom '{name}'; available: {', '.join(sorted(SYMPTOMS))}")
+            SYMPTOMS[name].Params(**params)
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Spec":
+        if (self.training is None) == (self.trainable is None):
+            raise ValueError("give exactly one of 'training' (managed) or 'trainable' (custom function)")
+        if self.training is not None and (self.config or self.knobs):
+            raise ValueError("'config' and 'knobs' belong to a custom 'trainable', not to 'training'")
+        if self.mode == "max" and self.loss_metric is None:
+            raise ValueError("mode 'max' needs 'loss_metric': the loss stream the symptom detectors read")
+        return self
+
+    @property
+    def watched_loss(self) -> str:
+        return self.loss_metric or self.metric
+
+    def base_config(self) -> dict[str, Any]:
+        """The config that attempt a0 runs and that policies patch."""
+        if self.training is not None:
+            return self.training.model_dump(mode="json")
+        return dict(self.config)
+
+    def policy_paths(self) -> list[str]:
+        return [p if p == "builtin" else str(Path(self.base_dir, p)) for p in self.policies]
+
+    def search_path(self) -> list[str]:
+        """Directories to import user factories from: the spec's own folder and ``python_path``."""
+        return [str(Path(self.base_dir, p).resolve()) for p in ["."] + self.python_path]
+
+
+def load_spec(spec: "str | os.PathLike | dict | Spec") -> Spec:
+    """A spec from a YAML path, a dict or a Spec; InputError naming file, line and field otherwise."""
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, dict):
+        source, base = source_from_data(spec), Path.cwd()
+    else:
+        source, base = load_yaml(spec), Path(spec).resolve().parent
+    if not isinstance(source.data, dict):
+        raise InputError([Problem(source.path, 1, "", f"expected a mapping of spec fields, got {type(source.data).__name__}")])
+    extra = source.data.get("python_path", [])
+    for path in ([base] + ([Path(base, p) for p in extra] if isinstance(extra, list) else [])):
+        if str(Path(path).resolve()) not in sys.path:
+            sys.path.insert(0, str(Path(path).resolve()))
+    try:
+        return Spec.model_validate({**source.data, "base_dir": str(base)})
+    except pydantic.ValidationError as err:
+        raise InputError(problems_from_validation(err, source, Spec)) from None

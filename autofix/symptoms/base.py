@@ -1,0 +1,70 @@
+"""What a symptom detector is, and what it finds.
+
+A detector is a small pure function object over an attempt's :class:`~autofix.metrics.History`
+(in the spirit of Ray Tune's ``TrialPlateauStopper``): validated parameters, no state of its
+own, so a resumed run re-derives the same findings from the same reports. It imports neither
+torch nor ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from autofix.metrics import History
+
+__all__ = ["Detector", "Finding", "Params"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One symptom seen at one iteration: the numbers behind it and a one-line reason."""
+
+    symptom: str
+    iteration: int
+    metric: str
+    reason: str
+    evidence: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Finding":
+        return cls(**data)
+
+
+class Params(BaseModel):
+    """Base of every detector's parameters: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str | None = None
+    """Metric stream the detector reads; None means the run's loss metric."""
+
+
+class Detector:
+    """Base class: subclasses set ``name``, ``summary``, ``Params`` and implement :meth:`check`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, default_metric: str, **params: Any) -> None:
+        self.params = self.Params(**params)
+        self.metric = self.params.metric or default_metric
+
+    def check(self, history: History) -> Finding | None:
+        """The finding at the history's last iteration, or None when the symptom is absent."""
+        raise NotImplementedError
+
+    def finding(self, history: History, reason: str, **evidence: float) -> Finding:
+        return Finding(
+            symptom=self.name,
+            iteration=history.last_iteration or 0,
+            metric=self.metric,
+            reason=reason,
+            evidence={k: float(v) for k, v in evidence.items()},
+        )

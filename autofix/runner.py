@@ -35,7 +35,7 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
     """Everything that can fail on user input, done before Ray starts."""
     spec = load_spec(spec)
     policies = load_policies(spec.policy_paths())
-    detectors = build_detectors(spec.watched_loss, spec.symptoms)
+    detectors = build_detectors(spec.watched_loss, spec.symptom_params())
     out = Path(output) if output else Path("runs", f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:

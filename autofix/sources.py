@@ -56,8 +56,9 @@ def load_yaml(path: str | Path) -> Source:
         raise InputError([Problem(name, None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError([Problem(name, None, "", f"cannot read as UTF-8 text: {exc}")]) from None
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise InputError([Problem(name, None, "", "file is empty; expected a YAML mapping")])
@@ -73,7 +74,8 @@ def load_yaml(path: str | Path) -> Source:
         what = getattr(exc, "problem", None) or str(exc)
         raise InputError([Problem(name, line, "", f"invalid YAML: {what}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return Source(path=name, data=data, lines=lines)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from autofix.errors import InputError, Problem
 from autofix.refs import check_args, is_ref, resolve
@@ -139,6 +139,14 @@ class RaySpec(Strict):
     max_failures: int = Field(default=0, ge=0, le=100)
 
 
+# One optional field per registered detector, typed by its own Params: errors get exact
+# locations (symptoms.plateau.window) and an unknown symptom lists the known ones.
+SymptomsSpec = create_model(
+    "SymptomsSpec", __config__=ConfigDict(extra="forbid"),
+    **{name: (cls.Params | None, None) for name, cls in sorted(SYMPTOMS.items())},
+)
+
+
 class Spec(Strict):
     """A whole run. Exactly one of ``training`` (managed) or ``trainable`` (custom) is given."""
 
@@ -152,7 +160,7 @@ class Spec(Strict):
     mode: Literal["min", "max"] = "min"
     loss_metric: str | None = None
     success: SuccessSpec = Field(default_factory=SuccessSpec)
-    symptoms: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    symptoms: SymptomsSpec = Field(default_factory=lambda: SymptomsSpec())
     policies: list[str] = Field(default_factory=lambda: ["builtin"])
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
@@ -166,15 +174,6 @@ class Spec(Strict):
             resolve(value)
         return value
 
-    @field_validator("symptoms")
-    @classmethod
-    def _symptoms(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for name, params in value.items():
-            if name not in SYMPTOMS:
-                raise ValueError(f"unknown symptom '{name}'; available: {', '.join(sorted(SYMPTOMS))}")
-            SYMPTOMS[name].Params(**params)
-        return value
-
     @model_validator(mode="after")
     def _shape(self) -> "Spec":
         if (self.training is None) == (self.trainable is None):
@@ -184,6 +183,10 @@ class Spec(Strict):
         if self.mode == "max" and self.loss_metric is None:
             raise ValueError("mode 'max' needs 'loss_metric': the loss stream the symptom detectors read")
         return self
+
+    def symptom_params(self) -> dict[str, dict[str, Any]]:
+        """The detector parameters the spec overrides, by symptom name."""
+        return {k: v.model_dump(exclude_unset=True) for k, v in self.symptoms if v is not None}
 
     @property
     def watched_loss(self) -> str:

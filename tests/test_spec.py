@@ -1,0 +1,111 @@
+"""Spec validation at the boundary: every problem at once, with file, line and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from autofix.errors import InputError
+from autofix.spec import BUILTIN_DATASETS, load_spec
+
+from conftest import EXAMPLES, FIXTURES, ROOT
+
+
+def test_bad_spec_lists_each_problem_with_its_line():
+    with pytest.raises(InputError) as err:
+        load_spec(FIXTURES / "bad_spec.yaml")
+    lines = [str(p) for p in err.value.problems]
+    path = str(FIXTURES / "bad_spec.yaml")
+    assert lines == [
+        f"{path}:4: training.model.factory: cannot import module 'no_such_module' (No module named "
+        "'no_such_module'); it is looked up in the spec's folder and 'python_path'",
+        f"{path}:6: training.optimizer.lr: expected a valid number, unable to parse string as a number, got 'fast'",
+        f"{path}:8: training.colour: unknown key; expected one of: batch_size, checkpoint_every, data, "
+        "epochs, grad_clip, loss, model, optimizer, scheduler, seed",
+    ]
+
+
+@pytest.mark.parametrize(
+    "patch, field, fragment",
+    [
+        ({"metric": 3}, "metric", "expected a valid string"),
+        ({"budget": {"max_attempts": 0}}, "budget.max_attempts", "greater than or equal to 1"),
+        ({"training": {"optimizer": {"name": "adamm", "lr": 0.1}}}, "training.optimizer.name", "available: adagrad"),
+        ({"training": {"data": {"factory": "digitz"}}}, "training.data.factory", "builtin dataset"),
+        ({"training": {"model": {"args": {"num_class": 3}}}}, "training.model.args", "it accepts: num_classes"),
+        ({"training": {"epochs": "many"}}, "training.epochs", "valid integer"),
+        ({"symptoms": {"plateu": {}}}, "symptoms.plateu", "unknown key; expected one of: diverging_loss"),
+        ({"symptoms": {"plateau": {"window": 0}}}, "symptoms.plateau.window", "greater than or equal to 2"),
+        ({"trainable": "autofix.harness.models:mlp"}, "", "exactly one of 'training'"),
+        ({"mode": "max"}, "", "loss_metric"),
+        ({"success": {"min_drop": float("nan")}}, "success.min_drop", "got nan"),
+    ],
+)
+def test_field_errors_name_the_field(tmp_path, patch, field, fragment):
+    spec = yaml.safe_load((EXAMPLES / "digits_healthy.yaml").read_text())
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            for k, v in value.items():
+                spec[key][k] = {**spec[key][k], **v} if isinstance(v, dict) and isinstance(spec[key].get(k), dict) else v
+        else:
+            spec[key] = value
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    problems = err.value.problems
+    assert any(p.field == field and fragment in p.message and p.line for p in problems), [str(p) for p in problems]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "file is empty"),
+    ("name: [unclosed", "invalid YAML"),
+    ("- a\n- b\n", "expected a mapping"),
+    ("name: a\nname: b\n", "duplicate key"),
+    ("\x00\x01binary", "invalid YAML"),
+])
+def test_unreadable_specs_are_input_errors(tmp_path, text, fragment):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert fragment in str(err.value)
+
+
+def test_builtin_dataset_names_match_the_harness():
+    from autofix.harness import DATASETS
+
+    assert tuple(sorted(DATASETS)) == BUILTIN_DATASETS
+
+
+def test_every_shipped_example_validates():
+    for path in [*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("*/spec.yaml")]:
+        assert load_spec(path).name
+
+
+def test_cli_bad_spec_exits_2_without_traceback_or_output(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "autofix.cli", "run", str(FIXTURES / "bad_spec.yaml"), "--output", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("autofix: error:")]) == 3
+    assert "bad_spec.yaml:4: training.model.factory" in proc.stderr
+    assert not out.exists()  # nothing started, nothing written
+
+
+def test_cli_refuses_to_overwrite_a_run_directory(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "autofix.cli", "run", str(EXAMPLES / "digits_healthy.yaml"), "--output", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert (out / "report.json").read_text() == "{}"

@@ -120,7 +120,7 @@ def _ray(spec: Spec, address: str | None, verbose: bool) -> Iterator[None]:
         ray.init(address=address, log_to_driver=verbose)
     else:
         ray.init(num_cpus=spec.ray.num_cpus, include_dashboard=False, log_to_driver=verbose,
-                 _node_ip_address="127.0.0.1", logging_level="WARNING" if not verbose else "INFO")
+                 _node_ip_address="127.0.0.1", logging_level=logging.INFO if verbose else logging.ERROR)
     try:
         yield
     finally:

@@ -150,10 +150,11 @@ class Plateau(Detector):
         improvement = (before - recent) / (abs(before) or 1.0)
         if improvement >= self.params.min_improvement or drop >= self.params.converged_drop:
             return None
+        trend = "better" if improvement >= 0 else "worse"
         return self.finding(
             history,
-            f"{self.metric} improved {improvement:.1%} over the last {w} reports and "
-            f"{drop:.1%} since the first ({first:.4g} -> {last:.4g})",
+            f"no progress: best {self.metric} of the last {w} reports is {abs(improvement):.1%} {trend} "
+            f"than before them; {first:.4g} -> {last:.4g} since the first report",
             first=first, last=last, best_before=before, best_recent=recent,
             improvement=improvement, total_drop=drop,
         )

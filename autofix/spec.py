@@ -103,6 +103,13 @@ class GradClipSpec(Strict):
     max: float = Field(gt=0, allow_inf_nan=False)
 
 
+class ProbeSpec(Strict):
+    """Instrumentation of the managed harness (``autofix.probes``), sampled every N steps."""
+
+    enabled: bool = True
+    every_steps: int = Field(default=20, ge=1, le=1_000_000)
+
+
 class TrainingSpec(Strict):
     """Managed training: autofix owns the loop (see ``autofix.harness``)."""
 
@@ -116,6 +123,7 @@ class TrainingSpec(Strict):
     seed: int = Field(default=0, ge=0, lt=2**32)
     grad_clip: GradClipSpec | None = None
     checkpoint_every: int = Field(default=1, ge=1)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
 
 
 class SuccessSpec(Strict):

@@ -92,7 +92,11 @@ class Engine:
         bad = self._check_stream(metrics)
         if bad:
             return self._end(attempt, Outcome.ERROR, bad, stop=True)
+        judged = attempt.history.last_iteration
         attempt.history.record(iteration, metrics)
+        if judged is not None and iteration <= judged:
+            # A restored trial replays reports after its checkpoint: already judged once.
+            return CONTINUE
         if self.winner is not None:
             return self._end(attempt, Outcome.STOPPED, f"attempt {self.winner} already healthy", stop=True)
         findings = self._detect(attempt)

@@ -28,7 +28,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        subject = f"{self.context}: {self.field}" if self.context else self.field
+        subject = ": ".join(part for part in (self.context, self.field) if part)
         return f"{where}: {subject}: {self.message}" if subject else f"{where}: {self.message}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from autofix.actions import ActionSpec
 from autofix.errors import InputError, Problem
@@ -113,7 +113,12 @@ class Policy(BaseModel):
     priority: int = Field(default=0, ge=-1000, le=1000)
     labels: dict[str, str] = Field(default_factory=dict)
     then: list[ActionSpec] = Field(default_factory=list, max_length=50)
-    source: str = Field(default="", exclude=True)
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """``file:line`` where this policy was defined."""
+        return self._source
 
     @model_validator(mode="after")
     def _complete(self) -> "Policy":
@@ -188,9 +193,18 @@ def load_policies(paths: list[str | Path]) -> PolicySet:
     files = _expand(paths, problems)
     for path in files:
         for policy in _load_file(path, problems):
+            if not policy.enabled and policy.when is None and policy.name not in merged:
+                # A bare switch-off with nothing to switch off is almost always a typo.
+                known = ", ".join(sorted(merged)) or "none"
+                problems.append(Problem(policy.source.rsplit(":", 1)[0], int(policy.source.rsplit(":", 1)[1] or 0) or None,
+                                        "name", f"no earlier policy of this name to disable; defined so far: {known}",
+                                        f"policy '{policy.name}'"))
+                continue
             merged.pop(policy.name, None)  # a later definition wins and takes the later place
             merged[policy.name] = policy
     if problems:
+        order = {str(f): i for i, f in enumerate(files)}
+        problems.sort(key=lambda p: (order.get(p.file, -1), p.line or 0))  # file by file, in line order
         raise InputError(problems)
     return PolicySet(list(merged.values()), [str(f) for f in files])
 
@@ -249,5 +263,6 @@ def _load_items(items: list, source: Source, problems: list[Problem]) -> list[Po
             problems.append(Problem(source.path, line, "name", f"duplicate policy name (first on line {seen[policy.name]})", context))
             continue
         seen[policy.name] = line or 0
-        loaded.append(policy.model_copy(update={"source": f"{source.path}:{line}"}))
+        policy._source = f"{source.path}:{line}"
+        loaded.append(policy)
     return loaded

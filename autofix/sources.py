@@ -118,9 +118,11 @@ def problems_from_validation(
     problems = []
     root = _at(source.data, base)
     for e in err.errors(include_url=False):
-        loc = _data_loc(root, tuple(e["loc"]))
+        loc = _data_loc(root, tuple(e["loc"]), keep_last=e["type"] == "missing")
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc += (e["ctx"]["discriminator"].strip("'"),)
         full = base + loc
-        problems.append(Problem(source.path, source.line_of(full), dotted(full), _message(e, model, loc)))
+        problems.append(Problem(source.path, source.line_of(full), dotted(full), _message(e, model, loc, root)))
     return problems
 
 
@@ -130,8 +132,11 @@ def _at(data: Any, loc: Loc) -> Any:
     return data
 
 
-def _data_loc(data: Any, loc: Loc) -> Loc:
-    """Drop the steps pydantic adds that are not keys of the document (union tags, validators)."""
+def _data_loc(data: Any, loc: Loc, keep_last: bool) -> Loc:
+    """Drop the steps pydantic adds that are not keys of the document (union tags, validators).
+
+    A last step that is not in the document is kept only for a missing required field.
+    """
     out: list[Any] = []
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
@@ -139,22 +144,29 @@ def _data_loc(data: Any, loc: Loc) -> Loc:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
             data = data[part]
-        elif not (last and isinstance(data, dict) and isinstance(part, str)):
+        elif not (keep_last and last and isinstance(data, dict) and isinstance(part, str)):
             continue
         out.append(part)
     return tuple(out)
 
 
-def _message(e: dict, model: type | None, loc: Loc) -> str:
+def _message(e: dict, model: type | None, loc: Loc, root: Any) -> str:
     kind = e["type"]
+    if kind == "union_tag_invalid":
+        key = e["ctx"]["discriminator"].strip("'")
+        return f"unknown {key} {e['ctx']['tag']!r}; available: {e['ctx']['expected_tags']}"
+    if kind == "union_tag_not_found":
+        return f"required field is missing; one of: {e['ctx'].get('expected_tags', '?')}" if "expected_tags" in e.get("ctx", {}) else "required field is missing"
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, loc[:-1]) if model else []
+        allowed = _allowed_keys(model, loc[:-1], root) if model else []
         hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
         return f"unknown key{hint}"
     if kind == "missing":
         return "required field is missing"
     msg = e["msg"]
-    if msg.startswith("Value error, "):
+    if kind == "string_pattern_mismatch":
+        msg = f"expected text matching {e['ctx']['pattern']}"
+    elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     elif msg.startswith("Input should be "):
         msg = "expected " + msg[len("Input should be "):]
@@ -170,11 +182,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _allowed_keys(model: Any, loc: Loc) -> list[str]:
+def _allowed_keys(model: Any, loc: Loc, data: Any) -> list[str]:
     """Walk a pydantic model type along ``loc`` and list the keys allowed there."""
     current = model
     for part in loc:
-        current = _unwrap(current)
+        current = _pick_member(_unwrap(current), data)
+        data = data[part] if isinstance(data, (dict, list)) else None
         if isinstance(part, int):
             args = typing.get_args(current)
             current = args[0] if args else None
@@ -184,10 +197,25 @@ def _allowed_keys(model: Any, loc: Loc) -> list[str]:
         else:
             args = typing.get_args(current)
             current = args[-1] if args else None
-    current = _unwrap(current)
+    current = _pick_member(_unwrap(current), data)
     if isinstance(current, type) and issubclass(current, pydantic.BaseModel):
-        return sorted(f.alias or k for k, f in current.model_fields.items())
+        return sorted(f.alias or k for k, f in current.model_fields.items() if not f.exclude)
     return []
+
+
+def _pick_member(tp: Any, data: Any) -> Any:
+    """For a union of models (an action list entry), the member whose Literal tag matches ``data``."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType) or not isinstance(data, dict):
+        return tp
+    for member in typing.get_args(tp):
+        member = _unwrap(member)
+        if not (isinstance(member, type) and issubclass(member, pydantic.BaseModel)):
+            continue
+        tags = {k: typing.get_args(f.annotation) for k, f in member.model_fields.items()
+                if typing.get_origin(f.annotation) is typing.Literal}
+        if tags and all(data.get(k) in v for k, v in tags.items() if k in data) and any(k in data for k in tags):
+            return member
+    return tp
 
 
 def _unwrap(tp: Any) -> Any:

@@ -231,4 +231,5 @@ def load_spec(spec: "str | os.PathLike | dict | Spec") -> Spec:
     try:
         return Spec.model_validate({**source.data, "base_dir": str(base)})
     except pydantic.ValidationError as err:
-        raise InputError(problems_from_validation(err, source, Spec)) from None
+        problems = problems_from_validation(err, source, Spec)
+        raise InputError(sorted(problems, key=lambda p: p.line or 0)) from None

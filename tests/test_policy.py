@@ -294,20 +294,10 @@ def test_priority_then_file_order(tmp_path, priorities, expected):
 
 # -- errors: every problem of every file at once ---------------------------------------------
 
-GOLDEN_BUGS = {
-    "incomplete_policy": "BUG: a policy-level error (model validator, or a list item that is not a mapping) "
-                         "has an empty field, and Problem.__str__ with a context then prints "
-                         "\"policy 'x': : message\" (an empty field between two colons)",
-    "action_checks": "BUG: sources._data_loc keeps pydantic's tagged-union tag as a key for an action's "
-                     "model-validator error, so the field reads 'then[0].scale' although no key 'scale' exists",
-}
-
-
 def golden_cases():
     for bad in sorted(GOLDEN.glob("*.bad.yaml")):
         stem = bad.name[: -len(".bad.yaml")]
-        marks = [pytest.mark.xfail(strict=True, reason=GOLDEN_BUGS[stem])] if stem in GOLDEN_BUGS else []
-        yield pytest.param(bad, bad.with_name(stem + ".expected"), id=stem, marks=marks)
+        yield pytest.param(bad, bad.with_name(stem + ".expected"), id=stem)
 
 
 def problem_lines(paths: list[Path]) -> list[str]:
@@ -354,14 +344,12 @@ def test_input_error_message_is_one_line_per_problem():
     assert str(info.value).splitlines() == [str(p) for p in info.value.problems]
 
 
-@pytest.mark.xfail(strict=True, reason=GOLDEN_BUGS["incomplete_policy"])
 def test_no_problem_line_has_an_empty_field():
     lines = problem_lines([GOLDEN / "incomplete_policy.bad.yaml"])
     assert len(lines) == 2
     assert not any(": : " in line for line in lines)
 
 
-@pytest.mark.xfail(strict=True, reason=GOLDEN_BUGS["action_checks"])
 def test_action_validator_errors_name_real_keys():
     lines = problem_lines([GOLDEN / "action_checks.bad.yaml"])
     assert len(lines) == 2

@@ -53,7 +53,13 @@ def get_path(config: dict, path: str, default: Any = _MISSING) -> Any:
 
 
 def has_path(config: dict, path: str) -> bool:
-    return get_path(config, path, _MISSING) is not _MISSING
+    """Whether every key along the dotted path exists (a None value counts as present)."""
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def set_path(config: dict, path: str, value: Any) -> None:

@@ -40,12 +40,14 @@ class Scale(Action):
         old = get_path(config, real)
         if isinstance(old, bool) or not isinstance(old, (int, float)):
             raise NotApplicable(f"'{real}' is {old!r}, not a number")
-        new = old * self.factor
-        if self.min is not None:
-            new = max(new, self.min)
-        if self.max is not None:
-            new = min(new, self.max)
-        new = type(old)(round(new)) if isinstance(old, int) else float(f"{new:.6g}")
+        # Round first (readable diffs: 0.1 not 0.10000000000000002), then clamp, so the
+        # result never leaves [min, max].
+        new: float = round(old * self.factor) if isinstance(old, int) else float(f"{old * self.factor:.6g}")
+        if self.min is not None and new < self.min:
+            new = self.min
+        if self.max is not None and new > self.max:
+            new = self.max
+        new = type(old)(new) if isinstance(old, int) and float(new).is_integer() else new
         if new == old:
             raise NotApplicable(f"'{real}' is already at its bound ({old})")
         set_path(config, real, new)

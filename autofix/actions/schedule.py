@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from autofix.actions.base import Action, Change, get_path, resolve_path, set_path
 
 __all__ = ["AddScheduler"]
+
+
+_KIND_FIELDS = {
+    "reduce_on_plateau": ("factor", "patience"),
+    "step": ("step_size", "gamma"),
+    "exponential": ("gamma",),
+    "cosine": ("t_max",),
+}
 
 
 class AddScheduler(Action):
@@ -28,6 +36,15 @@ class AddScheduler(Action):
     step_size: int | None = Field(default=None, ge=1)
     gamma: float | None = Field(default=None, gt=0, lt=1)
     t_max: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> "AddScheduler":
+        allowed = _KIND_FIELDS[self.kind]
+        stray = sorted(k for k in ("factor", "patience", "step_size", "gamma", "t_max")
+                       if getattr(self, k) is not None and k not in allowed)
+        if stray:
+            raise ValueError(f"{', '.join(stray)} do(es) not apply to kind '{self.kind}'; it takes: {', '.join(allowed)}")
+        return self
 
     def kwargs(self) -> dict:
         """Torch keyword arguments for this kind, AUTOTRAINER's defaults filled in."""

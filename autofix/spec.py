@@ -13,117 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
 
 from autofix.errors import InputError, Problem
-from autofix.refs import check_args, is_ref, resolve
+from autofix.refs import resolve
 from autofix.sources import Source, load_yaml, problems_from_validation, source_from_data
 from autofix.symptoms import SYMPTOMS
+from autofix.training import BUILTIN_DATASETS, Strict, TrainingSpec
 
 __all__ = ["BUILTIN_DATASETS", "Spec", "TrainingSpec", "load_spec"]
 
-# Kept here (not imported from the harness) so loading a spec does not import torch;
-# tests/test_spec.py checks it equals autofix.harness.DATASETS.
-BUILTIN_DATASETS = ("blobs", "circles", "classification", "digits", "fake")
-OPTIMIZERS = ("adagrad", "adam", "adamw", "rmsprop", "sgd")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FactorySpec(Strict):
-    """A ``"module:callable"`` and the keyword arguments it is called with."""
-
-    factory: str
-    args: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("factory")
-    @classmethod
-    def _importable(cls, value: str) -> str:
-        if value not in BUILTIN_DATASETS:
-            resolve(value)
-        return value
-
-    @field_validator("args")
-    @classmethod
-    def _binds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        factory = info.data.get("factory")
-        if factory in BUILTIN_DATASETS:
-            from autofix.harness import DATASETS  # imports torch: only for builtin data
-
-            check_args(DATASETS[factory], value, fixed=("seed",))
-        elif factory is not None:
-            check_args(resolve(factory), value)
-        return value
-
-
-class DataSpec(FactorySpec):
-    """A builtin dataset name or a ``"module:callable"`` returning ``(train, val)`` datasets."""
-
-    factory: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS)}, or 'module:callable'")
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-
-    @field_validator("factory")
-    @classmethod
-    def _importable(cls, value: str) -> str:  # overrides FactorySpec's: builtin names first
-        if value in BUILTIN_DATASETS:
-            return value
-        if not is_ref(value):
-            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', got {value!r}")
-        resolve(value)
-        return value
-
-
-class LossSpec(Strict):
-    name: Literal["bce_with_logits", "cross_entropy", "mse", "nll"] = "cross_entropy"
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class OptimizerSpec(Strict):
-    name: str = "adam"
-    lr: float = Field(gt=0, allow_inf_nan=False)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value.lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {value!r}; available: {', '.join(OPTIMIZERS)}")
-        return value.lower()
-
-
-class SchedulerSpec(Strict):
-    name: Literal["cosine", "exponential", "reduce_on_plateau", "step"]
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class GradClipSpec(Strict):
-    kind: Literal["norm", "value"] = "norm"
-    max: float = Field(gt=0, allow_inf_nan=False)
-
-
-class ProbeSpec(Strict):
-    """Instrumentation of the managed harness (``autofix.probes``), sampled every N steps."""
-
-    enabled: bool = True
-    every_steps: int = Field(default=20, ge=1, le=1_000_000)
-
-
-class TrainingSpec(Strict):
-    """Managed training: autofix owns the loop (see ``autofix.harness``)."""
-
-    model: FactorySpec
-    data: DataSpec
-    loss: LossSpec = Field(default_factory=LossSpec)
-    optimizer: OptimizerSpec
-    scheduler: SchedulerSpec | None = None
-    batch_size: int = Field(default=64, ge=1, le=1_000_000)
-    epochs: int = Field(default=15, ge=1, le=100_000)
-    seed: int = Field(default=0, ge=0, lt=2**32)
-    grad_clip: GradClipSpec | None = None
-    checkpoint_every: int = Field(default=1, ge=1)
-    probes: ProbeSpec = Field(default_factory=ProbeSpec)
 
 
 class SuccessSpec(Strict):

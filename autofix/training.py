@@ -1,0 +1,161 @@
+"""The managed-training part of a spec: model, data, loss, optimizer, schedule, architecture.
+
+Every knob a remediation action patches has a field here, so a patched config is validated
+by the same schema as the user's (an action can never produce a config the harness rejects
+silently). Defaults are neutral: a field left out changes nothing about the user's run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from autofix.refs import check_args, is_ref, resolve
+
+__all__ = ["BUILTIN_DATASETS", "OPTIMIZERS", "TrainingSpec"]
+
+# Kept here (not imported from the harness) so loading a spec does not import torch;
+# tests/test_spec.py checks it equals autofix.harness.DATASETS.
+BUILTIN_DATASETS = ("blobs", "circles", "classification", "digits", "fake")
+OPTIMIZERS = ("adagrad", "adam", "adamw", "rmsprop", "sgd")
+SCHEDULERS = ("cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine")
+ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FactorySpec(Strict):
+    """A ``"module:callable"`` and the keyword arguments it is called with."""
+
+    factory: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        if value not in BUILTIN_DATASETS:
+            resolve(value)
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _binds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        factory = info.data.get("factory")
+        if factory in BUILTIN_DATASETS:
+            from autofix.harness import DATASETS  # imports torch: only for builtin data
+
+            check_args(DATASETS[factory], value, fixed=("seed",))
+        elif factory is not None:
+            check_args(resolve(factory), value)
+        return value
+
+
+class DataSpec(FactorySpec):
+    """A builtin dataset name or a ``"module:callable"`` returning ``(train, val)`` datasets."""
+
+    factory: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS)}, or 'module:callable'")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    normalize: bool = False
+    """Standardise inputs with the mean/std of the training data (per channel for images)."""
+    sampler: Literal["uniform", "balanced"] = "uniform"
+    """'balanced': a weighted sampler drawing every class equally often."""
+    augment: AugmentSpec | None = None
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, value: str) -> str:  # overrides FactorySpec's: builtin names first
+        if value in BUILTIN_DATASETS:
+            return value
+        if not is_ref(value):
+            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', got {value!r}")
+        resolve(value)
+        return value
+
+
+class LossSpec(Strict):
+    name: Literal["bce_with_logits", "cross_entropy", "mse", "nll"] = "cross_entropy"
+    args: dict[str, Any] = Field(default_factory=dict)
+    class_weights: Literal["balanced"] | list[float] | None = None
+    """'balanced': scikit-learn ``compute_class_weight`` on the training labels, into the loss."""
+
+
+class OptimizerSpec(Strict):
+    name: str = "adam"
+    lr: float = Field(gt=0, allow_inf_nan=False)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value.lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {value!r}; available: {', '.join(OPTIMIZERS)}")
+        return value.lower()
+
+
+class SchedulerSpec(Strict):
+    name: Literal["cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine"]
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class AugmentSpec(Strict):
+    """torchvision transforms applied to training image batches."""
+
+    flip: bool = False
+    rotation: float = Field(default=0, ge=0, le=180)
+    crop_padding: int = Field(default=0, ge=0, le=64)
+
+
+class InitSpec(Strict):
+    """Re-initialise the weights of matching layers before training."""
+
+    scheme: Literal["default", "kaiming", "orthogonal", "xavier"] = "kaiming"
+    pattern: str | None = None
+    """Regular expression on qualified module names (``net\\.0``); None = every matching type."""
+    types: list[str] = Field(default_factory=lambda: ["Conv1d", "Conv2d", "Linear"])
+
+
+class ArchitectureSpec(Strict):
+    """Surgery on ``nn.Sequential`` models (or factory args of the same names when accepted)."""
+
+    activation: Literal["elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh"] | None = None
+    batch_norm: bool = False
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+
+
+class GradClipSpec(Strict):
+    kind: Literal["norm", "value"] = "norm"
+    max: float = Field(gt=0, allow_inf_nan=False)
+
+
+class ProbeSpec(Strict):
+    """Instrumentation of the managed harness (``autofix.probes``), sampled every N steps."""
+
+    enabled: bool = True
+    every_steps: int = Field(default=20, ge=1, le=1_000_000)
+
+
+class TrainingSpec(Strict):
+    """Managed training: autofix owns the loop (see ``autofix.harness``)."""
+
+    model: FactorySpec
+    data: DataSpec
+    loss: LossSpec = Field(default_factory=LossSpec)
+    optimizer: OptimizerSpec
+    scheduler: SchedulerSpec | None = None
+    batch_size: int = Field(default=64, ge=1, le=1_000_000)
+    epochs: int = Field(default=15, ge=1, le=100_000)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    grad_clip: GradClipSpec | None = None
+    init: InitSpec | None = None
+    architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
+    checkpoint_every: int = Field(default=1, ge=1)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
+
+
+
+
+DataSpec.model_rebuild()
+TrainingSpec.model_rebuild()

@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+")
     lst = pol_sub.add_parser("list", help="list the policies that would apply")
     lst.add_argument("paths", nargs="*", default=["builtin"])
+    test = pol_sub.add_parser("test", help="run policy unit tests (*.test.yaml): series in, decision out")
+    test.add_argument("paths", nargs="+")
+    explain = pol_sub.add_parser("explain", help="what a policy answers and does")
+    explain.add_argument("name")
+    explain.add_argument("--policies", nargs="*", default=["builtin"], help="policy files to look in")
+    ledger = sub.add_parser("ledger", help="print the policy-effectiveness ledger")
+    ledger.add_argument("--path", help="ledger file (default: $AUTOFIX_HOME/ledger.jsonl, ~/.autofix)")
     return parser
 
 
@@ -60,13 +67,46 @@ def _run(args: argparse.Namespace) -> int:
 def _policies(args: argparse.Namespace) -> int:
     from autofix.policy import load_policies
 
+    if args.policies_command == "test":
+        from autofix.policytest import run_policy_tests
+
+        count, failures = run_policy_tests(args.paths)
+        for line in failures:
+            print(f"FAIL {line}")
+        print(f"{count - len({f.split(': ', 2)[1] for f in failures})}/{count} policy tests passed")
+        return 1 if failures or count == 0 else 0
+    if args.policies_command == "explain":
+        return _explain(load_policies(args.policies), args.name)
     policies = load_policies(args.paths)
     if args.policies_command == "check":
         print(f"ok: {len(policies)} enabled policies in {len(policies.sources)} file(s)")
         return 0
     for p in policies:
         actions = " | ".join(a.describe() for a in p.then)
-        print(f"{p.name:32} {p.when.symptom:18} for {p.for_steps}  then {actions}")
+        print(f"{p.name:28} {p.when.symptom:22} for {p.for_steps}  then {actions}")
+    return 0
+
+
+def _explain(policies, name: str) -> int:
+    policy = policies.get(name)
+    if policy is None:
+        print(f"autofix: error: no policy '{name}'; available: {', '.join(p.name for p in policies)}", file=sys.stderr)
+        return 2
+    where = ", ".join(f"{k} {v.model_dump(exclude_unset=True, by_alias=True)}" for k, v in policy.when.where.items())
+    print(f"{policy.name}  ({policy.source})")
+    print(f"  {policy.description}" if policy.description else "  (no description)")
+    print(f"  when: {policy.when.symptom}{' where ' + where if where else ''}, held for {policy.for_steps} report(s)")
+    print(f"  priority {policy.priority}, cooldown {policy.cooldown_steps} report(s), "
+          f"at most {policy.fire_limit} fire(s) per lineage, labels {policy.labels or '{}'}")
+    for i, action in enumerate(policy.then, 1):
+        print(f"  {i}. {action.describe()}  x{action.times}, starts {action.start}: {type(action).summary}")
+    return 0
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from autofix.ledger import Ledger
+
+    print(Ledger(args.path).table())
     return 0
 
 
@@ -76,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "ledger":
+            return _ledger(args)
         return _policies(args)
     except InputError as err:
         for problem in err.problems:

@@ -54,8 +54,11 @@ class Engine:
     """Owns the lineage of a run; the controller feeds it Tune events and obeys its verdicts."""
 
     def __init__(self, plan: Plan, detectors: list[Detector], policies: PolicySet,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, check_config: Callable[[dict], str | None] | None = None,
+                 ranker: Callable[[str, list], list] | None = None) -> None:
         self.plan = plan
+        self.check_config = check_config or (lambda config: None)
+        self.ranker = ranker
         self.detectors = detectors
         self.policies = policies
         self.journal = journal or (lambda event, **data: None)
@@ -97,6 +100,7 @@ class Engine:
         if judged is not None and iteration <= judged:
             # A restored trial replays reports after its checkpoint: already judged once.
             return CONTINUE
+        attempt.reports += 1
         if self.winner is not None:
             return self._end(attempt, Outcome.STOPPED, f"attempt {self.winner} already healthy", stop=True)
         findings = self._detect(attempt)
@@ -178,7 +182,7 @@ class Engine:
             streak = attempt.streaks.get(policy.name, 0) + 1 if match else 0
             attempt.streaks[policy.name] = streak
             wait = attempt.cooldown.get(policy.name, 0)
-            if match and wait >= len(attempt.history.iterations):
+            if match and wait >= attempt.reports:
                 continue
             if match and (streak >= policy.for_steps or at_end):
                 firing.append((policy, match))
@@ -192,11 +196,15 @@ class Engine:
         """Try the policy's candidates in lineage order; queue the first new, applicable patch."""
         skipped: list[str] = []
         while attempt.fires.get(policy.name, 0) < policy.fire_limit:
-            slot = attempt.slots.get(policy.name, 0)
-            action = policy.candidate(slot)
-            if action is None:
+            used = attempt.used.setdefault(policy.name, [])
+            order = policy.remaining(used)
+            if not order:
                 break
-            attempt.slots[policy.name] = slot + 1
+            if self.ranker is not None:  # measured success rates first (the ledger)
+                order = self.ranker(finding.symptom, [(i, policy.then[i]) for i in order])
+            index = order[0]
+            action = policy.then[index]
+            used.append(index)
             try:
                 config, changes = action.apply(attempt.config, self.plan.aliases)
             except NotApplicable as why:
@@ -205,6 +213,10 @@ class Engine:
             twin = self.launched.get(config_key(config))
             if twin is not None:
                 skipped.append(f"{action.describe()}: that config already ran as {twin}")
+                continue
+            invalid = self.check_config(config)
+            if invalid:
+                skipped.append(f"{action.describe()}: the patched config is invalid: {invalid}")
                 continue
             return self._fire(attempt, policy, finding, action, config, changes, skipped, at_end)
         if skipped:
@@ -221,10 +233,15 @@ class Engine:
             warm = self._healthy_checkpoint(attempt, finding) if action.start == "warm" else None
             child = Attempt(
                 id=child_id, parent=attempt.id, config=config, patch=changes, policy=policy.name,
+                answers=finding.symptom, action=action.describe(),
                 start="warm" if warm else "cold", warm_from=warm,
-                slots=dict(attempt.slots), fires=dict(attempt.fires),
+                used={k: list(v) for k, v in attempt.used.items()}, fires=dict(attempt.fires),
                 cooldown={policy.name: policy.cooldown_steps} if policy.cooldown_steps else {},
             )
+            if warm:
+                # A warm restart continues its parent's curve: same baseline, same epochs.
+                resume = max(i for i, p in attempt.checkpoints.items() if p == warm)
+                child.history.extend((i, m) for i, m in attempt.history.rows().items() if i <= resume)
             self._enqueue(child)
         then = f"launch {child_id} with {diff}" if child_id else f"no attempt left in the budget for {diff}"
         reason = f"{finding.symptom} {held} ({finding.reason}); policy '{policy.name}': {then}"
@@ -268,7 +285,8 @@ class Engine:
     def _end(self, attempt: Attempt, outcome: str, reason: str, stop: bool = False) -> Verdict:
         attempt.outcome, attempt.reason = outcome, reason
         self.journal("attempt_finished", attempt=attempt.id, outcome=outcome, reason=reason,
-                     improvement=self.improvement(attempt))
+                     improvement=self.improvement(attempt), answers=attempt.answers,
+                     policy=attempt.policy, action=attempt.action)
         return Verdict(stop, reason)
 
     def _enqueue(self, attempt: Attempt) -> None:

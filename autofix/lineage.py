@@ -66,6 +66,8 @@ class Attempt:
     config: dict[str, Any]
     patch: list[Change] = field(default_factory=list)
     policy: str | None = None
+    answers: str | None = None  # the symptom this attempt's patch answers
+    action: str | None = None  # the action that made its patch
     start: str = "cold"
     warm_from: str | None = None
     trial_id: str | None = None
@@ -76,10 +78,11 @@ class Attempt:
     decision: Decision | None = None
     error: str | None = None
     history: History = field(default_factory=History)
-    slots: dict[str, int] = field(default_factory=dict)  # candidate slots used per policy, lineage-wide
+    used: dict[str, list[int]] = field(default_factory=dict)  # candidate indexes tried per policy, lineage-wide
     fires: dict[str, int] = field(default_factory=dict)  # fires per policy, lineage-wide
     streaks: dict[str, int] = field(default_factory=dict)  # consecutive matching reports, this attempt
     cooldown: dict[str, int] = field(default_factory=dict)  # reports a policy must wait, this attempt
+    reports: int = 0  # reports judged in this attempt (a warm restart's seeded history excluded)
     checkpoints: dict[int, str] = field(default_factory=dict)  # iteration -> checkpoint path
 
     def to_dict(self) -> dict[str, Any]:

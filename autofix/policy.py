@@ -148,6 +148,10 @@ class Policy(BaseModel):
                 return False
         return True
 
+    def remaining(self, used: list[int]) -> list[int]:
+        """Indexes of candidates still available after ``used`` (each use spends one ``times``)."""
+        return [i for i, a in enumerate(self.then) if used.count(i) < a.times]
+
     def candidate(self, fire: int) -> Any | None:
         """The action answering this policy's ``fire``-th fire (0-based) in a lineage."""
         for action in self.then:

@@ -14,13 +14,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pydantic
+
 from autofix.engine import Engine, Plan
 from autofix.errors import InputError, Problem
 from autofix.journal import Journal
+from autofix.ledger import Ledger
+from autofix.lineage import Outcome
 from autofix.policy import load_policies
 from autofix.report import Report, build_report
 from autofix.spec import Spec, load_spec
 from autofix.symptoms import build_detectors
+from autofix.training import TrainingSpec
 
 __all__ = ["prepare", "run"]
 
@@ -43,16 +48,47 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
                                       "exists and is not empty; choose another directory or pass --overwrite")])
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out / "journal.jsonl", echo=echo)
+    ledger = Ledger(spec.ledger_path()) if spec.ledger_path() else None
+    journal = Journal(out / "journal.jsonl", echo=_sink(spec.name, ledger, echo))
     plan = Plan(
         config=spec.base_config(), metric=spec.metric, mode=spec.mode, loss_metric=spec.watched_loss,
         min_drop=spec.success.min_drop, max_attempts=spec.budget.max_attempts,
         max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs),
     )
-    engine = Engine(plan, detectors, policies, journal=journal)
+    engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
+                    ranker=ledger.ranker() if ledger else None)
     journal("run_started", name=spec.name, output=str(out.resolve()), policies=policies.sources,
             config=plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
     return spec, engine, out, journal
+
+
+def _sink(run_name: str, ledger: Ledger | None, echo: Callable[[dict], None] | None) -> Callable[[dict], None]:
+    """Journal records also feed the ledger (outcomes of answered findings) and the terminal."""
+
+    def sink(record: dict) -> None:
+        judged = record.get("outcome") in (Outcome.HEALTHY, Outcome.SICK, Outcome.UNHEALTHY)
+        if ledger is not None and record["event"] == "attempt_finished" and record.get("answers") and judged:
+            ledger.record(run_name, record["attempt"], record["answers"], record["policy"], record["action"],
+                          healed=record["outcome"] == Outcome.HEALTHY)
+        if echo is not None:
+            echo(record)
+
+    return sink
+
+
+def _config_checker(spec: Spec) -> Callable[[dict], str | None]:
+    """Managed configs are re-validated after every patch; custom ones are the user's own."""
+    if spec.training is None:
+        return lambda config: None
+
+    def check(config: dict) -> str | None:
+        try:
+            TrainingSpec.model_validate(config)
+        except pydantic.ValidationError as err:
+            return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False))
+        return None
+
+    return check
 
 
 def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | None = None,

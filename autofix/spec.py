@@ -72,6 +72,8 @@ class Spec(Strict):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
     python_path: list[str] = Field(default_factory=list)
+    ledger: bool | str = True
+    """Policy-effectiveness ledger: True = $AUTOFIX_HOME/ledger.jsonl (~/.autofix), a path, or False."""
     base_dir: str = Field(default=".", exclude=True)
 
     @field_validator("trainable")
@@ -104,6 +106,16 @@ class Spec(Strict):
         if self.training is not None:
             return self.training.model_dump(mode="json")
         return dict(self.config)
+
+    def ledger_path(self) -> str | None:
+        """Where outcomes are recorded (None: not recorded); relative paths are from the spec."""
+        if self.ledger is False:
+            return None
+        if self.ledger is True:
+            from autofix.ledger import default_ledger_path
+
+            return str(default_ledger_path() / "ledger.jsonl")
+        return str(Path(self.base_dir, self.ledger).expanduser())
 
     def policy_paths(self) -> list[str]:
         return [p if p == "builtin" else str(Path(self.base_dir, p)) for p in self.policies]

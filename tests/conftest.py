@@ -23,3 +23,9 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _private_autofix_home(tmp_path, monkeypatch):
+    """Tests never write the user's ~/.autofix ledger."""
+    monkeypatch.setenv("AUTOFIX_HOME", str(tmp_path / "autofix-home"))

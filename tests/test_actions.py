@@ -205,7 +205,7 @@ def test_valid_specs(data, expected_type):
 
 
 @pytest.mark.parametrize("data, message", [
-    pytest.param({"action": "explode"}, "'add_scheduler', 'scale', 'set'", id="unknown-action"),
+    pytest.param({"action": "explode"}, ", ".join(f"'{n}'" for n in sorted(ACTIONS)), id="unknown-action"),
     pytest.param({"path": "lr", "factor": 0.1}, "action", id="no-action-key"),
     pytest.param({"action": "scale", "path": "lr", "factor": 1}, "other than 1", id="factor-1"),
     pytest.param({"action": "scale", "path": "lr", "factor": 0}, "greater than 0", id="factor-0"),
@@ -221,7 +221,7 @@ def test_valid_specs(data, expected_type):
     pytest.param({"action": "scale", "path": "lr", "factor": 0.1, "start": "hot"}, "'cold' or 'warm'", id="bad-start"),
     pytest.param({"action": "set", "path": "lr"}, "value", id="set-without-value"),
     pytest.param({"action": "add_scheduler"}, "kind", id="scheduler-without-kind"),
-    pytest.param({"action": "add_scheduler", "kind": "linear"}, "'cosine', 'exponential', 'reduce_on_plateau' or 'step'",
+    pytest.param({"action": "add_scheduler", "kind": "linear"}, "'reduce_on_plateau', 'step' or 'warmup_cosine'",
                  id="unknown-scheduler-kind"),
     pytest.param({"action": "add_scheduler", "kind": "step", "gamma": 1.0}, "less than 1", id="gamma-1"),
     pytest.param({"action": "add_scheduler", "kind": "reduce_on_plateau", "patience": -1}, "patience",

@@ -8,7 +8,10 @@ from pydantic import Field
 
 from autofix.actions.base import Action, Change, NotApplicable, get_path, has_path, resolve_path, set_path
 from autofix.actions.config import Scale, Set
-from autofix.actions.schedule import AddScheduler
+from autofix.actions.data import Augment, NormalizeInputs, ReweightClasses
+from autofix.actions.model import AddBatchNorm, AddDropout, Reinitialize, SwapActivation
+from autofix.actions.optim import ClipGradients, SwitchOptimizer, WeightDecay
+from autofix.actions.schedule import AddScheduler, Warmup
 
 __all__ = [
     "ACTIONS",
@@ -22,7 +25,13 @@ __all__ = [
     "set_path",
 ]
 
-ACTIONS: dict[str, type[Action]] = {cls.name: cls for cls in (AddScheduler, Scale, Set)}
+ACTIONS: dict[str, type[Action]] = {
+    cls.name: cls
+    for cls in (
+        AddBatchNorm, AddDropout, AddScheduler, Augment, ClipGradients, NormalizeInputs, Reinitialize,
+        ReweightClasses, Scale, Set, SwapActivation, SwitchOptimizer, Warmup, WeightDecay,
+    )
+}
 
 # The YAML form of one candidate action: the ``action`` key picks the class.
 ActionSpec = Annotated[Union[tuple(ACTIONS.values())], Field(discriminator="action")]

@@ -107,6 +107,15 @@ class Action(BaseModel):
         """Mutate the (already copied) config; return the changes. Subclasses implement this."""
         raise NotImplementedError
 
+    def set_value(self, config: dict, aliases: dict[str, str], path: str, value: Any) -> list[Change]:
+        """Set one (existing) path to ``value``; ``[]`` when it already holds it."""
+        real = resolve_path(path, config, aliases)
+        old = get_path(config, real)
+        if old == value and type(old) is type(value):
+            return []
+        set_path(config, real, copy.deepcopy(value))
+        return [Change(path, copy.deepcopy(old), copy.deepcopy(value))]
+
     def describe(self) -> str:
         fields = self.model_dump(exclude={"times", "start"}, exclude_none=True)
         fields.pop("action", None)

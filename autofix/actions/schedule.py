@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from autofix.actions.base import Action, Change, get_path, resolve_path, set_path
+from autofix.actions.base import Action, Change
 
-__all__ = ["AddScheduler"]
+__all__ = ["AddScheduler", "Warmup"]
 
 
 _KIND_FIELDS = {
@@ -16,7 +16,10 @@ _KIND_FIELDS = {
     "step": ("step_size", "gamma"),
     "exponential": ("gamma",),
     "cosine": ("t_max",),
+    "linear_warmup": ("warmup_epochs",),
+    "warmup_cosine": ("warmup_epochs", "t_max"),
 }
+_FIELDS = ("factor", "patience", "step_size", "gamma", "t_max", "warmup_epochs")
 
 
 class AddScheduler(Action):
@@ -29,19 +32,19 @@ class AddScheduler(Action):
     name = "add_scheduler"
     summary = "Add (or replace) a learning-rate scheduler."
     action: Literal["add_scheduler"] = "add_scheduler"
-    kind: Literal["cosine", "exponential", "reduce_on_plateau", "step"]
+    kind: Literal["cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine"]
     path: str = "scheduler"
     factor: float | None = Field(default=None, gt=0, lt=1)
     patience: int | None = Field(default=None, ge=0)
     step_size: int | None = Field(default=None, ge=1)
     gamma: float | None = Field(default=None, gt=0, lt=1)
     t_max: int | None = Field(default=None, ge=1)
+    warmup_epochs: int | None = Field(default=None, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> "AddScheduler":
         allowed = _KIND_FIELDS[self.kind]
-        stray = sorted(k for k in ("factor", "patience", "step_size", "gamma", "t_max")
-                       if getattr(self, k) is not None and k not in allowed)
+        stray = sorted(k for k in _FIELDS if getattr(self, k) is not None and k not in allowed)
         if stray:
             raise ValueError(f"{', '.join(stray)} do(es) not apply to kind '{self.kind}'; it takes: {', '.join(allowed)}")
         return self
@@ -54,13 +57,32 @@ class AddScheduler(Action):
             return {"step_size": self.step_size or 5, "gamma": self.gamma or 0.5}
         if self.kind == "exponential":
             return {"gamma": self.gamma or 0.9}
+        if self.kind == "linear_warmup":
+            return {"warmup_epochs": self.warmup_epochs or 3}
+        if self.kind == "warmup_cosine":
+            return {"warmup_epochs": self.warmup_epochs or 3, "T_max": self.t_max or 20}
         return {"T_max": self.t_max or 20}
 
     def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
-        real = resolve_path(self.path, config, aliases)
-        old = get_path(config, real)
-        new = {"name": self.kind, "kwargs": self.kwargs()}
-        if old == new:
-            return []
-        set_path(config, real, new)
-        return [Change(self.path, old, new)]
+        return self.set_value(config, aliases, self.path, {"name": self.kind, "kwargs": self.kwargs()})
+
+
+class Warmup(Action):
+    """Ramp the learning rate up linearly over the first epochs (then constant, or cosine decay).
+
+    The usual answer to a divergence in the first steps of an otherwise sound configuration.
+    """
+
+    name = "warmup"
+    summary = "Add a linear learning-rate warm-up."
+    action: Literal["warmup"] = "warmup"
+    epochs: int = Field(default=3, ge=1, le=1000)
+    then: Literal["constant", "cosine"] = "constant"
+    t_max: int = Field(default=20, ge=1)
+
+    def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
+        if self.then == "cosine":
+            new = {"name": "warmup_cosine", "kwargs": {"warmup_epochs": self.epochs, "T_max": self.t_max}}
+        else:
+            new = {"name": "linear_warmup", "kwargs": {"warmup_epochs": self.epochs}}
+        return self.set_value(config, aliases, "scheduler", new)

@@ -1,0 +1,83 @@
+"""The policy-effectiveness ledger: which action healed which symptom, measured across runs.
+
+Every attempt launched to answer a finding is recorded when it ends (healthy or not), in an
+append-only JSON-lines file that outlives runs (default ``$AUTOFIX_HOME/ledger.jsonl``,
+``~/.autofix`` when unset). When a policy has several candidate actions left, the engine tries
+them in the order of their smoothed success rate for that symptom, (healed + 1) / (tried + 2):
+with no evidence every candidate scores 1/2 and the policy's own order decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Ledger", "default_ledger_path"]
+
+
+def default_ledger_path() -> Path:
+    home = os.environ.get("AUTOFIX_HOME")
+    return Path(home) if home else Path.home() / ".autofix"
+
+
+class Ledger:
+    """Append outcomes; rank candidate actions; print the table."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path).expanduser() if path else default_ledger_path() / "ledger.jsonl"
+
+    def record(self, run: str, attempt: str, symptom: str, policy: str, action: str, healed: bool) -> None:
+        """One answered finding and whether the attempt that carried the answer became healthy."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"ts": round(time.time(), 3), "run": run, "attempt": attempt, "symptom": symptom,
+               "policy": policy, "action": action, "healed": bool(healed)}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed writer
+            if isinstance(row, dict) and {"symptom", "action", "healed"} <= set(row):
+                out.append(row)
+        return out
+
+    def stats(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """``(symptom, action) -> (tried, healed)``."""
+        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for row in self.rows():
+            c = counts[(row["symptom"], row["action"])]
+            c[0] += 1
+            c[1] += bool(row["healed"])
+        return {k: (v[0], v[1]) for k, v in counts.items()}
+
+    def ranker(self):
+        """A ``(symptom, [(index, action)]) -> [index]`` function over a snapshot of the stats."""
+        stats = self.stats()
+
+        def rank(symptom: str, candidates: list) -> list[int]:
+            def score(item) -> float:
+                tried, healed = stats.get((symptom, item[1].describe()), (0, 0))
+                return (healed + 1) / (tried + 2)
+
+            return [i for i, _ in sorted(candidates, key=lambda c: -score(c))]  # stable: policy order on ties
+
+        return rank
+
+    def table(self) -> str:
+        stats = self.stats()
+        if not stats:
+            return f"ledger {self.path}: no outcomes recorded yet"
+        lines = [f"ledger {self.path}", f"{'symptom':<22} {'tried':>5} {'healed':>6} {'rate':>6}  action"]
+        for (symptom, action), (tried, healed) in sorted(stats.items(), key=lambda kv: (kv[0][0], -kv[1][1] / kv[1][0])):
+            lines.append(f"{symptom:<22} {tried:>5} {healed:>6} {healed / tried:>6.0%}  {action}")
+        return "\n".join(lines)

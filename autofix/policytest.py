@@ -1,0 +1,171 @@
+"""``autofix policies test``: unit tests for policies, in the spirit of ``promtool test rules``.
+
+A test file (``*.test.yaml``, usually in ``policies/tests/``) gives metric series and a config;
+the engine is driven with them exactly as during a run, and the first decision (iteration,
+symptom, policy, patch) is compared with the expectation::
+
+    version: 1
+    policy_files: [../loss.yaml]          # relative to the test file; default: builtin
+    tests:
+      - name: lr=1.0 stuck at chance
+        config: {optimizer: {name: adam, lr: 1.0}}
+        series: {val_loss: "2.305 2.541 2.366 2.336 2.367 2.385"}
+        expect: {at: 5, symptom: plateau, policy: plateau-high-lr, patch: {optimizer.lr: 0.1}}
+      - name: healthy run, no decision
+        series: {val_loss: "2.3 2.0 1.2 0.5 0.3 0.2"}
+        expect: null
+
+Series are space-separated numbers; ``nan``, ``inf``, ``_`` (no value) and ``VALUExN`` (N
+repeats) are understood. ``fired: {policy: n}`` starts the lineage as if that policy had
+already fired n times (to test later candidates).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from autofix.engine import Engine, Plan
+from autofix.errors import InputError
+from autofix.policy import BUILTIN, load_policies
+from autofix.sources import load_yaml, problems_from_validation
+from autofix.symptoms import build_detectors
+
+__all__ = ["PolicyTestFile", "parse_series", "run_policy_tests"]
+
+
+def parse_series(text: str) -> list[float | None]:
+    """``"2.3 nan _ 1.0x3"`` -> ``[2.3, nan, None, 1.0, 1.0, 1.0]``."""
+    out: list[float | None] = []
+    for token in str(text).split():
+        value, _, times = token.partition("x")
+        count = int(times) if times else 1
+        if count < 1 or count > 100_000:
+            raise ValueError(f"repeat count must be in 1..100000, got {token!r}")
+        number = None if value == "_" else float(value)
+        out.extend([number] * count)
+    return out
+
+
+class Expect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: int = Field(ge=0)
+    symptom: str
+    policy: str
+    patch: dict[str, Any] = Field(default_factory=dict)
+
+
+class PolicyTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    series: dict[str, str]
+    metric: str = "val_loss"
+    knobs: dict[str, str] = Field(default_factory=dict)
+    symptoms: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    fired: dict[str, int] = Field(default_factory=dict)
+    expect: Expect | None
+
+    @field_validator("series")
+    @classmethod
+    def _parses(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            parse_series(text)
+        return value
+
+
+class PolicyTestFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(1, ge=1, le=1)
+    policy_files: list[str] = Field(default_factory=lambda: [BUILTIN])
+    tests: list[PolicyTest] = Field(min_length=1)
+
+
+def _managed_defaults() -> dict[str, Any]:
+    """A complete managed config (digits, small CNN, Adam 1e-3) that test configs are merged over."""
+    from autofix.training import TrainingSpec
+
+    minimal = {"model": {"factory": "autofix.harness.models:small_cnn"}, "data": {"factory": "digits"},
+               "optimizer": {"name": "adam", "lr": 1e-3}}
+    return TrainingSpec.model_validate(minimal).model_dump(mode="json")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
+    config = test.config if test.knobs else _merge(_managed_defaults(), test.config)
+    plan = Plan(config=config, metric=test.metric, loss_metric=test.metric, max_attempts=2, aliases=test.knobs)
+    engine = Engine(plan, build_detectors(test.metric, test.symptoms), policies)
+    attempt = engine.suggest("t")
+    for name, times in test.fired.items():
+        policy = policies.get(name)
+        if policy is None:
+            raise ValueError(f"fired: no enabled policy named '{name}'")
+        attempt.fires[name] = times
+        attempt.used[name] = [i for i, a in enumerate(policy.then) for _ in range(a.times)][:times]
+    columns = {k: parse_series(v) for k, v in test.series.items()}
+    for i in range(max(len(c) for c in columns.values())):
+        row = {k: c[i] for k, c in columns.items() if i < len(c) and c[i] is not None}
+        if test.metric not in row:
+            continue  # no report at this iteration
+        if engine.observe("t", i, row).stop and attempt.decision is not None:
+            return i, attempt.decision
+    return None
+
+
+def _check(test: PolicyTest, policies) -> list[str]:
+    try:
+        got = _first_decision(test, policies)
+    except ValueError as exc:
+        return [str(exc)]
+    want = test.expect
+    if want is None:
+        return [] if got is None else [f"expected no decision, got policy '{got[1].policy}' at {got[0]}: {got[1].reason}"]
+    if got is None:
+        return [f"expected {want.symptom} -> '{want.policy}' at {want.at}, got no decision"]
+    at, decision = got
+    patch = {c.path: c.new for c in decision.patch}
+    fails = []
+    for label, expected, actual in (("at", want.at, at), ("symptom", want.symptom, decision.finding.symptom),
+                                    ("policy", want.policy, decision.policy)):
+        if expected != actual:
+            fails.append(f"{label}: expected {expected!r}, got {actual!r}")
+    if want.patch and want.patch != patch:
+        fails.append(f"patch: expected {want.patch}, got {patch}")
+    return fails
+
+
+def run_policy_tests(paths: list[str | Path]) -> tuple[int, list[str]]:
+    """Run every test in the given files/directories; ``(tests run, failure lines)``."""
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        files.extend(sorted(p.rglob("*.test.yaml")) if p.is_dir() else [p])
+    count, failures, problems = 0, [], []
+    for path in files:
+        source = load_yaml(path)
+        try:
+            spec = PolicyTestFile.model_validate(source.data)
+        except pydantic.ValidationError as err:
+            problems.extend(problems_from_validation(err, source, PolicyTestFile))
+            continue
+        policies = load_policies([p if p == BUILTIN else str(path.parent / p) for p in spec.policy_files])
+        for i, test in enumerate(spec.tests):
+            count += 1
+            line = source.line_of(("tests", i))
+            failures.extend(f"{path}:{line}: test '{test.name}': {f}" for f in _check(test, policies))
+    if problems:
+        raise InputError(problems)
+    return count, failures

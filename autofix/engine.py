@@ -18,7 +18,7 @@ from autofix.actions import NotApplicable, get_path
 from autofix.lineage import Attempt, Decision, Outcome, config_key
 from autofix.metrics import as_float
 from autofix.policy import Policy, PolicySet
-from autofix.symptoms import Detector, Finding
+from autofix.symptoms import SYMPTOMS, Detector, Finding
 
 __all__ = ["Engine", "Plan", "Verdict"]
 
@@ -67,6 +67,7 @@ class Engine:
         self.by_trial: dict[str, str] = {}
         self.launched: dict[str, str] = {}  # config key -> attempt id
         self.winner: str | None = None
+        self.halted: str | None = None  # set when a policy stops the whole run
         self._enqueue(Attempt(id="a0", parent=None, config=plan.config))
 
     # -- Tune events -------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class Engine:
     @property
     def done(self) -> bool:
         """Nothing left to do: a winner, or no queued attempt that the budget still allows."""
-        if self.winner is not None:
+        if self.winner is not None or self.halted is not None:
             return True
         can_launch = bool(self.queue) and self._launched_count() < self.plan.max_attempts
         return not can_launch and not self.running
@@ -176,7 +177,15 @@ class Engine:
         """Advance every policy's state; act on the first firing one that has a remedy left."""
         firing: list[tuple[Policy, Finding]] = []
         aliases = self.plan.aliases
-        lookup = lambda path: get_path(attempt.config, aliases.get(path, path), None)  # noqa: E731
+        rows = attempt.history.rows()
+        last = rows[max(rows)] if rows else {}
+
+        def lookup(path: str) -> Any:
+            # ``metrics.x``: the last report's x; anything else: the attempt's config.
+            if path.startswith("metrics."):
+                return last.get(path[len("metrics."):])
+            return get_path(attempt.config, aliases.get(path, path), None)
+
         for policy in self.policies:
             match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None)
             streak = attempt.streaks.get(policy.name, 0) + 1 if match else 0
@@ -205,6 +214,8 @@ class Engine:
             index = order[0]
             action = policy.then[index]
             used.append(index)
+            if action.terminal:
+                return self._halt(attempt, policy, finding, action)
             try:
                 config, changes = action.apply(attempt.config, self.plan.aliases)
             except NotApplicable as why:
@@ -250,6 +261,18 @@ class Engine:
         self.journal("decision", attempt=attempt.id, **decision.to_dict())
         return decision
 
+    def _halt(self, attempt: Attempt, policy: Policy, finding: Finding, action: Any) -> Decision:
+        """A symptom no config can fix (a training-loop bug): stop the run and say what to check."""
+        attempt.fires[policy.name] = attempt.fires.get(policy.name, 0) + 1
+        advice = getattr(SYMPTOMS.get(finding.symptom), "advice", "") or "check the training code"
+        reason = (f"{finding.symptom} ({finding.reason}); policy '{policy.name}': not fixable by "
+                  f"configuration, run stopped without relaunching. {advice}")
+        decision = Decision(policy.name, finding, action.describe(), "none", [], None, reason)
+        attempt.decision = decision
+        self.halted = reason
+        self.journal("decision", attempt=attempt.id, **decision.to_dict())
+        return decision
+
     def _healthy_checkpoint(self, attempt: Attempt, finding: Finding) -> str | None:
         """The last checkpoint saved before the first report of the symptom being answered."""
         onset = next((f.iteration for f in attempt.findings if f.symptom == finding.symptom), finding.iteration)
@@ -268,7 +291,8 @@ class Engine:
 
     def _healthy(self, attempt: Attempt) -> bool:
         gain = self.improvement(attempt)
-        if gain is None or gain < self.plan.min_drop or attempt.active:
+        sick = [s for s in attempt.active if not getattr(SYMPTOMS.get(s), "advisory", False)]
+        if gain is None or gain < self.plan.min_drop or sick:
             return False
         self._end(attempt, Outcome.HEALTHY, self._progress_text(attempt))
         if self.winner is None:
@@ -300,11 +324,12 @@ class Engine:
     # -- resumable state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"attempts": [a.to_dict() for a in self.attempts.values()], "queue": list(self.queue),
-                "by_trial": dict(self.by_trial), "winner": self.winner}
+                "by_trial": dict(self.by_trial), "winner": self.winner, "halted": self.halted}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.attempts = {d["id"]: Attempt.from_dict(d) for d in state["attempts"]}
         self.queue, self.by_trial, self.winner = list(state["queue"]), dict(state["by_trial"]), state["winner"]
+        self.halted = state.get("halted")
         self.launched = {config_key(a.config): a.id for a in self.attempts.values()}
 
 

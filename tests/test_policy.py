@@ -178,7 +178,7 @@ def test_disabled_policy_needs_no_when_or_then():
     ({"name": "X Y", "enabled": False}, "pattern"),
     ({"name": "x", "enabled": False, "for_steps": 0}, "for_steps"),
     ({"name": "x", "enabled": False, "max_fires": 101}, "max_fires"),
-    ({"name": "x", "enabled": False, "when": {"symptom": "loss_spike"}}, "available: diverging_loss"),
+    ({"name": "x", "enabled": False, "when": {"symptom": "loss_spike"}}, "available: .*diverging_loss"),
 ])
 def test_policy_validation(data, message):
     with pytest.raises(pydantic.ValidationError, match=message):
@@ -187,21 +187,24 @@ def test_policy_validation(data, message):
 
 # -- the shipped policies --------------------------------------------------------------------
 
+LOSS_FILE = SHIPPED_POLICIES / "loss.yaml"
+
+
 def test_shipped_policies_load_in_priority_order():
+    assert [p.name for p in load_policies([LOSS_FILE])] == SHIPPED_ORDER
     policies = load_policies(["builtin"])
-    assert [p.name for p in policies] == SHIPPED_ORDER
     priorities = [p.priority for p in policies]
     assert priorities == sorted(priorities, reverse=True)
-    assert policies.sources == [str(SHIPPED_POLICIES / "loss.yaml")]
+    assert policies.sources == sorted(str(p) for p in SHIPPED_POLICIES.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", SHIPPED_ORDER)
+@pytest.mark.parametrize("name", [p.name for p in load_policies(["builtin"])])
 def test_every_shipped_policy_is_well_formed(name):
     p = load_policies(["builtin"]).get(name)
     assert p is not None and p.enabled
     assert p.when.symptom in SYMPTOMS
     assert p.then and p.description
-    assert p.source.startswith(str(SHIPPED_POLICIES / "loss.yaml") + ":")
+    assert p.source.startswith(str(SHIPPED_POLICIES) + "/")
     assert all(a.times >= 1 for a in p.then)
     assert p.fire_limit >= 1
 
@@ -229,7 +232,7 @@ def test_later_file_overrides_and_disables(tmp_path):
             then:
               - {action: scale, path: optimizer.lr, factor: 0.5}
         """)
-    policies = load_policies(["builtin", user])
+    policies = load_policies([LOSS_FILE, user])
     assert [p.name for p in policies] == [
         "plateau-fallback", "nonfinite-lower-lr", "diverging-lower-lr",
         "plateau-high-lr-sgd", "plateau-low-lr", "plateau-high-lr",  # the override takes the later place

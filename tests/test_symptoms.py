@@ -250,7 +250,10 @@ def test_plateau_evidence_on_stuck_curve():
     assert finding.evidence["total_drop"] == pytest.approx((2.305 - 2.367) / 2.305)
 
 
-@pytest.mark.parametrize("detector", sorted(SYMPTOMS))
+LOSS_SYMPTOMS = ["diverging_loss", "nonfinite_loss", "oscillating_loss", "plateau"]
+
+
+@pytest.mark.parametrize("detector", LOSS_SYMPTOMS)
 def test_report_without_the_metric_changes_nothing(detector):
     """A report that lacks the watched metric (or carries it only as a string) is not judged."""
     det = SYMPTOMS[detector]("val_loss")
@@ -264,7 +267,7 @@ def test_report_without_the_metric_changes_nothing(detector):
     assert det.check(history) is None
 
 
-@pytest.mark.parametrize("detector", sorted(SYMPTOMS))
+@pytest.mark.parametrize("detector", LOSS_SYMPTOMS)
 def test_metric_param_picks_another_stream(detector):
     bad = {"nonfinite_loss": [math.nan], "diverging_loss": SPIKE, "oscillating_loss": LARGE_OSCILLATION,
            "plateau": STUCK}[detector]
@@ -320,7 +323,7 @@ def test_build_detectors_rejects_unknown_symptoms(overrides, named):
         build_detectors("val_loss", overrides)
     text = str(info.value)
     assert named in text
-    assert "available: diverging_loss, nonfinite_loss, oscillating_loss, plateau" in text
+    assert "available: " + ", ".join(sorted(SYMPTOMS)) in text
 
 
 # -- purity ----------------------------------------------------------------------------------

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from autofix.actions.base import Action, Change, NotApplicable, get_path, resolve_path, set_path
 
-__all__ = ["Scale", "Set"]
+__all__ = ["Scale", "Set", "StopRun"]
 
 
 class Scale(Action):
@@ -70,3 +70,16 @@ class Set(Action):
             return []
         set_path(config, real, self.value)
         return [Change(self.path, old, self.value)]
+
+
+class StopRun(Action):
+    """Stop the whole run without relaunching: for symptoms no configuration change can fix
+    (a training-loop bug). The report carries the symptom's advice on what to check."""
+
+    name = "stop_run"
+    summary = "Stop the run: not fixable by configuration."
+    terminal: ClassVar[bool] = True
+    action: Literal["stop_run"] = "stop_run"
+
+    def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
+        raise NotApplicable("stop_run patches nothing; the engine ends the run")

@@ -5,13 +5,47 @@ from __future__ import annotations
 from typing import Any
 
 from autofix.errors import AutofixError
+from autofix.symptoms.activations import DyingReLU, SaturatedActivations
 from autofix.symptoms.base import Detector, Finding, Params
+from autofix.symptoms.data import LabelImbalance, UnnormalizedInput
+from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
+from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
 from autofix.symptoms.loss import DivergingLoss, NonFiniteLoss, OscillatingLoss, Plateau
 
-__all__ = ["SYMPTOMS", "Detector", "Finding", "Params", "build_detectors"]
+# isort-style order (ruff RUF022): constants, then classes, then functions; alphabetical in each.
+__all__ = [
+    "SYMPTOMS",
+    "ChanceLevel",
+    "ClassCollapse",
+    "Detector",
+    "DivergingLoss",
+    "DyingReLU",
+    "ExplodingGradients",
+    "Finding",
+    "LabelImbalance",
+    "NonFiniteLoss",
+    "OscillatingLoss",
+    "Overfitting",
+    "Params",
+    "Plateau",
+    "SaturatedActivations",
+    "UnchangedWeights",
+    "UnnormalizedInput",
+    "VanishingGradients",
+    "build_detectors",
+]
 
 SYMPTOMS: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (NonFiniteLoss, DivergingLoss, OscillatingLoss, Plateau)
+    cls.name: cls
+    for cls in (
+        # the loss curve alone
+        NonFiniteLoss, DivergingLoss, OscillatingLoss, Plateau,
+        # probe streams: gradients and updates, activations, data, what is learned
+        VanishingGradients, ExplodingGradients, UnchangedWeights,
+        DyingReLU, SaturatedActivations,
+        LabelImbalance, UnnormalizedInput,
+        Overfitting, ClassCollapse, ChanceLevel,
+    )
 }
 
 

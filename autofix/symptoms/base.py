@@ -51,6 +51,13 @@ class Detector:
     name: ClassVar[str]
     summary: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
+    fixable: ClassVar[bool] = True
+    advisory: ClassVar[bool] = False
+    """A property of the data, not a sickness: reported, answerable by policies, but it does not
+    keep an attempt from being judged healthy."""
+    """False for a symptom no change of hyperparameters can cure (a bug in the training code)."""
+    advice: ClassVar[str] = ""
+    """What a person should check when the symptom is found (mainly for ``fixable = False``)."""
 
     def __init__(self, default_metric: str, **params: Any) -> None:
         self.params = self.Params(**params)

@@ -1,0 +1,181 @@
+"""Symptoms of what the model learns: overfitting, collapse onto few classes, loss at chance.
+
+Inputs, per report (epoch 0 = before any training step): ``train_loss`` and the run's watched
+loss (``val_loss`` by default); ``val_accuracy``, ``val_macro_f1``, ``pred_frac_max`` (largest
+fraction of validation predictions in one class), ``label_frac_max``; and, at epoch 0 only,
+``chance_loss`` (= ln(number of classes)). A run that lacks them (regression, a custom
+trainable) gets no finding from these detectors.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field
+
+from autofix.metrics import History
+from autofix.symptoms.base import Finding, Params
+from autofix.symptoms.gradients import FixedParams, ProbeDetector
+
+__all__ = ["ChanceLevel", "ClassCollapse", "Overfitting"]
+
+
+class Overfitting(ProbeDetector):
+    """The validation loss turned back up while the training loss kept falling.
+
+    Fires when all of these hold at the last report:
+
+    * the validation loss (``metric``, default: the run's loss metric) improved on its first
+      value at some point (one that never improved is ``plateau`` / ``diverging_loss``, not
+      overfitting);
+    * its best value is ``patience`` or more reports old;
+    * its last value is at least ``min_rise`` (relative) above that best;
+    * ``train_metric`` is lower now than at the report of the best validation loss.
+
+    Requiring both the age and the margin is what keeps noisy healthy curves quiet: the
+    healthy digits run ends .131 .135 .173, 32% above its best but only 2 reports after it.
+
+    Defaults and sources: ``patience=3`` is PyTorch Lightning's ``EarlyStopping`` default;
+    ``min_rise=0.1`` follows SageMaker Debugger's ``Overfit`` rule (``ratio_threshold`` 0.1,
+    there on the val/train gap, here on the rise above the best validation loss).
+    """
+
+    name = "overfitting"
+    summary = "The validation loss rises while the training loss keeps falling."
+
+    class Params(Params):
+        patience: int = Field(default=3, ge=1)
+        min_rise: float = Field(default=0.1, gt=0)
+        train_metric: str = Field(default="train_loss", min_length=1)
+
+    def check(self, history: History) -> Finding | None:
+        p = self.params
+        if self.metric == p.train_metric:
+            return None
+        now = self.last_values(history, self.metric, p.train_metric)
+        if now is None or not all(math.isfinite(v) for v in now.values()):
+            return None
+        val = [(i, v) for i, v in history.series(self.metric) if math.isfinite(v)]
+        first = val[0][1]
+        best_at = max(range(len(val)), key=lambda k: (-val[k][1], k))  # latest report of the minimum
+        best_iteration, best = val[best_at]
+        since = len(val) - 1 - best_at
+        last = now[self.metric]
+        if best >= first or since < p.patience or last < best + p.min_rise * abs(best):
+            return None
+        train_then = dict(history.series(p.train_metric)).get(best_iteration)
+        train_now = now[p.train_metric]
+        if train_then is None or not math.isfinite(train_then) or not train_now < train_then:
+            return None
+        rise = (last - best) / (abs(best) or 1.0)
+        return self.found(
+            history, self.metric,
+            f"{self.metric} {last:.4g} is {rise:.0%} above its best {best:.4g} of {since} reports ago, "
+            f"while {p.train_metric} fell {train_then:.4g} -> {train_now:.4g}",
+            best=best, last=last, rise=rise, reports_since_best=since,
+            train_at_best=train_then, train_last=train_now,
+        )
+
+
+class ClassCollapse(ProbeDetector):
+    """The model predicts (almost) only one class although the labels are not that skewed.
+
+    Judged only from epoch ``min_epochs`` on: an untrained net legitimately predicts one class.
+    Fires on either arm:
+
+    * ``pred_frac_max`` >= ``min_pred_frac`` and ``pred_frac_max - label_frac_max`` >=
+      ``min_label_gap``: the predictions are far more concentrated than the labels;
+    * ``val_accuracy - val_macro_f1`` >= ``min_f1_gap`` (None disables): accuracy carried by the
+      majority class while the others are missed, the way collapse shows on imbalanced labels
+      (90/10 labels, all predicted majority: accuracy 0.9, macro-F1 0.47).
+
+    An arm whose inputs are missing is skipped. ``val_recall_min`` and ``val_balanced_accuracy``
+    are added to the evidence when reported.
+
+    Defaults and sources: no published threshold; ``min_pred_frac=0.9``, ``min_label_gap=0.2``,
+    ``min_f1_gap=0.3`` and ``min_epochs=1`` are our choice (the brief's examples). Measured on
+    the healthy digits run: predictions spread to <= 0.15 per class after training and the
+    accuracy/macro-F1 gap stays below 0.1. SageMaker Debugger's ``ClassImbalance`` checks the
+    same failure per class (misprediction fraction 0.7), which needs per-class streams.
+    """
+
+    name = "class_collapse"
+    summary = "The predictions collapse onto few classes."
+
+    class Params(FixedParams):
+        min_pred_frac: float = Field(default=0.9, gt=0, le=1)
+        min_label_gap: float = Field(default=0.2, gt=0, lt=1)
+        min_f1_gap: float | None = Field(default=0.3, gt=0, le=1)
+        min_epochs: int = Field(default=1, ge=0)
+
+    def check(self, history: History) -> Finding | None:
+        p = self.params
+        epoch = self.epoch(history)
+        if epoch < p.min_epochs:
+            return None
+        extra = {k: self.optional(history, k) for k in ("val_recall_min", "val_balanced_accuracy")}
+        shares = self.last_values(history, "pred_frac_max", "label_frac_max")
+        if shares is not None and all(math.isfinite(v) for v in shares.values()):
+            pred, label = shares["pred_frac_max"], shares["label_frac_max"]
+            if pred >= p.min_pred_frac and pred - label >= p.min_label_gap:
+                return self.found(
+                    history, "pred_frac_max",
+                    f"{pred:.0%} of validation predictions fall in one class, while the largest class "
+                    f"holds {label:.0%} of the labels",
+                    pred_frac_max=pred, label_frac_max=label, pred_classes=self.optional(history, "pred_classes"),
+                    **extra,
+                )
+        scores = self.last_values(history, "val_accuracy", "val_macro_f1")
+        if p.min_f1_gap is None or scores is None or not all(math.isfinite(v) for v in scores.values()):
+            return None
+        accuracy, f1 = scores["val_accuracy"], scores["val_macro_f1"]
+        if accuracy - f1 < p.min_f1_gap:
+            return None
+        return self.found(
+            history, "val_macro_f1",
+            f"val_macro_f1 {f1:.3g} is {accuracy - f1:.3g} below val_accuracy {accuracy:.3g}: "
+            "the minority classes are not predicted",
+            val_accuracy=accuracy, val_macro_f1=f1, f1_gap=accuracy - f1,
+            pred_frac_max=self.optional(history, "pred_frac_max"), **extra,
+        )
+
+
+class ChanceLevel(ProbeDetector):
+    """After ``min_epochs`` epochs the loss is still at chance level: nothing has been learned.
+
+    Fires when the last report is at epoch >= ``min_epochs`` and the loss (``metric``, default
+    the run's loss metric) is within ``tolerance`` (relative) of ``chance_loss`` = ln(classes),
+    read from the first report that carries it (epoch 0 with the managed harness), on either
+    side. A loss far above chance is ``diverging_loss``'s business.
+
+    Defaults and sources: the expected initial loss -ln(1/classes) is the sanity check of
+    Karpathy's "A Recipe for Training Neural Networks" and DeepDiagnosis's "loss not decreasing"
+    (Wardat et al., ICSE 2022) without a threshold; ``min_epochs=3`` and ``tolerance=0.05`` are
+    our choice. Measured: the healthy digits run is at 0.568 (25% of chance) by epoch 3, the
+    stuck and too-slow runs are still within 3% of 2.303 there.
+    """
+
+    name = "chance_level"
+    summary = "The loss is stuck at chance level."
+
+    class Params(Params):
+        min_epochs: int = Field(default=3, ge=1)
+        tolerance: float = Field(default=0.05, gt=0, lt=1)
+
+    def check(self, history: History) -> Finding | None:
+        p = self.params
+        loss = self.optional(history, self.metric)
+        if loss is None or not math.isfinite(loss) or self.epoch(history) < p.min_epochs:
+            return None
+        chance = next((v for _, v in history.series("chance_loss") if math.isfinite(v) and v > 0), None)
+        if chance is None:
+            return None
+        off = (loss - chance) / chance
+        if abs(off) > p.tolerance:
+            return None
+        return self.found(
+            history, self.metric,
+            f"{self.metric} {loss:.4g} is still within {abs(off):.1%} of chance level ln(classes) = {chance:.4g} "
+            f"after {self.epoch(history):.0f} epochs",
+            loss=loss, chance_loss=chance, relative_gap=off,
+        )

@@ -1,0 +1,667 @@
+"""Probe-stream symptom detectors (gradients, activations, data, generalization), fed one report
+at a time as Tune would; no Ray, no torch."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pydantic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import autofix.symptoms as symptoms_pkg
+from autofix.metrics import History
+from autofix.symptoms import SYMPTOMS, Finding, build_detectors
+
+NEW = [
+    "vanishing_gradients", "exploding_gradients", "no_update", "dying_relu", "saturated_activations",
+    "label_imbalance", "unnormalized_input", "overfitting", "class_collapse", "chance_level",
+]
+OLD = ["nonfinite_loss", "diverging_loss", "oscillating_loss", "plateau"]
+
+Report = dict[str, float]
+
+
+def curve(text: str) -> list[float]:
+    return [float(x) for x in text.split()]
+
+
+# -- the healthy digits run (small CNN, Adam 1e-3), epoch 0 = before any step ---------------
+# val_loss, val_accuracy and grad_norm are measured; the other streams are plausible values for
+# the same run.
+VAL_LOSS = curve("2.305 2.096 1.297 .568 .388 .295 .248 .242 .186 .207 .167 .191 .144 .131 .135 .173")
+VAL_ACC = curve(".097 .531 .719 .878 .897 .922 .933 .933 .947 .953 .956 .95 .964 .967 .956 .947")
+GRAD_NORM = curve(".262 .297 .957 1.90 2.21 2.15 2.25 1.93 1.78 1.51 1.46 1.55 1.33 1.20 1.13 1.14")
+TRAIN_LOSS = curve("2.303 1.85 .95 .50 .33 .25 .20 .16 .13 .11 .095 .08 .07 .06 .052 .045")
+MACRO_F1 = curve(".018 .47 .70 .872 .894 .920 .931 .931 .946 .952 .955 .949 .963 .966 .955 .946")
+GRAD_RATIO = curve("2.1 3.5 4.0 5.2 6.0 5.5 6.1 5.0 4.8 4.2 4.0 4.4 3.9 3.6 3.5 3.4")
+GRAD_ZERO = curve(".01 .03 .05 .06 .07 .08 .08 .09 .09 .10 .10 .10 .11 .11 .11 .12")
+DEAD = curve(".02 .08 .12 .15 .18 .20 .22 .22 .24 .25 .25 .26 .27 .27 .28 .28")
+UPDATE = curve("0 3e-3 2.5e-3 2e-3 1.8e-3 1.5e-3 1.3e-3 1.2e-3 1.1e-3 1e-3 9e-4 8e-4 7e-4 7e-4 6e-4 6e-4")
+PRED_FRAC = curve(".62 .27 .17 .14 .13 .12 .12 .11 .11 .11 .11 .11 .105 .105 .11 .115")
+PRED_CLASSES = curve("3 8 10 10 10 10 10 10 10 10 10 10 10 10 10 10")
+RECALL_MIN = curve("0 0 .35 .70 .75 .80 .83 .84 .86 .87 .88 .87 .90 .91 .89 .88")
+CHANCE = math.log(10)
+
+
+def healthy() -> list[Report]:
+    reports = []
+    for e in range(16):
+        first = GRAD_NORM[e] * 0.6
+        r: Report = {
+            "epoch": e, "train_loss": TRAIN_LOSS[e], "val_loss": VAL_LOSS[e], "val_accuracy": VAL_ACC[e],
+            "val_macro_f1": MACRO_F1[e], "lr": 1e-3, "grad_norm": GRAD_NORM[e],
+            "grad_norm/conv1": first, "grad_norm/fc": first / GRAD_RATIO[e],
+            "grad_norm_first": first, "grad_norm_last": first / GRAD_RATIO[e], "grad_ratio": GRAD_RATIO[e],
+            "grad_zero_frac": GRAD_ZERO[e],
+            "update_ratio/conv1": UPDATE[e] * 1.5, "update_ratio/fc": UPDATE[e] * 0.8,
+            "update_ratio_max": UPDATE[e] * 1.5, "update_ratio_median": UPDATE[e],
+            "update_ratio_global": UPDATE[e],
+            "dead_frac/relu1": DEAD[e] * 0.5, "dead_frac/relu2": DEAD[e], "dead_frac_max": DEAD[e],
+            "input_mean": 0.3, "input_std": 0.4, "input_abs_max": 1.0,
+            "label_frac_max": 0.102, "label_classes": 10,
+            "pred_frac_max": PRED_FRAC[e], "pred_classes": PRED_CLASSES[e],
+            "val_recall_min": RECALL_MIN[e], "val_balanced_accuracy": VAL_ACC[e] - 0.002,
+        }
+        if e == 0:
+            r.update(init_loss=2.303, chance_loss=CHANCE)
+        reports.append(r)
+    return reports
+
+
+def edit(reports: list[Report], start: int = 0, stop: int | None = None, **values: Any) -> list[Report]:
+    """A copy with ``values`` set on reports[start:stop]; a list gives one value per report from
+    ``start`` on (as many as it holds), None removes the key."""
+    out = [dict(r) for r in reports]
+    for k, value in values.items():
+        end = len(out) if stop is None else stop
+        if isinstance(value, list):
+            end = min(end, start + len(value))
+        for n, i in enumerate(range(start, end)):
+            v = value[n] if isinstance(value, list) else value
+            if v is None:
+                out[i].pop(k, None)
+            else:
+                out[i][k] = v
+    return out
+
+
+def drop(reports: list[Report], *prefixes: str) -> list[Report]:
+    return [{k: v for k, v in r.items() if not k.startswith(prefixes)} for r in reports]
+
+
+def series(n: int, **streams: Any) -> list[Report]:
+    """``n`` reports with an epoch key; a list gives one value per epoch, a scalar all the same."""
+    return [{"epoch": e, **{k: (v[e] if isinstance(v, list) else v) for k, v in streams.items()}}
+            for e in range(n)]
+
+
+HEALTHY = healthy()
+HEALTHY_TANH = edit(drop(HEALTHY, "dead_frac"), **{
+    "saturated_frac/tanh1": curve(".01 .05 .10 .14 .18 .20 .22 .25 .27 .28 .30 .31 .32 .33 .34 .35"),
+    "saturated_frac_max": curve(".02 .06 .12 .16 .20 .22 .25 .28 .30 .31 .33 .34 .35 .36 .37 .38")})
+HEALTHY_REGRESSION = drop(HEALTHY, "val_accuracy", "val_macro_f1", "label_", "pred_", "val_recall",
+                          "val_balanced", "chance_loss", "init_loss")
+HEALTHY_NO_EPOCH = drop(HEALTHY, "epoch")
+BARE = [{"epoch": e, "val_loss": v} for e, v in enumerate(VAL_LOSS)]  # a custom trainable's reports
+HEALTHY_RUNS = {"digits-cnn": HEALTHY, "digits-tanh": HEALTHY_TANH, "regression": HEALTHY_REGRESSION,
+                "no-epoch-key": HEALTHY_NO_EPOCH, "bare-val-loss": BARE}
+
+
+def run(name: str, reports: list[Report], params: dict[str, Any] | None = None,
+        default_metric: str = "val_loss") -> list[Finding]:
+    """Feed the reports one at a time; every finding, checked for shape."""
+    detector = SYMPTOMS[name](default_metric, **(params or {}))
+    history, found = History(), []
+    for i, report in enumerate(reports):
+        history.record(i, report)
+        finding = detector.check(history)
+        if finding is not None:
+            assert finding.symptom == name
+            assert finding.iteration == i
+            assert isinstance(finding.metric, str) and finding.metric
+            assert finding.reason.strip() and "\n" not in finding.reason
+            assert all(isinstance(v, float) for v in finding.evidence.values())
+            found.append(finding)
+    return found
+
+
+def first_firing(name: str, reports: list[Report], params: dict[str, Any] | None = None,
+                 default_metric: str = "val_loss") -> int | None:
+    found = run(name, reports, params, default_metric)
+    return found[0].iteration if found else None
+
+
+# -- healthy runs: nothing fires, ever ---------------------------------------------------------
+
+@pytest.mark.parametrize("run_name", sorted(HEALTHY_RUNS))
+@pytest.mark.parametrize("name", sorted(SYMPTOMS))
+def test_healthy_runs_fire_nothing(name, run_name):
+    assert run(name, HEALTHY_RUNS[run_name]) == []
+
+
+@pytest.mark.parametrize("name, params", [
+    ("vanishing_gradients", {"max_accuracy": None}),
+    ("exploding_gradients", {"max_accuracy": None}),
+    ("dying_relu", {"max_accuracy": None}),
+    ("saturated_activations", {"max_accuracy": None}),
+])
+def test_healthy_run_quiet_even_without_the_accuracy_gate(name, params):
+    """The gate is a second line of defence: the healthy values alone stay below the bars."""
+    assert run(name, HEALTHY, params) == []
+    assert run(name, HEALTHY_TANH, params) == []
+
+
+# -- one table per symptom: (reports, params, first firing iteration or None) -----------------
+
+VANISHING = edit(HEALTHY, grad_ratio=1e-5, grad_norm_first=1e-6, val_accuracy=0.1, val_macro_f1=0.02)
+VANISHING_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(VANISHING, {}, 0, id="deep-sigmoid-vanishing-at-init"),
+    pytest.param(edit(HEALTHY, 3, grad_ratio=1e-5, grad_norm_first=1e-6, val_accuracy=0.2), {}, 3,
+                 id="onset-mid-run-with-poor-accuracy"),
+    pytest.param(edit(VANISHING, val_accuracy=0.9), {}, None, id="good-accuracy-gates-it"),
+    pytest.param(edit(VANISHING, val_accuracy=0.9), {"max_accuracy": None}, 0, id="gate-disabled"),
+    pytest.param(edit(VANISHING, val_accuracy=0.6), {}, None, id="accuracy-at-the-bar-is-not-poor"),
+    pytest.param(edit(VANISHING, val_accuracy=None), {}, 0, id="no-accuracy-ignores-the-gate"),
+    pytest.param(edit(VANISHING, grad_norm_first=1e-3), {}, None, id="first-norm-not-small"),
+    pytest.param(edit(VANISHING, grad_ratio=0.5), {}, None, id="ratio-not-small"),
+    pytest.param(edit(VANISHING, grad_ratio=1e-3), {}, None, id="ratio-at-the-bar"),
+    pytest.param(edit(VANISHING, grad_ratio=5e-3), {"max_ratio": 1e-2}, 0, id="custom-max_ratio"),
+    pytest.param(edit(VANISHING, grad_ratio=None, grad_norm_last=1.0), {}, 0, id="ratio-from-first-and-last"),
+    pytest.param(edit(VANISHING, grad_ratio=math.nan), {}, None, id="nan-ratio"),
+    pytest.param(edit(VANISHING, grad_ratio=None, grad_norm_last=None), {}, None, id="missing-ratio"),
+    pytest.param(edit(VANISHING, grad_norm_first=None), {}, None, id="missing-first-norm"),
+    pytest.param(BARE, {}, None, id="bare-reports"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", VANISHING_ROWS)
+def test_vanishing_gradients(reports, params, expected):
+    assert first_firing("vanishing_gradients", reports, params) == expected
+
+
+POOR = {"val_accuracy": 0.15, "val_macro_f1": 0.05}
+EXPLODING_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(edit(HEALTHY, 4, grad_ratio=120.0, **POOR), {}, 4, id="ratio-above-70"),
+    pytest.param(edit(HEALTHY, 4, grad_ratio=70.0, **POOR), {}, None, id="ratio-at-70"),
+    pytest.param(edit(HEALTHY, 4, grad_ratio=120.0), {}, None, id="ratio-gated-by-good-accuracy"),
+    pytest.param(edit(HEALTHY, 4, grad_ratio=120.0), {"max_accuracy": None}, 4, id="ratio-gate-disabled"),
+    pytest.param(edit(HEALTHY, 4, grad_ratio=120.0, **POOR), {"min_ratio": 200}, None, id="custom-min_ratio"),
+    pytest.param(edit(HEALTHY, 1, grad_norm=[1.0, 5.0, 40.0, 900.0], **POOR), {}, 3,
+                 id="grad-norm-grows-over-100x-epoch-0"),
+    pytest.param(edit(HEALTHY, 1, grad_norm=[1.0, 5.0, 20.0], **POOR), {}, None, id="growth-77x-below-bar"),
+    pytest.param(edit(HEALTHY, 1, grad_norm=[1.0, 5.0, 20.0], **POOR), {"min_growth": 50}, 3,
+                 id="custom-min_growth"),
+    pytest.param(edit(HEALTHY, 1, grad_norm=[1.0, 5.0, 900.0], **POOR), {"min_growth": None}, None,
+                 id="growth-arm-disabled"),
+    pytest.param(edit(edit(HEALTHY, 0, 1, grad_norm=0.0), 1, grad_norm=5.0, **POOR), {}, None,
+                 id="zero-first-grad-norm-is-no-baseline"),
+    pytest.param(edit(HEALTHY, 5, grad_norm=math.inf), {}, 5, id="inf-grad-norm-any-accuracy"),
+    pytest.param(edit(HEALTHY, 5, grad_norm=math.nan, train_loss=None), {}, 5, id="nan-grad-norm-no-train-loss"),
+    pytest.param(edit(HEALTHY, 5, grad_norm=math.nan, train_loss=math.nan), {}, None,
+                 id="nan-grad-norm-of-a-nan-loss-is-a-gap"),
+    pytest.param(edit(HEALTHY, 5, grad_norm=math.inf), {"nonfinite": False}, None, id="nonfinite-arm-off"),
+    pytest.param(edit(HEALTHY, 4, grad_ratio=math.inf, **POOR), {}, None, id="inf-ratio-is-a-dead-last-layer"),
+    pytest.param(drop(edit(HEALTHY, 4, grad_ratio=120.0, **POOR), "grad_"), {}, None, id="missing-grad-streams"),
+    pytest.param(BARE, {}, None, id="bare-reports"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", EXPLODING_ROWS)
+def test_exploding_gradients(reports, params, expected):
+    assert first_firing("exploding_gradients", reports, params) == expected
+
+
+# A loop without optimizer.step(): parameters frozen at init, so the evaluation repeats exactly.
+NO_STEP = edit(HEALTHY, 1, update_ratio_global=0.0, update_ratio_max=0.0, update_ratio_median=0.0,
+               val_loss=2.305, val_accuracy=0.097, train_loss=curve("2.3041 2.3038 2.3043 2.3040 2.3039 2.3042 "
+                                                                    "2.3040 2.3041 2.3038 2.3043 2.3040 2.3039 "
+                                                                    "2.3042 2.3040 2.3041"))
+NO_UPDATE_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(NO_STEP, {}, 2, id="missing-optimizer-step"),
+    pytest.param(NO_STEP, {"loss_metrics": []}, 2, id="update-arm-alone"),
+    pytest.param(NO_STEP, {"for_reports": 1, "loss_metrics": []}, 1, id="for_reports-1"),
+    pytest.param(NO_STEP, {"for_reports": 4, "loss_metrics": []}, 4, id="for_reports-4"),
+    pytest.param(drop(NO_STEP, "update_ratio"), {}, 2, id="loss-arm-val-loss-repeats-from-epoch-0"),
+    pytest.param(drop(NO_STEP, "update_ratio"), {"window": 5}, 4, id="loss-arm-window-5"),
+    pytest.param(drop(NO_STEP, "update_ratio"), {"window": None}, None, id="loss-arm-disabled"),
+    pytest.param(drop(NO_STEP, "update_ratio"), {"loss_metrics": ["train_loss"]}, None,
+                 id="shuffled-train-loss-is-not-exact"),
+    pytest.param(series(6, train_loss=0.6931), {}, 2, id="custom-trainable-train-loss-frozen"),
+    pytest.param(series(6, train_loss=[0.7, 0.69, 0.69, 0.68, 0.68, 0.67]), {}, None, id="repeats-twice-only"),
+    pytest.param(series(6, train_loss=0.0), {}, None, id="exact-zero-loss-is-a-perfect-fit"),
+    pytest.param(series(6, train_loss=math.nan), {}, None, id="nan-loss"),
+    pytest.param(edit(HEALTHY, 1, 2, update_ratio_global=0.0), {}, None, id="one-zero-step-of-a-warm-up"),
+    pytest.param(edit(NO_STEP, 1, train_loss=math.nan), {"loss_metrics": []}, None,
+                 id="step-skipped-for-a-nan-loss"),
+    pytest.param(edit(NO_STEP, 1, grad_norm=math.inf), {"loss_metrics": []}, None,
+                 id="step-skipped-for-an-inf-gradient"),
+    pytest.param(edit(HEALTHY, 0, 1, update_ratio_global=0.0), {"for_reports": 1}, None,
+                 id="epoch-0-has-no-step"),
+    pytest.param(BARE, {}, None, id="bare-reports"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", NO_UPDATE_ROWS)
+def test_no_update(reports, params, expected):
+    assert first_firing("no_update", reports, params) == expected
+
+
+DEAD_RUN = edit(HEALTHY, 2, **{"dead_frac/relu2": 0.85, "dead_frac_max": 0.85, "val_accuracy": 0.1,
+                               "val_macro_f1": 0.02})
+DYING_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(DEAD_RUN, {}, 2, id="dead-units-from-epoch-2"),
+    pytest.param(edit(HEALTHY, 0, 1, dead_frac_max=0.9), {}, 0, id="dead-at-init"),
+    pytest.param(edit(DEAD_RUN, 2, dead_frac_max=0.7), {}, 2, id="exactly-70pct"),
+    pytest.param(edit(DEAD_RUN, 2, dead_frac_max=0.69), {}, None, id="69pct"),
+    pytest.param(edit(DEAD_RUN, 2, dead_frac_max=0.85), {"min_dead_frac": 0.9}, None, id="custom-min_dead_frac"),
+    pytest.param(edit(DEAD_RUN, 2, dead_frac_max=0.85), {"min_dead_frac": None}, None, id="dead-arm-off"),
+    pytest.param(edit(DEAD_RUN, 2, val_accuracy=0.8), {}, None, id="good-accuracy-gates-it"),
+    pytest.param(edit(DEAD_RUN, 2, val_accuracy=0.8), {"max_accuracy": None}, 2, id="gate-disabled"),
+    pytest.param(edit(DEAD_RUN, val_accuracy=None), {}, 2, id="no-accuracy-ignores-the-gate"),
+    pytest.param(drop(edit(HEALTHY, 3, grad_zero_frac=0.75, val_accuracy=0.1), "dead_frac"), {}, 3,
+                 id="zero-gradients-without-activation-probe"),
+    pytest.param(drop(edit(HEALTHY, 3, grad_zero_frac=0.75, val_accuracy=0.1), "dead_frac"),
+                 {"min_zero_grad_frac": None}, None, id="zero-gradient-arm-off"),
+    pytest.param(edit(DEAD_RUN, 2, dead_frac_max=math.nan), {}, None, id="nan-dead-frac"),
+    pytest.param(drop(DEAD_RUN, "dead_frac", "grad_zero"), {}, None, id="missing-streams"),
+    pytest.param(BARE, {}, None, id="bare-reports"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", DYING_ROWS)
+def test_dying_relu(reports, params, expected):
+    assert first_firing("dying_relu", reports, params) == expected
+
+
+def test_dying_relu_names_the_worst_layer():
+    finding = run("dying_relu", DEAD_RUN)[0]
+    assert "relu2" in finding.reason and finding.metric == "dead_frac_max"
+    assert finding.evidence["dead_frac_max"] == pytest.approx(0.85)
+
+
+SATURATED = edit(HEALTHY_TANH, **{"saturated_frac/tanh1": 0.8, "saturated_frac_max": 0.8,
+                                  "val_accuracy": 0.1, "val_macro_f1": 0.02})
+SATURATED_ROWS = [
+    pytest.param(HEALTHY_TANH, {}, None, id="healthy-digits"),
+    pytest.param(SATURATED, {}, 0, id="saturated-at-init"),
+    pytest.param(edit(HEALTHY_TANH, 6, saturated_frac_max=0.6, val_accuracy=0.3), {}, 6, id="onset-mid-run"),
+    pytest.param(edit(SATURATED, saturated_frac_max=0.5), {}, None, id="exactly-50pct-is-not-above"),
+    pytest.param(edit(SATURATED, saturated_frac_max=0.8), {"min_saturated_frac": 0.85}, None, id="custom-bar"),
+    pytest.param(edit(SATURATED, val_accuracy=0.9), {}, None, id="good-accuracy-gates-it"),
+    pytest.param(edit(SATURATED, val_accuracy=0.9), {"max_accuracy": None}, 0, id="gate-disabled"),
+    pytest.param(edit(SATURATED, saturated_frac_max=math.inf), {}, None, id="inf-fraction"),
+    pytest.param(drop(SATURATED, "saturated"), {}, None, id="missing-streams"),
+    pytest.param(BARE, {}, None, id="bare-reports"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", SATURATED_ROWS)
+def test_saturated_activations(reports, params, expected):
+    assert first_firing("saturated_activations", reports, params) == expected
+
+
+IMBALANCE_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.81, label_classes=2), {}, 0, id="binary-81-19"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.79, label_classes=2), {}, None, id="binary-79-21"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.7, label_classes=2), {}, None, id="binary-70-30"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.4), {}, 0, id="ten-classes-majority-40pct"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.25), {}, None, id="ten-classes-majority-25pct"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.85, label_classes=None), {}, 0, id="no-class-count-assumes-2"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.5, label_classes=None), {}, None, id="no-class-count-balanced"),
+    pytest.param(edit(HEALTHY, label_frac_max=1.0, label_classes=1), {}, 0, id="a-single-label"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.85, label_classes=2), {"min_ratio": 10}, None,
+                 id="sagemaker-ratio-10"),
+    pytest.param(edit(HEALTHY, label_frac_max=0.95, label_classes=2), {"min_ratio": 10}, 0,
+                 id="sagemaker-ratio-10-binary-95-5"),
+    pytest.param(edit(HEALTHY, 5, label_frac_max=0.9, label_classes=2), {}, 5, id="first-report-carrying-it"),
+    pytest.param(edit(HEALTHY, label_frac_max=math.nan), {}, None, id="nan-fraction"),
+    pytest.param(drop(HEALTHY, "label_"), {}, None, id="missing-streams"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", IMBALANCE_ROWS)
+def test_label_imbalance(reports, params, expected):
+    assert first_firing("label_imbalance", reports, params) == expected
+
+
+INPUT_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(edit(HEALTHY, input_mean=33.3, input_std=78.6, input_abs_max=255.0), {}, 0, id="raw-0-255-pixels"),
+    pytest.param(edit(HEALTHY, input_mean=4.9, input_std=6.0, input_abs_max=16.0), {}, 0, id="raw-digits-0-16"),
+    pytest.param(edit(HEALTHY, input_mean=0.13, input_std=0.31, input_abs_max=1.0), {}, None, id="images-in-0-1"),
+    pytest.param(edit(HEALTHY, input_mean=0.0, input_std=1.0, input_abs_max=8.0), {}, None, id="standardized"),
+    pytest.param(edit(HEALTHY, input_std=1e-3), {}, 0, id="variance-1e-6-too-small"),
+    pytest.param(edit(HEALTHY, input_std=3.0), {}, None, id="variance-9-inside"),
+    pytest.param(edit(HEALTHY, input_std=3.3), {}, 0, id="variance-10.9-outside"),
+    pytest.param(edit(HEALTHY, input_mean=12.0, input_std=1.0, input_abs_max=15.0), {}, 0, id="offset-mean"),
+    pytest.param(edit(HEALTHY, input_mean=12.0, input_std=1.0, input_abs_max=15.0), {"max_abs_mean": None}, None,
+                 id="mean-check-off"),
+    pytest.param(edit(HEALTHY, input_mean=0.0, input_std=1.0, input_abs_max=500.0), {}, 0, id="one-huge-feature"),
+    pytest.param(edit(HEALTHY, input_mean=0.0, input_std=1.0, input_abs_max=500.0), {"max_abs": None}, None,
+                 id="max-check-off"),
+    pytest.param(edit(HEALTHY, input_std=5.0), {"max_var": 30}, None, id="custom-max_var"),
+    pytest.param(edit(HEALTHY, input_mean=math.nan), {}, 0, id="nan-in-the-input"),
+    pytest.param(edit(HEALTHY, input_mean=None, input_abs_max=None), {}, None, id="only-std-present-and-sane"),
+    pytest.param(edit(HEALTHY, input_mean=None, input_abs_max=None, input_std=50.0), {}, 0, id="only-std-present"),
+    pytest.param(drop(HEALTHY, "input_"), {}, None, id="missing-streams"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", INPUT_ROWS)
+def test_unnormalized_input(reports, params, expected):
+    assert first_firing("unnormalized_input", reports, params) == expected
+
+
+OVERFIT = series(11, val_loss=curve("2.3 1.2 .6 .4 .35 .38 .42 .47 .55 .6 .7"),
+                 train_loss=curve("2.3 1.1 .5 .3 .2 .14 .1 .07 .05 .04 .03"))
+OVERFITTING_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(OVERFIT, {}, 7, id="val-rises-for-3-reports-train-falls"),
+    pytest.param(OVERFIT, {"patience": 5}, 9, id="patience-5"),
+    pytest.param(OVERFIT, {"min_rise": 0.5}, 8, id="min_rise-50pct"),
+    pytest.param(edit(OVERFIT, train_loss=curve("2.3 1.1 .5 .3 .2 .22 .25 .28 .3 .32 .35")), {}, None,
+                 id="train-loss-rises-too"),
+    pytest.param(series(8, val_loss=curve("2.3 2.4 2.5 2.6 2.7 2.8 2.9 3.0"),
+                        train_loss=curve("2.3 2.0 1.7 1.4 1.1 .8 .5 .2")), {}, None,
+                 id="val-never-improved-is-not-overfitting"),
+    pytest.param(series(12, val_loss=curve("2.3 1.0 .5 .45 .47 .44 .46 .45 .43 .46 .44 .45"),
+                        train_loss=curve("2.3 .9 .4 .3 .25 .2 .17 .15 .13 .12 .11 .10")), {}, None,
+                 id="noisy-flat-val"),
+    pytest.param(edit(OVERFIT, train_loss=None), {}, None, id="missing-train-loss"),
+    pytest.param(edit(OVERFIT, 7, train_loss=None), {}, None, id="last-report-without-train-loss"),
+    pytest.param(edit(OVERFIT, 7, 8, val_loss=math.nan), {}, 8, id="nan-val-report-not-judged"),
+    pytest.param(OVERFIT, {"metric": "val_loss", "train_metric": "val_loss"}, None, id="same-stream-twice"),
+    pytest.param(BARE, {}, None, id="bare-reports"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", OVERFITTING_ROWS)
+def test_overfitting(reports, params, expected):
+    assert first_firing("overfitting", reports, params) == expected
+
+
+def test_overfitting_reads_the_run_loss_metric():
+    renamed = [{"epoch": r["epoch"], "loss": r["val_loss"], "train_loss": r["train_loss"]} for r in OVERFIT]
+    assert first_firing("overfitting", renamed, default_metric="loss") == 7
+    assert first_firing("overfitting", OVERFIT, default_metric="train_loss") is None
+    finding = run("overfitting", OVERFIT)[0]
+    assert finding.metric == "val_loss"
+    assert finding.evidence["best"] == pytest.approx(0.35)
+    assert finding.evidence["reports_since_best"] == 3
+    assert finding.evidence["train_at_best"] == pytest.approx(0.2)
+
+
+# Balanced 10 classes; from epoch 1 every validation prediction falls in one class.
+COLLAPSED = edit(HEALTHY, 1, pred_frac_max=1.0, pred_classes=1, val_accuracy=0.1, val_macro_f1=0.018,
+                 val_recall_min=0.0)
+# Binary 90/10 labels; the model predicts the majority only: accuracy 0.9, macro-F1 0.47.
+MAJORITY = edit(HEALTHY, label_frac_max=0.9, label_classes=2, pred_frac_max=1.0, pred_classes=1,
+                val_accuracy=0.9, val_macro_f1=0.474, val_recall_min=0.0, chance_loss=None)
+COLLAPSE_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(COLLAPSED, {}, 1, id="balanced-labels-one-predicted-class"),
+    pytest.param(edit(HEALTHY, 0, 1, pred_frac_max=1.0), {}, None, id="untrained-net-predicts-one-class"),
+    pytest.param(edit(HEALTHY, 0, 1, pred_frac_max=1.0), {"min_epochs": 0}, 0, id="min_epochs-0"),
+    pytest.param(COLLAPSED, {"min_epochs": 4}, 4, id="min_epochs-4"),
+    pytest.param(MAJORITY, {}, 1, id="imbalanced-majority-only-by-f1-gap"),
+    pytest.param(MAJORITY, {"min_f1_gap": None}, None, id="f1-arm-off"),
+    pytest.param(edit(MAJORITY, val_macro_f1=None), {}, None, id="imbalanced-without-macro-f1"),
+    pytest.param(edit(COLLAPSED, 1, pred_frac_max=0.85), {}, None, id="85pct-below-bar"),
+    pytest.param(edit(COLLAPSED, 1, pred_frac_max=0.85), {"min_pred_frac": 0.8}, 1, id="custom-min_pred_frac"),
+    pytest.param(edit(HEALTHY, 1, label_frac_max=0.75, label_classes=2, pred_frac_max=0.92,
+                      val_accuracy=0.8, val_macro_f1=0.7), {}, None, id="predictions-as-skewed-as-labels"),
+    pytest.param(edit(COLLAPSED, label_frac_max=None), {}, None, id="no-label-share-and-f1-gap-small"),
+    pytest.param(drop(COLLAPSED, "pred_", "val_macro", "label_"), {}, None, id="missing-streams"),
+    pytest.param(drop(COLLAPSED, "epoch"), {}, 1, id="position-when-no-epoch-key"),
+    pytest.param(BARE, {}, None, id="bare-reports"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", COLLAPSE_ROWS)
+def test_class_collapse(reports, params, expected):
+    assert first_firing("class_collapse", reports, params) == expected
+
+
+# Measured val_loss curves (same as tests/test_symptoms.py), epoch 0 first.
+STUCK = curve("2.305 2.541 2.366 2.336 2.367 2.385 2.359 2.381 2.369 2.384 2.421 2.384 2.332 2.329 2.363 2.442")
+SGD_SLOW = curve("2.305 2.304 2.302 2.301 2.299 2.298 2.296 2.295 2.293 2.292 2.290 2.289 2.287 2.285 2.283 2.280")
+ADAM_TINY = curve("2.305 2.304 2.303 2.302 2.301 2.300 2.299 2.298 2.296 2.295 2.294 2.293 2.292 2.290 2.289 2.287")
+
+
+def with_chance(values: list[float], key: str = "val_loss") -> list[Report]:
+    reports = [{"epoch": e, key: v} for e, v in enumerate(values)]
+    reports[0].update(chance_loss=CHANCE, init_loss=values[0])
+    return reports
+
+
+CHANCE_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="healthy-digits"),
+    pytest.param(with_chance(STUCK), {}, 3, id="stuck-adam-lr1"),
+    pytest.param(with_chance(SGD_SLOW), {}, 3, id="sgd-too-slow"),
+    pytest.param(with_chance(ADAM_TINY), {}, 3, id="adam-lr1e-5"),
+    pytest.param(with_chance(STUCK), {"min_epochs": 5}, 5, id="min_epochs-5"),
+    pytest.param(with_chance(STUCK), {"tolerance": 0.01}, None, id="stuck-is-1-3pct-off"),
+    pytest.param(with_chance(SGD_SLOW), {"tolerance": 0.001}, 3, id="sgd-within-0.1pct"),
+    pytest.param(with_chance(VAL_LOSS), {}, None, id="healthy"),
+    pytest.param(with_chance([2.3, 2.0, 3.0, 3.5, 4.0]), {}, None, id="far-above-chance-is-divergence"),
+    pytest.param([{"epoch": e, "val_loss": v} for e, v in enumerate(STUCK)], {}, None, id="no-chance-loss"),
+    pytest.param(edit(with_chance(STUCK), 3, 4, val_loss=None), {}, 4, id="report-without-loss"),
+    pytest.param(edit(with_chance(STUCK), 0, 1, chance_loss=math.nan), {}, None, id="nan-chance-loss"),
+    pytest.param(drop(with_chance(STUCK), "epoch"), {}, 3, id="position-when-no-epoch-key"),
+    pytest.param(with_chance(STUCK, key="train_loss"), {"metric": "train_loss"}, 3, id="metric-param"),
+    pytest.param(with_chance(STUCK, key="train_loss"), {}, None, id="run-loss-metric-absent"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", CHANCE_ROWS)
+def test_chance_level(reports, params, expected):
+    assert first_firing("chance_level", reports, params) == expected
+
+
+# -- missing metrics: never an exception, no finding -----------------------------------------
+
+POSITIVE = {
+    "vanishing_gradients": VANISHING, "exploding_gradients": edit(HEALTHY, 5, grad_norm=math.inf),
+    "no_update": NO_STEP, "dying_relu": DEAD_RUN, "saturated_activations": SATURATED,
+    "label_imbalance": edit(HEALTHY, label_frac_max=0.9), "unnormalized_input": edit(HEALTHY, input_std=50.0),
+    "overfitting": OVERFIT, "class_collapse": COLLAPSED, "chance_level": with_chance(STUCK),
+}
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_last_report_without_the_inputs_finds_nothing(name):
+    reports = POSITIVE[name]
+    at = first_firing(name, reports)
+    assert at is not None
+    history = History().extend(enumerate(reports[: at + 1]))
+    detector = SYMPTOMS[name]("val_loss")
+    assert detector.check(history) is not None
+    history.record(at + 1, {"epoch": at + 1})
+    assert detector.check(history) is None
+    history.record(at + 2, {"epoch": at + 2, **{k: "n/a" for k in reports[at]}})  # strings are not kept
+    assert detector.check(history) is None
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_empty_history_and_empty_reports(name):
+    detector = SYMPTOMS[name]("val_loss")
+    assert detector.check(History()) is None
+    assert run(name, [{} for _ in range(6)]) == []
+
+
+PROBE_KEYS = [
+    "epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "grad_norm", "grad_norm/conv1",
+    "grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac", "update_ratio/fc", "update_ratio_max",
+    "update_ratio_median", "update_ratio_global", "dead_frac/relu1", "dead_frac_max", "saturated_frac/tanh1",
+    "saturated_frac_max", "input_mean", "input_std", "input_abs_max", "label_frac_max", "label_classes",
+    "pred_frac_max", "pred_classes", "val_recall_min", "val_balanced_accuracy", "init_loss", "chance_loss",
+]
+VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1.0, -1.0, 0.5]),
+                   st.integers(-3, 20), st.just("x"), st.none())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.dictionaries(st.sampled_from(PROBE_KEYS), VALUES, max_size=12), max_size=8))
+def test_no_detector_raises_on_arbitrary_reports(reports):
+    detectors = build_detectors("val_loss")
+    history = History()
+    for i, report in enumerate(reports):
+        history.record(i, report)
+        for detector in detectors:
+            finding = detector.check(history)
+            if finding is not None:
+                assert finding.iteration == i and finding.symptom == detector.name
+
+
+# -- findings ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NEW)
+def test_findings_are_plain_numbers_and_round_trip(name):
+    finding = run(name, POSITIVE[name])[0]
+    assert isinstance(finding, Finding)
+    assert finding.evidence and all(isinstance(v, float) for v in finding.evidence.values())
+    data = finding.to_dict()
+    assert Finding.from_dict(data).to_dict().keys() == data.keys()
+    assert finding.metric in POSITIVE[name][finding.iteration] or finding.metric == "val_loss"
+
+
+@pytest.mark.parametrize("name, metric, keys", [
+    ("vanishing_gradients", "grad_ratio", {"grad_ratio", "grad_norm_first", "val_accuracy"}),
+    ("exploding_gradients", "grad_norm", {"grad_norm"}),
+    ("no_update", "update_ratio_global", {"update_ratio_global", "reports"}),
+    ("dying_relu", "dead_frac_max", {"dead_frac_max", "grad_zero_frac", "val_accuracy"}),
+    ("saturated_activations", "saturated_frac_max", {"saturated_frac_max", "val_accuracy"}),
+    ("label_imbalance", "label_frac_max", {"label_frac_max", "label_classes", "min_imbalance_ratio"}),
+    ("unnormalized_input", "input_std", {"input_mean", "input_std", "input_abs_max"}),
+    ("overfitting", "val_loss", {"best", "last", "rise", "reports_since_best", "train_at_best", "train_last"}),
+    ("class_collapse", "pred_frac_max", {"pred_frac_max", "label_frac_max", "pred_classes", "val_recall_min",
+                                         "val_balanced_accuracy"}),
+    ("chance_level", "val_loss", {"loss", "chance_loss", "relative_gap"}),
+])
+def test_finding_metric_and_evidence_keys(name, metric, keys):
+    finding = run(name, POSITIVE[name])[0]
+    assert finding.metric == metric
+    assert set(finding.evidence) == keys
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, params", [
+    ("vanishing_gradients", {"max_ratio": 0}),
+    ("vanishing_gradients", {"max_first_norm": -1e-4}),
+    ("vanishing_gradients", {"max_accuracy": 1.5}),
+    ("vanishing_gradients", {"max_accuracy": 0}),
+    ("vanishing_gradients", {"metric": "grad_ratio"}),
+    ("vanishing_gradients", {"ratio": 1e-3}),
+    ("exploding_gradients", {"min_ratio": 0}),
+    ("exploding_gradients", {"min_growth": 1}),
+    ("exploding_gradients", {"min_growth": "lots"}),
+    ("exploding_gradients", {"nonfinite": "maybe"}),
+    ("no_update", {"for_reports": 0}),
+    ("no_update", {"window": 1}),
+    ("no_update", {"loss_metrics": "train_loss"}),
+    ("no_update", {"metric": "val_loss"}),
+    ("dying_relu", {"min_dead_frac": 0}),
+    ("dying_relu", {"min_dead_frac": 1.5}),
+    ("dying_relu", {"min_zero_grad_frac": -0.1}),
+    ("dying_relu", {"min_dead_frac": None, "min_zero_grad_frac": None}),
+    ("saturated_activations", {"min_saturated_frac": 1.0}),
+    ("saturated_activations", {"min_saturated_frac": -0.1}),
+    ("label_imbalance", {"min_ratio": 1}),
+    ("label_imbalance", {"min_ratio": "high"}),
+    ("unnormalized_input", {"min_var": 10, "max_var": 1}),
+    ("unnormalized_input", {"max_var": 0}),
+    ("unnormalized_input", {"min_var": -1}),
+    ("unnormalized_input", {"max_abs": -1}),
+    ("overfitting", {"patience": 0}),
+    ("overfitting", {"min_rise": 0}),
+    ("overfitting", {"train_metric": ""}),
+    ("class_collapse", {"min_pred_frac": 0}),
+    ("class_collapse", {"min_pred_frac": 1.1}),
+    ("class_collapse", {"min_label_gap": 1}),
+    ("class_collapse", {"min_f1_gap": 0}),
+    ("class_collapse", {"min_epochs": -1}),
+    ("chance_level", {"min_epochs": 0}),
+    ("chance_level", {"tolerance": 0}),
+    ("chance_level", {"tolerance": 1}),
+    ("chance_level", {"window": 3}),
+])
+def test_invalid_params_raise_validation_error(name, params):
+    with pytest.raises(pydantic.ValidationError):
+        SYMPTOMS[name]("val_loss", **params)
+    with pytest.raises(pydantic.ValidationError):
+        build_detectors("val_loss", {name: params})
+
+
+def test_overrides_reach_the_new_detectors():
+    by_name = {d.name: d for d in build_detectors("loss", {"dying_relu": {"min_dead_frac": 0.8},
+                                                           "chance_level": {"metric": "train_loss"}})}
+    assert by_name["dying_relu"].params.min_dead_frac == 0.8
+    assert by_name["chance_level"].metric == "train_loss"
+    assert by_name["overfitting"].metric == "loss"
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+def test_registry_holds_all_fourteen_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW)
+    assert len(SYMPTOMS) == 14
+    assert all(name == cls.name for name, cls in SYMPTOMS.items())
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """ruff RUF022's isort-style order: CONSTANTS, then Classes, then functions."""
+    kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return kind, name
+
+
+def test_all_is_sorted_and_exports_every_detector():
+    exported = symptoms_pkg.__all__
+    assert exported == sorted(exported, key=_isort_key)
+    assert len(set(exported)) == len(exported)
+    for cls in SYMPTOMS.values():
+        assert cls.__name__ in exported and getattr(symptoms_pkg, cls.__name__) is cls
+
+
+SOURCES = re.compile(r"AUTOTRAINER|DeepDiagnosis|Lightning|Ray Tune|Keras|SageMaker")
+
+
+@pytest.mark.parametrize("name", sorted(SYMPTOMS))
+def test_every_symptom_documents_itself(name):
+    cls = SYMPTOMS[name]
+    assert cls.name == name and re.fullmatch(r"[a-z][a-z0-9_]*", name)
+    assert isinstance(cls.summary, str) and cls.summary.strip()
+    doc = cls.__doc__ or ""
+    assert SOURCES.search(doc), f"{name}: the docstring names no source for its defaults"
+    for field in cls.Params.model_fields:
+        if field != "metric":
+            assert f"``{field}" in doc, f"{name}: parameter {field} is not documented"
+    assert isinstance(cls.fixable, bool) and isinstance(cls.advice, str)
+
+
+def test_no_update_is_the_only_unfixable_symptom():
+    unfixable = [name for name, cls in SYMPTOMS.items() if not cls.fixable]
+    assert unfixable == ["no_update"]
+    advice = SYMPTOMS["no_update"].advice
+    assert len(advice) > 200
+    for cause in ("optimizer.step()", "zero_grad()", "backward()", "detach", "requires_grad", "learning rate"):
+        assert cause in advice
+    assert all(cls.advice == "" or not cls.fixable for cls in SYMPTOMS.values())
+
+
+def test_symptoms_import_neither_torch_nor_ray():
+    code = ("import sys, autofix.symptoms; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -166,6 +166,8 @@ def _ray(spec: Spec, address: str | None, verbose: bool) -> Iterator[None]:
 def _ended_because(spec: Spec, engine: Engine, elapsed: float) -> str:
     if engine.winner is not None:
         return f"attempt {engine.winner} met the success criterion"
+    if engine.halted is not None:
+        return engine.halted
     budget = spec.budget
     if budget.wall_clock_s is not None and elapsed >= budget.wall_clock_s:
         return f"wall-clock budget of {budget.wall_clock_s:g} s spent"

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from autofix.harness.data import DATASETS
+from autofix.probes import DEFAULT_EVERY_STEPS
 
 __all__ = [
     "LOSSES", "LossFn", "OPTIMIZERS", "SCHEDULERS", "build_data", "build_loss", "build_model",
@@ -48,6 +49,7 @@ _DEFAULTS: dict[str, Any] = {
     "grad_clip": None,
     "checkpoint_every": 1,
     "warm_start": None,
+    "probes": {"enabled": True, "every_steps": DEFAULT_EVERY_STEPS},
 }
 
 
@@ -62,6 +64,8 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg["data"].setdefault("val_fraction", 0.2)
     cfg["loss"].setdefault("args", {})
     cfg["optimizer"].setdefault("kwargs", {})
+    for key, value in _DEFAULTS["probes"].items():
+        cfg["probes"].setdefault(key, value)
     if cfg["scheduler"] is not None:
         cfg["scheduler"].setdefault("kwargs", {})
     return cfg

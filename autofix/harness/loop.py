@@ -3,6 +3,8 @@
 :func:`run_training` knows nothing about Ray: the caller injects ``report(metrics, ckpt_dir)``
 (a thin wrapper around ``ray.train.report`` in production, a list append in tests). Epoch 0 is
 an evaluation before any step, so detectors get a baseline (initial loss, initial grad norm).
+With ``config["probes"]["enabled"]`` an :class:`autofix.probes.Probe` adds per-layer gradient,
+update, activation, input, label and prediction statistics to every report.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 
 from autofix.harness.builders import (
@@ -30,6 +31,8 @@ from autofix.harness.builders import (
     optimizer_kwargs,
 )
 from autofix.harness.data import Batches
+from autofix.harness.evaluate import evaluate, num_classes, steps_per_epoch, train_labels
+from autofix.probes import Probe, initial_loss_metrics
 
 __all__ = ["Report", "STATE_FILE", "run_training"]
 
@@ -65,13 +68,20 @@ class _Trainer:
         self.loss_fn: LossFn = build_loss(cfg["loss"])
         self.optimizer = build_optimizer(cfg["optimizer"], self.model.parameters())
         self.scheduler: Any = None  # built after any checkpoint load, see _prepare
+        probes = cfg["probes"]
+        # The epoch length fixes which steps are sampled, so a restored run samples the same.
+        self.probe = Probe(self.model, self.optimizer, every_steps=probes["every_steps"],
+                           enabled=probes["enabled"],
+                           steps_per_epoch=steps_per_epoch(train, batch_size))
+        if self.probe.enabled:
+            self.probe.set_labels(train_labels(train, self.loss_fn.name))  # once: labels are fixed
 
     def lr(self) -> float:
         """Learning rate of param group 0 right now."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     def initial_metrics(self) -> dict[str, Any]:
-        """Epoch 0: losses of the untrained model and the gradient norm of one batch."""
+        """Epoch 0: losses of the untrained model and the gradients of one (probed) batch."""
         self.model.eval()
         with torch.no_grad():
             losses = [
@@ -81,10 +91,19 @@ class _Trainer:
         self.model.train()
         x, y = next(iter(self.train.epoch(0)))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(x), y)
-        norm = float(_grad_norm(self.model)) if self._backward(loss) else float("nan")
-        self.optimizer.zero_grad(set_to_none=True)  # measured only: no step at epoch 0
-        return {"train_loss": _mean(losses), "grad_norm": norm, "grad_norm_max": norm}
+        self.probe.before_step(x, force=True)  # detectors see the initial state too
+        out = self.model(x)
+        ok = self._backward(self.loss_fn(out, y))
+        self.probe.after_backward()
+        norm = float(_grad_norm(self.model)) if ok else float("nan")
+        self.probe.end_step()  # measured only: no step at epoch 0, so no update ratio
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = {"train_loss": _mean(losses), "grad_norm": norm, "grad_norm_max": norm}
+        if self.probe.enabled:
+            metrics.update(self.probe.epoch_metrics())
+            metrics.update(initial_loss_metrics(metrics["train_loss"],
+                                                num_classes(out, self.loss_fn.name)))
+        return metrics
 
     def _backward(self, loss: torch.Tensor) -> bool:
         # A non-finite loss is reported, not trained on: backpropagating it would turn every
@@ -100,21 +119,25 @@ class _Trainer:
         losses: list[float] = []
         norms: list[float] = []
         for x, y in self.train.epoch(epoch):
+            self.probe.before_step(x)  # a no-op except on sampled steps
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.model(x), y)
             losses.append(loss.item())
             if not self._backward(loss):
                 continue
+            self.probe.after_backward()  # before clipping: the raw gradients
             norm = _grad_norm(self.model)
             norms.append(float(norm))
             if not torch.isfinite(norm):
                 continue  # same reason as a non-finite loss: keep the weights readable
             self._clip(norm)
             self.optimizer.step()
+            self.probe.after_step()
         return {
             "train_loss": _mean(losses),
             "grad_norm": _mean(norms),
             "grad_norm_max": max(norms) if norms else float("nan"),
+            **self.probe.epoch_metrics(),
         }
 
     def _clip(self, norm: torch.Tensor) -> None:
@@ -132,19 +155,8 @@ class _Trainer:
             raise ValueError(f"grad_clip kind {clip['kind']!r} is not 'norm' or 'value'")
 
     def evaluate(self) -> dict[str, Any]:
-        """Loss, accuracy and macro F1 on the whole validation set."""
-        self.model.eval()
-        total, count, preds, targets = 0.0, 0, [], []
-        with torch.no_grad():
-            for x, y in self.val.epoch(0):
-                out = self.model(x)
-                total += float(self.loss_fn(out, y)) * len(y)
-                count += len(y)
-                preds.append(_predict(out))
-                targets.append(_class_targets(y, self.loss_fn.name))
-        metrics = {"val_loss": total / count if count else float("nan")}
-        metrics.update(_class_metrics(preds, targets))
-        return metrics
+        """Loss, accuracy and macro F1 on the whole validation set (and probe class stats)."""
+        return evaluate(self.model, self.loss_fn, self.val, self.probe.enabled)
 
     def step_scheduler(self, val_loss: float) -> None:
         """Advance the scheduler once per training epoch (plateau watches val_loss)."""
@@ -154,33 +166,6 @@ class _Trainer:
             self.scheduler.step(val_loss)
         else:
             self.scheduler.step()
-
-
-def _predict(out: torch.Tensor) -> torch.Tensor:
-    # A single logit is a binary classifier whose decision boundary is 0.
-    if out.dim() == 1 or out.shape[1] == 1:
-        return (out.reshape(-1) > 0).long()
-    return out.argmax(dim=1)
-
-
-def _class_targets(y: torch.Tensor, loss_name: str) -> torch.Tensor | None:
-    if not y.is_floating_point():
-        return y.reshape(-1).long()
-    if y.dim() > 1 and y.shape[1] > 1:
-        return y.argmax(dim=1)  # one-hot or probability targets
-    if loss_name == "bce_with_logits":
-        return (y.reshape(-1) > 0.5).long()
-    return None  # regression targets: accuracy has no meaning
-
-
-def _class_metrics(preds: list[torch.Tensor], targets: list[Any]) -> dict[str, float]:
-    if not preds or any(t is None for t in targets):
-        return {"val_accuracy": float("nan"), "val_macro_f1": float("nan")}
-    pred, true = torch.cat(preds).numpy(), torch.cat(targets).numpy()
-    return {
-        "val_accuracy": float((pred == true).mean()),
-        "val_macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
-    }
 
 
 def _rng_state() -> dict[str, Any]:
@@ -283,7 +268,10 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     Reports epoch 0 (evaluation before any step) and then epochs 1..``config["epochs"]``; the
     metrics are ``epoch, train_loss, val_loss, val_accuracy, val_macro_f1, lr, grad_norm,
     grad_norm_max``, plain floats that may be NaN/inf (never raised on). ``lr`` is the rate used
-    during the epoch. ``ckpt_dir`` is a temp directory holding ``state.pt`` on checkpoint epochs
+    during the epoch. Unless ``config["probes"]["enabled"]`` is false, the
+    :class:`autofix.probes.Probe` keys are added (``grad_norm/<layer>``, ``update_ratio_*``,
+    ``dead_frac_*``, ``input_*``, ``label_*``, ``pred_*``, ``val_recall*``, and at epoch 0
+    ``init_loss``/``chance_loss``; see ``autofix/probes.py``). ``ckpt_dir`` is a temp directory holding ``state.pt`` on checkpoint epochs
     (deleted once ``report`` returns), else None.
 
     ``restore_dir`` resumes a crashed run exactly (model, optimizer, scheduler, RNG) from the

@@ -31,8 +31,10 @@ from autofix.harness.builders import (
     optimizer_kwargs,
 )
 from autofix.harness.data import Batches
-from autofix.harness.evaluate import evaluate, num_classes, steps_per_epoch, train_labels
-from autofix.probes import Probe, initial_loss_metrics
+from autofix.harness.evaluate import (
+    evaluate, initial_loss_metrics, num_classes, steps_per_epoch, train_labels,
+)
+from autofix.probes import Probe
 
 __all__ = ["Report", "STATE_FILE", "run_training"]
 
@@ -268,11 +270,12 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     Reports epoch 0 (evaluation before any step) and then epochs 1..``config["epochs"]``; the
     metrics are ``epoch, train_loss, val_loss, val_accuracy, val_macro_f1, lr, grad_norm,
     grad_norm_max``, plain floats that may be NaN/inf (never raised on). ``lr`` is the rate used
-    during the epoch. Unless ``config["probes"]["enabled"]`` is false, the
-    :class:`autofix.probes.Probe` keys are added (``grad_norm/<layer>``, ``update_ratio_*``,
-    ``dead_frac_*``, ``input_*``, ``label_*``, ``pred_*``, ``val_recall*``, and at epoch 0
-    ``init_loss``/``chance_loss``; see ``autofix/probes.py``). ``ckpt_dir`` is a temp directory holding ``state.pt`` on checkpoint epochs
-    (deleted once ``report`` returns), else None.
+    during the epoch. Unless ``config["probes"]["enabled"]`` is false, probe keys are added:
+    :class:`autofix.probes.Probe`'s (``grad_norm/<layer>``, ``update_ratio_*`` from epoch 1,
+    ``dead_frac_*``, ``saturated_frac_*``, ``input_*``, ``label_*``), the validation class
+    statistics (``pred_*``, ``val_recall*``, ``val_balanced_accuracy``) and, at epoch 0 only,
+    ``init_loss``/``chance_loss``. ``ckpt_dir`` is a temp directory holding ``state.pt`` on
+    checkpoint epochs (deleted once ``report`` returns), else None.
 
     ``restore_dir`` resumes a crashed run exactly (model, optimizer, scheduler, RNG) from the
     epoch after the checkpoint. ``config["warm_start"]`` starts a patched run from a checkpoint:

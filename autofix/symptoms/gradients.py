@@ -135,6 +135,9 @@ class VanishingGradients(ProbeDetector):
     Epoch 0 (before any step) is judged too: the gradient at initialization is informative, and
     a deep sigmoid net whose first layer gets nothing at init is the textbook case. Both
     conditions are required, so a small net with a small loss gradient is not flagged.
+
+    Zero gradients behind dead ReLU units (``dead_frac_max`` >= ``unless_dead_frac``, 0.7 as in
+    ``dying_relu``) are that symptom's finding, not this one: the cure differs.
     """
 
     name = "vanishing_gradients"
@@ -144,6 +147,7 @@ class VanishingGradients(ProbeDetector):
         max_ratio: float = Field(default=1e-3, gt=0)
         max_first_norm: float = Field(default=1e-4, gt=0)
         max_accuracy: float | None = Field(default=0.6, gt=0, le=1)
+        unless_dead_frac: float | None = Field(default=0.7, gt=0, le=1)
 
     def check(self, history: History) -> Finding | None:
         first = self.optional(history, "grad_norm_first")
@@ -152,6 +156,9 @@ class VanishingGradients(ProbeDetector):
             return None
         p = self.params
         if not (ratio < p.max_ratio and first < p.max_first_norm):
+            return None
+        dead = self.optional(history, "dead_frac_max")
+        if p.unless_dead_frac is not None and dead is not None and dead >= p.unless_dead_frac:
             return None
         poor, accuracy = self.poor_accuracy(history, p.max_accuracy)
         if not poor:
@@ -174,9 +181,12 @@ class ExplodingGradients(ProbeDetector):
       is then a gap, not a measurement, and ``nonfinite_loss`` owns the finding;
     * ``grad_ratio`` (first / last layer) > ``min_ratio``;
     * ``grad_norm`` > ``min_growth`` x the first report's finite ``grad_norm`` (epoch 0 with the
-      managed harness).
+      managed harness);
+    * at initialization, ``init_loss`` > ``max_init_loss_ratio`` x ``chance_loss`` (ln of the
+      number of classes): logits that large mean activations, and with them gradients, blow up
+      through the layers of a badly scaled initialisation (large-std weights).
 
-    The last two only count while ``val_accuracy`` is below ``max_accuracy`` (ignored when there
+    The last three only count while ``val_accuracy`` is below ``max_accuracy`` (ignored when there
     is no accuracy; None disables the gate); a non-finite gradient always counts.
 
     Defaults and sources: ``min_ratio=70`` and ``max_accuracy=0.6`` are AUTOTRAINER's
@@ -184,6 +194,9 @@ class ExplodingGradients(ProbeDetector):
     our choice, measured: the healthy digits run (small CNN, Adam 1e-3) grows its grad norm 8.6x
     from epoch 0 (0.262 -> 2.25) while learning, so 100x leaves an order of magnitude of margin.
     OLMo-core's 6-sigma rolling test needs far more reports than one per epoch.
+    ``max_init_loss_ratio=10`` follows the "verify the loss at init" check (Karpathy, "A Recipe
+    for Training Neural Networks", 2019: a softmax classifier should start at ln K); measured
+    here, healthy digits runs start at 1.00x ln 10 and a std-0.6 init at 1,300x.
     """
 
     name = "exploding_gradients"
@@ -194,8 +207,12 @@ class ExplodingGradients(ProbeDetector):
         min_growth: float | None = Field(default=100.0, gt=1)
         nonfinite: bool = True
         max_accuracy: float | None = Field(default=0.6, gt=0, le=1)
+        max_init_loss_ratio: float | None = Field(default=10.0, gt=1)
 
     def check(self, history: History) -> Finding | None:
+        init = self._at_init(history)
+        if init is not None:
+            return init
         norm = self.optional(history, "grad_norm")
         ratio = _ratio(history)
         if norm is None and ratio is None:
@@ -230,6 +247,23 @@ class ExplodingGradients(ProbeDetector):
             f"grad_norm {norm:.4g} is {growth:.3g}x its first value {baseline:.4g} (> {p.min_growth:g}x)"
             f"{_accuracy_text(accuracy)}",
             grad_norm=norm, first=baseline, growth=growth, val_accuracy=accuracy,
+        )
+
+
+    def _at_init(self, history: History) -> Finding | None:
+        init, chance = self.optional(history, "init_loss"), self.optional(history, "chance_loss")
+        limit = self.params.max_init_loss_ratio
+        if limit is None or init is None or chance is None or not chance > 0 or not math.isfinite(init):
+            return None
+        if init <= limit * chance:
+            return None
+        norm = self.optional(history, "grad_norm")
+        return self.found(
+            history, "init_loss",
+            f"the loss at initialization is {init:.4g}, {init / chance:.3g}x chance level ln(classes) = "
+            f"{chance:.3g} (> {limit:g}x): the initial weights blow activations and gradients up"
+            + (f" (grad_norm {norm:.4g})" if norm is not None else ""),
+            init_loss=init, chance_loss=chance, ratio=init / chance, grad_norm=norm,
         )
 
 

@@ -1,0 +1,135 @@
+"""Validation pass and class bookkeeping of the managed loop (predictions, targets, labels).
+
+Split from :mod:`autofix.harness.loop` so the loop stays about training; the probe-only
+statistics (``pred_frac_max``, ``val_recall_min``, ``init_loss``, ...) are reported only when
+the config's probes are enabled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from autofix.harness.builders import LossFn
+from autofix.harness.data import Batches
+from autofix.probes import class_ids
+
+__all__ = ["class_targets", "evaluate", "initial_loss_metrics", "num_classes", "predict",
+           "prediction_metrics", "steps_per_epoch", "train_labels"]
+MAX_RECALL_CLASSES = 20  # per-class val_recall keys beyond this would flood the result rows
+
+
+def predict(out: torch.Tensor) -> torch.Tensor:
+    """Predicted class ids of a batch of logits."""
+    # A single logit is a binary classifier whose decision boundary is 0.
+    if out.dim() == 1 or out.shape[1] == 1:
+        return (out.reshape(-1) > 0).long()
+    return out.argmax(dim=1)
+
+
+def class_targets(y: torch.Tensor, loss_name: str) -> torch.Tensor | None:
+    """Class ids of targets ``y`` as fed to loss ``loss_name``; None for regression targets."""
+    if not y.is_floating_point():
+        return y.reshape(-1).long()
+    if y.dim() > 1 and y.shape[1] > 1:
+        return y.argmax(dim=1)  # one-hot or probability targets
+    if loss_name == "bce_with_logits":
+        return (y.reshape(-1) > 0.5).long()
+    return None  # regression targets: accuracy has no meaning
+
+
+def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> dict[str, float]:
+    """Loss, accuracy and macro F1 on the whole validation set (plus class stats if ``probes``)."""
+    model.eval()
+    total, count, preds, targets = 0.0, 0, [], []
+    with torch.no_grad():
+        for x, y in val.epoch(0):
+            out = model(x)
+            total += float(loss_fn(out, y)) * len(y)
+            count += len(y)
+            preds.append(predict(out))
+            targets.append(class_targets(y, loss_fn.name))
+    metrics = {"val_loss": total / count if count else float("nan")}
+    if not preds or any(t is None for t in targets):
+        metrics.update(val_accuracy=float("nan"), val_macro_f1=float("nan"))
+        return metrics
+    pred, true = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+    metrics["val_accuracy"] = float((pred == true).mean())
+    metrics["val_macro_f1"] = float(f1_score(true, pred, average="macro", zero_division=0))
+    if probes:
+        metrics.update(prediction_metrics(pred, true))
+    return metrics
+
+
+def train_labels(dataset: Dataset, loss_name: str) -> torch.Tensor | None:
+    """The training class ids without a pass over the data: TensorDataset tensors or ``targets``.
+
+    None when the dataset does not expose its labels cheaply or they are not classes.
+    """
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        labels = dataset.tensors[1]
+    else:
+        labels = getattr(dataset, "targets", None)
+    if labels is None:
+        return None
+    try:
+        return class_targets(torch.as_tensor(labels), loss_name)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int) -> int | None:
+    """Number of batches per epoch, or None for a dataset without a length."""
+    try:
+        return math.ceil(len(dataset) / batch_size)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def num_classes(out: torch.Tensor, loss_name: str) -> int | None:
+    """Classes whose uniform prediction gives the chance loss; None for a regression loss."""
+    if loss_name in ("cross_entropy", "nll"):
+        return int(out.shape[1]) if out.dim() >= 2 else None
+    # binary cross-entropy at logit 0 costs ln 2 per output, whatever the number of outputs
+    return 2 if loss_name == "bce_with_logits" else None
+
+
+def prediction_metrics(pred: Any, true: Any) -> dict[str, float]:
+    """Validation class statistics from predicted and true class ids (``{}`` otherwise).
+
+    ``pred_frac_max``, ``pred_classes``, ``val_recall_min``, ``val_balanced_accuracy`` and, for
+    at most 20 classes, ``val_recall/<class>``. Recalls are over the classes present in ``true``,
+    equal to scikit-learn's ``recall_score(labels=unique(true), average=None, zero_division=0)``
+    and ``balanced_accuracy_score``; computed with numpy because sklearn's input validation costs
+    milliseconds per call (tests/test_probes.py checks the equality). Also for custom trainables.
+    """
+    p, t = class_ids(pred), class_ids(true)
+    if p is None or t is None or p.size != t.size:
+        return {}
+    pred_counts = np.unique(p, return_counts=True)[1]
+    classes, t_idx, support = np.unique(t, return_inverse=True, return_counts=True)
+    recall = np.bincount(t_idx.reshape(-1)[p == t], minlength=classes.size) / support
+    out = {"pred_frac_max": float(pred_counts.max() / p.size),
+           "pred_classes": float(pred_counts.size),
+           "val_recall_min": float(recall.min()),
+           "val_balanced_accuracy": float(recall.mean())}
+    if classes.size <= MAX_RECALL_CLASSES:
+        out.update({f"val_recall/{c}": float(r) for c, r in zip(classes.tolist(), recall)})
+    return out
+
+
+def initial_loss_metrics(train_loss: float, num_classes: int | None) -> dict[str, float]:
+    """Epoch 0: ``init_loss`` and, for classification, ``chance_loss`` = ln(num_classes).
+
+    A cross-entropy start far above ln(C) signals a bad initialisation (Karpathy's recipe).
+    """
+    out = {"init_loss": float(train_loss)}
+    if num_classes is not None and num_classes >= 2:
+        out["chance_loss"] = math.log(num_classes)
+    return out

@@ -1,0 +1,59 @@
+"""Issue B's acceptance through real Ray Tune runs: each symptom example is diagnosed as the
+symptom it was built for (first non-advisory finding), and the healthy example fires nothing.
+
+Runs each with ``max_attempts: 1``: this checks the diagnosis; healing is checked elsewhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import autofix
+from autofix.symptoms import SYMPTOMS
+
+from conftest import EXAMPLES
+
+pytestmark = pytest.mark.ray
+SYMPTOM_EXAMPLES = EXAMPLES / "symptoms"
+
+
+def _diagnose(path, tmp_path):
+    spec = yaml.safe_load(path.read_text())
+    spec["budget"] = {"max_attempts": 1, "wall_clock_s": 300}
+    spec["python_path"] = [str(path.parent)]
+    return autofix.run(spec, tmp_path / "out")
+
+
+@pytest.mark.parametrize("example, symptom", [
+    ("vanishing_gradients", "vanishing_gradients"),
+    ("exploding_gradients", "exploding_gradients"),
+    ("dying_relu", "dying_relu"),
+    ("class_collapse", "class_collapse"),
+    ("unnormalized_input", "unnormalized_input"),
+    ("overfitting", "overfitting"),
+])
+def test_each_example_is_diagnosed_as_its_symptom(ray_session, tmp_path, example, symptom):
+    report = _diagnose(SYMPTOM_EXAMPLES / f"{example}.yaml", tmp_path)
+    a0 = report.attempts[0]
+    sick = [f for f in a0.findings if not SYMPTOMS[f["symptom"]].advisory]
+    assert sick, f"nothing found; outcome {a0.outcome}: {a0.reason}"
+    assert sick[0]["symptom"] == symptom, [(f["symptom"], f["iteration"]) for f in a0.findings]
+    assert a0.decision is not None and a0.decision["finding"]["symptom"] == symptom
+
+
+def test_the_healthy_example_fires_nothing(ray_session, tmp_path):
+    report = _diagnose(EXAMPLES / "digits_healthy.yaml", tmp_path)
+    assert report.status == "healthy"
+    assert report.attempts[0].findings == []
+
+
+def test_a_missing_optimizer_step_stops_the_run_with_advice(ray_session, tmp_path):
+    report = autofix.run(SYMPTOM_EXAMPLES / "no_update.yaml", tmp_path / "out")
+    assert report.status == "unfixed"
+    assert [a.id for a in report.attempts] == ["a0"]  # no relaunch burned on a code bug
+    a0 = report.attempts[0]
+    assert a0.findings[0]["symptom"] == "no_update"
+    assert a0.decision["policy"] == "no-update" and a0.decision["child"] is None
+    assert "not fixable by configuration" in report.ended_because
+    assert "optimizer.step()" in report.ended_because

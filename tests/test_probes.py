@@ -1,0 +1,341 @@
+"""Tests for autofix.probes with real tiny torch models, and its use by the managed harness."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, recall_score
+from torch import nn
+from torch.nn import functional as F
+
+from autofix.harness import run_training
+from autofix.harness.evaluate import initial_loss_metrics, prediction_metrics
+from autofix.probes import Probe, label_metrics
+
+torch.set_num_threads(1)
+
+PROBE_KEYS = {"grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac",
+              "dead_frac_max", "input_mean", "input_std", "input_abs_max", "label_frac_max",
+              "label_classes", "pred_frac_max", "pred_classes", "val_recall_min",
+              "val_balanced_accuracy"}
+UPDATE_KEYS = {"update_ratio_max", "update_ratio_median", "update_ratio_global"}
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)  # every model and batch below is reproducible, whatever the test order
+
+
+def mlp(act: Callable[[], nn.Module], depth: int = 3, width: int = 32, inp: int = 10,
+        out: int = 3) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(inp if i == 0 else width, width), act()]
+    return nn.Sequential(*layers, nn.Linear(width, out))
+
+
+def train(model: nn.Module, steps: int = 1, scale: float = 1.0, every: int = 1,
+          optimizer_step: bool = True, x: torch.Tensor | None = None) -> dict[str, float]:
+    """A few SGD steps through the context-manager API; the epoch's probe metrics."""
+    torch.manual_seed(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    probe = Probe(model, opt, every_steps=every)
+    for _ in range(steps):
+        batch = x if x is not None else torch.randn(64, 10) * scale
+        with probe.step(batch):
+            opt.zero_grad()
+            out = model(batch)
+            F.cross_entropy(out, torch.randint(0, out.shape[1], (len(batch),))).backward()
+            if optimizer_step:
+                opt.step()
+    return probe.epoch_metrics()
+
+
+def with_bias(model: nn.Sequential, index: int, value: float) -> nn.Sequential:
+    nn.init.constant_(model[index].bias, value)
+    return model
+
+
+def normal_init(model: nn.Module, std: float | None = None) -> nn.Module:
+    """N(0, std) weights; std None is He init (std sqrt(2 / fan_in)), right for ReLU."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std or math.sqrt(2 / m.in_features))
+    return model
+
+
+def test_dead_relu_fraction() -> None:
+    dead = train(with_bias(mlp(nn.ReLU, depth=1), 0, -100.0))
+    healthy = train(mlp(nn.ReLU, depth=1))
+    assert dead["dead_frac/1"] == dead["dead_frac_max"] == pytest.approx(1.0)
+    assert healthy["dead_frac/1"] < 0.2
+    assert dead["grad_zero_frac"] > 0.9 > healthy["grad_zero_frac"]  # AUTOTRAINER dying ReLU
+
+
+@pytest.mark.parametrize("act", [nn.ReLU, nn.LeakyReLU, nn.ELU])
+@pytest.mark.parametrize("channels", [1, 3])  # 1 channel: mkldnn answers channels-last
+def test_dead_channels_of_a_conv_net(act: Callable[[], nn.Module], channels: int) -> None:
+    net = nn.Sequential(nn.Conv2d(channels, 8, 3), act(), nn.Flatten(), nn.Linear(8 * 36, 3))
+    nn.init.constant_(net[0].bias[:4], -100.0)  # half the channels never fire
+    metrics = train(net, x=torch.rand(16, channels, 8, 8))
+    assert metrics["dead_frac/1"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "check"),
+    [
+        ("vanishing", lambda: mlp(nn.Sigmoid, depth=10), lambda m: m["grad_ratio"] < 1e-3),
+        ("healthy relu", lambda: normal_init(mlp(nn.ReLU, depth=10)),
+         lambda m: 0.1 < m["grad_ratio"] < 70),
+        ("exploding", lambda: normal_init(mlp(nn.ReLU, depth=10), std=1.0),
+         lambda m: m["grad_ratio"] > 70 or m["grad_norm_first"] > 1e4),
+    ],
+)
+def test_gradient_ratio_table(name: str, build: Callable[[], nn.Sequential],
+                              check: Callable[[dict], bool]) -> None:
+    torch.manual_seed(0)
+    model = build()
+    metrics = train(model)
+    assert check(metrics), (name, metrics["grad_ratio"], metrics["grad_norm_first"])
+    assert metrics["grad_norm_first"] == metrics["grad_norm/0"]
+    assert metrics["grad_norm_last"] == metrics[f"grad_norm/{len(model) - 1}"]
+
+
+def test_saturated_tanh_and_sigmoid() -> None:
+    net = mlp(nn.Tanh, depth=1)
+    assert train(net, scale=100.0)["saturated_frac/1"] > 0.5
+    calm = train(mlp(nn.Sigmoid, depth=1), scale=0.1)
+    assert calm["saturated_frac/1"] == calm["saturated_frac_max"] == 0.0
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_missing_optimizer_step_gives_zero_update(explicit: bool) -> None:
+    if not explicit:
+        metrics = train(mlp(nn.ReLU), steps=3, optimizer_step=False)
+    else:
+        model = mlp(nn.ReLU)
+        probe = Probe(model, every_steps=1)
+        x = torch.randn(8, 10)
+        probe.before_step(x)
+        F.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+        probe.after_backward()
+        probe.after_step()  # the loop forgot optimizer.step()
+        metrics = probe.epoch_metrics()
+    assert metrics["update_ratio_global"] == 0.0
+    assert metrics["update_ratio_max"] == metrics["update_ratio_median"] == 0.0
+    moving = train(mlp(nn.ReLU), steps=3)
+    assert 0 < moving["update_ratio_global"] < 1 and moving["update_ratio_max"] > 0
+
+
+def test_update_ratio_is_relative_weight_change() -> None:
+    model = nn.Sequential(nn.Linear(4, 2, bias=False))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(model, opt, every_steps=1)
+    before = model[0].weight.detach().clone()
+    with probe.step(torch.ones(1, 4)):
+        model(torch.ones(1, 4)).sum().backward()
+        opt.step()
+    expected = float((model[0].weight.detach() - before).norm() / before.norm())
+    assert probe.epoch_metrics()["update_ratio/0"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_input_statistics() -> None:
+    images = torch.rand(64, 10)
+    normal, raw = train(mlp(nn.ReLU), x=images), train(mlp(nn.ReLU), x=images * 255)
+    assert normal["input_std"] == pytest.approx(float(images.std()), rel=1e-4)
+    assert normal["input_mean"] == pytest.approx(float(images.mean()), rel=1e-4)
+    assert raw["input_std"] > 50 and raw["input_abs_max"] > 200 >= normal["input_abs_max"]
+    offset = train(mlp(nn.ReLU), x=1000 + 1e-3 * torch.randn(64, 10))  # no cancellation
+    assert offset["input_std"] == pytest.approx(1e-3, rel=0.1)
+
+
+def test_hooks_exist_only_during_sampled_steps() -> None:
+    model = mlp(nn.ReLU)
+    probe = Probe(model, every_steps=5)
+    sampled = []
+    for step in range(20):
+        x = torch.randn(4, 10)
+        sampled.append(probe.before_step(x))
+        hooked = [m for m in model.modules() if m._forward_hooks]
+        assert len(hooked) == (3 if sampled[-1] else 0), step
+        model(x).sum().backward()
+        probe.after_backward()
+        assert not any(m._forward_hooks for m in model.modules())
+        probe.after_step()
+    assert [i for i, s in enumerate(sampled) if s] == [0, 5, 10, 15]
+    assert probe.epoch_metrics()["dead_frac_max"] >= 0
+
+
+@pytest.mark.parametrize(("steps", "every", "sampled"), [
+    (23, 20, [22]),  # one sample, not two (steps 0 and 20), and at the epoch's end
+    (45, 20, [21, 43]),
+    (12, 20, [11]),  # shorter than N: still one per epoch
+    (60, 20, [19, 39, 59]),
+])
+def test_sampling_positions(steps: int, every: int, sampled: list[int]) -> None:
+    probe = Probe(mlp(nn.ReLU), every_steps=every, steps_per_epoch=steps)
+    for _ in range(2):
+        assert [i for i in range(steps) if probe.before_step(torch.randn(2, 10))] == sampled
+        probe.epoch_metrics()
+
+
+def test_sampling_learns_the_epoch_length() -> None:
+    probe = Probe(mlp(nn.ReLU), every_steps=4)
+    assert [i for i in range(10) if probe.before_step()] == [0, 4, 8]
+    probe.epoch_metrics()
+    assert [i for i in range(10) if probe.before_step()] == [4, 9]  # stride 10 // 2
+    assert Probe(mlp(nn.ReLU), enabled=False).before_step() is False
+
+
+def test_disabled_probe_and_hostile_modules_never_raise() -> None:
+    class TupleReLU(nn.Module):  # hooked by name, returns something that is not a tensor
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+            return torch.relu(x), 1
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.out = nn.Linear(3, 4), TupleReLU(), nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.act(self.fc(x))[0])
+
+    net = Net()
+    probe = Probe(net, every_steps=1)
+    x = torch.full((2, 3), float("nan"))
+    with probe.step(x):
+        net(x).sum().backward()  # no optimizer, nan gradients
+    metrics = probe.epoch_metrics()
+    assert "dead_frac/act" not in metrics and math.isnan(metrics["grad_norm_first"])
+    assert all(type(v) is float for v in metrics.values())
+    assert Probe(net, enabled=False).epoch_metrics() == {}
+
+
+def test_a_failing_statistic_is_skipped_and_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autofix.probes as probes
+
+    def broken(tensors: Any) -> Any:
+        raise RuntimeError("norm kernel missing")
+
+    monkeypatch.setattr(probes, "_norms", broken)
+    metrics = train(mlp(nn.ReLU), steps=2)  # trains on: grads and updates are skipped
+    assert "grad_norm_first" not in metrics and "update_ratio_global" not in metrics
+    assert metrics["dead_frac_max"] >= 0 and "input_std" in metrics
+
+
+def test_explicit_api_without_after_backward_still_reads_gradients() -> None:
+    model = mlp(nn.ReLU)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(model, opt, every_steps=1)
+    x = torch.randn(8, 10)
+    probe.before_step(x)
+    F.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+    opt.step()
+    probe.after_step()
+    metrics = probe.epoch_metrics()
+    assert metrics["grad_norm_first"] > 0 and metrics["update_ratio_global"] > 0
+    assert probe.errors == []
+
+
+def test_ratio_edge_cases_and_layer_names() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    nn.init.zeros_(model[2].weight)
+    nn.init.zeros_(model[2].bias)
+    # a zero last layer: no gradient reaches the first layer, the last gets one
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(model, opt, every_steps=1)
+    with probe.step(torch.ones(4, 2)):
+        F.cross_entropy(model(torch.ones(4, 2)), torch.zeros(4, dtype=torch.long)).backward()
+        opt.step()
+    metrics = probe.epoch_metrics()
+    assert metrics["grad_ratio"] == 0.0 and metrics["grad_norm_last"] > 0
+    assert math.isnan(metrics["update_ratio/2"])  # ||w|| = 0: relative update undefined
+    assert set(k for k in metrics if k.startswith("grad_norm/")) == {"grad_norm/0", "grad_norm/2"}
+    frozen = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    frozen[1].requires_grad_(False)
+    nn.init.zeros_(frozen[0].weight)
+    frozen_metrics = train(frozen, x=torch.zeros(4, 2))
+    assert frozen_metrics["grad_norm_first"] == frozen_metrics["grad_norm_last"]
+
+
+def test_label_and_prediction_metrics() -> None:
+    labels = torch.tensor([0] * 95 + [1] * 5)
+    assert label_metrics(labels) == {"label_frac_max": 0.95, "label_classes": 2.0}
+    assert label_metrics(torch.randn(10)) == {}
+    one = prediction_metrics(np.zeros(50, dtype=np.int64), np.arange(50) % 5)
+    assert one["pred_frac_max"] == 1.0 and one["pred_classes"] == 1.0
+    assert one["val_recall_min"] == 0.0 and one["val_recall/0"] == 1.0
+    rng = np.random.default_rng(0)
+    true, pred = rng.integers(0, 6, 300), rng.integers(0, 7, 300)  # class 6 only predicted
+    got = prediction_metrics(pred, true)
+    recall = recall_score(true, pred, labels=np.unique(true), average=None, zero_division=0)
+    assert got["val_recall_min"] == pytest.approx(recall.min())
+    assert [got[f"val_recall/{c}"] for c in range(6)] == pytest.approx(list(recall))
+    with pytest.warns(UserWarning):  # sklearn warns about the never-true class; same value
+        assert got["val_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(true, pred))
+    many = prediction_metrics(np.arange(30), np.arange(30))
+    assert "val_recall/0" not in many and many["val_recall_min"] == 1.0
+    assert initial_loss_metrics(2.5, 10) == {"init_loss": 2.5, "chance_loss": math.log(10)}
+    assert initial_loss_metrics(0.3, None) == {"init_loss": 0.3}
+
+
+def harness_config(**overrides: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "model": {"factory": "autofix.harness.models:mlp",
+                  "args": {"in_features": 8, "num_classes": 2, "hidden": [16, 16]}},
+        "data": {"factory": "classification",
+                 "args": {"n_samples": 400, "n_features": 8, "weights": [0.95, 0.05]}},
+        "optimizer": {"name": "adam", "lr": 1e-2}, "batch_size": 32, "epochs": 2,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def run(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    run_training(cfg, lambda metrics, ckpt: rows.append(metrics))
+    return rows
+
+
+def test_run_training_reports_probe_keys() -> None:
+    rows = run(harness_config())
+    first, later = rows[0], rows[1:]
+    assert PROBE_KEYS | {"init_loss", "chance_loss"} <= set(first)
+    assert not UPDATE_KEYS & set(first)  # epoch 0 takes no step
+    assert first["init_loss"] == first["train_loss"]
+    assert first["chance_loss"] == pytest.approx(math.log(2))
+    assert first["label_frac_max"] == pytest.approx(0.95, abs=0.02)
+    assert {"grad_norm/0", "grad_norm/4", "dead_frac/1", "dead_frac/3"} <= set(first)
+    for row in later:
+        assert PROBE_KEYS | UPDATE_KEYS <= set(row) and "init_loss" not in row
+        assert all(type(v) is float for k, v in row.items() if k != "epoch")
+    off = run(harness_config(probes={"enabled": False}))
+    baseline = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr",
+                "grad_norm", "grad_norm_max"}
+    assert all(set(row) == baseline for row in off)
+    # probes draw no random numbers and change no weights: the same run either way
+    assert [r["train_loss"] for r in off] == [r["train_loss"] for r in rows]
+
+
+def one_class_model() -> nn.Module:
+    """Logits so biased towards class 0 that nothing else is ever predicted."""
+    model = nn.Sequential(nn.Linear(8, 2))
+    with torch.no_grad():
+        model[0].bias.copy_(torch.tensor([100.0, -100.0]))
+    return model
+
+
+def test_run_training_with_a_single_class_predictor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(__import__(__name__), "one_class_model", one_class_model, raising=False)
+    rows = run(harness_config(model={"factory": f"{__name__}:one_class_model"}, epochs=1,
+                              data={"factory": "classification", "args": {"n_features": 8}},
+                              probes={"every_steps": 3}))
+    for row in rows:
+        assert row["pred_frac_max"] == 1.0 and row["pred_classes"] == 1.0
+        assert row["val_recall_min"] == 0.0 and row["val_balanced_accuracy"] == 0.5
+    assert "dead_frac_max" not in rows[0]  # no activation module to hook

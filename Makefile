@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ run: $(STAMP)
 	$(BIN)/autofix run examples/digits_lr_too_high.yaml --output runs/digits_lr_too_high --overwrite
 
 test: $(STAMP)
+	$(BIN)/autofix policies check policies/
+	$(BIN)/autofix policies test policies/
 	$(BIN)/python -m pytest
+
+# Speed and overhead targets are measured here, never by timed unit tests.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/probe_overhead.py
 
 clean:
 	rm -rf runs out .pytest_cache

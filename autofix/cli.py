@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     explain = pol_sub.add_parser("explain", help="what a policy answers and does")
     explain.add_argument("name")
     explain.add_argument("--policies", nargs="*", default=["builtin"], help="policy files to look in")
+    schema = sub.add_parser("schema", help="print the JSON Schema of a spec or a policy file")
+    schema.add_argument("kind", choices=["spec", "policy"])
+    what = sub.add_parser("explain", help="what a symptom, action or policy means, with its defaults")
+    what.add_argument("name")
+    what.add_argument("--policies", nargs="*", default=["builtin"], help="policy files to look in")
     ledger = sub.add_parser("ledger", help="print the policy-effectiveness ledger")
     ledger.add_argument("--path", help="ledger file (default: $AUTOFIX_HOME/ledger.jsonl, ~/.autofix)")
     return parser
@@ -76,7 +81,7 @@ def _policies(args: argparse.Namespace) -> int:
         print(f"{count - len({f.split(': ', 2)[1] for f in failures})}/{count} policy tests passed")
         return 1 if failures or count == 0 else 0
     if args.policies_command == "explain":
-        return _explain(load_policies(args.policies), args.name)
+        return _explain(args.name, args.policies)
     policies = load_policies(args.paths)
     if args.policies_command == "check":
         print(f"ok: {len(policies)} enabled policies in {len(policies.sources)} file(s)")
@@ -87,19 +92,21 @@ def _policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain(policies, name: str) -> int:
-    policy = policies.get(name)
-    if policy is None:
-        print(f"autofix: error: no policy '{name}'; available: {', '.join(p.name for p in policies)}", file=sys.stderr)
+def _explain(name: str, policy_paths: list[str]) -> int:
+    from autofix.explain import explain
+    from autofix.policy import load_policies
+
+    policies = load_policies(policy_paths)
+    text = explain(name, policies)
+    if text is None:
+        from autofix.actions import ACTIONS
+        from autofix.symptoms import SYMPTOMS
+
+        print(f"autofix: error: nothing is called '{name}'; symptoms: {', '.join(sorted(SYMPTOMS))}; "
+              f"actions: {', '.join(sorted(ACTIONS))}; policies: {', '.join(p.name for p in policies)}",
+              file=sys.stderr)
         return 2
-    where = ", ".join(f"{k} {v.model_dump(exclude_unset=True, by_alias=True)}" for k, v in policy.when.where.items())
-    print(f"{policy.name}  ({policy.source})")
-    print(f"  {policy.description}" if policy.description else "  (no description)")
-    print(f"  when: {policy.when.symptom}{' where ' + where if where else ''}, held for {policy.for_steps} report(s)")
-    print(f"  priority {policy.priority}, cooldown {policy.cooldown_steps} report(s), "
-          f"at most {policy.fire_limit} fire(s) per lineage, labels {policy.labels or '{}'}")
-    for i, action in enumerate(policy.then, 1):
-        print(f"  {i}. {action.describe()}  x{action.times}, starts {action.start}: {type(action).summary}")
+    print(text)
     return 0
 
 
@@ -118,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "ledger":
             return _ledger(args)
+        if args.command == "explain":
+            return _explain(args.name, args.policies)
+        if args.command == "schema":
+            from autofix.explain import json_schema
+
+            print(json_schema(args.kind))
+            return 0
         return _policies(args)
     except InputError as err:
         for problem in err.problems:
@@ -126,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autofix: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `autofix schema spec | head`: the reader left, that is fine
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
@@ -74,7 +74,12 @@ class Spec(Strict):
     python_path: list[str] = Field(default_factory=list)
     ledger: bool | str = True
     """Policy-effectiveness ledger: True = $AUTOFIX_HOME/ledger.jsonl (~/.autofix), a path, or False."""
-    base_dir: str = Field(default=".", exclude=True)
+    _base_dir: str = PrivateAttr(default=".")
+
+    @property
+    def base_dir(self) -> str:
+        """The folder relative paths in the spec are resolved against (the spec file's)."""
+        return self._base_dir
 
     @field_validator("trainable")
     @classmethod
@@ -140,7 +145,9 @@ def load_spec(spec: "str | os.PathLike | dict | Spec") -> Spec:
         if str(Path(path).resolve()) not in sys.path:
             sys.path.insert(0, str(Path(path).resolve()))
     try:
-        return Spec.model_validate({**source.data, "base_dir": str(base)})
+        spec = Spec.model_validate(source.data)
+        spec._base_dir = str(base)
+        return spec
     except pydantic.ValidationError as err:
         problems = problems_from_validation(err, source, Spec)
         raise InputError(sorted(problems, key=lambda p: p.line or 0)) from None

@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace a non-empty --output directory")
     run.add_argument("-v", "--verbose", action="store_true", help="show Ray and Tune logs")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
+    run.add_argument("--plain", action="store_true", help="one line per event, no live table (default off a terminal)")
     pol = sub.add_parser("policies", help="check or list policy files")
     pol_sub = pol.add_subparsers(dest="policies_command", required=True)
     check = pol_sub.add_parser("check", help="validate policy files; every problem at once")
@@ -46,25 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _echo(record: dict) -> None:
-    """One line per decision as it happens."""
-    event = record["event"]
-    if event == "attempt_launched":
-        patch = ", ".join(f"{c['path']}={c['to']}" for c in record["patch"]) or "the spec's config"
-        print(f"[{record['attempt']}] launched ({record['start']}) with {patch}", flush=True)
-    elif event == "finding":
-        print(f"[{record['attempt']}] epoch {record['iteration']}: {record['symptom']}: {record['reason']}", flush=True)
-    elif event == "decision":
-        print(f"[{record['attempt']}] {record['reason']}", flush=True)
-    elif event == "attempt_finished" and record["outcome"] != "sick":  # a sick one was just explained
-        print(f"[{record['attempt']}] {record['outcome']}: {record['reason']}", flush=True)
-
-
 def _run(args: argparse.Namespace) -> int:
+    from autofix.progress import Progress
     from autofix.runner import run
 
-    report = run(args.spec, args.output, address=args.address, overwrite=args.overwrite,
-                 verbose=args.verbose, echo=None if args.quiet else _echo)
+    if args.quiet:
+        report = run(args.spec, args.output, address=args.address, overwrite=args.overwrite, verbose=args.verbose)
+    else:
+        progress = Progress(metric="", live=False if args.plain else None)
+        with progress:
+            report = run(args.spec, args.output, address=args.address, overwrite=args.overwrite,
+                         verbose=args.verbose, echo=progress.event, observer=progress.report,
+                         on_spec=lambda spec: setattr(progress, "metric", spec.metric))
     print(report.summary())
     return 0 if report.status in ("healthy", "fixed") else 1
 

@@ -57,8 +57,9 @@ class Engine:
                  journal: Journal | None = None, check_config: Callable[[dict], str | None] | None = None,
                  ranker: Callable[[str, list], list] | None = None) -> None:
         self.plan = plan
-        self.check_config = check_config or (lambda config: None)
+        self.check_config = check_config
         self.ranker = ranker
+        self.observer: Callable[[Attempt], None] | None = None  # live view; never pickled
         self.detectors = detectors
         self.policies = policies
         self.journal = journal or (lambda event, **data: None)
@@ -106,6 +107,8 @@ class Engine:
             return self._end(attempt, Outcome.STOPPED, f"attempt {self.winner} already healthy", stop=True)
         findings = self._detect(attempt)
         decision = self._decide(attempt, findings, at_end=False)
+        if self.observer is not None:
+            self.observer(attempt)
         if decision is not None:
             return self._end(attempt, Outcome.SICK, decision.reason, stop=True)
         epoch = as_float(metrics.get("epoch", iteration))
@@ -225,7 +228,7 @@ class Engine:
             if twin is not None:
                 skipped.append(f"{action.describe()}: that config already ran as {twin}")
                 continue
-            invalid = self.check_config(config)
+            invalid = self.check_config(config) if self.check_config else None
             if invalid:
                 skipped.append(f"{action.describe()}: the patched config is invalid: {invalid}")
                 continue
@@ -320,6 +323,12 @@ class Engine:
 
     def _launched_count(self) -> int:
         return sum(1 for a in self.attempts.values() if a.trial_id is not None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles the searcher (and this engine) into tuner.pkl: terminal views stay out.
+        state = dict(self.__dict__)
+        state["observer"] = None
+        return state
 
     # -- resumable state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

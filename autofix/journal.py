@@ -46,6 +46,9 @@ class Journal:
         if self._echo is not None:
             self._echo(record)
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_echo": None}  # a terminal view is not part of a pickled run
+
     def close(self) -> None:
         """Nothing stays open between records; kept so callers can treat it like a file."""
 

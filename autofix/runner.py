@@ -93,13 +93,17 @@ def _config_checker(spec: Spec) -> Callable[[dict], str | None]:
 
 def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | None = None,
         overwrite: bool = False, verbose: bool = False,
-        echo: Callable[[dict], None] | None = None) -> Report:
+        echo: Callable[[dict], None] | None = None, observer: Callable[[Any], None] | None = None,
+        on_spec: Callable[[Spec], None] | None = None) -> Report:
     """Run the remediation loop for ``spec`` (a YAML path, a dict or a :class:`Spec`).
 
     Returns the :class:`~autofix.report.Report` (also written to ``OUTPUT/report.json``).
     Raises :class:`~autofix.errors.InputError` on bad input, before anything starts.
     """
     spec, engine, out, journal = prepare(spec, output, overwrite, echo)
+    engine.observer = observer
+    if on_spec is not None:
+        on_spec(spec)
     started = time.monotonic()
     try:
         with _ray(spec, address, verbose):

@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     explain = pol_sub.add_parser("explain", help="what a policy answers and does")
     explain.add_argument("name")
     explain.add_argument("--policies", nargs="*", default=["builtin"], help="policy files to look in")
+    d = sub.add_parser("diagnose", help="run the detectors and policies on an existing run's logs (no relaunch)")
+    d.add_argument("path", help="autofix run dir, Ray Tune experiment dir, trial dir, or CSV of per-epoch metrics")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--policies", nargs="*", default=None, help="policy files (default: the spec's, else builtin)")
+    d.add_argument("--metric", default=None, help="loss metric (default: val_loss, else loss, else train_loss)")
+    d.add_argument("--spec", default=None, help="spec for the config, knobs and symptom overrides")
     schema = sub.add_parser("schema", help="print the JSON Schema of a spec or a policy file")
     schema.add_argument("kind", choices=["spec", "policy"])
     what = sub.add_parser("explain", help="what a symptom, action or policy means, with its defaults")
@@ -121,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ledger(args)
         if args.command == "explain":
             return _explain(args.name, args.policies)
+        if args.command == "diagnose":
+            from autofix.diagnose import diagnose, format_diagnosis
+
+            result = diagnose(args.path, spec=args.spec, policies=args.policies, metric=args.metric)
+            print(format_diagnosis(result, args.json))
+            return 0
         if args.command == "schema":
             from autofix.explain import json_schema
 

@@ -113,6 +113,8 @@ def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | No
         engine.finish(ended)
         report = build_report(engine, spec.name, str(out), elapsed, ended)
         report.write(out / "report.json")
+        from autofix.htmlreport import write_html  # matplotlib is imported only here, at the end
+        write_html(report, out / "report.html")
         journal("run_finished", status=report.status, winner=report.winner, reason=ended)
         return report
     finally:

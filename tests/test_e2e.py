@@ -10,6 +10,7 @@ import yaml
 
 import autofix
 from autofix.cli import main
+from autofix.diagnose import diagnose
 from autofix.journal import read_journal
 
 from conftest import EXAMPLES, FIXTURES
@@ -40,6 +41,8 @@ def test_digits_lr_too_high_is_fixed_by_the_cli(ray_session, tmp_path, capsys):
     assert events[0] == "run_started" and events[-1] == "run_finished"
     assert "decision" in events and "finding" in events
     assert (out / "tune").is_dir()
+    html = (out / "report.html").read_text()
+    assert 'id="chart"' in html and 'id="lineage"' in html and "data:image/png;base64," in html
     assert "FIXED" in capsys.readouterr().out
 
 
@@ -49,6 +52,8 @@ def test_healthy_spec_gives_one_attempt_and_no_alarm(ray_session, tmp_path):
     assert [a.id for a in report.attempts] == ["a0"]
     assert report.attempts[0].findings == []
     assert report.winner == "a0"
+    offline = diagnose(str(tmp_path / "out" / "tune"))  # Ray Tune's own experiment directory
+    assert [f for s in offline.trials for f in s.findings] == []
 
 
 def test_custom_trainable_is_healed_through_its_own_lr_key(ray_session, tmp_path):
@@ -57,6 +62,9 @@ def test_custom_trainable_is_healed_through_its_own_lr_key(ray_session, tmp_path
     winner = report.attempt(report.winner)
     assert winner.config["lr"] < 20.0
     assert all(c["path"] == "optimizer.lr" for a in report.attempts for c in a.patch)
+    offline = diagnose(str(tmp_path / "out" / "tune"), metric="loss")  # no relaunch, from the logs
+    seen = {f.symptom for s in offline.trials if s.name.startswith(("a0", "a1")) for f in s.findings}
+    assert seen & {"nonfinite_loss", "diverging_loss"}, seen
 
 
 def _custom_spec(fn: str, **extra) -> dict:

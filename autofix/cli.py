@@ -102,7 +102,7 @@ def _explain(name: str, policy_paths: list[str]) -> int:
         from autofix.actions import ACTIONS
         from autofix.symptoms import SYMPTOMS
 
-        print(f"autofix: error: nothing is called '{name}'; symptoms: {', '.join(sorted(SYMPTOMS))}; "
+        print(f"autofix: error: nothing is called '{name}'; available symptoms: {', '.join(sorted(SYMPTOMS))}; "
               f"actions: {', '.join(sorted(ACTIONS))}; policies: {', '.join(p.name for p in policies)}",
               file=sys.stderr)
         return 2

@@ -213,7 +213,7 @@ class Engine:
             if not order:
                 break
             if self.ranker is not None:  # measured success rates first (the ledger)
-                order = self.ranker(finding.symptom, [(i, policy.then[i]) for i in order])
+                order = self.ranker(finding.symptom, policy.name, [(i, policy.then[i]) for i in order])
             index = order[0]
             action = policy.then[index]
             used.append(index)

@@ -51,22 +51,26 @@ class Ledger:
                 out.append(row)
         return out
 
-    def stats(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """``(symptom, action) -> (tried, healed)``."""
-        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    def stats(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """``(symptom, policy, action) -> (tried, healed)``.
+
+        Keyed by policy too: a policy's ``where`` conditions are the context an action was
+        tried in (lowering the LR cures dead ReLUs under Adam at 0.1, not under a -6 bias).
+        """
+        counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         for row in self.rows():
-            c = counts[(row["symptom"], row["action"])]
+            c = counts[(row["symptom"], row.get("policy", ""), row["action"])]
             c[0] += 1
             c[1] += bool(row["healed"])
         return {k: (v[0], v[1]) for k, v in counts.items()}
 
     def ranker(self):
-        """A ``(symptom, [(index, action)]) -> [index]`` function over a snapshot of the stats."""
+        """A ``(symptom, policy, [(index, action)]) -> [index]`` function over a snapshot of the stats."""
         stats = self.stats()
 
-        def rank(symptom: str, candidates: list) -> list[int]:
+        def rank(symptom: str, policy: str, candidates: list) -> list[int]:
             def score(item) -> float:
-                tried, healed = stats.get((symptom, item[1].describe()), (0, 0))
+                tried, healed = stats.get((symptom, policy, item[1].describe()), (0, 0))
                 return (healed + 1) / (tried + 2)
 
             return [i for i, _ in sorted(candidates, key=lambda c: -score(c))]  # stable: policy order on ties
@@ -77,7 +81,9 @@ class Ledger:
         stats = self.stats()
         if not stats:
             return f"ledger {self.path}: no outcomes recorded yet"
-        lines = [f"ledger {self.path}", f"{'symptom':<22} {'tried':>5} {'healed':>6} {'rate':>6}  action"]
-        for (symptom, action), (tried, healed) in sorted(stats.items(), key=lambda kv: (kv[0][0], -kv[1][1] / kv[1][0])):
-            lines.append(f"{symptom:<22} {tried:>5} {healed:>6} {healed / tried:>6.0%}  {action}")
+        lines = [f"ledger {self.path}",
+                 f"{'symptom':<22} {'policy':<28} {'tried':>5} {'healed':>6} {'rate':>6}  action"]
+        for (symptom, policy, action), (tried, healed) in sorted(
+                stats.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1][1] / kv[1][0])):
+            lines.append(f"{symptom:<22} {policy:<28} {tried:>5} {healed:>6} {healed / tried:>6.0%}  {action}")
         return "\n".join(lines)

@@ -97,7 +97,7 @@ def test_explain_names_what_a_policy_answers_and_does(capsys):
     out = capsys.readouterr().out
     assert "when: plateau where optimizer.lr" in out and "scale(path=optimizer.lr, factor=0.1" in out
     assert main(["policies", "explain", "nope"]) == 2
-    assert "available: " in capsys.readouterr().err
+    assert "available symptoms: " in capsys.readouterr().err
 
 
 def test_ledger_ranks_by_measured_success_and_prints_a_table(tmp_path, capsys):
@@ -108,8 +108,9 @@ def test_ledger_ranks_by_measured_success_and_prints_a_table(tmp_path, capsys):
         ledger.record("r", "a1", "class_collapse", policy.name, first, healed)
     ledger.record("r", "a2", "class_collapse", policy.name, second, True)
     rank = ledger.ranker()
-    assert rank("class_collapse", list(enumerate(policy.then)))[:2] == [1, 2]  # the proven one first
-    assert rank("plateau", list(enumerate(policy.then))) == [0, 1, 2]  # no evidence: policy order
+    assert rank("class_collapse", policy.name, list(enumerate(policy.then)))[:2] == [1, 2]  # proven first
+    assert rank("plateau", policy.name, list(enumerate(policy.then))) == [0, 1, 2]  # no evidence: policy order
+    assert rank("class_collapse", "another-policy", list(enumerate(policy.then))) == [0, 1, 2]  # other context
     assert main(["ledger", "--path", str(ledger.path)]) == 0
     out = capsys.readouterr().out
     assert "class_collapse" in out and "100%" in out and "0%" in out

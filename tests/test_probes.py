@@ -16,13 +16,14 @@ from torch.nn import functional as F
 from autofix.harness import run_training
 from autofix.harness.evaluate import initial_loss_metrics, prediction_metrics
 from autofix.probes import Probe, label_metrics
+from autofix.probes.budget import WARMUP, Budget
 
 torch.set_num_threads(1)
 
 PROBE_KEYS = {"grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac",
               "dead_frac_max", "input_mean", "input_std", "input_abs_max", "label_frac_max",
               "label_classes", "pred_frac_max", "pred_classes", "val_recall_min",
-              "val_balanced_accuracy"}
+              "val_balanced_accuracy", "probe_age"}
 UPDATE_KEYS = {"update_ratio_max", "update_ratio_median", "update_ratio_global"}
 
 
@@ -217,12 +218,12 @@ def test_disabled_probe_and_hostile_modules_never_raise() -> None:
 
 
 def test_a_failing_statistic_is_skipped_and_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import autofix.probes as probes
+    import autofix.probes.probe as probes
 
     def broken(tensors: Any) -> Any:
         raise RuntimeError("norm kernel missing")
 
-    monkeypatch.setattr(probes, "_norms", broken)
+    monkeypatch.setattr(probes, "norms", broken)
     metrics = train(mlp(nn.ReLU), steps=2)  # trains on: grads and updates are skipped
     assert "grad_norm_first" not in metrics and "update_ratio_global" not in metrics
     assert metrics["dead_frac_max"] >= 0 and "input_std" in metrics
@@ -284,6 +285,138 @@ def test_label_and_prediction_metrics() -> None:
     assert initial_loss_metrics(0.3, None) == {"init_loss": 0.3}
 
 
+# --- the overhead budget, timed by a fake clock: deterministic, never a timed test -------------
+
+class FakeClock:
+    """A ``perf_counter`` for the probe's budget: each reading costs ``tick`` seconds, so every
+    timed section of the probe costs one tick; the loop adds the training time itself."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def budget_run(tick: float, epochs: int = 24, steps: int = 10, every: int = 20,
+               optimizer_step: bool = True, **kw: Any,
+               ) -> tuple[Probe, list[tuple[list[int], dict[str, float]]]]:
+    """``epochs`` epochs of ``steps`` 1 ms SGD steps; per epoch (sampled steps, metrics).
+
+    A sample costs ~6 ticks (before_step, step hook, activation hook, gradients, step hook
+    removal, update), a report one, against 10 ms of training, of which the budget lets the
+    timed work take 0.8% (HEADROOM 0.8 of max_overhead 0.01): 0.08 ms.
+    ``probe.totals`` lists the budget's (probe seconds, training seconds) after each epoch.
+    """
+    clock = FakeClock(tick)
+    model = mlp(nn.ReLU, depth=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    probe = Probe(model, opt, every_steps=every, steps_per_epoch=steps, clock=clock, **kw)
+    rows, probe.totals = [], []  # type: ignore[attr-defined]
+    for _ in range(epochs):
+        sampled = []
+        for i in range(steps):
+            x = torch.randn(8, 10)
+            with probe.step(x) as is_sampled:
+                opt.zero_grad()
+                F.cross_entropy(model(x), torch.randint(0, 3, (8,))).backward()
+                if optimizer_step:
+                    opt.step()
+                clock.now += 1e-3
+            sampled += [i] if is_sampled else []
+        rows.append((sampled, probe.epoch_metrics()))
+        probe.totals.append((probe.budget.probe_seconds,  # type: ignore[attr-defined]
+                             probe.budget.train_seconds))
+    return probe, rows
+
+
+def fresh_epochs(rows: list[tuple[list[int], dict[str, float]]]) -> list[int]:
+    return [e for e, (sampled, metrics) in enumerate(rows) if metrics["probe_age"] == 0.0]
+
+
+def test_budget_stretches_sampling_for_a_cheap_model() -> None:
+    probe, rows = budget_run(tick=2.5e-5)  # a ~1.75% probe
+    fresh = fresh_epochs(rows)
+    assert fresh == [e for e, (sampled, _) in enumerate(rows) if sampled]
+    assert fresh[:WARMUP] == list(range(WARMUP))  # the first epochs are always sampled
+    gaps = {b - a for a, b in zip(fresh[WARMUP - 1:], fresh[WARMUP:])}
+    assert gaps == {3}  # (6 + 1 - 1) ticks / (0.08 ms - 1 tick) = 2.7: one epoch in 3
+    assert [m["probe_age"] for _, m in rows[fresh[-2]:fresh[-1] + 1]] == [0.0, 1.0, 2.0, 0.0]
+    (probe_0, train_0), (probe_1, train_1) = probe.totals[WARMUP - 1], probe.totals[-1]
+    assert (probe_1 - probe_0) / (train_1 - train_0) <= 0.008  # the budget's own account
+    assert 0.008 < probe.overhead < 0.0175  # type: ignore[operator]  # warm-up included
+
+
+def test_stale_epochs_carry_the_last_sample() -> None:
+    _, rows = budget_run(tick=2.5e-5)
+    last: dict[str, float] = {}
+    for sampled, metrics in rows:
+        values = {k: v for k, v in metrics.items() if k != "probe_age"}
+        if metrics["probe_age"] == 0.0:
+            assert sampled and UPDATE_KEYS <= set(values)
+            last = values
+        else:
+            assert not sampled and values == last  # nonzero updates travel too
+    assert Probe(mlp(nn.ReLU), clock=FakeClock(1.0)).epoch_metrics() == {}  # nothing to carry
+
+
+def test_first_epoch_is_sampled_and_max_epochs_between_holds() -> None:
+    _, rows = budget_run(tick=1e-3, max_epochs_between=4)  # a 6 ms sample on a 10 ms epoch
+    assert rows[0][0] == [9] and rows[0][1]["probe_age"] == 0.0
+    assert fresh_epochs(rows) == [0, 1, 2, 3, 4, 8, 12, 16, 20]
+    assert max(m["probe_age"] for _, m in rows) == 3.0
+    with pytest.raises(ValueError, match="max_epochs_between"):
+        Probe(mlp(nn.ReLU), max_epochs_between=0)
+    with pytest.raises(ValueError, match="max_overhead"):
+        Probe(mlp(nn.ReLU), max_overhead=0.0)
+
+
+def test_no_budget_samples_every_epoch_as_before() -> None:
+    probe, rows = budget_run(tick=1e-3, every=4, max_overhead=None)
+    assert probe.max_overhead is None
+    assert all(sampled == [4, 9] and m["probe_age"] == 0.0 for sampled, m in rows)
+
+
+def test_budget_takes_fewer_samples_before_skipping_epochs() -> None:
+    _, rows = budget_run(tick=5e-6, every=1)  # 10 asked, 2 fit: (0.08 ms - 1) / 6 ticks = 2.5
+    assert all(sampled == list(range(10)) for sampled, _ in rows[:WARMUP])
+    assert all(sampled == [4, 9] for sampled, _ in rows[WARMUP:])
+
+
+def test_a_stale_report_never_repeats_a_zero_update() -> None:
+    _, rows = budget_run(tick=1e-3, optimizer_step=False)  # the loop forgot optimizer.step()
+    for sampled, metrics in rows:
+        updates = {k: v for k, v in metrics.items() if k.startswith("update_ratio")}
+        if sampled:
+            assert updates and set(updates.values()) == {0.0}  # measured: reported
+        else:  # carried: one measured zero must not look like two to no_update
+            assert metrics["probe_age"] > 0 and not updates and "grad_norm_first" in metrics
+
+
+def test_budget_plan() -> None:
+    budget = Budget(0.01, 5, clock=lambda: 0.0, headroom=1.0)
+
+    def close(samples: int, spent: float, report: float) -> None:
+        budget.start, budget.samples, budget.spent = 0.0, samples, spent
+        budget.close_epoch(1e-2 + spent, 10, report)  # 10 steps of 1 ms: 1e-4 s allowed
+
+    for _ in range(WARMUP):
+        assert budget.plan(10, 1, 0) == 1  # until the window is full: every_steps decides
+        close(1, 3e-4, 1e-4)
+    assert [budget.plan(10, 1, age) for age in range(5)] == [0, 0, 0, 1, 1]  # 4e-4 / 1e-4
+    for _ in range(3):
+        close(0, 0.0, 2e-5)  # carried reports cost too: (3e-4 + 1e-4 - 2e-5) / 8e-5 = 4.75
+    close(1, 3e-4, 1e-4)
+    assert [budget.plan(10, 1, age) for age in range(5)] == [0, 0, 0, 0, 1]
+    for _ in range(5):
+        close(1, 2e-5, 1e-5)  # cheaper samples: (1e-4 - 1e-5) / 2e-5, 4 fit in an epoch
+    assert budget.plan(10, 10, 0) == 4 and budget.plan(10, 2, 0) == 2
+    assert budget.overhead == pytest.approx(budget.probe_seconds / budget.train_seconds)
+    budget.max_overhead = None
+    assert budget.plan(10, 10, 0) == 10
+
+
 def harness_config(**overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "model": {"factory": "autofix.harness.models:mlp",
@@ -316,7 +449,7 @@ def test_run_training_reports_probe_keys() -> None:
         assert all(type(v) is float for k, v in row.items() if k != "epoch")
     off = run(harness_config(probes={"enabled": False}))
     baseline = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr",
-                "grad_norm", "grad_norm_max"}
+                "grad_norm", "grad_norm_max", "input_ndim"}
     assert all(set(row) == baseline for row in off)
     # probes draw no random numbers and change no weights: the same run either way
     assert [r["train_loss"] for r in off] == [r["train_loss"] for r in rows]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -17,6 +17,9 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from autofix.harness.data import DATASETS
+from autofix.harness.initialize import reinitialize
+from autofix.harness.schedules import SCHEDULERS, build_scheduler
+from autofix.harness.surgery import apply_architecture, factory_kwargs, requested
 from autofix.probes import DEFAULT_EVERY_STEPS
 
 __all__ = [
@@ -38,11 +41,11 @@ LOSSES: dict[str, type[nn.Module]] = {
     "mse": nn.MSELoss,
     "nll": nn.NLLLoss,
 }
-SCHEDULERS = ("cosine", "exponential", "reduce_on_plateau", "step")
 
 _DEFAULTS: dict[str, Any] = {
     "loss": {"name": "cross_entropy", "args": {}},
     "scheduler": None,
+    "init": None,
     "batch_size": 64,
     "epochs": 15,
     "seed": 0,
@@ -68,6 +71,12 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
         cfg["probes"].setdefault(key, value)
     if cfg["scheduler"] is not None:
         cfg["scheduler"].setdefault("kwargs", {})
+    # Neutral architecture knobs, so a checkpoint's record of the structure compares equal
+    # whether the config came from the schema (all keys) or was written by hand.
+    arch = cfg.get("architecture") or {}
+    cfg["architecture"] = {"activation": arch.get("activation"),
+                           "batch_norm": bool(arch.get("batch_norm", False)),
+                           "dropout": arch.get("dropout")}
     return cfg
 
 
@@ -95,10 +104,23 @@ def resolve(ref: str) -> Any:
     return obj
 
 
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Call the model factory reference with ``**args``."""
+def build_model(spec: dict[str, Any], architecture: dict[str, Any] | None = None,
+                init: dict[str, Any] | None = None) -> nn.Module:
+    """Call the model factory with ``**args``, then apply the architecture and init knobs.
+
+    Architecture knobs the factory takes as keyword arguments (``activation=``,
+    ``batch_norm=``, ``dropout=``) are passed to it, overriding ``args``; the others are done by
+    surgery on the built model (:mod:`autofix.harness.surgery`). ``init`` re-initialises the
+    matching layers last (:mod:`autofix.harness.initialize`).
+    """
     factory = resolve(spec["factory"])
-    return factory(**spec.get("args", {}))
+    knobs = requested(architecture)
+    passed = factory_kwargs(factory, knobs)
+    model = factory(**{**spec.get("args", {}), **passed})
+    model = apply_architecture(model, {k: v for k, v in knobs.items() if k not in passed})
+    if init:
+        reinitialize(model, init)
+    return model
 
 
 def build_data(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
@@ -153,9 +175,10 @@ class LossFn:
         return y.to(out.dtype).reshape(out.shape)
 
 
-def build_loss(spec: dict[str, Any]) -> LossFn:
-    """Loss from ``{"name", "args"}``."""
-    return LossFn(spec["name"], spec.get("args", {}))
+def build_loss(spec: dict[str, Any], extra: dict[str, Any] | None = None) -> LossFn:
+    """Loss from ``{"name", "args"}`` plus ``extra`` keyword arguments (computed class weights,
+    see :func:`autofix.harness.weighting.loss_weight_kwargs`)."""
+    return LossFn(spec["name"], {**spec.get("args", {}), **(extra or {})})
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -178,26 +201,3 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Optimizer from ``{"name", "lr", "kwargs"}``."""
     return optimizer_class(spec["name"])(params, lr=spec["lr"], **optimizer_kwargs(spec))
-
-
-def build_scheduler(
-    spec: dict[str, Any] | None, optimizer: torch.optim.Optimizer, epochs: int
-) -> Any:
-    """Scheduler from ``{"name", "kwargs"}`` or None; defaults keep a bare name usable.
-
-    step: ``step_size=10, gamma=0.1``; cosine: ``T_max=epochs``; exponential: ``gamma=0.9``.
-    """
-    if spec is None:
-        return None
-    sched = torch.optim.lr_scheduler
-    kwargs = dict(spec.get("kwargs", {}))
-    builders: dict[str, Callable[[], Any]] = {
-        "reduce_on_plateau": lambda: sched.ReduceLROnPlateau(optimizer, **kwargs),
-        "step": lambda: sched.StepLR(optimizer, **{"step_size": 10, "gamma": 0.1, **kwargs}),
-        "cosine": lambda: sched.CosineAnnealingLR(optimizer, **{"T_max": epochs, **kwargs}),
-        "exponential": lambda: sched.ExponentialLR(optimizer, **{"gamma": 0.9, **kwargs}),
-    }
-    name = spec["name"].lower()
-    if name not in builders:
-        raise ValueError(f"scheduler {spec['name']!r} is not one of {', '.join(SCHEDULERS)}")
-    return builders[name]()

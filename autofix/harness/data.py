@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, WeightedRandomSampler
 
 __all__ = [
     "Batches", "DATASETS", "blobs", "circles", "classification", "digits", "fake", "split_arrays",
@@ -181,18 +181,44 @@ class Batches:
     That makes a restored run replay exactly the batches the crashed one would have seen.
     TensorDatasets (all builtins) are sliced directly, skipping DataLoader's per-item collate,
     which would otherwise dominate the cost of small models.
+
+    Args:
+        weights: per-sample weights; when given, each epoch draws ``len(dataset)`` indices with
+            replacement through :class:`torch.utils.data.WeightedRandomSampler` (seeded by
+            ``(seed, epoch)``) instead of a permutation: a balanced sampler.
+        transform: ``transform(x, key)`` applied to every input batch (normalisation,
+            augmentation); ``key`` depends only on ``(seed, epoch, batch index)`` so a random
+            transform replays exactly too.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
+                 weights: torch.Tensor | None = None,
+                 transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> None:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.weights, self.transform = weights, transform
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches for ``epoch``."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        ds, size = self.dataset, self.batch_size
+        key = self.seed * 1_000_003 + epoch
+        for i, (x, y) in enumerate(self._raw(torch.Generator().manual_seed(key))):
+            if self.transform is not None:
+                x = self.transform(x, (key * 100_003 + i) % 2**63)  # a valid torch seed
+            yield x, y
+
+    def _sampler(self, gen: torch.Generator) -> Sampler[int] | None:
+        if self.weights is None:
+            return None
+        return WeightedRandomSampler(self.weights, num_samples=len(self.weights),
+                                     replacement=True, generator=gen)
+
+    def _raw(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        ds, size, sampler = self.dataset, self.batch_size, self._sampler(gen)
         if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
             x, y = ds.tensors
-            order = torch.randperm(len(ds), generator=gen) if self.shuffle else None
+            if sampler is not None:
+                order: torch.Tensor | None = torch.as_tensor(list(sampler), dtype=torch.int64)
+            else:
+                order = torch.randperm(len(ds), generator=gen) if self.shuffle else None
             for start in range(0, len(ds), size):
                 if order is None:
                     yield x[start : start + size], y[start : start + size]
@@ -200,8 +226,10 @@ class Batches:
                     idx = order[start : start + size]
                     yield x[idx], y[idx]
             return
-        for x, y in DataLoader(ds, batch_size=size, shuffle=self.shuffle, generator=gen):
-            yield x, y
+        if sampler is not None:
+            yield from DataLoader(ds, batch_size=size, sampler=sampler)
+            return
+        yield from DataLoader(ds, batch_size=size, shuffle=self.shuffle, generator=gen)
 
 
 DATASETS: dict[str, Callable[..., Pair]] = {

@@ -9,9 +9,7 @@ update, activation, input, label and prediction statistics to every report.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from itertools import islice
 from typing import Any
@@ -20,17 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from autofix.harness.builders import (
-    LossFn,
-    build_data,
-    build_loss,
-    build_model,
-    build_optimizer,
-    build_scheduler,
-    normalize_config,
-    optimizer_kwargs,
-)
-from autofix.harness.data import Batches
+from autofix.harness.assemble import build_run
+from autofix.harness.builders import LossFn, build_optimizer, normalize_config
+from autofix.harness.checkpoint import STATE_FILE, prepare, save_checkpoint
 from autofix.harness.evaluate import (
     evaluate, initial_loss_metrics, num_classes, steps_per_epoch, train_labels,
 )
@@ -38,7 +28,6 @@ from autofix.probes import Probe
 
 __all__ = ["Report", "STATE_FILE", "run_training"]
 
-STATE_FILE = "state.pt"
 Report = Callable[[dict[str, Any], str | None], None]
 _EPOCH0_TRAIN_BATCHES = 20  # enough for a stable initial-loss estimate, cheap on big sets
 _EVAL_BATCH_MIN = 256  # evaluation holds no graph, so bigger batches are free speed
@@ -62,19 +51,17 @@ class _Trainer:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        seed, batch_size = cfg["seed"], cfg["batch_size"]
-        train, val = build_data(cfg["data"], seed)
-        self.train = Batches(train, batch_size, shuffle=True, seed=seed)
-        self.val = Batches(val, max(batch_size, _EVAL_BATCH_MIN), shuffle=False, seed=seed)
-        self.model = build_model(cfg["model"])
-        self.loss_fn: LossFn = build_loss(cfg["loss"])
+        run = build_run(cfg, _EVAL_BATCH_MIN)  # data knobs, sampler, surgery, init, class weights
+        train = run.train_set
+        self.train, self.val, self.model = run.train, run.val, run.model
+        self.loss_fn: LossFn = run.loss_fn
         self.optimizer = build_optimizer(cfg["optimizer"], self.model.parameters())
         self.scheduler: Any = None  # built after any checkpoint load, see _prepare
         probes = cfg["probes"]
         # The epoch length fixes which steps are sampled, so a restored run samples the same.
         self.probe = Probe(self.model, self.optimizer, every_steps=probes["every_steps"],
                            enabled=probes["enabled"],
-                           steps_per_epoch=steps_per_epoch(train, batch_size))
+                           steps_per_epoch=steps_per_epoch(train, cfg["batch_size"]))
         if self.probe.enabled:
             self.probe.set_labels(train_labels(train, self.loss_fn.name))  # once: labels are fixed
 
@@ -100,7 +87,9 @@ class _Trainer:
         norm = float(_grad_norm(self.model)) if ok else float("nan")
         self.probe.end_step()  # measured only: no step at epoch 0, so no update ratio
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = {"train_loss": _mean(losses), "grad_norm": norm, "grad_norm_max": norm}
+        # Policies read it (``metrics.input_ndim``): image-only remedies need 4-D (N,C,H,W) input.
+        metrics = {"train_loss": _mean(losses), "grad_norm": norm, "grad_norm_max": norm,
+                   "input_ndim": float(x.dim())}
         if self.probe.enabled:
             metrics.update(self.probe.epoch_metrics())
             metrics.update(initial_loss_metrics(metrics["train_loss"],
@@ -120,7 +109,9 @@ class _Trainer:
         self.model.train()
         losses: list[float] = []
         norms: list[float] = []
+        ndim = float("nan")
         for x, y in self.train.epoch(epoch):
+            ndim = float(x.dim())
             self.probe.before_step(x)  # a no-op except on sampled steps
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.model(x), y)
@@ -139,6 +130,7 @@ class _Trainer:
             "train_loss": _mean(losses),
             "grad_norm": _mean(norms),
             "grad_norm_max": max(norms) if norms else float("nan"),
+            "input_ndim": ndim,
             **self.probe.epoch_metrics(),
         }
 
@@ -170,93 +162,10 @@ class _Trainer:
             self.scheduler.step()
 
 
-def _rng_state() -> dict[str, Any]:
-    # numpy's state holds an ndarray; stored as a tensor so torch.load(weights_only=True) works.
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-def _save_checkpoint(trainer: _Trainer, epoch: int) -> str:
-    directory = tempfile.mkdtemp(prefix="autofix-ckpt-")
-    state = {
-        "epoch": epoch,
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "optimizer_class": type(trainer.optimizer).__name__,
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler else None,
-        "scheduler_spec": trainer.cfg["scheduler"],
-        "rng": _rng_state(),
-    }
-    torch.save(state, os.path.join(directory, STATE_FILE))
-    return directory
-
-
-def _load_checkpoint(directory: str) -> dict[str, Any]:
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint directory {directory!r} has no {STATE_FILE}")
-    return torch.load(path, weights_only=True)
-
-
-def _prepare(trainer: _Trainer, restore_dir: str | None) -> int:
-    """Load any checkpoint, build the scheduler, return the first epoch to run (0 = evaluate).
-
-    ``restore_dir`` (a Ray retry of this very config) wins over ``warm_start``.
-    """
-    cfg = trainer.cfg
-    source = restore_dir or cfg["warm_start"]
-    state = _load_checkpoint(source) if source else None
-    if state is not None:
-        trainer.model.load_state_dict(state["model"])
-        # Another optimizer's moments mean nothing to this one: weights only, then.
-        if state["optimizer_class"] == type(trainer.optimizer).__name__:
-            trainer.optimizer.load_state_dict(state["optimizer"])
-        if not restore_dir:
-            _apply_config_hyperparams(trainer)
-    # Built after the optimizer state is loaded so its base lr is the lr in force (the patched
-    # one for a warm start), not the one from the config's first launch.
-    trainer.scheduler = build_scheduler(cfg["scheduler"], trainer.optimizer, cfg["epochs"])
-    if state is None:
-        return 0
-    same_schedule = restore_dir or state["scheduler_spec"] == cfg["scheduler"]
-    if trainer.scheduler is not None and state["scheduler"] is not None and same_schedule:
-        trainer.scheduler.load_state_dict(state["scheduler"])
-        if not restore_dir:
-            _rebase_scheduler(trainer)
-    if restore_dir:
-        _set_rng_state(state["rng"])
-    return state["epoch"] + 1
-
-
-def _apply_config_hyperparams(trainer: _Trainer) -> None:
-    """Warm start: the checkpoint's moments stay, the config's lr and kwargs win."""
-    spec = trainer.cfg["optimizer"]
-    for group in trainer.optimizer.param_groups:
-        group.pop("initial_lr", None)  # else a new scheduler would resume from the old lr
-        group["lr"] = spec["lr"]
-        group.update(optimizer_kwargs(spec))
-
-
-def _rebase_scheduler(trainer: _Trainer) -> None:
-    lrs = [group["lr"] for group in trainer.optimizer.param_groups]
-    for attr in ("base_lrs", "_last_lr"):
-        if hasattr(trainer.scheduler, attr):
-            setattr(trainer.scheduler, attr, list(lrs))
-
-
 def _emit(trainer: _Trainer, epoch: int, metrics: dict[str, Any], report: Report) -> None:
     every = trainer.cfg["checkpoint_every"]
     due = epoch >= 1 and bool(every) and epoch % every == 0  # every <= 0 or None: never
-    directory = _save_checkpoint(trainer, epoch) if due else None
+    directory = save_checkpoint(trainer, epoch) if due else None
     try:
         report({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}, directory)
     finally:
@@ -281,14 +190,20 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     epoch after the checkpoint. ``config["warm_start"]`` starts a patched run from a checkpoint:
     weights and, for the same optimizer class, its state, with the config's lr and kwargs; the
     scheduler state only when the scheduler spec is unchanged. Epoch numbers continue from the
-    checkpoint, and ``epochs`` stays the number of the last epoch.
+    checkpoint, and ``epochs`` stays the number of the last epoch. A warm start whose config
+    changes the model's structure (``model``, ``architecture``, ``init``) runs cold from epoch 0
+    instead, with a warning on stderr (:mod:`autofix.harness.checkpoint`).
+
+    The remediation knobs of :class:`autofix.training.TrainingSpec` are applied when the run is
+    built (:mod:`autofix.harness.assemble`): ``data.normalize/augment/sampler``,
+    ``loss.class_weights``, ``architecture``, ``init`` and the warm-up schedulers.
     """
     cfg = normalize_config(config)
     torch.set_num_threads(1)  # several Ray trials share a small machine
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
     trainer = _Trainer(cfg)
-    start = _prepare(trainer, restore_dir)
+    start = prepare(trainer, restore_dir)
     if start == 0:
         baseline = {**trainer.initial_metrics(), **trainer.evaluate(), "lr": trainer.lr()}
         _emit(trainer, 0, baseline, report)

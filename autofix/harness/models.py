@@ -20,17 +20,30 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def small_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Two-conv CNN sized for 8x8 inputs (the ``digits`` dataset)."""
+def _activation(name: str, owner: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{owner} activation {name!r} is not one of {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]
+
+
+def small_cnn(num_classes: int = 10, in_channels: int = 1, activation: str = "relu",
+              batch_norm: bool = False) -> nn.Module:
+    """Two-conv CNN sized for 8x8 inputs (the ``digits`` dataset).
+
+    ``activation`` names the non-linearity (as for :func:`mlp`); ``batch_norm`` puts a
+    BatchNorm2d/BatchNorm1d after each hidden conv/linear layer, before its activation.
+    """
+    act = _activation(activation, "small_cnn")
+
+    def block(layer: nn.Module, width: int, norm: type[nn.Module]) -> list[nn.Module]:
+        return [layer, *([norm(width)] if batch_norm else []), act()]
+
     return nn.Sequential(
-        nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, kernel_size=3, padding=1),
-        nn.ReLU(),
+        *block(nn.Conv2d(in_channels, 16, kernel_size=3, padding=1), 16, nn.BatchNorm2d),
+        *block(nn.Conv2d(16, 32, kernel_size=3, padding=1), 32, nn.BatchNorm2d),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(32 * 4 * 4, 64),
-        nn.ReLU(),
+        *block(nn.Linear(32 * 4 * 4, 64), 64, nn.BatchNorm1d),
         nn.Linear(64, num_classes),
     )
 
@@ -64,20 +77,28 @@ def mlp(
     num_classes: int,
     hidden: Sequence[int] = (64, 64),
     activation: str = "relu",
+    batch_norm: bool = False,
+    dropout: float | None = None,
 ) -> nn.Module:
     """Fully connected net: ``in_features -> hidden... -> num_classes`` with one activation kind.
 
     ``activation`` is one of relu, tanh, sigmoid, leaky_relu, elu, selu; sigmoid/tanh in deep
-    stacks are how a config reproduces vanishing gradients.
+    stacks are how a config reproduces vanishing gradients. ``batch_norm`` puts a BatchNorm1d
+    between each hidden Linear and its activation; ``dropout`` (a probability) puts a Dropout
+    before every Linear but the first, i.e. on hidden activations only.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"mlp activation {activation!r} is not one of {', '.join(sorted(ACTIVATIONS))}"
-        )
+    act = _activation(activation, "mlp")
     layers: list[nn.Module] = []
     width = in_features
     for size in hidden:
-        layers += [nn.Linear(width, int(size)), ACTIVATIONS[activation]()]
+        if dropout is not None and layers:
+            layers.append(nn.Dropout(float(dropout)))
+        layers.append(nn.Linear(width, int(size)))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(int(size)))
+        layers.append(act())
         width = int(size)
+    if dropout is not None and layers:
+        layers.append(nn.Dropout(float(dropout)))
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

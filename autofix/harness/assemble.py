@@ -1,0 +1,58 @@
+"""Build every object of one managed run from its (normalised) config.
+
+The order matters and is fixed here: data, then the input pipeline (normalisation statistics
+come from the training split only), the sampler, the model (factory, architecture surgery,
+init), and last the loss, whose class weights need both the labels and the model's width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from autofix.harness.builders import LossFn, build_data, build_loss, build_model
+from autofix.harness.data import Batches
+from autofix.harness.transforms import input_transforms
+from autofix.harness.weighting import dataset_labels, loss_weight_kwargs, output_width, sampler_weights
+
+__all__ = ["Run", "build_run"]
+
+
+@dataclass
+class Run:
+    """The built objects: the raw training set (for labels and lengths) and its batches."""
+
+    train_set: Dataset
+    train: Batches
+    val: Batches
+    model: nn.Module
+    loss_fn: LossFn
+
+
+def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int) -> tuple[Batches, Batches]:
+    data, seed, size = cfg["data"], cfg["seed"], cfg["batch_size"]
+    train_tf, val_tf = input_transforms(data, train)
+    weights = None
+    if data.get("sampler", "uniform") == "balanced":
+        labels = dataset_labels(train, cfg["loss"]["name"], "data.sampler 'balanced'")
+        weights = sampler_weights(labels)
+    elif data.get("sampler", "uniform") != "uniform":
+        raise ValueError(f"data.sampler {data['sampler']!r} is not 'uniform' or 'balanced'")
+    return (Batches(train, size, shuffle=True, seed=seed, weights=weights, transform=train_tf),
+            Batches(val, max(size, eval_batch), shuffle=False, seed=seed, transform=val_tf))
+
+
+def build_run(cfg: dict[str, Any], eval_batch: int) -> Run:
+    """Data, batches, model and loss for ``cfg`` (validation batches at least ``eval_batch``)."""
+    train, val = build_data(cfg["data"], cfg["seed"])
+    train_batches, val_batches = _batches(cfg, train, val, eval_batch)
+    model = build_model(cfg["model"], cfg.get("architecture"), cfg.get("init"))
+    loss_spec = cfg["loss"]
+    extra = {}
+    if loss_spec.get("class_weights") is not None:
+        labels = lambda: dataset_labels(train, loss_spec["name"], "loss.class_weights")  # noqa: E731
+        extra = loss_weight_kwargs(loss_spec, labels, output_width(model, train))
+    return Run(train, train_batches, val_batches, model, build_loss(loss_spec, extra))

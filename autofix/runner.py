@@ -77,15 +77,29 @@ def _sink(run_name: str, ledger: Ledger | None, echo: Callable[[dict], None] | N
 
 
 def _config_checker(spec: Spec) -> Callable[[dict], str | None]:
-    """Managed configs are re-validated after every patch; custom ones are the user's own."""
+    """Managed configs are re-validated after every patch; custom ones are the user's own.
+
+    A patch that touches the model (architecture surgery, re-initialisation) is also tried on
+    the driver by building the model once: a change the model cannot take (a functional
+    ``F.relu`` cannot be swapped) is skipped with its reason instead of burning an attempt.
+    """
     if spec.training is None:
         return lambda config: None
+    base = spec.base_config()
 
     def check(config: dict) -> str | None:
         try:
             TrainingSpec.model_validate(config)
         except pydantic.ValidationError as err:
             return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False))
+        if all(config.get(k) == base.get(k) for k in ("model", "architecture", "init")):
+            return None
+        from autofix.harness.builders import build_model
+
+        try:
+            build_model(config["model"], config.get("architecture"), config.get("init"))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            return str(exc)
         return None
 
     return check

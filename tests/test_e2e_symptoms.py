@@ -39,7 +39,9 @@ def test_each_example_is_diagnosed_as_its_symptom(ray_session, tmp_path, example
     sick = [f for f in a0.findings if not SYMPTOMS[f["symptom"]].advisory]
     assert sick, f"nothing found; outcome {a0.outcome}: {a0.reason}"
     assert sick[0]["symptom"] == symptom, [(f["symptom"], f["iteration"]) for f in a0.findings]
-    assert a0.decision is not None and a0.decision["finding"]["symptom"] == symptom
+    # On the 95/5 set the advisory label_imbalance policy (same remedy) may answer first.
+    answered = {symptom} | ({"label_imbalance"} if symptom == "class_collapse" else set())
+    assert a0.decision is not None and a0.decision["finding"]["symptom"] in answered
 
 
 def test_the_healthy_example_fires_nothing(ray_session, tmp_path):

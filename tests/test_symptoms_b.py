@@ -413,7 +413,9 @@ COLLAPSE_ROWS = [
     pytest.param(COLLAPSED, {}, 1, id="balanced-labels-one-predicted-class"),
     pytest.param(edit(HEALTHY, 0, 1, pred_frac_max=1.0), {}, None, id="untrained-net-predicts-one-class"),
     pytest.param(edit(HEALTHY, 0, 1, pred_frac_max=1.0), {"min_epochs": 0}, 0, id="min_epochs-0"),
-    pytest.param(COLLAPSED, {"min_epochs": 4}, 4, id="min_epochs-4"),
+    pytest.param(COLLAPSED, {"min_epochs": 4, "max_train_progress": None}, 4, id="min_epochs-4"),
+    # the training loss still falls > 5% per 2 reports: a transient, not a settled collapse
+    pytest.param(COLLAPSED, {"min_epochs": 4}, None, id="still-learning-gates-it"),
     pytest.param(MAJORITY, {}, 1, id="imbalanced-majority-only-by-f1-gap"),
     pytest.param(MAJORITY, {"min_f1_gap": None}, None, id="f1-arm-off"),
     pytest.param(edit(MAJORITY, val_macro_f1=None), {}, None, id="imbalanced-without-macro-f1"),

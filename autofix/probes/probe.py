@@ -92,6 +92,7 @@ class Probe:
         self._step_in_epoch = 0
         self._last: dict[str, float] | None = None  # the last sampled report, as carried
         self._age = 0  # epochs since it
+        self._queue = Queue()  # the epoch's sampled tensors
         self._reset()
 
     @property
@@ -105,7 +106,6 @@ class Probe:
         return self.budget.overhead
 
     def _reset(self) -> None:
-        self._queue = Queue()
         steps = self.steps_per_epoch or self._step_in_epoch
         if steps:  # max(1, n // N) samples, each the last step of its stride, so that an
             # epoch of 23 steps pays one sample, not two, and the last describes the weights
@@ -219,6 +219,7 @@ class Probe:
         out: dict[str, float] = {}
         if self.budget.samples:
             self._guard(report, self._layout, self._queue, out, self._guard)
+            self._queue = Queue()
             self._age, self._last = 0, {k: v for k, v in out.items()  # what later epochs carry
                                         if not (v == 0.0 and k.startswith(_NOT_CARRIED_IF_ZERO))}
         elif self._last is not None:
@@ -248,12 +249,13 @@ class Probe:
         nonnegative = isinstance(self._layout.acts[slot][1], (nn.ReLU, nn.ReLU6))
 
         def hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
-            with torch.no_grad():
-                if kind == "dead" and isinstance(out, torch.Tensor):
-                    self._queue.dead.append((slot, unit_activity(out, nonnegative)))
-                elif kind == "saturated" and inputs and isinstance(inputs[0], torch.Tensor):
-                    count = torch.count_nonzero(inputs[0].abs() > self.saturation)
-                    self._queue.keep("saturated", (), [count], (slot, inputs[0].numel()))
+            # detached rather than under no_grad(): the same effect, and cheaper
+            if kind == "dead" and isinstance(out, torch.Tensor):
+                self._queue.dead.append((slot, unit_activity(out.detach(), nonnegative)))
+            elif kind == "saturated" and inputs and isinstance(inputs[0], torch.Tensor):
+                pre = inputs[0].detach()
+                count = torch.count_nonzero(pre.abs() > self.saturation)
+                self._queue.keep("saturated", (), [count], (slot, pre.numel()))
 
         def timed(*args: Any) -> None:
             start = self._clock()

@@ -76,14 +76,15 @@ def input_stats(x: torch.Tensor) -> list[torch.Tensor]:
 def unit_activity(out: torch.Tensor, nonnegative: bool) -> torch.Tensor:
     """Per unit (dim 1: conv channel or linear feature) a value that is <= 0 iff the unit is dead.
 
-    The peak for contiguous tensors; for others (mkldnn convolutions often return channels-last)
-    the sum of the positive part, because CPU amax over such strides is ~15x slower.
+    The peak of a linear feature; for a conv channel the sum of its positive part (just the sum
+    after a ReLU), which is 0 exactly when the peak is <= 0: CPU amax over the batch and spatial
+    dims is up to ~20x slower than a sum (measured 1-20x, contiguous or channels-last).
     """
     if out.dim() < 2:
         return out.amax().reshape(1)
+    if out.dim() == 2:
+        return out.amax(dim=0)
     dims = [0, *range(2, out.dim())]
-    if out.is_contiguous():
-        return out.amax(dim=dims)
     return (out if nonnegative else out.clamp_min(0)).sum(dim=dims)
 
 

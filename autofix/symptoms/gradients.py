@@ -136,8 +136,9 @@ class VanishingGradients(ProbeDetector):
     a deep sigmoid net whose first layer gets nothing at init is the textbook case. Both
     conditions are required, so a small net with a small loss gradient is not flagged.
 
-    Zero gradients behind dead ReLU units (``dead_frac_max`` >= ``unless_dead_frac``, 0.7 as in
-    ``dying_relu``) are that symptom's finding, not this one: the cure differs.
+    Zero gradients behind dead ReLU units (``dead_frac_max`` or ``grad_zero_frac`` >=
+    ``unless_dead_frac``, 0.7 as in ``dying_relu``) are that symptom's finding, not this one:
+    the cure differs.
     """
 
     name = "vanishing_gradients"
@@ -157,8 +158,9 @@ class VanishingGradients(ProbeDetector):
         p = self.params
         if not (ratio < p.max_ratio and first < p.max_first_norm):
             return None
-        dead = self.optional(history, "dead_frac_max")
-        if p.unless_dead_frac is not None and dead is not None and dead >= p.unless_dead_frac:
+        dead = [v for k in ("dead_frac_max", "grad_zero_frac")
+                if (v := self.optional(history, k)) is not None and math.isfinite(v)]
+        if p.unless_dead_frac is not None and dead and max(dead) >= p.unless_dead_frac:
             return None
         poor, accuracy = self.poor_accuracy(history, p.max_accuracy)
         if not poor:

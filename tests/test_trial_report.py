@@ -1,0 +1,24 @@
+"""`autofix.report` validates the metric stream at the boundary, before anything reaches Tune."""
+
+from __future__ import annotations
+
+import pytest
+
+import autofix
+
+
+@pytest.mark.parametrize("metrics, error, fragment", [
+    ({}, TypeError, "non-empty mapping"),
+    ([("loss", 1.0)], TypeError, "non-empty mapping"),
+    ({1: 2.0}, TypeError, "metric names must be strings"),
+    ({"loss": [1.0, 2.0]}, TypeError, "metric 'loss' must be a number, got list"),
+    ({"loss": None}, TypeError, "metric 'loss' must be a number, got NoneType"),
+])
+def test_bad_metrics_are_rejected_with_the_metric_named(metrics, error, fragment):
+    with pytest.raises(error, match=fragment):
+        autofix.report(metrics)
+
+
+def test_a_checkpoint_must_be_a_directory(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint must be a directory"):
+        autofix.report({"loss": 1.0}, checkpoint=tmp_path / "missing")

@@ -1,7 +1,7 @@
 """autofix: watches training trials on Ray Tune and heals runs whose loss is not decreasing.
 
 The Python API mirrors ``autofix run``: :func:`run` takes a spec (a YAML path, a dict or a
-:class:`~autofix.spec.Spec`) and returns the :class:`~autofix.report.Report`. Custom Tune
+:class:`~autofix.spec.Spec`) and returns the :class:`~autofix.reporting.Report`. Custom Tune
 trainables call :func:`report` (and :func:`get_checkpoint`) instead of ``ray.tune.report``.
 """
 
@@ -39,7 +39,7 @@ def get_checkpoint(config: Any = None) -> str | None:
 
 def __getattr__(name: str) -> Any:
     if name == "Report":
-        from autofix.report import Report
+        from autofix.reporting import Report
 
         return Report
     raise AttributeError(f"module 'autofix' has no attribute {name!r}")

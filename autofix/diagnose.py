@@ -135,7 +135,7 @@ def _tune_trial(folder: Path) -> Trial:
 
 
 def _autofix_trials(run: Path) -> list[Trial]:
-    from autofix.report import Report
+    from autofix.reporting import Report
 
     try:
         report = Report.model_validate_json((run / "report.json").read_text())

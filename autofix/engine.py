@@ -189,7 +189,10 @@ class Engine:
                 return last.get(path[len("metrics."):])
             return get_path(attempt.config, aliases.get(path, path), None)
 
+        stale = (last.get("probe_age") or 0) > 0
         for policy in self.policies:
+            if stale and not at_end and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
+                continue  # a carried-forward probe sample is no new evidence either way
             match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None)
             streak = attempt.streaks.get(policy.name, 0) + 1 if match else 0
             attempt.streaks[policy.name] = streak

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from autofix.report import AttemptReport, Report
+from autofix.reporting import AttemptReport, Report
 from autofix.diagnose import attempt_rows
 
 __all__ = ["render_html", "write_html"]

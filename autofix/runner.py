@@ -22,7 +22,7 @@ from autofix.journal import Journal
 from autofix.ledger import Ledger
 from autofix.lineage import Outcome
 from autofix.policy import load_policies
-from autofix.report import Report, build_report
+from autofix.reporting import Report, build_report
 from autofix.spec import Spec, load_spec
 from autofix.symptoms import build_detectors
 from autofix.training import TrainingSpec
@@ -111,7 +111,7 @@ def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | No
         on_spec: Callable[[Spec], None] | None = None) -> Report:
     """Run the remediation loop for ``spec`` (a YAML path, a dict or a :class:`Spec`).
 
-    Returns the :class:`~autofix.report.Report` (also written to ``OUTPUT/report.json``).
+    Returns the :class:`~autofix.reporting.Report` (also written to ``OUTPUT/report.json``).
     Raises :class:`~autofix.errors.InputError` on bad input, before anything starts.
     """
     spec, engine, out, journal = prepare(spec, output, overwrite, echo)

@@ -135,6 +135,9 @@ class ProbeSpec(Strict):
 
     enabled: bool = True
     every_steps: int = Field(default=20, ge=1, le=1_000_000)
+    max_overhead: float | None = Field(default=0.01, gt=0, le=1)
+    """Share of training time the probes may take; they sample less (down to one epoch in 5,
+    carrying the last sample forward with ``probe_age``) to stay under it. None: no budget."""
 
 
 class TrainingSpec(Strict):

@@ -2,11 +2,13 @@
 
 For each config it builds three identical harness trainers: probes disabled (``off``), probes
 at ``--every-steps`` with the default overhead budget (``budget``: ``max_overhead=0.01``), and
-the same without a budget (``no budget``: ``max_overhead=None``, every epoch sampled). It times
-single training epochs with ``time.perf_counter`` around ``train_epoch`` only (no evaluation, no
-checkpointing; the probe's epoch_metrics is inside), rotating the trainers epoch by epoch until
-``--seconds`` have passed, so machine noise hits all alike. Per-step time is an epoch's time
-over its step count (median over epochs).
+the same without a budget (``no budget``: ``max_overhead=None``, every epoch sampled). After
+``WINDOW + 1`` untimed warm-up epochs each (allocator, kernels, probe buffers, and the budget's
+cost window: the steady state is measured), it times single training epochs with
+``time.perf_counter`` around ``train_epoch`` only (no evaluation, no checkpointing; the probe's
+epoch_metrics is inside), rotating the trainers epoch by epoch until ``--seconds`` have passed,
+so machine noise hits all alike. Per-step time is an epoch's time over its step count (median
+over epochs).
 
 The overhead of a mode is estimated from the paired (same round) ratios on/off - 1. With the
 budget, only one epoch in k may take samples, so the ratios are bimodal and their median would
@@ -14,8 +16,9 @@ be the unsampled epochs' alone: the estimate is stratified, the median ratio of 
 epochs and of the unsampled ones weighted by their shares (the plain median when every epoch is
 sampled), with a 95% bootstrap interval (pairs resampled within each stratum). ``probe self``
 is the probe's own accounting (``Probe.overhead``: its timed work over the training time it
-measured; blind to indirect costs such as cache pollution and to the ~0.3 us counter of an
-unsampled step). ``K<=1%`` is the sampling interval at which the no-budget probe's cost per
+measured; blind to indirect costs such as cache pollution and to the ~0.2 us calls of an
+unsampled step). The JSON also has ``overhead_total_pct``, total time on / off - 1 over all
+rounds: unbiased but at the mercy of every noisy epoch. ``K<=1%`` is the sampling interval at which the no-budget probe's cost per
 sample (epoch-end report included) is 1% of a step. Probes draw no random numbers, so all
 trainers follow the same trajectory and do the same work.
 
@@ -135,6 +138,7 @@ def measure(name: str, cfg: dict[str, Any], args: argparse.Namespace) -> dict[st
         row[mode] = {
             "step_ms": 1e3 * statistics.median(times[mode]) / steps,
             "overhead_pct": overhead[0], "overhead_ci95_pct": list(overhead[1:]),
+            "overhead_total_pct": 100 * (sum(times[mode]) / sum(times["off"]) - 1),
             "probe_self_pct": 100 * probe_s / train_s,
             "sampled_epoch_frac": sum(sampled[mode]) / rep,
             "samples_per_epoch": samples / rep, "probe_ms_per_epoch": 1e3 * probe_s / rep,

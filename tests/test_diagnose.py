@@ -10,7 +10,7 @@ import pytest
 
 from autofix.diagnose import diagnose, format_diagnosis
 from autofix.errors import InputError
-from autofix.report import Report
+from autofix.reporting import Report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "diagnose"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autofix.htmlreport import render_html, write_html
-from autofix.report import AttemptReport, Report
+from autofix.reporting import AttemptReport, Report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "diagnose"
 XSS = "<script>alert(1)</script>"

@@ -22,3 +22,12 @@ def test_bad_metrics_are_rejected_with_the_metric_named(metrics, error, fragment
 def test_a_checkpoint_must_be_a_directory(tmp_path):
     with pytest.raises(ValueError, match="checkpoint must be a directory"):
         autofix.report({"loss": 1.0}, checkpoint=tmp_path / "missing")
+
+
+def test_report_stays_a_function_after_every_module_is_imported():
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.walk_packages(autofix.__path__, "autofix."):
+        importlib.import_module(mod.name)  # a submodule named like the API would shadow it
+    assert callable(autofix.report) and callable(autofix.run) and callable(autofix.get_checkpoint)

@@ -60,6 +60,7 @@ class _Trainer:
         probes = cfg["probes"]
         # The epoch length fixes which steps are sampled, so a restored run samples the same.
         self.probe = Probe(self.model, self.optimizer, every_steps=probes["every_steps"],
+                           max_overhead=probes.get("max_overhead", 0.01),
                            enabled=probes["enabled"],
                            steps_per_epoch=steps_per_epoch(train, cfg["batch_size"]))
         if self.probe.enabled:

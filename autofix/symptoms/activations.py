@@ -36,6 +36,7 @@ class DyingReLU(ProbeDetector):
     """
 
     name = "dying_relu"
+    sampled = True  # reads probe samples (see Detector.sampled)
     summary = "Most ReLU units are dead and pass no gradient."
 
     class Params(FixedParams):
@@ -87,6 +88,7 @@ class SaturatedActivations(ProbeDetector):
     """
 
     name = "saturated_activations"
+    sampled = True  # reads probe samples (see Detector.sampled)
     summary = "Most tanh/sigmoid units are saturated."
 
     class Params(FixedParams):

@@ -52,6 +52,9 @@ class Detector:
     summary: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     fixable: ClassVar[bool] = True
+    sampled: ClassVar[bool] = False
+    """Reads probe statistics that may be carried forward from an earlier sample (``probe_age``
+    > 0): such a report is no new evidence, so it neither confirms nor clears a pending policy."""
     advisory: ClassVar[bool] = False
     """A property of the data, not a sickness: reported, answerable by policies, but it does not
     keep an attempt from being judged healthy."""

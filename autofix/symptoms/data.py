@@ -75,6 +75,7 @@ class UnnormalizedInput(ProbeDetector):
     """
 
     name = "unnormalized_input"
+    sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The input data is not normalized."
 
     class Params(FixedParams):

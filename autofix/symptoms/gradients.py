@@ -142,6 +142,7 @@ class VanishingGradients(ProbeDetector):
     """
 
     name = "vanishing_gradients"
+    sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The gradient vanishes before it reaches the first layers."
 
     class Params(FixedParams):
@@ -202,6 +203,7 @@ class ExplodingGradients(ProbeDetector):
     """
 
     name = "exploding_gradients"
+    sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The gradient norm explodes."
 
     class Params(FixedParams):
@@ -309,6 +311,7 @@ class UnchangedWeights(ProbeDetector):
     """
 
     name = "no_update"
+    sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The parameters are not being updated (a training-loop bug)."
     fixable = False
     advice = _NO_UPDATE_ADVICE

@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="show Ray and Tune logs")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
     run.add_argument("--plain", action="store_true", help="one line per event, no live table (default off a terminal)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR after its driver died")
+    res = sub.add_parser("resume", help="continue a run whose driver died")
+    res.add_argument("dir", help="the run directory (--output of the run)")
+    res.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else embedded local Ray)")
+    res.add_argument("-v", "--verbose", action="store_true", help="show Ray and Tune logs")
     pol = sub.add_parser("policies", help="check or list policy files")
     pol_sub = pol.add_subparsers(dest="policies_command", required=True)
     check = pol_sub.add_parser("check", help="validate policy files; every problem at once")
@@ -53,10 +58,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume(args: argparse.Namespace, directory: str) -> int:
+    from autofix.progress import Progress
+    from autofix.resume import resume
+
+    report = resume(directory, address=args.address, verbose=args.verbose,
+                    echo=Progress(metric="", live=False).event)
+    print(report.summary())
+    return 0 if report.status in ("healthy", "fixed") else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     from autofix.progress import Progress
     from autofix.runner import run
 
+    if args.resume:
+        return _resume(args, args.resume)
     if args.quiet:
         report = run(args.spec, args.output, address=args.address, overwrite=args.overwrite, verbose=args.verbose)
     else:
@@ -123,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "resume":
+            return _resume(args, args.dir)
         if args.command == "ledger":
             return _ledger(args)
         if args.command == "explain":

@@ -7,6 +7,7 @@ directory are all checked before Ray is initialised.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -27,11 +28,17 @@ from autofix.spec import Spec, load_spec
 from autofix.symptoms import build_detectors
 from autofix.training import TrainingSpec
 
-__all__ = ["prepare", "run"]
+__all__ = ["SPEC_COPY", "assemble", "conclude", "prepare", "ray_session", "run", "trainable_of"]
+
+SPEC_COPY = "spec.json"  # the validated spec, kept in the run directory for `autofix resume`
 
 # Quiet by default (shared/notes/ray-tune.md, "Quiet tests"); users can still override them.
 for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-                     "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}.items():
+                     "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+                     # Experiment state (with the engine's lineage) saved at least every second, so
+                     # a killed driver loses at most about a second of decisions; "auto" can wait
+                     # ~10 s. Each save writes a few tens of KB.
+                     "TUNE_GLOBAL_CHECKPOINT_S": "1"}.items():
     os.environ.setdefault(_key, _value)
 
 
@@ -39,8 +46,7 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
             echo: Callable[[dict], None] | None = None) -> tuple[Spec, Engine, Path, Journal]:
     """Everything that can fail on user input, done before Ray starts."""
     spec = load_spec(spec)
-    policies = load_policies(spec.policy_paths())
-    detectors = build_detectors(spec.watched_loss, spec.symptom_params())
+    load_policies(spec.policy_paths())  # policy files are input too: checked before anything
     out = Path(output) if output else Path("runs", f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
@@ -48,6 +54,18 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
                                       "exists and is not empty; choose another directory or pass --overwrite")])
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()  # Tune pickles the engine and its journal path: keep it cwd-independent
+    (out / SPEC_COPY).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "base_dir": spec.base_dir}))
+    engine, journal = assemble(spec, out, echo)
+    journal("run_started", name=spec.name, output=str(out), policies=engine.policies.sources,
+            config=engine.plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
+    return spec, engine, out, journal
+
+
+def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) -> tuple[Engine, Journal]:
+    """The engine of a run and its journal (appending to ``out/journal.jsonl``)."""
+    policies = load_policies(spec.policy_paths())
+    detectors = build_detectors(spec.watched_loss, spec.symptom_params())
     ledger = Ledger(spec.ledger_path()) if spec.ledger_path() else None
     journal = Journal(out / "journal.jsonl", echo=_sink(spec.name, ledger, echo))
     plan = Plan(
@@ -57,9 +75,7 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
     )
     engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
                     ranker=ledger.ranker() if ledger else None)
-    journal("run_started", name=spec.name, output=str(out.resolve()), policies=policies.sources,
-            config=plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
-    return spec, engine, out, journal
+    return engine, journal
 
 
 def _sink(run_name: str, ledger: Ledger | None, echo: Callable[[dict], None] | None) -> Callable[[dict], None]:
@@ -120,32 +136,45 @@ def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | No
         on_spec(spec)
     started = time.monotonic()
     try:
-        with _ray(spec, address, verbose):
-            _fit(spec, engine, out.resolve(), verbose)
-        elapsed = time.monotonic() - started
-        ended = _ended_because(spec, engine, elapsed)
-        engine.finish(ended)
-        report = build_report(engine, spec.name, str(out), elapsed, ended)
-        report.write(out / "report.json")
-        from autofix.htmlreport import write_html  # matplotlib is imported only here, at the end
-        write_html(report, out / "report.html")
-        journal("run_finished", status=report.status, winner=report.winner, reason=ended)
-        return report
+        with ray_session(spec, address, verbose):
+            _fit(spec, engine, out, verbose)
+        return conclude(spec, engine, out, journal, time.monotonic() - started)
     finally:
         journal.close()
+
+
+def conclude(spec: Spec, engine: Engine, out: Path, journal: Journal, elapsed: float) -> Report:
+    """End the run: settle every attempt, write report.json and report.html, journal the end."""
+    ended = _ended_because(spec, engine, elapsed)
+    engine.finish(ended)
+    report = build_report(engine, spec.name, str(out), elapsed, ended)
+    report.write(out / "report.json")
+    from autofix.htmlreport import write_html  # matplotlib is imported only here, at the end
+
+    write_html(report, out / "report.html")
+    journal("run_finished", status=report.status, winner=report.winner, reason=ended)
+    return report
+
+
+def trainable_of(spec: Spec) -> Any:
+    """The Tune trainable of a spec, with its per-trial resources."""
+    from ray import tune
+
+    from autofix.trial import make_custom_trainable, managed_trainable
+
+    trainable = managed_trainable if spec.training is not None else make_custom_trainable(spec.trainable)
+    return tune.with_resources(trainable, {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial})
 
 
 def _fit(spec: Spec, engine: Engine, out: Path, verbose: bool) -> None:
     from ray import tune
 
     from autofix.controller import AutofixScheduler, AutofixSearcher
-    from autofix.trial import RESERVED, make_custom_trainable, managed_trainable
+    from autofix.trial import RESERVED
 
-    trainable = managed_trainable if spec.training is not None else make_custom_trainable(spec.trainable)
-    resources = {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial}
     name = lambda trial: f"{trial.config[RESERVED]['attempt']}-{trial.trial_id}"  # noqa: E731
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        trainable_of(spec),
         tune_config=tune.TuneConfig(
             search_alg=AutofixSearcher(engine, spec.search_path(), spec.metric, spec.mode),
             scheduler=AutofixScheduler(engine), num_samples=-1,
@@ -162,7 +191,7 @@ def _fit(spec: Spec, engine: Engine, out: Path, verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def _ray(spec: Spec, address: str | None, verbose: bool) -> Iterator[None]:
+def ray_session(spec: Spec, address: str | None, verbose: bool) -> Iterator[None]:
     """Join the given cluster, or start an embedded local Ray bound to loopback."""
     import ray
 

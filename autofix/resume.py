@@ -1,0 +1,70 @@
+"""``autofix resume DIR``: continue a run whose driver died (killed, crashed, rebooted).
+
+Ray Tune restores its experiment (finished trials stay finished, unfinished ones resume from
+their last checkpoint) and, with it, the searcher's saved state, which carries the engine's whole
+lineage; replayed reports are keyed by iteration and judged once, so no attempt is launched twice
+and the final report holds the lineage from before and after the kill.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+from autofix.errors import InputError, Problem
+from autofix.reporting import Report
+from autofix.runner import SPEC_COPY, assemble, conclude, ray_session, trainable_of
+from autofix.spec import load_spec
+
+__all__ = ["resume"]
+
+
+def _check(out: Path) -> None:
+    where = str(out)
+    if not (out / SPEC_COPY).is_file():
+        raise InputError([Problem(where, None, "DIR", f"not an autofix run directory (no {SPEC_COPY})")])
+    if not (out / "tune" / "tuner.pkl").is_file():
+        raise InputError([Problem(where, None, "DIR", "the run never reached Ray Tune: nothing to resume; start it again")])
+    if (out / "report.json").is_file():
+        raise InputError([Problem(where, None, "DIR", "this run already finished (report.json exists)")])
+
+
+def _saved_engine_state(experiment: Path) -> dict[str, Any] | None:
+    files = glob.glob(str(experiment / "searcher-state-*.pkl"))
+    if not files:
+        return None
+    # Named by session start time; Tune rewrites all of them at the end, so mtimes tie.
+    with open(max(files), "rb") as f:
+        return pickle.load(f)["engine"]
+
+
+def resume(directory: str | os.PathLike, *, address: str | None = None, verbose: bool = False,
+           echo: Any = None) -> Report:
+    """Continue the run in ``directory``; returns its report (also written there)."""
+    out = Path(directory).resolve()
+    _check(out)
+    saved = json.loads((out / SPEC_COPY).read_text())
+    spec = load_spec(saved["spec"])
+    spec._base_dir = saved["base_dir"]
+    engine, journal = assemble(spec, out, echo)
+    experiment = out / "tune"
+    journal("run_resumed", output=str(out))
+    started = time.monotonic()
+    try:
+        with ray_session(spec, address, verbose):
+            from ray import tune
+
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable_of(spec),
+                                       resume_unfinished=True, resume_errored=False)
+            tuner.fit()
+        state = _saved_engine_state(experiment)
+        if state is not None:
+            engine.load_state_dict(state)
+        return conclude(spec, engine, out, journal, time.monotonic() - started)
+    finally:
+        journal.close()

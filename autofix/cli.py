@@ -92,10 +92,10 @@ def _policies(args: argparse.Namespace) -> int:
     if args.policies_command == "test":
         from autofix.policytest import run_policy_tests
 
-        count, failures = run_policy_tests(args.paths)
+        count, failed, failures = run_policy_tests(args.paths)
         for line in failures:
             print(f"FAIL {line}")
-        print(f"{count - len({f.split(': ', 2)[1] for f in failures})}/{count} policy tests passed")
+        print(f"{count - failed}/{count} policy tests passed")
         return 1 if failures or count == 0 else 0
     if args.policies_command == "explain":
         return _explain(args.name, args.policies)

@@ -17,11 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from autofix.actions.base import get_path
 from autofix.errors import InputError, Problem
 from autofix.journal import jsonable
 from autofix.metrics import History, as_float
-from autofix.policy import PolicySet, load_policies
+from autofix.policy import PolicySet, load_policies, metrics_lookup, step_policies
 from autofix.symptoms import SYMPTOMS, Finding, build_detectors
 
 __all__ = ["DiagnosisResult", "PolicyHit", "TrialDiagnosis", "attempt_rows", "diagnose", "format_diagnosis",
@@ -258,11 +257,11 @@ def _diagnose_trial(name: str, source: str, rows: Rows, config: dict[str, Any], 
     sick = [f for f in active if not getattr(SYMPTOMS.get(f.symptom), "advisory", False)]
     healthy = not hits and gain is not None and gain >= ctx["min_drop"] and not sick
     if not healthy:  # the engine also fires matching policies when an unhealthy attempt ends
-        lookup = _lookup(config, ctx["aliases"], rows[max(rows)])
+        last = rows[max(rows)]
         firsts = [findings[f.symptom] for f in active]
-        for policy in policies:
-            match = next((f for f in firsts if policy.matches(f.symptom, f.evidence, lookup)), None)
-            if match and policy.name not in hits:
+        for policy, match, _ in step_policies(policies, {}, firsts, metrics_lookup(config, ctx["aliases"], last),
+                                              last, at_end=True):
+            if policy.name not in hits:
                 hits[policy.name] = _hit(policy, match.symptom, max(rows), at_end=True)
     verdict = "healthy" if healthy else ("sick" if any(not h.at_end for h in hits.values()) else "unhealthy")
     return TrialDiagnosis(
@@ -282,11 +281,9 @@ def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet
         active = [f for d in detectors if (f := d.check(history)) is not None]
         for f in active:
             findings.setdefault(f.symptom, f)
-        lookup = _lookup(config, ctx["aliases"], row)
-        for policy in policies:
-            match = next((f for f in active if policy.matches(f.symptom, f.evidence, lookup)), None)
-            streaks[policy.name] = streaks.get(policy.name, 0) + 1 if match else 0
-            if match and policy.name not in hits and streaks[policy.name] >= policy.for_steps:
+        lookup = metrics_lookup(config, ctx["aliases"], row)
+        for policy, match, streak in step_policies(policies, streaks, active, lookup, row):
+            if policy.name not in hits and streak >= policy.for_steps:
                 hits[policy.name] = _hit(policy, match.symptom, iteration, at_end=False)
     return history, findings, hits, active
 
@@ -295,15 +292,6 @@ def _hit(policy: Any, symptom: str, iteration: int, at_end: bool) -> PolicyHit:
     action = policy.then[0].describe() if policy.then else None
     return PolicyHit(policy=policy.name, symptom=symptom, iteration=iteration, for_steps=policy.for_steps,
                      at_end=at_end, action=action)
-
-
-def _lookup(config: dict[str, Any], aliases: dict[str, str], row: dict[str, float]):
-    def lookup(path: str) -> Any:
-        if path.startswith("metrics."):
-            return row.get(path[len("metrics."):])
-        return get_path(config, aliases.get(path, path), None)
-
-    return lookup
 
 
 def _improvement(values: list[float]) -> float | None:

@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autofix.actions import NotApplicable, get_path
+from autofix.actions import NotApplicable
 from autofix.lineage import Attempt, Decision, Outcome, config_key
 from autofix.metrics import as_float
-from autofix.policy import Policy, PolicySet
+from autofix.policy import Policy, PolicySet, metrics_lookup, step_policies
 from autofix.symptoms import SYMPTOMS, Detector, Finding
 
 __all__ = ["Engine", "Plan", "Verdict"]
@@ -178,28 +178,14 @@ class Engine:
 
     def _decide(self, attempt: Attempt, findings: list[Finding], at_end: bool) -> Decision | None:
         """Advance every policy's state; act on the first firing one that has a remedy left."""
-        firing: list[tuple[Policy, Finding]] = []
-        aliases = self.plan.aliases
         rows = attempt.history.rows()
         last = rows[max(rows)] if rows else {}
-
-        def lookup(path: str) -> Any:
-            # ``metrics.x``: the last report's x; anything else: the attempt's config.
-            if path.startswith("metrics."):
-                return last.get(path[len("metrics."):])
-            return get_path(attempt.config, aliases.get(path, path), None)
-
-        stale = (last.get("probe_age") or 0) > 0
-        for policy in self.policies:
-            if stale and not at_end and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
-                continue  # a carried-forward probe sample is no new evidence either way
-            match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None)
-            streak = attempt.streaks.get(policy.name, 0) + 1 if match else 0
-            attempt.streaks[policy.name] = streak
-            wait = attempt.cooldown.get(policy.name, 0)
-            if match and wait >= attempt.reports:
+        lookup = metrics_lookup(attempt.config, self.plan.aliases, last)
+        firing: list[tuple[Policy, Finding]] = []
+        for policy, match, streak in step_policies(self.policies, attempt.streaks, findings, lookup, last, at_end):
+            if attempt.cooldown.get(policy.name, 0) >= attempt.reports:
                 continue
-            if match and (streak >= policy.for_steps or at_end):
+            if streak >= policy.for_steps or at_end:
                 firing.append((policy, match))
         for policy, finding in firing:
             decision = self._act(attempt, policy, finding, at_end)

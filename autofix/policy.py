@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from autofix.actions import ActionSpec
+from autofix.actions import ActionSpec, get_path
 from autofix.errors import InputError, Problem
 from autofix.sources import Source, load_yaml, problems_from_validation
 from autofix.symptoms import SYMPTOMS
@@ -28,6 +28,8 @@ __all__ = [
     "PolicySet",
     "SHIPPED_POLICIES",
     "load_policies",
+    "metrics_lookup",
+    "step_policies",
 ]
 
 SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -152,13 +154,47 @@ class Policy(BaseModel):
         """Indexes of candidates still available after ``used`` (each use spends one ``times``)."""
         return [i for i, a in enumerate(self.then) if used.count(i) < a.times]
 
+    def schedule(self) -> list[int]:
+        """Candidate index of each successive fire, in the policy's own order (``times`` each)."""
+        return [i for i, a in enumerate(self.then) for _ in range(a.times)]
+
     def candidate(self, fire: int) -> Any | None:
         """The action answering this policy's ``fire``-th fire (0-based) in a lineage."""
-        for action in self.then:
-            if fire < action.times:
-                return action
-            fire -= action.times
-        return None
+        order = self.schedule()
+        return self.then[order[fire]] if fire < len(order) else None
+
+
+def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float]) -> Callable[[str], Any]:
+    """What ``where`` conditions read: ``metrics.x`` from the last report ``row``, any other path
+    from the config (through the spec's knob aliases)."""
+
+    def lookup(path: str) -> Any:
+        if path.startswith("metrics."):
+            return row.get(path[len("metrics."):])
+        return get_path(config, aliases.get(path, path), None)
+
+    return lookup
+
+
+def step_policies(policies: "PolicySet", streaks: dict[str, int], findings: list, lookup: Callable[[str], Any],
+                  row: dict[str, float], at_end: bool = False) -> list[tuple["Policy", Any, int]]:
+    """Advance each policy's count of consecutive matching reports (``streaks``, updated in place);
+    return ``(policy, matching finding, count)`` for the policies that match this report.
+
+    A report whose probe statistics were carried forward (``probe_age`` > 0) is no new evidence
+    for a symptom that reads them: its policies' counts neither grow nor reset (unless the
+    attempt is ending).
+    """
+    stale = (row.get("probe_age") or 0) > 0 and not at_end
+    matching = []
+    for policy in policies:
+        if stale and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
+            continue
+        match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None)
+        streaks[policy.name] = streaks.get(policy.name, 0) + 1 if match else 0
+        if match:
+            matching.append((policy, match, streaks[policy.name]))
+    return matching
 
 
 class PolicyFile(BaseModel):

@@ -22,7 +22,6 @@ already fired n times (to test later candidates).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +113,7 @@ def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
         if policy is None:
             raise ValueError(f"fired: no enabled policy named '{name}'")
         attempt.fires[name] = times
-        attempt.used[name] = [i for i, a in enumerate(policy.then) for _ in range(a.times)][:times]
+        attempt.used[name] = policy.schedule()[:times]
     columns = {k: parse_series(v) for k, v in test.series.items()}
     for i in range(max(len(c) for c in columns.values())):
         row = {k: c[i] for k, c in columns.items() if i < len(c) and c[i] is not None}
@@ -147,13 +146,13 @@ def _check(test: PolicyTest, policies) -> list[str]:
     return fails
 
 
-def run_policy_tests(paths: list[str | Path]) -> tuple[int, list[str]]:
-    """Run every test in the given files/directories; ``(tests run, failure lines)``."""
+def run_policy_tests(paths: list[str | Path]) -> tuple[int, int, list[str]]:
+    """Run every test in the given files/directories; ``(tests run, tests failed, failure lines)``."""
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
         files.extend(sorted(p.rglob("*.test.yaml")) if p.is_dir() else [p])
-    count, failures, problems = 0, [], []
+    count, failed, failures, problems = 0, 0, [], []
     for path in files:
         source = load_yaml(path)
         try:
@@ -165,7 +164,9 @@ def run_policy_tests(paths: list[str | Path]) -> tuple[int, list[str]]:
         for i, test in enumerate(spec.tests):
             count += 1
             line = source.line_of(("tests", i))
-            failures.extend(f"{path}:{line}: test '{test.name}': {f}" for f in _check(test, policies))
+            lines = [f"{path}:{line}: test '{test.name}': {f}" for f in _check(test, policies)]
+            failed += bool(lines)
+            failures.extend(lines)
     if problems:
         raise InputError(problems)
-    return count, failures
+    return count, failed, failures

@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validat
 
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
-from autofix.sources import Source, load_yaml, problems_from_validation, source_from_data
+from autofix.sources import load_yaml, problems_from_validation, source_from_data
 from autofix.symptoms import SYMPTOMS
 from autofix.training import BUILTIN_DATASETS, Strict, TrainingSpec
 

@@ -6,6 +6,11 @@ policy stops the attempt and queues a child whose config is the parent's with th
 next candidate action applied. Fire counts and candidate positions are per lineage (a child
 inherits its parent's), so a lineage never loops: every policy has a bounded number of fires,
 no config is launched twice, and the run never launches more than ``max_attempts``.
+
+With ``parallel`` > 1 (the spec's ``budget.max_concurrent``) a firing policy launches up to
+that many of its candidate actions at once, as sibling attempts: a *race*. Each sibling
+inherits every candidate the race used, so a loser's lineage never retries a rival's patch;
+the first sibling confirmed healthy wins and the others are stopped at their next report.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Plan:
     max_attempts: int = 6
     max_epochs: int | None = None
     aliases: dict[str, str] = field(default_factory=dict)
+    parallel: int = 1  # candidate actions launched at once when a policy fires (a race)
 
 
 @dataclass(frozen=True)
@@ -194,64 +200,97 @@ class Engine:
         return None
 
     def _act(self, attempt: Attempt, policy: Policy, finding: Finding, at_end: bool) -> Decision | None:
-        """Try the policy's candidates in lineage order; queue the first new, applicable patch."""
+        """Try the policy's candidates in lineage order; queue the first new, applicable patch(es)."""
         skipped: list[str] = []
-        while attempt.fires.get(policy.name, 0) < policy.fire_limit:
+        picks: list[tuple[Any, dict, list]] = []
+        keys: set[str] = set()
+        while attempt.fires.get(policy.name, 0) < policy.fire_limit and len(picks) < self._race_width():
             used = attempt.used.setdefault(policy.name, [])
             order = policy.remaining(used)
             if not order:
                 break
             if self.ranker is not None:  # measured success rates first (the ledger)
                 order = self.ranker(finding.symptom, policy.name, [(i, policy.then[i]) for i in order])
-            index = order[0]
-            action = policy.then[index]
-            used.append(index)
+            action = policy.then[order[0]]
+            if action.terminal and picks:
+                break  # a race of fixes ends before a "stop the run" candidate; it stays unused
+            used.append(order[0])
             if action.terminal:
                 return self._halt(attempt, policy, finding, action)
-            try:
-                config, changes = action.apply(attempt.config, self.plan.aliases)
-            except NotApplicable as why:
-                skipped.append(f"{action.describe()}: {why}")
+            why_not = self._why_not(attempt, action, keys)
+            if isinstance(why_not, str):
+                skipped.append(f"{action.describe()}: {why_not}")
                 continue
-            twin = self.launched.get(config_key(config))
-            if twin is not None:
-                skipped.append(f"{action.describe()}: that config already ran as {twin}")
-                continue
-            invalid = self.check_config(config) if self.check_config else None
-            if invalid:
-                skipped.append(f"{action.describe()}: the patched config is invalid: {invalid}")
-                continue
-            return self._fire(attempt, policy, finding, action, config, changes, skipped, at_end)
+            keys.add(config_key(why_not[0]))
+            picks.append((action, *why_not))
+        if picks:
+            return self._fire(attempt, policy, finding, picks, skipped, at_end)
         if skipped:
             self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, skipped=skipped)
         return None
 
-    def _fire(self, attempt, policy, finding, action, config, changes, skipped, at_end) -> Decision:
+    def _why_not(self, attempt: Attempt, action: Any, racing: set[str]) -> str | tuple[dict, list]:
+        """The patched config and its changes, or why this candidate cannot be launched."""
+        try:
+            config, changes = action.apply(attempt.config, self.plan.aliases)
+        except NotApplicable as why:
+            return str(why)
+        key = config_key(config)
+        twin = self.launched.get(key)
+        if twin is not None or key in racing:
+            return f"that config already ran as {twin}" if twin else "another racer has that config"
+        invalid = self.check_config(config) if self.check_config else None
+        return f"the patched config is invalid: {invalid}" if invalid else (config, changes)
+
+    def _race_width(self) -> int:
+        """How many candidates to launch at once: ``parallel``, within what the budget has left."""
+        left = self.plan.max_attempts - self._launched_count() - len(self.queue)
+        return max(1, min(self.plan.parallel, left))
+
+    def _fire(self, attempt, policy, finding, picks, skipped, at_end) -> Decision:
         attempt.fires[policy.name] = attempt.fires.get(policy.name, 0) + 1
         held = "at the end of the attempt" if at_end else f"held {attempt.streaks[policy.name]} report(s)"
-        diff = ", ".join(f"{c.path}: {_short(c.old)} -> {_short(c.new)}" for c in changes)
-        child_id = None
-        if self._launched_count() + len(self.queue) < self.plan.max_attempts:
-            child_id = f"a{len(self.attempts)}"
-            warm = self._healthy_checkpoint(attempt, finding) if action.start == "warm" else None
-            child = Attempt(
-                id=child_id, parent=attempt.id, config=config, patch=changes, policy=policy.name,
-                answers=finding.symptom, action=action.describe(),
-                start="warm" if warm else "cold", warm_from=warm,
-                used={k: list(v) for k, v in attempt.used.items()}, fires=dict(attempt.fires),
-                cooldown={policy.name: policy.cooldown_steps} if policy.cooldown_steps else {},
-            )
-            if warm:
-                # A warm restart continues its parent's curve: same baseline, same epochs.
-                resume = max(i for i, p in attempt.checkpoints.items() if p == warm)
-                child.history.extend((i, m) for i, m in attempt.history.rows().items() if i <= resume)
-            self._enqueue(child)
-        then = f"launch {child_id} with {diff}" if child_id else f"no attempt left in the budget for {diff}"
+        race = [self._spawn(attempt, policy, finding, action, config, changes)
+                for action, config, changes in picks]
+        if len(race) > 1:
+            for entry in race:
+                if entry["child"]:
+                    self.attempts[entry["child"]].race = [e["child"] for e in race if e["child"]]
+        first = race[0]
+        launches = [f"{e['child']} with {e['diff']}" if e["child"] else f"(no attempt left in the budget for {e['diff']})"
+                    for e in race]
+        then = ("launch " + launches[0] if first["child"] else f"no attempt left in the budget for {first['diff']}")
+        if len(race) > 1:
+            then = "race " + " against ".join(launches)
         reason = f"{finding.symptom} {held} ({finding.reason}); policy '{policy.name}': {then}"
-        decision = Decision(policy.name, finding, action.describe(), action.start, changes, child_id, reason, skipped)
+        decision = Decision(policy.name, finding, first["action"], first["start"], picks[0][2], first["child"],
+                            reason, skipped, race=race if len(race) > 1 else [])
         attempt.decision = decision
         self.journal("decision", attempt=attempt.id, **decision.to_dict())
         return decision
+
+    def _spawn(self, attempt: Attempt, policy: Policy, finding: Finding, action: Any, config: dict,
+               changes: list) -> dict[str, Any]:
+        """Queue one patched child of ``attempt`` if the budget allows; describe it for the decision."""
+        diff = ", ".join(f"{c.path}: {_short(c.old)} -> {_short(c.new)}" for c in changes)
+        entry = {"child": None, "action": action.describe(), "start": action.start, "diff": diff,
+                 "patch": [c.to_dict() for c in changes]}
+        if self._launched_count() + len(self.queue) >= self.plan.max_attempts:
+            return entry
+        warm = self._healthy_checkpoint(attempt, finding) if action.start == "warm" else None
+        child = Attempt(
+            id=f"a{len(self.attempts)}", parent=attempt.id, config=config, patch=changes, policy=policy.name,
+            answers=finding.symptom, action=action.describe(), start="warm" if warm else "cold", warm_from=warm,
+            used={k: list(v) for k, v in attempt.used.items()}, fires=dict(attempt.fires),
+            cooldown={policy.name: policy.cooldown_steps} if policy.cooldown_steps else {},
+        )
+        if warm:
+            # A warm restart continues its parent's curve: same baseline, same epochs.
+            resume = max(i for i, p in attempt.checkpoints.items() if p == warm)
+            child.history.extend((i, m) for i, m in attempt.history.rows().items() if i <= resume)
+        self._enqueue(child)
+        entry.update(child=child.id, start=child.start)
+        return entry
 
     def _halt(self, attempt: Attempt, policy: Policy, finding: Finding, action: Any) -> Decision:
         """A symptom no config can fix (a training-loop bug): stop the run and say what to check."""

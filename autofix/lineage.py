@@ -44,6 +44,7 @@ class Decision:
     child: str | None
     reason: str
     skipped: list[str] = field(default_factory=list)
+    race: list[dict[str, Any]] = field(default_factory=list)  # every sibling launched at once, if several
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,6 +85,7 @@ class Attempt:
     cooldown: dict[str, int] = field(default_factory=dict)  # reports a policy must wait, this attempt
     reports: int = 0  # reports judged in this attempt (a warm restart's seeded history excluded)
     checkpoints: dict[int, str] = field(default_factory=dict)  # iteration -> checkpoint path
+    race: list[str] = field(default_factory=list)  # sibling attempts launched with this one (a race)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("history", "findings", "decision", "patch", "checkpoints")}

@@ -71,7 +71,7 @@ def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) 
     plan = Plan(
         config=spec.base_config(), metric=spec.metric, mode=spec.mode, loss_metric=spec.watched_loss,
         min_drop=spec.success.min_drop, max_attempts=spec.budget.max_attempts,
-        max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs),
+        max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs), parallel=spec.budget.max_concurrent,
     )
     engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
                     ranker=ledger.ranker() if ledger else None)

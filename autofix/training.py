@@ -156,6 +156,8 @@ class TrainingSpec(Strict):
     architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
     checkpoint_every: int = Field(default=1, ge=1)
     probes: ProbeSpec = Field(default_factory=ProbeSpec)
+    min_epoch_s: float | None = Field(default=None, ge=0, le=3600)
+    """Pad every epoch to at least this many seconds: benchmarks and demos that emulate slow epochs."""
 
 
 

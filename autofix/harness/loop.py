@@ -10,6 +10,7 @@ update, activation, input, label and prediction statistics to every report.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from itertools import islice
 from typing import Any
@@ -21,6 +22,7 @@ from torch import nn
 from autofix.harness.assemble import build_run
 from autofix.harness.builders import LossFn, build_optimizer, normalize_config
 from autofix.harness.checkpoint import STATE_FILE, prepare, save_checkpoint
+from autofix.harness.distributed import Parallel, all_finite
 from autofix.harness.evaluate import (
     evaluate, initial_loss_metrics, num_classes, steps_per_epoch, train_labels,
 )
@@ -49,9 +51,9 @@ def _mean(values: list[float]) -> float:
 class _Trainer:
     """Holds the built objects of one run; each method is one phase of an epoch."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.cfg = cfg
-        run = build_run(cfg, _EVAL_BATCH_MIN)  # data knobs, sampler, surgery, init, class weights
+    def __init__(self, cfg: dict[str, Any], parallel: Parallel | None = None) -> None:
+        self.cfg, self.parallel = cfg, parallel
+        run = build_run(cfg, _EVAL_BATCH_MIN, parallel)  # data knobs, sampler, surgery, init, class weights
         train = run.train_set
         self.train, self.val, self.model = run.train, run.val, run.model
         self.loss_fn: LossFn = run.loss_fn
@@ -65,6 +67,9 @@ class _Trainer:
                            steps_per_epoch=steps_per_epoch(train, cfg["batch_size"]))
         if self.probe.enabled:
             self.probe.set_labels(train_labels(train, self.loss_fn.name))  # once: labels are fixed
+        # Training passes go through the DDP wrapper; probes, evaluation and checkpoints keep the
+        # plain module (autofix.harness.distributed).
+        self.net = parallel.wrap(self.model) if parallel is not None else self.model
 
     def lr(self) -> float:
         """Learning rate of param group 0 right now."""
@@ -82,7 +87,7 @@ class _Trainer:
         x, y = next(iter(self.train.epoch(0)))
         self.optimizer.zero_grad(set_to_none=True)
         self.probe.before_step(x, force=True)  # detectors see the initial state too
-        out = self.model(x)
+        out = self.net(x)
         ok = self._backward(self.loss_fn(out, y))
         self.probe.after_backward()
         norm = float(_grad_norm(self.model)) if ok else float("nan")
@@ -100,7 +105,8 @@ class _Trainer:
     def _backward(self, loss: torch.Tensor) -> bool:
         # A non-finite loss is reported, not trained on: backpropagating it would turn every
         # weight into NaN and hide what the controller should see.
-        if not torch.isfinite(loss):
+        finite = all_finite(loss) if self.parallel is not None else bool(torch.isfinite(loss))
+        if not finite:  # under DDP decided by all ranks, so none waits on a skipped backward
             return False
         loss.backward()
         return True
@@ -115,7 +121,7 @@ class _Trainer:
             ndim = float(x.dim())
             self.probe.before_step(x)  # a no-op except on sampled steps
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(x), y)
+            loss = self.loss_fn(self.net(x), y)
             losses.append(loss.item())
             if not self._backward(loss):
                 continue
@@ -166,6 +172,7 @@ class _Trainer:
 def _emit(trainer: _Trainer, epoch: int, metrics: dict[str, Any], report: Report) -> None:
     every = trainer.cfg["checkpoint_every"]
     due = epoch >= 1 and bool(every) and epoch % every == 0  # every <= 0 or None: never
+    due = due and (trainer.parallel is None or trainer.parallel.is_chief)  # rank 0's are reported
     directory = save_checkpoint(trainer, epoch) if due else None
     try:
         report({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}, directory)
@@ -174,7 +181,14 @@ def _emit(trainer: _Trainer, epoch: int, metrics: dict[str, Any], report: Report
             shutil.rmtree(directory, ignore_errors=True)  # the caller has copied it by now
 
 
-def run_training(config: dict[str, Any], report: Report, restore_dir: str | None = None) -> None:
+def _pad(began_s: float, min_epoch_s: float | None) -> None:
+    # Emulates slow real epochs (benchmarks): sleep the remainder, after the work is done.
+    if min_epoch_s:
+        time.sleep(max(0.0, min_epoch_s - (time.monotonic() - began_s)))
+
+
+def run_training(config: dict[str, Any], report: Report, restore_dir: str | None = None,
+                 parallel: Parallel | None = None) -> None:
     """Train the model ``config`` describes, calling ``report(metrics, ckpt_dir)`` every epoch.
 
     Reports epoch 0 (evaluation before any step) and then epochs 1..``config["epochs"]``; the
@@ -198,19 +212,25 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     The remediation knobs of :class:`autofix.training.TrainingSpec` are applied when the run is
     built (:mod:`autofix.harness.assemble`): ``data.normalize/augment/sampler``,
     ``loss.class_weights``, ``architecture``, ``init`` and the warm-up schedulers.
+
+    ``parallel`` makes this process one rank of a data-parallel (DDP) run: its shard of the
+    training data, the model wrapped by ``parallel.wrap``, checkpoints on rank 0 only
+    (:mod:`autofix.harness.distributed`); every rank still calls ``report``.
     """
     cfg = normalize_config(config)
     torch.set_num_threads(1)  # several Ray trials share a small machine
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
-    trainer = _Trainer(cfg)
+    trainer = _Trainer(cfg, parallel)
     start = prepare(trainer, restore_dir)
     if start == 0:
         baseline = {**trainer.initial_metrics(), **trainer.evaluate(), "lr": trainer.lr()}
         _emit(trainer, 0, baseline, report)
         start = 1
     for epoch in range(start, cfg["epochs"] + 1):
+        began_s = time.monotonic()
         lr = trainer.lr()
         metrics = {**trainer.train_epoch(epoch), **trainer.evaluate(), "lr": lr}
         trainer.step_scheduler(metrics["val_loss"])
+        _pad(began_s, cfg.get("min_epoch_s"))
         _emit(trainer, epoch, metrics, report)

@@ -1,0 +1,314 @@
+"""Shared pieces of the sick-zoo benchmark: cases, configs, the independent judge, results.
+
+The judge never uses autofix's detectors: a report is healthy iff its ``val_loss`` fell to at
+most 70% of the value before training (epoch 0; the lineage's epoch 0 for a warm restart) and
+its judged metric (``val_accuracy``, or ``val_macro_f1`` for imbalanced cases) is within 0.05
+of the best score of the case's reference healthy config on the same data and seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "BENCH_DIR", "Budget", "Case", "Judge", "MethodResult", "ZOO_DIR", "apply_overrides",
+    "bench_trainable", "changed_keys", "load_cases", "load_case_spec", "patch_size",
+    "reference_config", "reference_score", "train_series", "training_config",
+]
+
+BENCH_DIR = Path(__file__).resolve().parent
+ZOO_DIR = BENCH_DIR / "zoo"
+REPO_DIR = BENCH_DIR.parent
+LOSS_DROP = 0.3  # healed: val_loss <= (1 - LOSS_DROP) x val_loss before training
+SCORE_SLACK = 0.05  # healed: judged metric >= reference best - SCORE_SLACK
+KINDS = ("config", "healthy", "late_onset", "loop_bug")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One zoo entry: a broken (or healthy) spec and its ground truth."""
+
+    name: str
+    spec: str
+    fault: str
+    kind: str
+    expect: tuple[str, ...] = ()
+    judge_metric: str = "val_accuracy"
+    reference: dict[str, Any] = field(default_factory=dict)
+    onset_epoch: int | None = None
+    """late_onset: first epoch of the failure (detection latency counts reports from here)."""
+    judge_at: str = "first"
+    """'first': any report may be the healthy one; 'final': only a report at the case's last
+    epoch counts (late-onset and overfitting cases are healthy early by construction, so only
+    finishing healthy is a fix)."""
+
+    @property
+    def spec_path(self) -> Path:
+        return ZOO_DIR / self.spec
+
+    @property
+    def fixable(self) -> bool:
+        """Config-fixable: the cases a repair method should heal."""
+        return self.kind in ("config", "late_onset")
+
+
+def load_cases(names: list[str] | None = None) -> list[Case]:
+    """The cases of ``benchmarks/zoo/cases.yaml`` (all, or those named, in file order)."""
+    rows = yaml.safe_load((ZOO_DIR / "cases.yaml").read_text())
+    cases = []
+    for row in rows:
+        row = dict(row)
+        row["expect"] = tuple(row.get("expect") or ())
+        row["reference"] = dict(row.get("reference") or {})
+        if row["kind"] not in KINDS:
+            raise ValueError(f"cases.yaml: case {row['name']!r}: kind {row['kind']!r} not in {KINDS}")
+        cases.append(Case(**row))
+    if names:
+        known = {c.name for c in cases}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown case(s) {unknown}; known: {sorted(known)}")
+        cases = [c for c in cases if c.name in names]
+    return cases
+
+
+def load_case_spec(case: Case) -> dict[str, Any]:
+    """The case's spec file as a plain dict (validated by ``autofix.spec.load_spec``)."""
+    from autofix.spec import load_spec
+
+    _zoo_on_path()
+    load_spec(case.spec_path)  # validates; raises InputError naming file/line/field
+    return yaml.safe_load(case.spec_path.read_text())
+
+
+def training_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]:
+    """The case's managed training config with ``seed`` and epoch padding set (validated)."""
+    from autofix.training import TrainingSpec
+
+    spec = load_case_spec(case)
+    if "training" not in spec:
+        raise ValueError(f"case {case.name!r}: spec {case.spec} has no managed 'training'")
+    raw = {**spec["training"], "seed": int(seed), "min_epoch_s": float(pad_s) if pad_s else None}
+    return TrainingSpec.model_validate(raw).model_dump(mode="json")
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``config`` with each ``a.b.c: value`` set (intermediate dicts created)."""
+    out = copy.deepcopy(config)
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = copy.deepcopy(value)
+    return out
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_leaves(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+# Not the user's intent: bookkeeping keys the methods add to run a trial.
+_IGNORED_KEYS = ("warm_start", "__autofix__", "min_epoch_s", "seed", "epochs", "checkpoint_every", "probes")
+
+
+def _section_defaults() -> dict[str, dict[str, Any]]:
+    """Leaf defaults of the optional sections a patch may create (``init: {scheme: kaiming}``
+    also writes ``init.types``: one intended key, not two)."""
+    from autofix import training as t
+
+    sections = {"init": t.InitSpec, "grad_clip": t.GradClipSpec, "scheduler": t.SchedulerSpec,
+                "data.augment": t.AugmentSpec, "architecture": t.ArchitectureSpec}
+    out = {}
+    for path, cls in sections.items():
+        fields = {k: f.get_default(call_default_factory=True) for k, f in cls.model_fields.items()
+                  if not f.is_required()}
+        out[path] = _leaves(fields, path)
+    return out
+
+
+def changed_keys(user_config: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Dotted leaf keys whose value differs between the user's config and ``config`` (sorted).
+
+    A None/absent value and an empty one are the same; in a section one side lacks (``init``,
+    ``grad_clip``, ``scheduler``, ``data.augment``), leaves left at the schema default are not
+    counted but the section counts at least once. Bookkeeping keys (seed, epochs, padding,
+    warm-start pointers, probes) are not counted.
+    """
+    def clean(cfg: dict[str, Any]) -> dict[str, Any]:
+        leaves = _leaves({k: v for k, v in cfg.items() if k not in _IGNORED_KEYS})
+        return {k: v for k, v in leaves.items() if v not in (None, {}, [])}
+
+    old, new = clean(user_config), clean(config)
+    changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+    for path, defaults in _section_defaults().items():
+        inside = {k for k in changed if k.startswith(path + ".")}
+        one_sided = all((k in old) != (k in new) for k in inside)
+        if not inside or not one_sided:
+            continue
+        kept = {k for k in inside if k not in defaults or (old.get(k, new.get(k)) != defaults[k])}
+        changed -= inside - kept
+        if not kept:
+            changed.add(sorted(inside)[0])
+    return sorted(changed)
+
+
+def patch_size(user_config: dict[str, Any], config: dict[str, Any]) -> int:
+    """Number of leaf config keys changed from the user's config (see :func:`changed_keys`)."""
+    return len(changed_keys(user_config, config))
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class Judge:
+    """Independent healthiness check of a metric series (no autofix detector involved)."""
+
+    def __init__(self, case: Case, reference_score: float, baseline: float | None = None,
+                 final_epoch: int | None = None) -> None:
+        self.metric = case.judge_metric
+        self.reference_score = float(reference_score)
+        self.baseline = baseline
+        """val_loss before training; None: taken from series[0] (override for warm restarts)."""
+        self.final_epoch = final_epoch
+        """With ``case.judge_at == 'final'``: only a report with this ``epoch`` can be healthy
+        (None: the case spec's ``training.epochs``)."""
+        if case.judge_at == "final" and final_epoch is None:
+            self.final_epoch = int(load_case_spec(case)["training"].get("epochs", 15))
+        elif case.judge_at != "final":
+            self.final_epoch = None
+
+    def healthy(self, report: dict[str, Any], baseline: float) -> bool:
+        """One report against a known pre-training val_loss."""
+        loss, score = _finite(report.get("val_loss")), _finite(report.get(self.metric))
+        if self.final_epoch is not None and _finite(report.get("epoch")) != self.final_epoch:
+            return False
+        if loss is None or score is None or not math.isfinite(baseline):
+            return False
+        return loss <= (1 - LOSS_DROP) * baseline and score >= self.reference_score - SCORE_SLACK
+
+    def first_healthy(self, series: list[dict[str, Any]], baseline: float | None = None) -> int | None:
+        """Index of the first healthy report; ``series[0]`` is the epoch-0 report."""
+        if not series:
+            return None
+        base = baseline if baseline is not None else self.baseline
+        if base is None:
+            base = _finite(series[0].get("val_loss"))
+        if base is None:
+            return None
+        for index, report in enumerate(series):
+            if self.healthy(report, base):
+                return index
+        return None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The same for every method on a case: trials and total training epochs."""
+
+    max_trials: int
+    max_epochs_total: int
+
+    @classmethod
+    def for_case(cls, case: Case) -> "Budget":
+        """autofix's ``budget.max_attempts`` x the case's epochs."""
+        spec = load_case_spec(case)
+        attempts = int((spec.get("budget") or {}).get("max_attempts", 6))
+        epochs = int((spec.get("training") or {}).get("epochs", 15))
+        return cls(max_trials=attempts, max_epochs_total=attempts * epochs)
+
+
+@dataclass
+class MethodResult:
+    """What one method did on one case, seed, knob space and padding."""
+
+    method: str
+    case: str
+    seed: int
+    space: str
+    pad_s: float
+    healed: bool = False
+    epochs: int | None = None
+    """Training epochs (all trials, epoch 0 excluded) until the first healthy report."""
+    trial_s: float | None = None
+    """Trial-seconds (sum over trials' reports) until the first healthy report."""
+    wall_s: float = 0.0
+    trials: int = 0
+    patch_keys: list[str] = field(default_factory=list)
+    """Changed config keys of the first healthy trial (vs the user's config)."""
+    diagnosis: str | None = None
+    detection_reports: int | None = None
+    relaunches: int = 0
+    total_epochs: int = 0
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _zoo_on_path() -> None:
+    for path in (str(ZOO_DIR), str(REPO_DIR)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def bench_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable for the baselines: the managed harness, one torch thread."""
+    _zoo_on_path()  # zoo model factories import in the worker too
+    import torch
+
+    from autofix.trial import managed_trainable
+
+    torch.set_num_threads(1)
+    managed_trainable(config)
+
+
+def train_series(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the managed harness in-process (no Ray) and return every epoch's report."""
+    _zoo_on_path()
+    from autofix.harness import run_training
+
+    series: list[dict[str, Any]] = []
+    run_training(config, lambda metrics, _ckpt: series.append(dict(metrics)))
+    return series
+
+
+def reference_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]:
+    """The case's healthy reference config: its training config with ``reference`` applied."""
+    from autofix.training import TrainingSpec
+
+    config = apply_overrides(training_config(case, seed, pad_s), case.reference)
+    return TrainingSpec.model_validate(config).model_dump(mode="json")
+
+
+def reference_score(case: Case, seed: int) -> float:
+    """Best judged metric of the reference run; raises if the reference fails the judge itself."""
+    series = train_series(reference_config(case, seed))
+    scores = [s for s in (_finite(r.get(case.judge_metric)) for r in series[1:]) if s is not None]
+    if not scores:
+        raise RuntimeError(f"reference of case {case.name!r} (seed {seed}) reported no finite {case.judge_metric}")
+    best = max(scores)
+    if Judge(case, best).first_healthy(series) is None:
+        raise RuntimeError(
+            f"reference of case {case.name!r} (seed {seed}) fails the judge: val_loss "
+            f"{[round(r['val_loss'], 3) for r in series]}, best {case.judge_metric} {best:.3f}")
+    return best

@@ -1,0 +1,98 @@
+"""Models and data of the sick zoo: ordinary code a user could have written, each with one fault.
+
+The broken models mirror ``examples/symptoms/models.py`` (kept separate so the benchmark does
+not change when an example does); ``digits_rgb32`` gives the seed article's SimpleCNN
+(3x32x32 input) a learnable offline dataset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+__all__ = [
+    "deep_sigmoid_mlp", "digits_rgb32", "grad_masked_mlp", "large_init_mlp",
+    "negative_bias_mlp", "tiny_init_mlp", "wide_mlp",
+]
+
+
+def _mlp(in_features: int, num_classes: int, depth: int, width: int, act: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    size = in_features
+    for _ in range(depth):
+        layers += [nn.Linear(size, width), act()]
+        size = width
+    layers.append(nn.Linear(size, num_classes))
+    return nn.Sequential(*layers)
+
+
+def deep_sigmoid_mlp(in_features: int = 64, num_classes: int = 10, depth: int = 10, width: int = 32) -> nn.Sequential:
+    """Ten sigmoid layers: the gradient shrinks ~4x per layer on the way back (vanishing)."""
+    return _mlp(in_features, num_classes, depth, width, nn.Sigmoid)
+
+
+def _normal_init(model: nn.Module, std: float) -> nn.Module:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, std)
+                m.bias.zero_()
+    return model
+
+
+def large_init_mlp(in_features: int = 64, num_classes: int = 10, depth: int = 6, width: int = 64,
+                   std: float = 0.6) -> nn.Sequential:
+    """ReLU MLP initialised with N(0, std^2): each layer amplifies activations and gradients."""
+    return _normal_init(_mlp(in_features, num_classes, depth, width, nn.ReLU), std)
+
+
+def tiny_init_mlp(in_features: int = 64, num_classes: int = 10, depth: int = 6, width: int = 64,
+                  std: float = 0.01) -> nn.Sequential:
+    """ReLU MLP initialised with N(0, std^2), far below He's sqrt(2/fan_in): signals die out."""
+    return _normal_init(_mlp(in_features, num_classes, depth, width, nn.ReLU), std)
+
+
+def negative_bias_mlp(in_features: int = 64, num_classes: int = 10, depth: int = 3, width: int = 64,
+                      bias: float = -6.0) -> nn.Sequential:
+    """ReLU MLP whose hidden biases start strongly negative: most units never fire (dying ReLU)."""
+    model = _mlp(in_features, num_classes, depth, width, nn.ReLU)
+    with torch.no_grad():
+        for m in list(model.modules())[:-1]:
+            if isinstance(m, nn.Linear):
+                m.bias.fill_(bias)
+    return model
+
+
+def wide_mlp(in_features: int = 64, num_classes: int = 10, width: int = 512) -> nn.Sequential:
+    """A big two-layer MLP: plenty of capacity to memorise a tiny training set."""
+    return _mlp(in_features, num_classes, 2, width, nn.ReLU)
+
+
+def grad_masked_mlp(in_features: int = 64, num_classes: int = 10, width: int = 64) -> nn.Sequential:
+    """A code bug: gradient hooks meant to freeze one layer multiply every gradient by 0.
+
+    The loss and the gradients are computed, the optimizer steps, and no weight ever moves;
+    no configuration change can fix it.
+    """
+    model = _mlp(in_features, num_classes, 2, width, nn.ReLU)
+    frozen = {name for name, _ in model.named_parameters()}  # BUG: meant {"0.weight", "0.bias"}
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.register_hook(torch.zeros_like)
+    return model
+
+
+def digits_rgb32(split_seed: int = 0, val_fraction: float = 0.2) -> tuple[TensorDataset, TensorDataset]:
+    """scikit-learn digits as 3x32x32 images in [0, 1] (nearest upsampling x4, grey to RGB)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    x = x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3).repeat(1, 3, 1, 1)
+    y = torch.tensor(data.target, dtype=torch.int64)
+    order = torch.tensor(np.random.default_rng(split_seed).permutation(len(y)))
+    n_val = int(round(len(y) * val_fraction))
+    val, train = order[:n_val], order[n_val:]
+    return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])

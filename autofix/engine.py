@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autofix.actions import NotApplicable
+from autofix.actions import Change, NotApplicable, get_path
 from autofix.lineage import Attempt, Decision, Outcome, config_key
 from autofix.metrics import as_float
 from autofix.policy import Policy, PolicySet, metrics_lookup, step_policies
@@ -217,7 +217,9 @@ class Engine:
             used.append(order[0])
             if action.terminal:
                 return self._halt(attempt, policy, finding, action)
-            why_not = self._why_not(attempt, action, keys)
+            # A repeatable action (``times``) raced against itself is a ladder: lr x0.1, x0.01, ...
+            ladder = next((p for p in reversed(picks) if p[0] is action), None)
+            why_not = self._why_not(attempt, action, keys, ladder[1] if ladder else None)
             if isinstance(why_not, str):
                 skipped.append(f"{action.describe()}: {why_not}")
                 continue
@@ -229,12 +231,15 @@ class Engine:
             self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, skipped=skipped)
         return None
 
-    def _why_not(self, attempt: Attempt, action: Any, racing: set[str]) -> str | tuple[dict, list]:
+    def _why_not(self, attempt: Attempt, action: Any, racing: set[str],
+                 base: dict | None = None) -> str | tuple[dict, list]:
         """The patched config and its changes, or why this candidate cannot be launched."""
         try:
-            config, changes = action.apply(attempt.config, self.plan.aliases)
+            config, changes = action.apply(base if base is not None else attempt.config, self.plan.aliases)
         except NotApplicable as why:
             return str(why)
+        if base is not None:  # a ladder step: its patch is still relative to the parent
+            changes = [Change(c.path, get_path(attempt.config, c.path, None), c.new) for c in changes]
         key = config_key(config)
         twin = self.launched.get(key)
         if twin is not None or key in racing:

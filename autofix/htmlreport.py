@@ -159,7 +159,9 @@ def _card(report: Report, a: AttemptReport) -> str:
     out = [f"<div class=\"card\"><b>{e(a.id)}</b>{star} <span class=\"badge {kind}\">{e(a.outcome)}</span> "
            f"<span class=\"muted\">{e(a.start)} start, trial {e(a.trial_id or '-')}{e(gain)}</span>"]
     if a.policy:
-        out.append(f"<div>launched by policy <b>{e(a.policy)}</b> with:</div>")
+        rivals = [r for r in a.race if r != a.id]
+        racing = f", racing {e(', '.join(rivals))}" if rivals else ""
+        out.append(f"<div>launched by policy <b>{e(a.policy)}</b>{racing} with:</div>")
     if a.patch:
         cells = "".join(f"<tr><td>{e(c['path'])}</td><td>{e(_fmt(c['from']))}</td><td>{e(_fmt(c['to']))}</td></tr>"
                         for c in a.patch)

@@ -37,6 +37,8 @@ class AttemptReport(BaseModel):
     improvement: float | None
     series: list[tuple[int, Any]]
     last_metrics: dict[str, Any]
+    race: list[str] = []  # siblings launched at once with this attempt (parallel candidate fixes)
+    reports: int = 0  # reports this attempt produced itself (a warm restart's inherited ones excluded)
 
 
 class Report(BaseModel):
@@ -110,7 +112,7 @@ def _attempt_report(engine: Engine, a: Attempt) -> AttemptReport:
         decision=a.decision.to_dict() if a.decision else None,
         outcome=a.outcome, reason=a.reason, error=a.error, improvement=engine.improvement(a),
         series=[(i, v) for i, v in a.history.series(engine.plan.metric)],
-        last_metrics=rows[max(rows)] if rows else {},
+        last_metrics=rows[max(rows)] if rows else {}, race=list(a.race), reports=a.reports,
     )
 
 

@@ -93,3 +93,21 @@ def test_race_decisions_survive_a_state_round_trip(tmp_path):
     assert clone.attempts["a0"].decision.race == eng.attempts["a0"].decision.race
     assert clone.attempts["a2"].race == ["a1", "a2", "a3"]
     assert clone.queue == ["a1", "a2", "a3"]
+
+
+def test_a_repeatable_action_races_as_a_ladder(tmp_path):
+    ladder = """
+- name: plateau-lr
+  when: {symptom: plateau}
+  for_steps: 1
+  then:
+    - {action: scale, path: optimizer.lr, factor: 0.1, times: 3}
+"""
+    eng = engine(config(lr=1.0), parallel=3, policies=policies_from(tmp_path, ladder))
+    a0 = stick(eng, "t0")
+    racers = [eng.attempts[r] for r in eng.queue]
+    assert [r.config["optimizer"]["lr"] for r in racers] == pytest.approx([0.1, 0.01, 0.001])
+    # every racer's patch is relative to its parent a0, not to the previous rung
+    assert [[c.to_dict() for c in r.patch] for r in racers] == [
+        [{"path": "optimizer.lr", "from": 1.0, "to": pytest.approx(v)}] for v in (0.1, 0.01, 0.001)]
+    assert a0.decision.race[2]["patch"][0]["from"] == 1.0

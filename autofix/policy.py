@@ -190,7 +190,8 @@ def step_policies(policies: "PolicySet", streaks: dict[str, int], findings: list
     for policy in policies:
         if stale and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
             continue
-        match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None)
+        # Most reports have no finding: skip building a search per policy (engine hot path).
+        match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None) if findings else None
         streaks[policy.name] = streaks.get(policy.name, 0) + 1 if match else 0
         if match:
             matching.append((policy, match, streaks[policy.name]))

@@ -38,20 +38,19 @@ class ProbeDetector(Detector):
     @staticmethod
     def last_values(history: History, *names: str) -> dict[str, float] | None:
         """The last report's values of ``names`` (NaN/Inf included), or None if any is missing."""
-        last = history.last_iteration
+        row = history.last_row()
         out: dict[str, float] = {}
         for name in names:
-            series = history.series(name)
-            if not series or series[-1][0] != last:
+            value = row.get(name)
+            if value is None:
                 return None
-            out[name] = series[-1][1]
+            out[name] = value
         return out
 
     @classmethod
     def optional(cls, history: History, name: str) -> float | None:
         """The last report's value of ``name``, or None when that report lacks it."""
-        values = cls.last_values(history, name)
-        return None if values is None else values[name]
+        return history.last(name)
 
     @staticmethod
     def row_epoch(row: dict[str, float], position: int) -> float:
@@ -85,10 +84,7 @@ class ProbeDetector(Detector):
     @staticmethod
     def worst(history: History, prefix: str) -> str | None:
         """The suffix of the ``prefix``-named stream with the largest value in the last report."""
-        last = history.last_iteration
-        if last is None:
-            return None
-        row = history.rows()[last]
+        row = history.last_row()
         named = [(v, k[len(prefix):]) for k, v in row.items() if k.startswith(prefix) and math.isfinite(v)]
         return max(named)[1] if named else None
 
@@ -325,10 +321,9 @@ class UnchangedWeights(ProbeDetector):
         if self.epoch(history) < 1:
             return None
         p = self.params
-        rows = list(history.rows().values())
         depth = max(p.for_reports, p.window or 0)
         # newest first: (epoch, report) of the last ``depth`` reports
-        recent = [(self.row_epoch(rows[i], i), rows[i]) for i in range(len(rows) - 1, -1, -1)][:depth]
+        recent = [(self.row_epoch(row, i), row) for i, row in history.tail(depth)]
         updates = recent[: p.for_reports]
         if len(updates) == p.for_reports and all(_no_step(epoch, row) for epoch, row in updates):
             return self.found(

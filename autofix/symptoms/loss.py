@@ -32,10 +32,9 @@ class NonFiniteLoss(Detector):
         max_abs: float | None = Field(default=None, gt=0)
 
     def check(self, history: History) -> Finding | None:
-        series = history.series(self.metric)
-        if not series or series[-1][0] != history.last_iteration:
+        value = history.last(self.metric)
+        if value is None:
             return None
-        value = series[-1][1]
         limit = self.params.max_abs
         if math.isfinite(value) and (limit is None or abs(value) < limit):
             return None
@@ -162,5 +161,5 @@ class Plateau(Detector):
 
 def _is_last(history: History, metric: str) -> bool:
     """Only judge a report that carries the metric (a report without it changes nothing)."""
-    series = history.series(metric)
-    return bool(series) and series[-1][0] == history.last_iteration and math.isfinite(series[-1][1])
+    value = history.last(metric)
+    return value is not None and math.isfinite(value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -43,6 +43,11 @@ def tune_config(attempt: Attempt, sys_path: list[str]) -> dict[str, Any]:
     return {**attempt.config, RESERVED: meta}
 
 
+# Set by ``autofix.resume`` before ``Tuner.restore``: the restored engine is unpickled by Tune,
+# without the terminal view or the ledger sink (neither is part of a pickled run).
+ON_RESTORE: Callable[[Engine], None] | None = None
+
+
 class AutofixSearcher(Searcher):
     """Hands out the engine's queued attempts; says FINISHED when the engine is done."""
 
@@ -67,6 +72,8 @@ class AutofixSearcher(Searcher):
 
     def set_state(self, state: dict) -> None:
         self.engine.load_state_dict(state["engine"])
+        if ON_RESTORE is not None:  # a resuming driver re-attaches its journal sinks and live view
+            ON_RESTORE(self.engine)
 
     def save(self, checkpoint_path: str) -> None:
         """Called by Tune with its experiment state: the lineage survives a killed driver."""
@@ -91,6 +98,12 @@ class AutofixScheduler(FIFOScheduler):
         return TrialScheduler.STOP if verdict.stop else TrialScheduler.CONTINUE
 
     def on_trial_error(self, tune_controller, trial) -> None:
+        # Tune calls this for every failure, also the ones FailureConfig retries (the trial is
+        # then already ERROR and will be requeued): only the last failure ends the attempt.
+        if trial.status == trial.ERROR and trial.should_recover():
+            self.engine.journal("attempt_retried", attempt=self.engine.by_trial.get(trial.trial_id),
+                                failures=trial.num_failures, error=_error_text(trial).splitlines()[-1])
+            return
         self.engine.complete(trial.trial_id, error=_error_text(trial))
 
 

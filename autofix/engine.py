@@ -310,20 +310,26 @@ class Engine:
         return decision
 
     def _healthy_checkpoint(self, attempt: Attempt, finding: Finding) -> str | None:
-        """The last checkpoint saved before the first report of the symptom being answered."""
+        """The best checkpoint saved before the symptom's onset while training was healthy.
+
+        Healthy means the watched metric had already improved by ``min_drop`` (the run's own
+        success criterion) on its first report: a checkpoint from a run that was broken from
+        the start (a too-high LR wrecks the weights in epoch 1) is no place to resume from, so
+        such a child starts cold.
+        """
         onset = next((f.iteration for f in attempt.findings if f.symptom == finding.symptom), finding.iteration)
-        before = [i for i in attempt.checkpoints if i < onset]
-        return attempt.checkpoints[max(before)] if before else None
+        series = dict(attempt.history.series(self.plan.metric))
+        first = series.get(min(series)) if series else None
+        gains = {i: _gain(first, series.get(i), self.plan.mode) for i in attempt.checkpoints if i < onset}
+        healthy = [(g, i) for i, g in gains.items() if g is not None and g >= self.plan.min_drop]
+        # The best of them: a divergence often starts a report or two before it is flagged.
+        return attempt.checkpoints[max(healthy)[1]] if healthy else None
 
     # -- outcomes ----------------------------------------------------------------------------
     def improvement(self, attempt: Attempt) -> float | None:
         """Relative improvement of the watched metric, first report -> last report."""
         values = [v for _, v in attempt.history.series(self.plan.metric)]
-        if len(values) < 2 or not all(math.isfinite(v) for v in (values[0], values[-1])):
-            return None
-        first, last = values[0], values[-1]
-        gain = (first - last) if self.plan.mode == "min" else (last - first)
-        return gain / (abs(first) or 1.0)
+        return _gain(values[0], values[-1], self.plan.mode) if len(values) >= 2 else None
 
     def _healthy(self, attempt: Attempt) -> bool:
         gain = self.improvement(attempt)
@@ -373,6 +379,13 @@ class Engine:
         self.queue, self.by_trial, self.winner = list(state["queue"]), dict(state["by_trial"]), state["winner"]
         self.halted = state.get("halted")
         self.launched = {config_key(a.config): a.id for a in self.attempts.values()}
+
+
+def _gain(first: float | None, last: float | None, mode: str) -> float | None:
+    """Relative improvement from ``first`` to ``last`` (a fall for "min", a rise for "max")."""
+    if first is None or last is None or not (math.isfinite(first) and math.isfinite(last)):
+        return None
+    return ((first - last) if mode == "min" else (last - first)) / (abs(first) or 1.0)
 
 
 def _short(value: Any) -> str:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autofix import controller
+from autofix.engine import Engine
 from autofix.errors import InputError, Problem
 from autofix.reporting import Report
 from autofix.runner import SPEC_COPY, assemble, conclude, ray_session, trainable_of
@@ -44,7 +46,7 @@ def _saved_engine_state(experiment: Path) -> dict[str, Any] | None:
 
 
 def resume(directory: str | os.PathLike, *, address: str | None = None, verbose: bool = False,
-           echo: Any = None) -> Report:
+           echo: Any = None, observer: Any = None) -> Report:
     """Continue the run in ``directory``; returns its report (also written there)."""
     out = Path(directory).resolve()
     _check(out)
@@ -55,16 +57,27 @@ def resume(directory: str | os.PathLike, *, address: str | None = None, verbose:
     experiment = out / "tune"
     journal("run_resumed", output=str(out))
     started = time.monotonic()
+    restored: list[Engine] = []
+
+    def reattach(live: Engine) -> None:
+        # The engine Tune restored decides from here on: give it this driver's journal (with
+        # the ledger and terminal sinks) and live view, so the resumed segment is seen and learnt.
+        live.journal, live.observer = journal, observer
+        restored.append(live)
+
     try:
+        controller.ON_RESTORE = reattach
         with ray_session(spec, address, verbose):
             from ray import tune
 
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable_of(spec),
                                        resume_unfinished=True, resume_errored=False)
             tuner.fit()
-        state = _saved_engine_state(experiment)
-        if state is not None:
+        if restored:
+            engine = restored[-1]
+        elif (state := _saved_engine_state(experiment)) is not None:
             engine.load_state_dict(state)
         return conclude(spec, engine, out, journal, time.monotonic() - started)
     finally:
+        controller.ON_RESTORE = None
         journal.close()

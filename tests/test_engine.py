@@ -407,20 +407,32 @@ def test_inapplicable_candidate_is_skipped_with_its_reason():
     assert eng.attempts["a1"].config == {"optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 16}
 
 
-def test_warm_start_uses_the_last_checkpoint_before_the_symptom(tmp_path):
-    pols = policies_from(tmp_path, """\
+LATE = curve("2.305 1.297 .568 .388 .295 .248 .242 .186 .9 2.5 6.0 9.0 12.0")
+
+
+@pytest.mark.parametrize("series, symptom, start, warm_from", [
+    # Healthy (val_loss down >= 30%) until report 7, diverging from 8: resume from report 7's state.
+    (LATE, "diverging_loss", "warm", "ckpt-7"),
+    # Stuck from the start: no checkpoint was ever healthy, so the child starts cold.
+    (STUCK, "plateau", "cold", None),
+])
+def test_warm_start_resumes_from_the_last_healthy_checkpoint_before_the_onset(tmp_path, series, symptom, start,
+                                                                             warm_from):
+    pols = policies_from(tmp_path, f"""\
         - name: lower
-          when: {symptom: plateau}
-          then: [{action: scale, path: optimizer.lr, factor: 0.1, start: warm}]
+          when: {{symptom: {symptom}}}
+          then: [{{action: scale, path: optimizer.lr, factor: 0.1, start: warm}}]
         """)
     eng = engine(config(lr=1.0), policies=pols)
     eng.suggest("t0")
-    for i, v in enumerate(STUCK):
+    for i, v in enumerate(series):
         # Tune shows the checkpoint saved with the previous report.
         if eng.observe("t0", i, {"val_loss": v}, checkpoint=f"ckpt-{i - 1}" if i else None).stop:
             break
     child = eng.attempts["a1"]
-    assert child.start == "warm" and child.warm_from == "ckpt-3"  # plateau first seen at report 4
+    assert (child.start, child.warm_from) == (start, warm_from)
+    if warm_from:  # the warm child continues its parent's curve up to the checkpoint
+        assert max(child.history.rows()) == 7
 
 
 # -- journal ---------------------------------------------------------------------------------

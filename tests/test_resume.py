@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -47,7 +48,7 @@ def _wait_persisted(experiment, attempt_id, timeout_s=60.0):
 def test_a_killed_driver_is_resumed_without_losing_or_repeating_attempts(tmp_path):
     spec = {"name": "killed", "trainable": "failing_trainable:slow_fn", "python_path": [str(FIXTURES)],
             "config": {"lr": 5.0, "epochs": 12}, "knobs": {"optimizer.lr": "lr"}, "metric": "loss",
-            "budget": {"max_attempts": 4, "wall_clock_s": 300}, "ledger": False}
+            "budget": {"max_attempts": 4, "wall_clock_s": 300}, "ledger": True}  # in the test's AUTOFIX_HOME
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "run"
@@ -84,6 +85,10 @@ def test_a_killed_driver_is_resumed_without_losing_or_repeating_attempts(tmp_pat
     assert a0["outcome"] == "sick" and a0["findings"][0]["symptom"] == "nonfinite_loss"
     winner = next(a for a in report["attempts"] if a["id"] == report["winner"])
     assert winner["config"]["lr"] < 5.0
+    # The resumed segment is seen (the terminal lines) and learnt (the ledger) like any other.
+    assert f"[{winner['id']}] healthy" in done.stdout
+    ledger = [json.loads(line) for line in (Path(os.environ["AUTOFIX_HOME"]) / "ledger.jsonl").read_text().splitlines()]
+    assert any(r["attempt"] == winner["id"] and r["healed"] for r in ledger), ledger
 
 
 def test_resume_refuses_what_it_cannot_resume(tmp_path, capsys):

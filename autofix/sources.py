@@ -20,7 +20,7 @@ import yaml
 
 from autofix.errors import InputError, Problem
 
-__all__ = ["Source", "dotted", "load_yaml", "problems_from_validation", "source_from_data"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Source", "dotted", "load_yaml", "problems_from_validation", "source_from_data"]
 
 Loc = tuple[Any, ...]
 
@@ -59,12 +59,15 @@ def load_yaml(path: str | Path) -> Source:
     loader = None
     try:
         loader = yaml.SafeLoader(text)
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+        except RecursionError:  # PyYAML composes recursively: ~450 levels exhaust the stack
+            raise InputError([Problem(name, None, "", f"nested too deeply; at most {MAX_DEPTH} levels")]) from None
         if node is None:
             raise InputError([Problem(name, None, "", "file is empty; expected a YAML mapping")])
         lines: dict[Loc, int] = {}
         problems: list[Problem] = []
-        _index(node, (), lines, problems, name)
+        _index(node, (), lines, problems, name, _Walk())
         if problems:
             raise InputError(problems)
         data = loader.construct_document(node)
@@ -79,9 +82,49 @@ def load_yaml(path: str | Path) -> Source:
     return Source(path=name, data=data, lines=lines)
 
 
-def _index(node: yaml.Node, loc: Loc, lines: dict, problems: list, name: str) -> None:
-    """Record the line of every key and item below ``node``; collect duplicate keys."""
-    lines.setdefault(loc, node.start_mark.line + 1)
+MAX_DEPTH = 100
+"""Deepest nesting accepted: specs and policy files are a few levels deep."""
+MAX_NODES = 100_000
+"""Most values a document may hold with its aliases expanded: a few aliases nested in each
+other ("billion laughs") would otherwise expand to millions when walked, printed or dumped."""
+
+
+@dataclass
+class _Walk:
+    nodes: int = 0
+    path: set[int] = field(default_factory=set)  # ids of the collections above the current node
+
+
+def _index(node: yaml.Node, loc: Loc, lines: dict, problems: list, name: str, walk: _Walk) -> None:
+    """Record the line of every key and item below ``node``; collect duplicate keys.
+
+    Also refuses what would make every later step blow up: an alias that contains itself, a
+    nesting deeper than :data:`MAX_DEPTH`, and more than :data:`MAX_NODES` values once aliases
+    are expanded.
+    """
+    line = node.start_mark.line + 1
+    lines.setdefault(loc, line)
+    walk.nodes += 1
+    refused = ""
+    if id(node) in walk.path:
+        refused = "an alias refers to a value that contains it (recursive anchor)"
+    elif len(loc) > MAX_DEPTH:
+        refused, loc = f"nested too deeply; at most {MAX_DEPTH} levels", loc[:3] + ("...",)
+    elif walk.nodes > MAX_NODES:
+        refused = f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?)"
+    if refused:
+        problems.append(Problem(name, line, dotted(loc), refused))
+        return
+    if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        return
+    walk.path.add(id(node))
+    try:
+        _index_children(node, loc, lines, problems, name, walk)
+    finally:
+        walk.path.discard(id(node))
+
+
+def _index_children(node: yaml.Node, loc: Loc, lines: dict, problems: list, name: str, walk: _Walk) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -92,11 +135,15 @@ def _index(node: yaml.Node, loc: Loc, lines: dict, problems: list, name: str) ->
                 problems.append(Problem(name, line, where, f"duplicate key (first set on line {seen[key]})"))
             seen[key] = line
             lines[loc + (key,)] = line
-            _index(value_node, loc + (key,), lines, problems, name)
-    elif isinstance(node, yaml.SequenceNode):
+            _index(value_node, loc + (key,), lines, problems, name, walk)
+            if walk.nodes > MAX_NODES:
+                return
+    else:
         for i, item in enumerate(node.value):
             lines[loc + (i,)] = item.start_mark.line + 1
-            _index(item, loc + (i,), lines, problems, name)
+            _index(item, loc + (i,), lines, problems, name, walk)
+            if walk.nodes > MAX_NODES:
+                return
 
 
 def dotted(loc: Loc) -> str:

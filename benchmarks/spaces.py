@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["KnobSpace", "Knob", "SPACES", "large_space", "small_space"]
+__all__ = ["Knob", "KnobSpace", "SPACES", "large_space", "materialize", "small_space"]
 
 _OPTIMIZERS = ["adam", "adamw", "rmsprop", "sgd", "adagrad"]
 _SCHEDULERS = ["none", "step", "cosine", "exponential", "reduce_on_plateau"]
@@ -246,8 +246,12 @@ def large_space(base: dict[str, Any]) -> KnobSpace:
 
 
 def _is_image_data(base: dict[str, Any]) -> bool:
-    data = base["data"]
-    return data["factory"] == "fake" or (data["factory"] == "digits" and not (data.get("args") or {}).get("flatten"))
+    """Whether training samples are (C, H, W) images: augmentation takes only those."""
+    from autofix.harness.builders import build_data  # small zoo datasets: built in well under 1 s
+
+    _zoo_on_path()
+    train, _val = build_data(base["data"], int(base.get("seed", 0)))
+    return train[0][0].dim() == 3
 
 
 def _zoo_on_path() -> None:

@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "BENCH_DIR", "Budget", "Case", "Judge", "MethodResult", "ZOO_DIR", "apply_overrides",
-    "bench_trainable", "changed_keys", "load_cases", "load_case_spec", "patch_size",
-    "reference_config", "reference_score", "train_series", "training_config",
+    "BENCH_DIR", "Budget", "Case", "Judge", "MethodResult", "REFERENCE_SCORES", "ZOO_DIR",
+    "apply_overrides", "bench_trainable", "changed_keys", "judge_for", "load_case_spec",
+    "load_cases", "patch_size", "reference_config", "reference_score", "train_series",
+    "training_config",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -260,6 +261,11 @@ class MethodResult:
     relaunches: int = 0
     total_epochs: int = 0
     notes: str = ""
+    warm_restarts: int = 0
+    false_alarm: bool | None = None
+    """Healthy controls only: any non-advisory finding or relaunch (autofix), None elsewhere."""
+    skipped: bool = False
+    """Not run (the bench's time budget ran out before it): excluded from every figure."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -312,3 +318,15 @@ def reference_score(case: Case, seed: int) -> float:
             f"reference of case {case.name!r} (seed {seed}) fails the judge: val_loss "
             f"{[round(r['val_loss'], 3) for r in series]}, best {case.judge_metric} {best:.3f}")
     return best
+
+
+REFERENCE_SCORES: dict[tuple[str, int], float] = {}
+"""(case name, seed) -> reference score; the driver fills it once, every method reads it."""
+
+
+def judge_for(case: Case, seed: int) -> Judge:
+    """The judge of ``case`` at ``seed`` (trains the reference once per process if needed)."""
+    key = (case.name, int(seed))
+    if key not in REFERENCE_SCORES:
+        REFERENCE_SCORES[key] = reference_score(case, seed)
+    return Judge(case, REFERENCE_SCORES[key])

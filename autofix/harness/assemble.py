@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from autofix.harness.builders import LossFn, build_data, build_loss, build_model
 from autofix.harness.data import Batches
+from autofix.harness.distributed import Parallel, per_rank_batch
 from autofix.harness.transforms import input_transforms
 from autofix.harness.weighting import dataset_labels, loss_weight_kwargs, output_width, sampler_weights
 
@@ -32,8 +33,12 @@ class Run:
     loss_fn: LossFn
 
 
-def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int) -> tuple[Batches, Batches]:
+def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int,
+             parallel: Parallel | None) -> tuple[Batches, Batches]:
     data, seed, size = cfg["data"], cfg["seed"], cfg["batch_size"]
+    shard = None
+    if parallel is not None:  # each rank trains on its share; evaluation stays whole
+        shard, size = (parallel.rank, parallel.world_size), per_rank_batch(size, parallel.world_size)
     train_tf, val_tf = input_transforms(data, train)
     weights = None
     if data.get("sampler", "uniform") == "balanced":
@@ -41,14 +46,15 @@ def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int)
         weights = sampler_weights(labels)
     elif data.get("sampler", "uniform") != "uniform":
         raise ValueError(f"data.sampler {data['sampler']!r} is not 'uniform' or 'balanced'")
-    return (Batches(train, size, shuffle=True, seed=seed, weights=weights, transform=train_tf),
+    return (Batches(train, size, shuffle=True, seed=seed, weights=weights, transform=train_tf, shard=shard),
             Batches(val, max(size, eval_batch), shuffle=False, seed=seed, transform=val_tf))
 
 
-def build_run(cfg: dict[str, Any], eval_batch: int) -> Run:
-    """Data, batches, model and loss for ``cfg`` (validation batches at least ``eval_batch``)."""
+def build_run(cfg: dict[str, Any], eval_batch: int, parallel: Parallel | None = None) -> Run:
+    """Data, batches, model and loss for ``cfg`` (validation batches at least ``eval_batch``);
+    with ``parallel``, the training batches are this rank's shard."""
     train, val = build_data(cfg["data"], cfg["seed"])
-    train_batches, val_batches = _batches(cfg, train, val, eval_batch)
+    train_batches, val_batches = _batches(cfg, train, val, eval_batch, parallel)
     model = build_model(cfg["model"], cfg.get("architecture"), cfg.get("init"))
     loss_spec = cfg["loss"]
     extra = {}

@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader, Dataset, Sampler, Subset, TensorDataset, WeightedRandomSampler,
+)
+
+from autofix.harness.distributed import shard_order
 
 __all__ = [
     "Batches", "DATASETS", "blobs", "circles", "classification", "digits", "fake", "split_arrays",
@@ -189,13 +193,16 @@ class Batches:
         transform: ``transform(x, key)`` applied to every input batch (normalisation,
             augmentation); ``key`` depends only on ``(seed, epoch, batch index)`` so a random
             transform replays exactly too.
+        shard: ``(rank, world_size)`` of a data-parallel run: this rank iterates its strided,
+            equal-sized share of each epoch's order (:func:`autofix.harness.distributed.shard_order`).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
                  weights: torch.Tensor | None = None,
-                 transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> None:
+                 transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                 shard: tuple[int, int] | None = None) -> None:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
-        self.weights, self.transform = weights, transform
+        self.weights, self.transform, self.shard = weights, transform, shard
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches for ``epoch``."""
@@ -211,7 +218,21 @@ class Batches:
         return WeightedRandomSampler(self.weights, num_samples=len(self.weights),
                                      replacement=True, generator=gen)
 
+    def _shard_order(self, gen: torch.Generator) -> torch.Tensor:
+        """This rank's sample indices for the epoch: its share of the seeded order."""
+        sampler = self._sampler(gen)
+        if sampler is not None:
+            order = torch.as_tensor(list(sampler), dtype=torch.int64)
+        elif self.shuffle:
+            order = torch.randperm(len(self.dataset), generator=gen)  # type: ignore[arg-type]
+        else:
+            order = torch.arange(len(self.dataset))  # type: ignore[arg-type]
+        return shard_order(order, *self.shard)  # type: ignore[misc]
+
     def _raw(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.shard is not None:
+            yield from self._sharded(gen)
+            return
         ds, size, sampler = self.dataset, self.batch_size, self._sampler(gen)
         if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
             x, y = ds.tensors
@@ -230,6 +251,17 @@ class Batches:
             yield from DataLoader(ds, batch_size=size, sampler=sampler)
             return
         yield from DataLoader(ds, batch_size=size, shuffle=self.shuffle, generator=gen)
+
+    def _sharded(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._shard_order(gen)
+        ds, size = self.dataset, self.batch_size
+        if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
+            x, y = ds.tensors
+            for start in range(0, len(order), size):
+                idx = order[start : start + size]
+                yield x[idx], y[idx]
+            return
+        yield from DataLoader(Subset(ds, order.tolist()), batch_size=size, shuffle=False)
 
 
 DATASETS: dict[str, Callable[..., Pair]] = {

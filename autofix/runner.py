@@ -160,8 +160,15 @@ def trainable_of(spec: Spec) -> Any:
     """The Tune trainable of a spec, with its per-trial resources."""
     from ray import tune
 
-    from autofix.trial import make_custom_trainable, managed_trainable
+    from autofix.trial import make_custom_trainable, make_distributed_trainable, managed_trainable
 
+    dist = spec.ray.distributed
+    if dist is not None:
+        trainable = make_distributed_trainable(dist.workers, dist.backend, dist.use_gpu, spec.ray.cpus_per_trial)
+        # The Train workers hold the CPUs (cpus_per_trial each, in Train's own placement group);
+        # the trial only waits on them. Tune rejects {"cpu": 0} alone, and any CPU here would
+        # make 2 workers on a 2-CPU Ray wait forever for 2.01 CPUs.
+        return tune.with_resources(trainable, {"cpu": 0, "memory": 1})
     trainable = managed_trainable if spec.training is not None else make_custom_trainable(spec.trainable)
     return tune.with_resources(trainable, {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial})
 
@@ -204,8 +211,13 @@ def ray_session(spec: Spec, address: str | None, verbose: bool) -> Iterator[None
     if address:
         ray.init(address=address, log_to_driver=verbose)
     else:
-        ray.init(num_cpus=spec.ray.num_cpus, include_dashboard=False, log_to_driver=verbose,
-                 _node_ip_address="127.0.0.1", logging_level=logging.INFO if verbose else logging.ERROR)
+        # Ray Train attempts need the dashboard: Train's placement-group cleaner asks the State
+        # API (a dashboard module) whether a stopped run's controller is gone; without it the
+        # group is never released and the next attempt waits forever (shared/notes/ray-tune.md).
+        dashboard = spec.ray.distributed is not None
+        ray.init(num_cpus=spec.ray.num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                 log_to_driver=verbose, _node_ip_address="127.0.0.1",
+                 logging_level=logging.INFO if verbose else logging.ERROR)
     try:
         yield
     finally:

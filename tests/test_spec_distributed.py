@@ -1,0 +1,59 @@
+"""``ray.distributed``: validated like the rest of the spec, and only for managed training."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from autofix.errors import InputError
+from autofix.runner import trainable_of
+from autofix.spec import load_spec
+
+from conftest import EXAMPLES, FIXTURES
+
+
+def _load(tmp_path, **ray):
+    spec = yaml.safe_load((EXAMPLES / "distributed_digits.yaml").read_text())
+    spec["ray"] = {**spec["ray"], **ray}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return load_spec(path), path
+
+
+def test_the_example_is_a_two_worker_gloo_run(tmp_path):
+    spec, _ = _load(tmp_path)
+    assert spec.ray.distributed.model_dump() == {"workers": 2, "backend": "gloo", "use_gpu": False}
+    assert load_spec(EXAMPLES / "digits_lr_too_high.yaml").ray.distributed is None
+
+
+@pytest.mark.parametrize("distributed, field, fragment", [
+    ({"workers": 0}, "ray.distributed.workers", "greater than or equal to 1"),
+    ({"workers": 2, "backend": "mpi"}, "ray.distributed.backend", "'gloo' or 'nccl'"),
+    ({"workers": 2, "gpus": 1}, "ray.distributed.gpus", "unknown key; expected one of: backend, use_gpu, workers"),
+    ({"backend": "gloo"}, "ray.distributed.workers", "required"),
+    ({"workers": 2, "backend": "nccl"}, "ray.distributed", "use_gpu: true"),
+])
+def test_bad_distributed_options_name_the_field(tmp_path, distributed, field, fragment):
+    with pytest.raises(InputError) as err:
+        _load(tmp_path, distributed=distributed)
+    problems = err.value.problems
+    assert any(p.field == field and fragment in p.message and p.line for p in problems), [str(p) for p in problems]
+
+
+def test_a_custom_trainable_cannot_be_distributed(tmp_path):
+    spec = {"trainable": "failing_trainable:train_fn", "python_path": [str(FIXTURES)], "metric": "loss",
+            "ray": {"distributed": {"workers": 2}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    [problem] = err.value.problems
+    assert problem.field == "ray" and problem.line == 4
+    assert "ray.distributed" in problem.message and "'training'" in problem.message
+
+
+def test_the_trial_takes_no_cpu_and_the_workers_take_theirs(tmp_path):
+    spec, _ = _load(tmp_path)
+    trainable = trainable_of(spec)
+    # CPU 0 is dropped: 2 workers x 1 CPU then fit a 2-CPU Ray (2.01 CPUs would wait forever).
+    assert trainable._resources.bundles == [{"memory": 1.0}]

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import (
-    ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator,
-)
+from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
@@ -40,32 +38,12 @@ class BudgetSpec(Strict):
     wall_clock_s: float | None = Field(default=1800, gt=0, allow_inf_nan=False)
 
 
-class DistributedSpec(Strict):
-    """Run each attempt as a Ray Train ``TorchTrainer``: DDP over ``workers`` processes.
-
-    Each worker takes ``ray.cpus_per_trial`` CPUs (and one GPU with ``use_gpu``) and trains on
-    its shard of the data; rank 0's metrics and checkpoints are the attempt's.
-    """
-
-    workers: int = Field(ge=1, le=1024)
-    backend: Literal["gloo", "nccl"] = "gloo"
-    use_gpu: bool = False
-
-    @model_validator(mode="after")
-    def _nccl_on_gpus(self) -> "DistributedSpec":
-        if self.backend == "nccl" and not self.use_gpu:
-            raise ValueError("backend 'nccl' runs on GPUs only: set use_gpu: true or use backend 'gloo'")
-        return self
-
-
 class RaySpec(Strict):
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
     max_failures: int = Field(default=0, ge=0, le=100)
-    distributed: DistributedSpec | None = None
-    """Each attempt as a Ray Train DDP run (managed ``training`` only); None: one process."""
 
 
 # One optional field per registered detector, typed by its own Params: errors get exact
@@ -110,13 +88,13 @@ class Spec(Strict):
             resolve(value)
         return value
 
-    @field_validator("ray")
+    @field_validator("python_path", "ledger")
     @classmethod
-    def _distributed_is_managed(cls, value: RaySpec, info: ValidationInfo) -> RaySpec:
-        # Checked here, not in _shape, so the error points at the spec's `ray:` line.
-        if value.distributed is not None and info.data.get("trainable") is not None:
-            raise ValueError("ray.distributed runs autofix's managed harness on each Ray Train worker: "
-                             "it needs 'training', not a custom 'trainable' (remove ray.distributed)")
+    def _paths(cls, value: Any) -> Any:
+        # A NUL passed validation and crashed Path.resolve() once Ray had started.
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and "\0" in path:
+                raise ValueError(f"a path cannot contain a NUL character, got {path!r}")
         return value
 
     @model_validator(mode="after")
@@ -161,10 +139,21 @@ class Spec(Strict):
         return [str(Path(self.base_dir, p).resolve()) for p in ["."] + self.python_path]
 
 
+def _check_policy_files(spec: Spec, source: Any) -> None:
+    """A policy file the spec names must exist: said here with the spec's file, line and field
+    (loading it later could only name the missing path, not where the spec asked for it)."""
+    missing = [Problem(source.path, source.line_of(("policies", i)), f"policies[{i}]",
+                       f"no such policy file or directory: {path}")
+               for i, path in enumerate(spec.policy_paths()) if path != "builtin" and not Path(path).exists()]
+    if missing:
+        raise InputError(missing)
+
+
 def load_spec(spec: "str | os.PathLike | dict | Spec") -> Spec:
     """A spec from a YAML path, a dict or a Spec; InputError naming file, line and field otherwise."""
     if isinstance(spec, Spec):
         return spec
+    spec_input = spec
     if isinstance(spec, dict):
         source, base = source_from_data(spec), Path.cwd()
     else:
@@ -172,12 +161,17 @@ def load_spec(spec: "str | os.PathLike | dict | Spec") -> Spec:
     if not isinstance(source.data, dict):
         raise InputError([Problem(source.path, 1, "", f"expected a mapping of spec fields, got {type(source.data).__name__}")])
     extra = source.data.get("python_path", [])
-    for path in ([base] + ([Path(base, p) for p in extra] if isinstance(extra, list) else [])):
+    # Only well-formed entries here: anything else is reported by validation below (file,
+    # line, field) instead of crashing in Path() before it (python_path: [1] raised TypeError).
+    folders = [Path(base, p) for p in extra if isinstance(p, str) and "\0" not in p] if isinstance(extra, list) else []
+    for path in [base] + folders:
         if str(Path(path).resolve()) not in sys.path:
             sys.path.insert(0, str(Path(path).resolve()))
     try:
         spec = Spec.model_validate(source.data)
         spec._base_dir = str(base)
+        if not isinstance(spec_input, dict):
+            _check_policy_files(spec, source)
         return spec
     except pydantic.ValidationError as err:
         problems = problems_from_validation(err, source, Spec)

@@ -106,3 +106,25 @@ def test_deep_nesting_is_refused(tmp_path, depth):
     # 5,000 levels used to raise RecursionError inside PyYAML's composer, with a traceback
     (line,) = _rejected(tmp_path, "spec", f"version: 1\nname: {'[' * depth}1{']' * depth}\n".encode())
     assert "nested too deeply" in line
+
+
+def test_non_string_python_path_entries_are_reported_not_raised(tmp_path):
+    # python_path: [1, null] raised TypeError in Path() before validation ran
+    lines = _rejected(tmp_path, "spec", b"python_path: [1, null]\n" + DIGITS.encode())
+    assert [line.split("spec.yaml:")[1].split(": ")[:2] for line in lines] == [["1", "python_path[0]"],
+                                                                               ["1", "python_path[1]"]]
+
+
+@pytest.mark.parametrize("field", [b'python_path: ["a\\0b"]', b'ledger: "a\\0b"'])
+def test_nul_in_a_path_is_refused_before_the_run(tmp_path, field):
+    # a NUL in python_path passed validation and crashed Path.resolve() after Ray had started
+    (line,) = _rejected(tmp_path, "spec", field + b"\n" + DIGITS.encode())
+    assert "spec.yaml:1: " in line and "NUL" in line
+
+
+def test_missing_policy_file_is_named_with_the_spec_line(tmp_path):
+    # used to name only the missing path, not the spec's file, line and field
+    lines = _rejected(tmp_path, "spec", DIGITS.encode() + b"policies: [builtin, nothere.yaml]\n")
+    number = len(DIGITS.splitlines()) + 1
+    assert lines == [f"autofix: error: {tmp_path / 'spec.yaml'}:{number}: policies[1]: no such policy file or "
+                     f"directory: {tmp_path / 'nothere.yaml'}"]

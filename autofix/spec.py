@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from pydantic import (
+    ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator,
+)
 
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
@@ -38,12 +40,32 @@ class BudgetSpec(Strict):
     wall_clock_s: float | None = Field(default=1800, gt=0, allow_inf_nan=False)
 
 
+class DistributedSpec(Strict):
+    """Run each attempt as a Ray Train ``TorchTrainer``: DDP over ``workers`` processes.
+
+    Each worker takes ``ray.cpus_per_trial`` CPUs (and one GPU with ``use_gpu``) and trains on
+    its shard of the data; rank 0's metrics and checkpoints are the attempt's.
+    """
+
+    workers: int = Field(ge=1, le=1024)
+    backend: Literal["gloo", "nccl"] = "gloo"
+    use_gpu: bool = False
+
+    @model_validator(mode="after")
+    def _nccl_on_gpus(self) -> "DistributedSpec":
+        if self.backend == "nccl" and not self.use_gpu:
+            raise ValueError("backend 'nccl' runs on GPUs only: set use_gpu: true or use backend 'gloo'")
+        return self
+
+
 class RaySpec(Strict):
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
     max_failures: int = Field(default=0, ge=0, le=100)
+    distributed: DistributedSpec | None = None
+    """Each attempt as a Ray Train DDP run (managed ``training`` only); None: one process."""
 
 
 # One optional field per registered detector, typed by its own Params: errors get exact
@@ -86,6 +108,15 @@ class Spec(Strict):
     def _trainable(cls, value: str | None) -> str | None:
         if value is not None:
             resolve(value)
+        return value
+
+    @field_validator("ray")
+    @classmethod
+    def _distributed_is_managed(cls, value: RaySpec, info: ValidationInfo) -> RaySpec:
+        # Checked here, not in _shape, so the error points at the spec's `ray:` line.
+        if value.distributed is not None and info.data.get("trainable") is not None:
+            raise ValueError("ray.distributed runs autofix's managed harness on each Ray Train worker: "
+                             "it needs 'training', not a custom 'trainable' (remove ray.distributed)")
         return value
 
     @field_validator("python_path", "ledger")

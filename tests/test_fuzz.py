@@ -101,11 +101,23 @@ def test_recursive_anchor_is_refused(tmp_path, kind, doc):
     assert "recursive anchor" in line
 
 
-@pytest.mark.parametrize("depth", [150, 5000])
+@pytest.mark.parametrize("depth", [150, 5000, 20000])
 def test_deep_nesting_is_refused(tmp_path, depth):
-    # 5,000 levels used to raise RecursionError inside PyYAML's composer, with a traceback
+    # 5,000 levels used to raise RecursionError inside PyYAML's composer, with a traceback, and
+    # 20,000 took ~13 s in PyYAML's scanner (quadratic in the depth) before failing
     (line,) = _rejected(tmp_path, "spec", f"version: 1\nname: {'[' * depth}1{']' * depth}\n".encode())
-    assert "nested too deeply" in line
+    assert "spec.yaml:2: " in line and "nested too deeply" in line
+
+
+def test_depth_within_the_limit_is_accepted_by_the_reader(tmp_path):
+    from autofix.sources import MAX_DEPTH, load_yaml
+
+    path = tmp_path / "ok.yaml"
+    path.write_text(f"x: {'[' * (MAX_DEPTH - 1)}1{']' * (MAX_DEPTH - 1)}\n")
+    value = load_yaml(path).data["x"]
+    for _ in range(MAX_DEPTH - 1):
+        (value,) = value
+    assert value == 1
 
 
 def test_non_string_python_path_entries_are_reported_not_raised(tmp_path):

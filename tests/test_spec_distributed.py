@@ -57,3 +57,22 @@ def test_the_trial_takes_no_cpu_and_the_workers_take_theirs(tmp_path):
     trainable = trainable_of(spec)
     # CPU 0 is dropped: 2 workers x 1 CPU then fit a 2-CPU Ray (2.01 CPUs would wait forever).
     assert trainable._resources.bundles == [{"memory": 1.0}]
+
+
+def test_embedded_ray_for_train_has_a_loopback_dashboard(tmp_path, monkeypatch):
+    """Train's placement-group cleaner needs the State API (shared/notes/ray-tune.md)."""
+    import sys
+    import types
+
+    from autofix.runner import ray_session
+
+    calls: list[dict] = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw),
+                                 shutdown=lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    spec, _ = _load(tmp_path)
+    with ray_session(spec, None, verbose=False):
+        pass
+    assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
+    assert calls[0]["_node_ip_address"] == "127.0.0.1"

@@ -95,15 +95,19 @@ _OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMap
 _CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
+_SCAN_DEPTH = 3 * MAX_DEPTH  # below this, the walk of the composed nodes says which field
+
+
 def _check_depth(text: str, name: str) -> None:
-    """Refuse nesting deeper than :data:`MAX_DEPTH` from the tokens, before composing: PyYAML's
-    scanner is quadratic in the nesting depth (20,000 ``[`` took 8 s) and its composer recursive."""
+    """Refuse nesting far deeper than :data:`MAX_DEPTH` from the tokens, before composing:
+    PyYAML's scanner is quadratic in the nesting depth (20,000 ``[`` took 8 s) and its composer
+    recursive (~450 levels exhaust Python's stack)."""
     scanner = yaml.SafeLoader(text)
     depth = 0
     try:
         while (token := scanner.get_token()) is not None:
             depth += isinstance(token, _OPEN) - isinstance(token, _CLOSE)
-            if depth > MAX_DEPTH:
+            if depth > _SCAN_DEPTH:
                 raise InputError([Problem(name, token.start_mark.line + 1, "",
                                           f"nested too deeply; at most {MAX_DEPTH} levels")])
     finally:
@@ -171,6 +175,8 @@ def dotted(loc: Loc) -> str:
     """``('policies', 0, 'then')`` -> ``policies[0].then``."""
     out = ""
     for part in loc:
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a key with a line break would split the one-line message
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

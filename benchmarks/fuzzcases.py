@@ -73,6 +73,13 @@ HUGE_INTS = (2**31, 2**63, -(2**63) - 1, 10**20, 10**400, -(10**400))
 HUGE_FLOATS = (1e308, -1e308, 1e-320, 5e-324)
 NON_FINITE = (math.nan, math.inf, -math.inf)
 
+FIELD_NAMES = ("version", "name", "training", "trainable", "config", "knobs", "metric", "mode", "loss_metric",
+               "success", "symptoms", "policies", "budget", "ray", "python_path", "ledger", "model", "data",
+               "factory", "args", "optimizer", "lr", "epochs", "batch_size", "seed", "scheduler", "grad_clip",
+               "probes", "window", "when", "then", "symptom", "where", "for_steps", "action", "path", "factor",
+               "times", "enabled", "priority", "max_fires", "labels", "distributed", "storage_path")
+"""Field names of specs and policy files, for mutations that put known keys in odd places."""
+
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 _scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.sampled_from(HUGE_INTS),
@@ -111,7 +118,13 @@ def _mutation(draw, doc: Any) -> tuple[Any, str, str]:
     locations = list(_locations(doc))
     # the root rarely (hypothesis draws index 0 often, and replacing the root hides the rest)
     loc = () if len(locations) == 1 or draw(st.integers(0, 19)) == 19 else draw(st.sampled_from(locations[1:]))
-    op = draw(st.sampled_from(["drop", "rename", "retype", "unknown", "huge", "nonfinite", "deep", "retype"]))
+    op = draw(st.sampled_from(["drop", "rename", "retype", "unknown", "huge", "nonfinite", "deep", "retype", "field"]))
+    if op == "field":  # a field the schema knows, set where it may or may not belong, to anything
+        target = _get(doc, loc) if isinstance(_get(doc, loc), dict) else doc
+        if isinstance(target, dict):
+            key = draw(st.sampled_from(FIELD_NAMES))
+            target[key] = draw(_values)
+            return doc, f"field {key!r} = {_short(target[key])}", ""
     if not loc:  # the root itself: only adding a key or replacing the whole document apply
         if op == "unknown" and isinstance(doc, dict):
             key = draw(_text.filter(lambda k: k not in doc))
@@ -357,6 +370,8 @@ def check_case(o: Outcome, path: Path, out: Path, existing_output: bool, ray_bef
         o.failures.append(f"exit code {o.exit_code}, expected 2")
         return
     errors = [line for line in o.stderr.splitlines() if line.startswith("autofix: error: ")]
+    if len(errors) != len(o.stderr.splitlines()):
+        o.failures.append("a message spans several lines (or stderr has other lines)")
     if not errors:
         o.failures.append("exit 2 without an 'autofix: error:' line")
     elif not any(str(path) in line for line in errors):

@@ -140,3 +140,11 @@ def test_missing_policy_file_is_named_with_the_spec_line(tmp_path):
     number = len(DIGITS.splitlines()) + 1
     assert lines == [f"autofix: error: {tmp_path / 'spec.yaml'}:{number}: policies[1]: no such policy file or "
                      f"directory: {tmp_path / 'nothere.yaml'}"]
+
+
+@pytest.mark.parametrize("key", ["a\u2028b", "a\x85b", "a\rb"])
+def test_a_key_with_a_line_break_keeps_the_message_on_one_line(tmp_path, key):
+    # the key was printed raw: U+2028, NEL or CR split one problem over two lines
+    doc = DIGITS + f"{key!r}: 1\n".replace("'", '"')
+    (line,) = _rejected(tmp_path, "spec", doc.encode())
+    assert "unknown key" in line

@@ -120,7 +120,7 @@ def make_distributed_trainable(workers: int, backend: str, use_gpu: bool,
         relay = _Relay(f"{storage.trial_fs_path}/{_TRAIN_RUN}", storage.storage_filesystem)
         trainer = TorchTrainer(
             _train_worker,
-            train_loop_config={"training": training, "restore": restore, "meta": meta},
+            train_loop_config={"training": training, "restore": restore, "meta": meta, "use_gpu": use_gpu},
             torch_config=TorchConfig(backend=backend),
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": cpus_per_worker}),
@@ -244,7 +244,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 
     _enter({RESERVED: loop_config["meta"]})
     context = ray.train.get_context()
-    parallel = Parallel(context.get_world_rank(), context.get_world_size(), wrap=ray.train.torch.prepare_model)
+    device = str(ray.train.torch.get_device()) if loop_config["use_gpu"] else "cpu"
+    parallel = Parallel(context.get_world_rank(), context.get_world_size(), wrap=ray.train.torch.prepare_model,
+                        device=device)
 
     def _report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         # Every rank reports (ray.train.report is a barrier); only rank 0 has checkpoints.

@@ -36,9 +36,10 @@ class Run:
 def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int,
              parallel: Parallel | None) -> tuple[Batches, Batches]:
     data, seed, size = cfg["data"], cfg["seed"], cfg["batch_size"]
-    shard = None
+    shard = device = None
     if parallel is not None:  # each rank trains on its share; evaluation stays whole
         shard, size = (parallel.rank, parallel.world_size), per_rank_batch(size, parallel.world_size)
+        device = parallel.device
     train_tf, val_tf = input_transforms(data, train)
     weights = None
     if data.get("sampler", "uniform") == "balanced":
@@ -46,8 +47,9 @@ def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int,
         weights = sampler_weights(labels)
     elif data.get("sampler", "uniform") != "uniform":
         raise ValueError(f"data.sampler {data['sampler']!r} is not 'uniform' or 'balanced'")
-    return (Batches(train, size, shuffle=True, seed=seed, weights=weights, transform=train_tf, shard=shard),
-            Batches(val, max(size, eval_batch), shuffle=False, seed=seed, transform=val_tf))
+    return (Batches(train, size, shuffle=True, seed=seed, weights=weights, transform=train_tf, shard=shard,
+                    device=device),
+            Batches(val, max(size, eval_batch), shuffle=False, seed=seed, transform=val_tf, device=device))
 
 
 def build_run(cfg: dict[str, Any], eval_batch: int, parallel: Parallel | None = None) -> Run:
@@ -61,4 +63,7 @@ def build_run(cfg: dict[str, Any], eval_batch: int, parallel: Parallel | None = 
     if loss_spec.get("class_weights") is not None:
         labels = lambda: dataset_labels(train, loss_spec["name"], "loss.class_weights")  # noqa: E731
         extra = loss_weight_kwargs(loss_spec, labels, output_width(model, train))
-    return Run(train, train_batches, val_batches, model, build_loss(loss_spec, extra))
+    loss_fn = build_loss(loss_spec, extra)
+    if parallel is not None:
+        loss_fn.module.to(parallel.device)  # class weights live beside the logits
+    return Run(train, train_batches, val_batches, model, loss_fn)

@@ -71,7 +71,8 @@ def load_checkpoint(directory: str) -> dict[str, Any]:
     path = os.path.join(directory, STATE_FILE)
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint directory {directory!r} has no {STATE_FILE}")
-    return torch.load(path, weights_only=True)
+    # A GPU rank's checkpoint must load anywhere; load_state_dict then copies to the model's device.
+    return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def _structure_change(trainer: Any, state: dict[str, Any]) -> str | None:

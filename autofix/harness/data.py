@@ -195,14 +195,15 @@ class Batches:
             transform replays exactly too.
         shard: ``(rank, world_size)`` of a data-parallel run: this rank iterates its strided,
             equal-sized share of each epoch's order (:func:`autofix.harness.distributed.shard_order`).
+        device: move every batch there (after the transform), e.g. a DDP rank's GPU.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
                  weights: torch.Tensor | None = None,
                  transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-                 shard: tuple[int, int] | None = None) -> None:
+                 shard: tuple[int, int] | None = None, device: str | None = None) -> None:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
-        self.weights, self.transform, self.shard = weights, transform, shard
+        self.weights, self.transform, self.shard, self.device = weights, transform, shard, device
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches for ``epoch``."""
@@ -210,6 +211,8 @@ class Batches:
         for i, (x, y) in enumerate(self._raw(torch.Generator().manual_seed(key))):
             if self.transform is not None:
                 x = self.transform(x, (key * 100_003 + i) % 2**63)  # a valid torch seed
+            if self.device is not None:
+                x, y = x.to(self.device), y.to(self.device)
             yield x, y
 
     def _sampler(self, gen: torch.Generator) -> Sampler[int] | None:

@@ -14,7 +14,8 @@ Ray-free on purpose (only controller/runner/trial touch Ray): :mod:`autofix.tria
   runs too;
 * "skip a non-finite loss" is decided by all ranks together, else one rank would skip a
   backward the others wait on in the all-reduce (a hang);
-* only rank 0 writes checkpoints (the caller reports only rank 0's metrics).
+* only rank 0 writes checkpoints (the caller reports only rank 0's metrics);
+* batches and the loss's weights move to ``device`` (``wrap`` moves the model there).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Parallel:
     rank: int
     world_size: int
     wrap: Callable[[nn.Module], nn.Module] = field(default=_identity, compare=False)
+    device: str = "cpu"  # where this rank's batches and loss go (its GPU with use_gpu)
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:

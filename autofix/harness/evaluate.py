@@ -59,7 +59,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> d
     if not preds or any(t is None for t in targets):
         metrics.update(val_accuracy=float("nan"), val_macro_f1=float("nan"))
         return metrics
-    pred, true = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+    pred, true = torch.cat(preds).cpu().numpy(), torch.cat(targets).cpu().numpy()  # a DDP rank's GPU
     metrics["val_accuracy"] = float((pred == true).mean())
     metrics["val_macro_f1"] = float(f1_score(true, pred, average="macro", zero_division=0))
     if probes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -66,19 +67,30 @@ def test_all_finite_and_unwrap_without_a_process_group() -> None:
     assert unwrap(wrapper) is inner and unwrap(inner) is inner
 
 
+def _warm_config(out: str) -> dict[str, Any]:
+    """A patched child of CONFIG: lr / 10, warm from its epoch-1 checkpoint, up to epoch 3."""
+    return {**CONFIG, "optimizer": {"name": "adam", "lr": 0.001}, "epochs": 3,
+            "warm_start": str(Path(out, "epoch1"))}
+
+
 def _rank_main(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    reports: list[dict[str, Any]] = []
+    runs: list[list[dict[str, Any]]] = [[], []]
 
-    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        reports.append({**metrics, "checkpoint": ckpt_dir is not None})
+    def report(run: int, metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        runs[run].append({**metrics, "checkpoint": ckpt_dir is not None})
+        if ckpt_dir is not None and run == 0 and metrics["epoch"] == 1:
+            shutil.copytree(ckpt_dir, Path(out, "epoch1"))  # the harness deletes its own copy
 
+    parallel = Parallel(rank, 2, wrap=nn.parallel.DistributedDataParallel)
     try:
-        run_training(CONFIG, report, parallel=Parallel(rank, 2, wrap=nn.parallel.DistributedDataParallel))
+        run_training(CONFIG, lambda m, c: report(0, m, c), parallel=parallel)
+        dist.barrier()  # rank 0 has written the checkpoint the warm start reads
+        run_training(_warm_config(out), lambda m, c: report(1, m, c), parallel=parallel)
     finally:
         dist.destroy_process_group()
-    Path(out, f"rank{rank}.json").write_text(json.dumps(reports))
+    Path(out, f"rank{rank}.json").write_text(json.dumps(runs))
 
 
 def _free_port() -> int:
@@ -88,26 +100,42 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ddp_reports(tmp_path_factory) -> list[list[dict[str, Any]]]:
+def ddp_runs(tmp_path_factory) -> tuple[str, list[list[list[dict[str, Any]]]]]:
+    """The output folder and, per rank, the reports of a cold run and of its warm-started child."""
     out = tmp_path_factory.mktemp("ddp")
     # fork: the children reuse the imported torch and autofix (spawn re-imports them, ~10x slower).
     mp.start_processes(_rank_main, args=(_free_port(), str(out)), nprocs=2, join=True, start_method="fork")
-    return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(2)]
+    return str(out), [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(2)]
 
 
-def test_two_ranks_reproduce_the_single_process_run(ddp_reports) -> None:
-    single: list[dict[str, Any]] = []
-    run_training(CONFIG, lambda metrics, ckpt: single.append(metrics))
-    chief = ddp_reports[0]
-    assert [r["epoch"] for r in chief] == [r["epoch"] for r in single] == [0, 1, 2]
+def _assert_same(chief: list[dict[str, Any]], single: list[dict[str, Any]]) -> None:
+    assert [r["epoch"] for r in chief] == [r["epoch"] for r in single]
     for mine, ref in zip(chief, single):
         for key in COMPARED:
             assert math.isclose(mine[key], ref[key], rel_tol=1e-4, abs_tol=1e-6), (mine["epoch"], key)
+
+
+def test_two_ranks_reproduce_the_single_process_run(ddp_runs) -> None:
+    single: list[dict[str, Any]] = []
+    run_training(CONFIG, lambda metrics, ckpt: single.append(metrics))
+    chief = ddp_runs[1][0][0]
+    assert [r["epoch"] for r in chief] == [0, 1, 2]
+    _assert_same(chief, single)
     assert "dead_frac_max" in chief[1]  # the probes still see the wrapped model's layers
 
 
-def test_ranks_agree_and_only_rank_zero_checkpoints(ddp_reports) -> None:
-    chief, other = ddp_reports
+def test_a_warm_start_continues_like_a_single_process_one(ddp_runs) -> None:
+    out, ranks = ddp_runs
+    single: list[dict[str, Any]] = []
+    run_training(_warm_config(out), lambda metrics, ckpt: single.append(metrics))
+    warm = ranks[0][1]
+    assert [r["epoch"] for r in warm] == [2, 3]  # epochs continue from the checkpoint's
+    assert warm[0]["lr"] == 0.001
+    _assert_same(warm, single)
+
+
+def test_ranks_agree_and_only_rank_zero_checkpoints(ddp_runs) -> None:
+    chief, other = (runs[0] for runs in ddp_runs[1])
     assert [r["val_loss"] for r in chief] == [r["val_loss"] for r in other]  # one replicated model
     assert [r["checkpoint"] for r in chief] == [False, True, True]
     assert not any(r["checkpoint"] for r in other)

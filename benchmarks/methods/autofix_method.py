@@ -1,0 +1,131 @@
+"""autofix as a benchmark method: one ``autofix.run`` of the case's spec, judged independently.
+
+autofix's own success check only decides when it stops; whether and when it healed is decided
+by :class:`benchmarks.common.Judge` on every report it produced, in the order they arrived
+(an observer on the engine sees each judged report once, so a warm restart's inherited
+reports are not counted twice). autofix's knob set is its policy library whatever the search
+space, so its result does not depend on ``space``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import (
+    ZOO_DIR, Budget, Case, MethodResult, changed_keys, judge_for, load_case_spec, training_config,
+)
+
+__all__ = ["run_autofix"]
+
+
+@dataclass
+class _Event:
+    attempt: str
+    iteration: int
+    row: dict[str, Any]
+
+
+@dataclass
+class _Log:
+    """Every judged report, in arrival order, and each attempt's pre-training val_loss."""
+
+    events: list[_Event] = field(default_factory=list)
+    baselines: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, attempt: Any) -> None:
+        row = dict(attempt.history.rows()[attempt.history.last_iteration])
+        if attempt.id not in self.baselines:
+            # A warm restart continues its parent's curve: judged against the lineage's epoch 0.
+            if str(attempt.start).startswith("warm") and attempt.parent in self.baselines:
+                self.baselines[attempt.id] = self.baselines[attempt.parent]
+            else:
+                self.baselines[attempt.id] = float(row.get("val_loss", math.nan))
+        self.events.append(_Event(attempt.id, int(attempt.history.last_iteration), row))
+
+
+def _spec(case: Case, seed: int, pad_s: float, budget: Budget) -> dict[str, Any]:
+    spec = load_case_spec(case)
+    spec["training"] = training_config(case, seed, pad_s)
+    spec["ledger"] = False  # every run starts from the shipped policies alone
+    spec["python_path"] = [str(ZOO_DIR)]  # a dict spec resolves factories from the cwd otherwise
+    spec["budget"] = {**(spec.get("budget") or {}), "max_attempts": budget.max_trials,
+                      "max_concurrent": 1, "wall_clock_s": 900}
+    return spec
+
+
+def _epoch(row: dict[str, Any]) -> float:
+    value = row.get("epoch")
+    return float(value) if value is not None else math.nan
+
+
+def _first_healthy(case: Case, seed: int, log: _Log) -> tuple[int, int, float] | None:
+    """(event index, training epochs, trial-seconds) at the first independently healthy report."""
+    judge = judge_for(case, seed)
+    epochs, trial_s = 0, 0.0
+    for index, event in enumerate(log.events):
+        epochs += _epoch(event.row) >= 1
+        trial_s += float(event.row.get("time_this_iter_s") or 0.0)
+        if judge.healthy(event.row, log.baselines[event.attempt]):
+            return index, epochs, trial_s
+    return None
+
+
+def _diagnosis(case: Case, first: Any) -> tuple[str | None, int | None]:
+    """(symptom autofix acted on first, reports from the fault's onset to a correct finding)."""
+    from autofix.symptoms import SYMPTOMS
+
+    def advisory(name: str) -> bool:
+        return bool(getattr(SYMPTOMS.get(name), "advisory", False))
+
+    acted = (first.decision or {}).get("finding", {}).get("symptom") if first.decision else None
+    flagged = [f for f in first.findings if not advisory(f["symptom"])]
+    diagnosis = acted or (flagged[0]["symptom"] if flagged else None)
+    correct = [f for f in first.findings if f["symptom"] in case.expect]
+    return diagnosis, (int(correct[0]["iteration"]) if correct else None)
+
+
+def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget) -> MethodResult:
+    """Run autofix on ``case`` and judge every report it produced (``space`` is not used)."""
+    import autofix
+
+    result = MethodResult(method="autofix", case=case.name, seed=seed, space=space, pad_s=pad_s)
+    user_config = training_config(case, seed, pad_s)
+    log, out = _Log(), tempfile.mkdtemp(prefix="afb-")
+    started = time.monotonic()
+    try:
+        report = autofix.run(_spec(case, seed, pad_s, budget), output=out, overwrite=True, observer=log)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    result.wall_s = round(time.monotonic() - started, 3)
+    launched = [a for a in report.attempts if a.trial_id is not None]
+    by_id = {a.id: a for a in report.attempts}
+    result.trials = len(launched)
+    result.relaunches = max(0, len(launched) - 1)
+    result.warm_restarts = sum(1 for a in launched if str(a.start).startswith("warm"))
+    result.total_epochs = sum(1 for e in log.events if _epoch(e.row) >= 1)
+    found = _first_healthy(case, seed, log)
+    if found is not None:
+        index, result.epochs, trial_s = found
+        result.healed, result.trial_s = True, round(trial_s, 3)
+        result.patch_keys = changed_keys(user_config, by_id[log.events[index].attempt].config)
+    first = by_id["a0"]
+    result.diagnosis, found_at = _diagnosis(case, first)
+    if found_at is not None:
+        # Reports counted from the fault's onset (epoch 1, or the late-onset epoch) inclusive.
+        epochs = {e.iteration: _epoch(e.row) for e in log.events if e.attempt == "a0"}
+        at_epoch = epochs.get(found_at, float(found_at))
+        result.detection_reports = max(1, int(at_epoch - (case.onset_epoch or 1) + 1))
+    if case.kind == "healthy":
+        from autofix.symptoms import SYMPTOMS
+
+        alarms = [f["symptom"] for a in launched for f in a.findings
+                  if not getattr(SYMPTOMS.get(f["symptom"]), "advisory", False)]
+        result.false_alarm = bool(alarms) or result.relaunches > 0
+        result.notes = f"findings: {sorted(set(alarms))}" if alarms else ""
+    result.notes = "; ".join(x for x in (result.notes, f"autofix: {report.status} ({report.ended_because})") if x)
+    return result

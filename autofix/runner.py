@@ -208,20 +208,47 @@ def ray_session(spec: Spec, address: str | None, verbose: bool) -> Iterator[None
     address = address or spec.ray.address or os.environ.get("RAY_ADDRESS")
     if not verbose:  # no Ray log spam by default (-v shows it)
         logging.getLogger("ray").setLevel(logging.ERROR)
-    if address:
-        ray.init(address=address, log_to_driver=verbose)
-    else:
-        # Ray Train attempts need the dashboard: Train's placement-group cleaner asks the State
-        # API (a dashboard module) whether a stopped run's controller is gone; without it the
-        # group is never released and the next attempt waits forever (shared/notes/ray-tune.md).
-        dashboard = spec.ray.distributed is not None
-        ray.init(num_cpus=spec.ray.num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                 log_to_driver=verbose, _node_ip_address="127.0.0.1",
-                 logging_level=logging.INFO if verbose else logging.ERROR)
+    with contextlib.ExitStack() as stack:
+        if address:
+            ray.init(address=address, log_to_driver=verbose)
+        else:
+            dashboard = stack.enter_context(_dashboard_for_train(spec.ray.distributed is not None))
+            ray.init(num_cpus=spec.ray.num_cpus, log_to_driver=verbose, _node_ip_address="127.0.0.1",
+                     logging_level=logging.INFO if verbose else logging.ERROR, **dashboard)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _dashboard_for_train(train: bool) -> Iterator[dict[str, Any]]:
+    """The dashboard arguments of an embedded ``ray.init``: on, on loopback, for Ray Train.
+
+    Train's placement-group cleaner asks the State API (a dashboard module) whether a stopped
+    run's controller is gone; without the dashboard the group is never released and the next
+    attempt waits forever (shared/notes/ray-tune.md). The cleaner finds the API through
+    ``RAY_API_SERVER_ADDRESS``, else by auto-detection, which fails ("Found multiple active Ray
+    instances") on a host running several Rays: so the port is chosen here and the variable
+    set before Ray starts, for every process Ray spawns to inherit; restored afterwards.
+    """
+    if not train:
+        yield {"include_dashboard": False}
+        return
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key, previous = "RAY_API_SERVER_ADDRESS", os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ[key] = f"http://127.0.0.1:{port}"
     try:
-        yield
+        yield {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
     finally:
-        ray.shutdown()
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
 
 
 def _ended_because(spec: Spec, engine: Engine, elapsed: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -71,8 +73,11 @@ def test_embedded_ray_for_train_has_a_loopback_dashboard(tmp_path, monkeypatch):
                                  shutdown=lambda: None)
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://elsewhere:8265")
     spec, _ = _load(tmp_path)
     with ray_session(spec, None, verbose=False):
-        pass
+        # Set before Ray starts, so Train's cleaner inherits it instead of auto-detecting.
+        assert os.environ["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{calls[0]['dashboard_port']}"
     assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
     assert calls[0]["_node_ip_address"] == "127.0.0.1"
+    assert os.environ["RAY_API_SERVER_ADDRESS"] == "http://elsewhere:8265"  # restored

@@ -77,7 +77,11 @@ def distributed_run(tmp_path_factory):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
            "AUTOFIX_HOME": str(tmp_path_factory.mktemp("home"))}
     env.pop("RAY_ADDRESS", None)
-    args = json.dumps([SPEC, str(out), temp_dir, _free_port()])
+    port = _free_port()
+    # As autofix.runner does for an embedded Ray: Train's placement-group cleaner finds the State
+    # API through this variable, not by auto-detection, which fails beside other Rays on the host.
+    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    args = json.dumps([SPEC, str(out), temp_dir, port])
     try:
         done = subprocess.run([sys.executable, "-c", DRIVER, args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=RUN_TIMEOUT_S)

@@ -2,7 +2,8 @@
 
 ``autofix.report`` is the one call a custom trainable needs: it validates the metric stream
 at the boundary (a typo'd metric name fails here, with the names that *were* reported) and
-hands the report and checkpoint to Ray Tune.
+hands the report and checkpoint to Ray Tune. With ``ray.distributed`` a trial runs the managed
+harness as a Ray Train ``TorchTrainer`` (DDP) and relays rank 0's reports and checkpoints.
 """
 
 from __future__ import annotations

@@ -76,6 +76,11 @@ def load_yaml(path: str | Path) -> Source:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):  # no mark; its str() is two lines
+            line = text.count("\n", 0, exc.position) + 1
+            char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+            what = f"character {char} is not allowed in YAML text ({exc.reason})"
+        what = " ".join(str(what).split())  # one line per problem, whatever PyYAML says
         raise InputError([Problem(name, line, "", f"invalid YAML: {what}")]) from None
     finally:
         if loader is not None:

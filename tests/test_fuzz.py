@@ -148,3 +148,10 @@ def test_a_key_with_a_line_break_keeps_the_message_on_one_line(tmp_path, key):
     doc = DIGITS + f"{key!r}: 1\n".replace("'", '"')
     (line,) = _rejected(tmp_path, "spec", doc.encode())
     assert "unknown key" in line
+
+
+@pytest.mark.parametrize("kind", ["spec", "policy"])
+def test_control_character_is_one_line_with_its_line_number(tmp_path, kind):
+    # PyYAML's ReaderError printed two lines and no line number
+    (line,) = _rejected(tmp_path, kind, b"version: 1\nname: a\x07b\n")
+    assert ".yaml:2: invalid YAML: character #x0007 is not allowed" in line

@@ -7,6 +7,7 @@ directory are all checked before Ray is initialised.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -180,6 +181,7 @@ def _fit(spec: Spec, engine: Engine, out: Path, verbose: bool) -> None:
     from autofix.trial import RESERVED
 
     name = lambda trial: f"{trial.config[RESERVED]['attempt']}-{trial.trial_id}"  # noqa: E731
+    storage, experiment = _storage(spec, out)
     tuner = tune.Tuner(
         trainable_of(spec),
         tune_config=tune.TuneConfig(
@@ -189,12 +191,31 @@ def _fit(spec: Spec, engine: Engine, out: Path, verbose: bool) -> None:
             reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name,
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(out), verbose=1 if verbose else 0,
+            name=experiment, storage_path=storage, verbose=1 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=spec.ray.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
     tuner.fit()
+
+
+def _storage(spec: Spec, out: Path) -> tuple[str, str]:
+    """Tune's ``(storage_path, name)``: ``OUTPUT/tune``, or a folder of this run in ``ray.storage_path``.
+
+    A shared storage holds many runs, so the folder is named after the output directory (plus a
+    hash of its path); on a filesystem path ``OUTPUT/tune`` links to it, so ``resume``,
+    ``diagnose`` and the HTML report find the experiment as usual.
+    """
+    if spec.ray.storage_path is None:
+        return str(out), "tune"
+    storage = spec.ray.storage_path
+    experiment = f"{out.name}-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}"
+    if "://" not in storage:  # a URI (s3://, gs://, file://) is Tune's to resolve
+        storage = str(Path(spec.base_dir, storage).expanduser().resolve())
+        Path(storage, experiment).mkdir(parents=True, exist_ok=True)
+        if not (out / "tune").exists():
+            (out / "tune").symlink_to(Path(storage, experiment), target_is_directory=True)
+    return storage, experiment
 
 
 @contextlib.contextmanager

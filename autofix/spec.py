@@ -66,6 +66,9 @@ class RaySpec(Strict):
     max_failures: int = Field(default=0, ge=0, le=100)
     distributed: DistributedSpec | None = None
     """Each attempt as a Ray Train DDP run (managed ``training`` only); None: one process."""
+    storage_path: str | None = Field(default=None, min_length=1)
+    """Where Tune keeps the experiment (checkpoints included): a path or URI every node of the
+    cluster shares; relative paths are from the spec's folder. Default: ``OUTPUT/tune``."""
 
 
 # One optional field per registered detector, typed by its own Params: errors get exact

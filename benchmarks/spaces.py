@@ -255,7 +255,7 @@ def _is_image_data(base: dict[str, Any]) -> bool:
 
 
 def _zoo_on_path() -> None:
-    from benchmarks.common import REPO_DIR, ZOO_DIR  # the zoo's model factories
+    from common import REPO_DIR, ZOO_DIR  # the zoo's model and data factories
 
     for path in (str(ZOO_DIR), str(REPO_DIR)):
         if path not in sys.path:

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
-    sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCH) not in sys.path:  # the bench modules import each other as common, spaces, methods.*
+    sys.path.insert(0, str(BENCH))
 
 from autofix.actions import ACTIONS  # noqa: E402
 from autofix.policy import SHIPPED_POLICIES  # noqa: E402
 from autofix.training import TrainingSpec  # noqa: E402
-from benchmarks.common import Budget, Case, Judge, load_cases, training_config  # noqa: E402
-from benchmarks.methods.judging import JudgingStopper  # noqa: E402
-from benchmarks.methods.random_repair import KNOB_OF_PATH, policy_actions, random_step  # noqa: E402
-from benchmarks.spaces import SPACES, materialize  # noqa: E402
+from common import Budget, Case, Judge, load_cases, training_config  # noqa: E402
+from methods.judging import JudgingStopper  # noqa: E402
+from methods.random_repair import KNOB_OF_PATH, policy_actions, random_step  # noqa: E402
+from spaces import SPACES, materialize  # noqa: E402
 
 _CASES = {c.name: c for c in load_cases()}
 
@@ -187,7 +187,7 @@ def test_stopper_enforces_the_epoch_budget():
 def test_baselines_run_through_tune_within_budget(ray_session, method):
     import importlib
 
-    module = importlib.import_module(f"benchmarks.methods.{method}")
+    module = importlib.import_module(f"methods.{method}")
     run = getattr(module, f"run_{method}")
     case = _CASES["healthy_blobs_mlp"]
     budget = Budget(max_trials=2, max_epochs_total=8)

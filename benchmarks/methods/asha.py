@@ -1,6 +1,6 @@
 """Baseline: Ray Tune random search with ASHA early stopping over a knob space.
 
-Random search draws ``budget.max_trials`` assignments of :mod:`benchmarks.spaces` (seeded);
+Random search draws ``budget.max_trials`` assignments of :mod:`spaces` (seeded);
 ASHA (Li et al. 2020, arXiv:1810.05934) stops the worse trials at epochs 1, 3, 9, ... and
 promotes the rest, on ``objective`` (``val_loss``, non-finite as 1e9). The experiment ends at
 the first independently healthy report (:class:`JudgingStopper`) or at the epoch budget.
@@ -8,10 +8,10 @@ the first independently healthy report (:class:`JudgingStopper`) or at the epoch
 
 from __future__ import annotations
 
-from benchmarks.common import Budget, Case, Judge, MethodResult, training_config
-from benchmarks.methods.judging import JudgingStopper, cached_reference
-from benchmarks.methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment
-from benchmarks.spaces import SPACES
+from common import Budget, Case, MethodResult, training_config
+from methods.judging import JudgingStopper, case_judge
+from methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment
+from spaces import SPACES
 
 __all__ = ["REDUCTION_FACTOR", "run_asha"]
 
@@ -26,7 +26,7 @@ def run_asha(case: Case, seed: int, space: str, pad_s: float, budget: Budget, *,
 
     user = training_config(case, seed, pad_s)
     knobs = SPACES[space]({**user, "checkpoint_every": NO_CHECKPOINTS})  # never restored
-    stopper = JudgingStopper(Judge(case, cached_reference(case, seed, reference)), budget)
+    stopper = JudgingStopper(case_judge(case, seed, reference), budget)
     epochs = int(user["epochs"])
     scheduler = ASHAScheduler(time_attr="epoch", metric=OBJECTIVE, mode="min", max_t=epochs,
                               grace_period=1, reduction_factor=REDUCTION_FACTOR)

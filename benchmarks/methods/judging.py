@@ -1,6 +1,6 @@
 """The independent judge inside a Tune experiment: every result of every trial, first healthy wins.
 
-:class:`JudgingStopper` is a Tune ``Stopper``: it applies :class:`benchmarks.common.Judge` to
+:class:`JudgingStopper` is a Tune ``Stopper``: it applies :class:`common.Judge` to
 each result against that trial's lineage baseline (its epoch-0 ``val_loss``; a PBT clone
 inherits its donor's), counts the training epochs and trial-seconds consumed by all trials,
 and stops the whole experiment at the first healthy report or when the epoch budget is spent.
@@ -15,21 +15,17 @@ from typing import Any
 
 from ray.tune import Stopper
 
-from benchmarks.common import Budget, Case, Judge, reference_score
+from common import REFERENCE_SCORES, Budget, Case, Judge, judge_for
 
-__all__ = ["HealthyFind", "JudgingStopper", "cached_reference"]
-
-_REFERENCES: dict[tuple[str, int], float] = {}
+__all__ = ["HealthyFind", "JudgingStopper", "case_judge"]
 
 
-def cached_reference(case: Case, seed: int, reference: float | None = None) -> float:
-    """The case's reference score for ``seed`` (trained once per process unless given)."""
-    key = (case.name, int(seed))
+def case_judge(case: Case, seed: int, reference: float | None = None) -> Judge:
+    """The judge of ``case`` at ``seed``: ``reference`` (a score the driver measured) if given,
+    else the per-process cache of :func:`common.judge_for` (trains the reference once)."""
     if reference is not None:
-        _REFERENCES[key] = float(reference)
-    if key not in _REFERENCES:
-        _REFERENCES[key] = reference_score(case, seed)
-    return _REFERENCES[key]
+        REFERENCE_SCORES[(case.name, int(seed))] = float(reference)
+    return judge_for(case, seed)
 
 
 @dataclass
@@ -60,6 +56,8 @@ class JudgingStopper(Stopper):
     budget: Budget
     epochs: int = 0
     trial_s: float = 0.0
+    exploits: int = 0
+    """PBT clones (warm restarts from another trial's checkpoint)."""
     found: HealthyFind | None = None
     trials: dict[str, _Trial] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -87,6 +85,7 @@ class JudgingStopper(Stopper):
 
     def inherit(self, trial_id: str, donor_id: str) -> None:
         """PBT exploit: the trial continues the donor's lineage, so it takes its baseline."""
+        self.exploits += 1
         donor = self.trials.get(donor_id)
         if donor is not None and donor.baseline is not None:
             self.trials.setdefault(trial_id, _Trial()).baseline = donor.baseline

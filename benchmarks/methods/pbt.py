@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.common import Budget, Case, Judge, MethodResult, training_config
-from benchmarks.methods.judging import JudgingStopper, cached_reference
-from benchmarks.methods.tuning import OBJECTIVE, method_result, run_experiment
-from benchmarks.spaces import SPACES
+from common import Budget, Case, MethodResult, training_config
+from methods.judging import JudgingStopper, case_judge
+from methods.tuning import OBJECTIVE, method_result, run_experiment
+from spaces import SPACES
 
 __all__ = ["perturbation_interval", "run_pbt"]
 
@@ -47,7 +47,7 @@ def run_pbt(case: Case, seed: int, space: str, pad_s: float, budget: Budget, *,
 
     user = training_config(case, seed, pad_s)
     knobs = SPACES[space](user)
-    stopper = JudgingStopper(Judge(case, cached_reference(case, seed, reference)), budget)
+    stopper = JudgingStopper(case_judge(case, seed, reference), budget)
     random.seed(seed)  # PBT's explore draws from the global random module
     scheduler = _judged_pbt(
         stopper, time_attr="training_iteration", metric=OBJECTIVE, mode="min",

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from autofix.actions import Action, NotApplicable
-from benchmarks.common import Budget, Case, Judge, MethodResult, training_config
-from benchmarks.methods.judging import JudgingStopper, cached_reference
-from benchmarks.methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment
-from benchmarks.spaces import SPACES
+from common import Budget, Case, MethodResult, training_config
+from methods.judging import JudgingStopper, case_judge
+from methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment
+from spaces import SPACES
 
 __all__ = ["KNOB_OF_PATH", "policy_actions", "random_step", "run_random_repair"]
 
-# Which knob of benchmarks.spaces a change (by the path an action records) belongs to.
+# Which knob of spaces.py a change (by the path an action records) belongs to.
 KNOB_OF_PATH = {
     "optimizer.lr": "lr", "optimizer": "optimizer", "optimizer.kwargs": "weight_decay",
     "scheduler": "scheduler", "init": "init", "loss.class_weights": "class_weights",
@@ -133,7 +133,7 @@ def run_random_repair(case: Case, seed: int, space: str, pad_s: float, budget: B
         applied.append(drawn[1].describe())
         return drawn[0]
 
-    stopper = JudgingStopper(Judge(case, cached_reference(case, seed, reference)), budget)
+    stopper = JudgingStopper(case_judge(case, seed, reference), budget)
     searcher = _searcher(first, step, stopper, budget.max_trials)
     wall_s, trials = run_experiment(None, stopper, num_samples=-1, search_alg=searcher, max_concurrent=1)
     return method_result("random_repair", case, seed, space, pad_s, budget, stopper, user, wall_s, trials,

@@ -2,7 +2,7 @@
 
 The trainable runs the managed harness (:func:`autofix.harness.run_training`, one torch
 thread) on either a plain training config (random repair) or ``{"base", "knobs"}`` (a knob
-assignment of :mod:`benchmarks.spaces`). It adds one metric, ``objective``: ``val_loss`` with a
+assignment of :mod:`spaces`). It adds one metric, ``objective``: ``val_loss`` with a
 non-finite value replaced by 1e9, because ASHA's cutoff never stops a NaN trial (``NaN < x``
 is false) and PBT cannot rank one; a careful user would do the same.
 """
@@ -17,8 +17,10 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.common import REPO_DIR, ZOO_DIR, Budget, Case, MethodResult, changed_keys
-from benchmarks.methods.judging import JudgingStopper
+import ray.cloudpickle
+
+from common import BENCH_DIR, REPO_DIR, ZOO_DIR, Budget, Case, MethodResult, changed_keys
+from methods.judging import JudgingStopper
 
 __all__ = ["NO_CHECKPOINTS", "OBJECTIVE", "knob_trainable", "method_result", "run_experiment"]
 
@@ -29,6 +31,11 @@ for _key, _value in {"RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0",
 
 OBJECTIVE = "objective"
 NO_CHECKPOINTS = 10**9  # checkpoint_every for methods that never restore a trial
+
+
+# Ray workers do not see the driver's sys.path, and benchmarks/ is no installed package: ship
+# this module's functions (the trainable) by value; the trainable puts benchmarks/ on the path.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def knob_trainable(config: dict[str, Any]) -> None:
@@ -42,11 +49,12 @@ def knob_trainable(config: dict[str, Any]) -> None:
     import torch
 
     from autofix.harness import run_training
-    from benchmarks.spaces import materialize
 
-    for path in (str(ZOO_DIR), str(REPO_DIR)):  # zoo model factories import in the worker
+    for path in (str(ZOO_DIR), str(REPO_DIR), str(BENCH_DIR)):  # zoo factories, spaces.py
         if path not in sys.path:
             sys.path.insert(0, path)
+    from spaces import materialize
+
     torch.set_num_threads(1)
     if "knobs" in config:
         training = materialize(config["base"], config["knobs"])
@@ -97,7 +105,10 @@ def run_experiment(param_space: dict[str, Any] | None, stopper: JudgingStopper, 
             ),
         )
         grid = tuner.fit()
-        trials = len(grid)
+        # Trials that ran: the searcher creates ASHA's and PBT's up front, and those still
+        # pending when the first healthy report stops the experiment never started.
+        crashed = sum(1 for result in grid if result.error is not None and "epoch" not in (result.metrics or {}))
+        trials = len(stopper.trials) + crashed
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     return time.monotonic() - started, trials
@@ -118,13 +129,13 @@ def method_result(method: str, case: Case, seed: int, space: str, pad_s: float, 
         trial_s=found.trial_s if found else None,
         wall_s=round(wall_s, 3), trials=trials, patch_keys=keys,
         diagnosis=None, detection_reports=None, relaunches=max(0, trials - 1),
-        total_epochs=stopper.epochs,
+        total_epochs=stopper.epochs, warm_restarts=stopper.exploits,
         notes="; ".join(n for n in (notes, _budget_note(stopper, budget)) if n),
     )
 
 
 def _training_of(config: dict[str, Any]) -> dict[str, Any]:
-    from benchmarks.spaces import materialize
+    from spaces import materialize
 
     if "knobs" in config and "base" in config:
         return materialize(config["base"], config["knobs"])

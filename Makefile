@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run test test-cluster bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 	$(BIN)/autofix policies check policies/
 	$(BIN)/autofix policies test policies/
 	$(BIN)/python -m pytest
+
+# Tests that start their own multi-node Ray clusters on loopback (not collected by `test`).
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest tests/cluster
 
 # Speed and overhead targets are measured here, never by timed unit tests.
 bench: $(STAMP)

@@ -9,6 +9,7 @@ records the cluster address in ``TEMP/ray_current_cluster``, not in ``/tmp/ray``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,12 +20,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's ray and autofix
 # Clients given an explicit address must say they use the token (shared/notes/ray-tune.md).
 CLIENT_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+
+# A killed node is declared dead after ~3 s instead of ~15-30 s (Ray system config via env).
+FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
+                      "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
 def free_port() -> int:
@@ -86,7 +92,7 @@ class LoopbackCluster:
                "--disable-usage-stats", f"--temp-dir={temp}", *args, *(f"{p}={free_port()}" for p in ports)]
         log = self.temp_dir / f"node{len(self.nodes)}.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen(cmd, env=client_env(), stdout=out, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(cmd, env=client_env(**FAST_HEALTH_CHECKS), stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True, cwd=ROOT)
         node = Node(process, log, head)
         self.nodes.append(node)
@@ -105,7 +111,7 @@ class LoopbackCluster:
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes as the GCS sees them (asked from a short-lived client)."""
         code = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
-                "print(json.dumps([{'id': n['NodeID'], 'cpu': n['Resources'].get('CPU', 0)} "
+                "print(json.dumps([{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']} "
                 "for n in ray.nodes() if n['Alive']]))" % self.address)
         done = subprocess.run([sys.executable, "-c", code], env=client_env(), capture_output=True,
                               text=True, timeout=60)
@@ -125,9 +131,47 @@ class LoopbackCluster:
             time.sleep(1)
         raise TimeoutError(f"the cluster never reached {count} live nodes")
 
+    @contextlib.contextmanager
+    def holding_cpu(self, node_id: str) -> Iterator[subprocess.Popen]:
+        """Occupy ``node_id``'s CPU with a pinned actor until the block ends (or ``release``)."""
+        code = HOLD % (self.address, node_id)
+        holder = subprocess.Popen([sys.executable, "-c", code], env=client_env(), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            if holder.stdout.readline().strip() != node_id:
+                raise RuntimeError("the CPU holder never started on the requested node")
+            yield holder
+        finally:
+            release(holder)
+
     def shutdown(self) -> None:
         for node in reversed(self.nodes):
             node.kill()
+
+
+HOLD = """
+import sys, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address=%r, log_to_driver=False)
+
+@ray.remote(num_cpus=1)
+class Hold:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+hold = Hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(%r, soft=False)).remote()
+print(ray.get(hold.node.remote()), flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def release(process: subprocess.Popen) -> None:
+    """SIGKILL a helper's process group (a driver: its actors die with it)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
 
 
 def write_spec(path: Path, **spec) -> Path:

@@ -50,3 +50,15 @@ def test_history_order_survives_out_of_order_records_and_pickling():
     copy = pickle.loads(pickle.dumps(history))
     copy.record(0, {"loss": 0.0})
     assert copy.iterations == [0, 1, 2, 3, 4, 5]
+
+
+def test_finding_to_dict_matches_asdict():
+    # to_dict is spelled out for speed: it must stay what dataclasses.asdict gives
+    import dataclasses
+
+    from autofix.symptoms import Finding
+
+    finding = Finding("plateau", 3, "val_loss", "flat", {"window": 4.0})
+    assert finding.to_dict() == dataclasses.asdict(finding)
+    assert finding.to_dict()["evidence"] is not finding.evidence
+    assert Finding.from_dict(finding.to_dict()) == finding

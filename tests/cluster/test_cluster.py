@@ -36,16 +36,17 @@ def cluster():
         shutil.rmtree(c.temp_dir, ignore_errors=True)
 
 
-def _node_spec(path, log, **extra):
+def _node_spec(path, log, nan_from, **extra):
     return write_spec(
         path, name="cluster", trainable="cluster_trainable:node_fn", python_path=[str(FIXTURES)],
-        config={"lr": 5.0, "epochs": 20, "sleep_s": 0.4, "log": str(log)}, knobs={"optimizer.lr": "lr"},
+        config={"lr": 5.0, "epochs": 20, "sleep_s": 0.4, "nan_from": nan_from, "log": str(log)},
+        knobs={"optimizer.lr": "lr"},
         metric="loss", ledger=False, **extra)
 
 
 def test_a_race_lands_on_both_nodes_and_uses_the_shared_storage(cluster, tmp_path):
     log, out, storage = tmp_path / "trials.jsonl", tmp_path / "out", tmp_path / "shared"
-    spec = _node_spec(tmp_path / "spec.yaml", log, policies=[str(FIXTURES / "race_policies.yaml")],
+    spec = _node_spec(tmp_path / "spec.yaml", log, nan_from=3, policies=[str(FIXTURES / "race_policies.yaml")],
                       budget={"max_attempts": 3, "max_concurrent": 2, "wall_clock_s": 240},
                       ray={"storage_path": str(storage), "max_failures": 0})
     done = subprocess.run([str(BIN / "autofix"), "run", str(spec), "-o", str(out), "--plain",
@@ -57,9 +58,12 @@ def test_a_race_lands_on_both_nodes_and_uses_the_shared_storage(cluster, tmp_pat
     a0 = report["attempts"][0]
     race = [a["id"] for a in report["attempts"] if a["parent"] == "a0"]
     assert a0["outcome"] == "sick" and len(race) == 2  # two siblings launched at once
-    starts = {(r["lr"], r["node"]) for r in lines(log) if r["event"] == "start"}
-    raced = {node for lr, node in starts if lr < 1}
-    assert raced == {n["id"] for n in cluster.nodes_seen}  # one sibling on each node
+    starts = [r for r in lines(log) if r["event"] == "start" and r["lr"] < 1]
+    assert {r["node"] for r in starts} == {n["id"] for n in cluster.nodes_seen}  # one sibling per node
+    # Both warm from a0's epoch-2 checkpoint, read by path from the shared storage on either node.
+    assert [r["start"] for r in starts] == [3, 3]
+    assert all(r["source"].startswith(f"{storage.resolve()}/") for r in starts), starts
+    assert all(a["start"] == "warm" for a in report["attempts"] if a["id"] in race)
     # The experiment (checkpoints included) lives in ray.storage_path; OUTPUT/tune points there.
     (experiment,) = storage.iterdir()
     assert (experiment / "tuner.pkl").is_file() and list(experiment.glob("a0-*/checkpoint_*"))

@@ -1,4 +1,5 @@
-"""autofix against a real 2-node Ray cluster on loopback (head + worker, 1 CPU each).
+"""autofix against a real Ray cluster on loopback (head + worker, 1 CPU each; a third node joins
+and is killed in the node-loss test).
 
 The CLI runs as a client in a subprocess with ``--address`` (token auth, as a user would);
 the fixture trainable logs the Ray node id of every start, so placement is proven from the
@@ -7,15 +8,17 @@ trial side. Run with ``make test-cluster`` (not collected by the plain ``pytest`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
-from loopback import BIN, ROOT, LoopbackCluster, client_env, lines, write_spec
+from loopback import BIN, ROOT, LoopbackCluster, client_env, lines, release, write_spec
 
 FIXTURES = ROOT / "tests" / "fixtures"
 pytestmark = pytest.mark.ray
@@ -93,3 +96,56 @@ def test_a_ray_job_runs_autofix_on_the_cluster(cluster, tmp_path):
     winner = next(a for a in report["attempts"] if a["id"] == report["winner"])
     assert report["attempts"][0]["outcome"] == "sick" and winner["config"]["lr"] < 5.0
     assert {r["node"] for r in lines(log)} <= {n["id"] for n in cluster.nodes_seen}  # ran on the cluster
+
+
+def _wait(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_removed_node_loses_no_run(cluster, tmp_path):
+    """A third node joins; the CPUs of the other two are held, so a0 must start there; once it
+    has saved a checkpoint that node is SIGKILLed (raylet, workers, all) and the CPUs released.
+    Tune retries the trial (``ray.max_failures``) on a remaining node from the checkpoint in the
+    run's storage, inside the same attempt. The cluster is back to its two nodes afterwards."""
+    doomed = cluster.add_worker()
+    before = {n["id"] for n in cluster.nodes_seen}
+    (lost,) = {n["id"] for n in cluster.wait_for(3)} - before
+    log, out = tmp_path / "trials.jsonl", tmp_path / "out"
+    spec = write_spec(
+        tmp_path / "spec.yaml", name="node-loss", trainable="cluster_trainable:node_fn",
+        python_path=[str(FIXTURES)], config={"lr": 0.5, "epochs": 12, "sleep_s": 0.4, "log": str(log)},
+        knobs={"optimizer.lr": "lr"}, metric="loss", ledger=False,
+        budget={"max_attempts": 2, "wall_clock_s": 240}, ray={"max_failures": 2})
+    try:
+        with contextlib.ExitStack() as held:
+            holders = [held.enter_context(cluster.holding_cpu(node)) for node in sorted(before)]
+            run = subprocess.Popen([str(BIN / "autofix"), "run", str(spec), "-o", str(out), "--plain",
+                                    "--address", cluster.address], env=client_env(), cwd=tmp_path,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
+            try:
+                past_epoch_2 = lambda: any(r["event"] == "epoch" and r["epoch"] >= 2 for r in lines(log))  # noqa: E731
+                assert _wait(past_epoch_2, 120), "a0 never reached epoch 2"
+                assert {r["node"] for r in lines(log)} == {lost}
+                doomed.kill()  # mid-trial
+                for holder in holders:
+                    release(holder)
+                output, _ = run.communicate(timeout=200)
+            finally:
+                release(run)
+    finally:
+        doomed.kill()
+        cluster.nodes.remove(doomed)
+    assert run.returncode == 0, output[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "healthy" and [a["id"] for a in report["attempts"]] == ["a0"]
+    starts = [r for r in lines(log) if r["event"] == "start"]
+    assert starts[0]["node"] == lost and starts[-1]["node"] in before
+    assert starts[-1]["start"] >= 1  # resumed from a checkpoint the lost node had saved
+    finals = [r["node"] for r in lines(log) if r["event"] == "epoch" and r["epoch"] == 12]
+    assert len(finals) == 1 and finals[0] in before

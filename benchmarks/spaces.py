@@ -12,6 +12,11 @@ values they produce have the same shapes as autofix's actions write (``init``, `
 * ``large`` (17): adds SGD momentum, batch size, weight decay, warm-up, dropout, activation,
   batch norm, balanced sampler, label smoothing and, for image data, augmentation.
 
+Knob values are absolute, not relative to the user's: ``init: default`` removes a re-init,
+``scheduler: none`` removes the user's schedule. Momentum applies to SGD only (the other
+optimisers take no such argument); a warm-up ramp combines with no scheduler (then constant)
+or cosine (``warmup_cosine``) and is ignored with step/exponential/plateau.
+
 Architecture knobs the model cannot take (a model without ``nn.Sequential`` activations to
 swap) are left out of the space for that case, as autofix skips those patches.
 """

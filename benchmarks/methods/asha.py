@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from common import Budget, Case, MethodResult, training_config
 from methods.judging import JudgingStopper, case_judge
-from methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment
+from methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment, run_seed
 from spaces import SPACES
 
 __all__ = ["REDUCTION_FACTOR", "run_asha"]
@@ -32,7 +32,7 @@ def run_asha(case: Case, seed: int, space: str, pad_s: float, budget: Budget, *,
                               grace_period=1, reduction_factor=REDUCTION_FACTOR)
     wall_s, trials = run_experiment(
         knobs.param_space(), stopper, num_samples=budget.max_trials, scheduler=scheduler,
-        search_alg=BasicVariantGenerator(random_state=seed),
+        search_alg=BasicVariantGenerator(random_state=run_seed(case, seed)),
     )
     return method_result("asha", case, seed, space, pad_s, budget, stopper, user, wall_s, trials,
                          notes=f"{len(knobs.knobs)} knobs")

@@ -15,7 +15,7 @@ from typing import Any
 
 from common import Budget, Case, MethodResult, training_config
 from methods.judging import JudgingStopper, case_judge
-from methods.tuning import OBJECTIVE, method_result, run_experiment
+from methods.tuning import OBJECTIVE, method_result, run_experiment, run_seed
 from spaces import SPACES
 
 __all__ = ["perturbation_interval", "run_pbt"]
@@ -48,7 +48,7 @@ def run_pbt(case: Case, seed: int, space: str, pad_s: float, budget: Budget, *,
     user = training_config(case, seed, pad_s)
     knobs = SPACES[space](user)
     stopper = JudgingStopper(case_judge(case, seed, reference), budget)
-    random.seed(seed)  # PBT's explore draws from the global random module
+    random.seed(run_seed(case, seed))  # PBT's explore draws from the global random module
     scheduler = _judged_pbt(
         stopper, time_attr="training_iteration", metric=OBJECTIVE, mode="min",
         perturbation_interval=perturbation_interval(int(user["epochs"])),
@@ -58,7 +58,7 @@ def run_pbt(case: Case, seed: int, space: str, pad_s: float, budget: Budget, *,
     param_space = {**knobs.param_space(), "warm": True}
     wall_s, trials = run_experiment(
         param_space, stopper, num_samples=budget.max_trials, scheduler=scheduler,
-        search_alg=BasicVariantGenerator(random_state=seed), keep_checkpoints=None,
+        search_alg=BasicVariantGenerator(random_state=run_seed(case, seed)), keep_checkpoints=None,
     )
     return method_result("pbt", case, seed, space, pad_s, budget, stopper, user, wall_s, trials,
                          notes=f"{len(knobs.knobs)} knobs, population {budget.max_trials}")

@@ -18,7 +18,7 @@ from typing import Any
 from autofix.actions import Action, NotApplicable
 from common import Budget, Case, MethodResult, training_config
 from methods.judging import JudgingStopper, case_judge
-from methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment
+from methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment, run_seed
 from spaces import SPACES
 
 __all__ = ["KNOB_OF_PATH", "policy_actions", "random_step", "run_random_repair"]
@@ -122,7 +122,7 @@ def run_random_repair(case: Case, seed: int, space: str, pad_s: float, budget: B
     first = {**user, "checkpoint_every": NO_CHECKPOINTS}  # cold restarts only
     knobs = set(SPACES[space](user).names)
     actions = policy_actions()
-    rng = random.Random(seed)
+    rng = random.Random(run_seed(case, seed))
     applied: list[str] = []
 
     def step(config: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from typing import Any
 
 import ray.cloudpickle
@@ -22,7 +23,7 @@ import ray.cloudpickle
 from common import BENCH_DIR, REPO_DIR, ZOO_DIR, Budget, Case, MethodResult, changed_keys
 from methods.judging import JudgingStopper
 
-__all__ = ["NO_CHECKPOINTS", "OBJECTIVE", "knob_trainable", "method_result", "run_experiment"]
+__all__ = ["NO_CHECKPOINTS", "OBJECTIVE", "knob_trainable", "method_result", "run_experiment", "run_seed"]
 
 # No experiment banner or progress table on stdout (shared/notes/ray-tune.md, "Quiet tests").
 for _key, _value in {"RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0",
@@ -74,6 +75,11 @@ def knob_trainable(config: dict[str, Any]) -> None:
         ray.tune.report({**metrics, OBJECTIVE: objective}, checkpoint=checkpoint)
 
     run_training(training, report, restore_dir=restore)
+
+
+def run_seed(case: Case, seed: int) -> int:
+    """The seed of a method's own random draws: the same seed on two cases draws differently."""
+    return zlib.crc32(f"{case.name}:{seed}".encode())
 
 
 def run_experiment(param_space: dict[str, Any] | None, stopper: JudgingStopper, *, num_samples: int,

@@ -31,6 +31,11 @@ test-cluster: $(STAMP)
 # Speed and overhead targets are measured here, never by timed unit tests.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/probe_overhead.py
+	$(BIN)/python benchmarks/bench.py
+
+# The sick zoo on a subset covering every method and block kind (a few minutes).
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --quick --out benchmarks/results/quick
 
 clean:
 	rm -rf runs out .pytest_cache

@@ -127,5 +127,6 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
                   if not getattr(SYMPTOMS.get(f["symptom"]), "advisory", False)]
         result.false_alarm = bool(alarms) or result.relaunches > 0
         result.notes = f"findings: {sorted(set(alarms))}" if alarms else ""
-    result.notes = "; ".join(x for x in (result.notes, f"autofix: {report.status} ({report.ended_because})") if x)
+    ended = report.ended_because.splitlines()[0][:160]  # the no-update advice runs to 20 lines
+    result.notes = "; ".join(x for x in (result.notes, f"autofix: {report.status} ({ended})") if x)
     return result

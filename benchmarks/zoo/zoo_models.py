@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 __all__ = [
-    "deep_sigmoid_mlp", "digits_rgb32", "grad_masked_mlp", "large_init_mlp",
-    "negative_bias_mlp", "tiny_init_mlp", "wide_mlp",
+    "deep_sigmoid_mlp", "digits_rgb32", "large_init_mlp", "negative_bias_mlp", "reloading_mlp",
+    "tiny_init_mlp", "wide_mlp",
 ]
 
 
@@ -70,18 +70,26 @@ def wide_mlp(in_features: int = 64, num_classes: int = 10, width: int = 512) -> 
     return _mlp(in_features, num_classes, 2, width, nn.ReLU)
 
 
-def grad_masked_mlp(in_features: int = 64, num_classes: int = 10, width: int = 64) -> nn.Sequential:
-    """A code bug: gradient hooks meant to freeze one layer multiply every gradient by 0.
+class _ReloadingMLP(nn.Sequential):
+    """An MLP whose forward re-loads its initial weights: a leftover ``load_state_dict``."""
 
-    The loss and the gradients are computed, the optimizer steps, and no weight ever moves;
-    no configuration change can fix it.
-    """
-    model = _mlp(in_features, num_classes, 2, width, nn.ReLU)
-    frozen = {name for name, _ in model.named_parameters()}  # BUG: meant {"0.weight", "0.bias"}
-    for name, param in model.named_parameters():
-        if name in frozen:
-            param.register_hook(torch.zeros_like)
-    return model
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        self._initial = [(p, p.detach().clone()) for p in self.parameters()]  # not a buffer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            for param, initial in self._initial:  # BUG: meant to run once, before training
+                param.copy_(initial)
+        return super().forward(x)
+
+
+def reloading_mlp(in_features: int = 64, num_classes: int = 10, width: int = 64) -> nn.Sequential:
+    """A code bug like a missing ``optimizer.step()``: the loss and gradients are computed and
+    the optimizer steps, but every forward pass restores the initial weights, so the model
+    never changes. No configuration change can fix it."""
+    layers = list(_mlp(in_features, num_classes, 2, width, nn.ReLU))
+    return _ReloadingMLP(*layers)
 
 
 def digits_rgb32(split_seed: int = 0, val_fraction: float = 0.2) -> tuple[TensorDataset, TensorDataset]:

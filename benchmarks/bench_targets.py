@@ -1,0 +1,94 @@
+"""The issue's targets, checked against a bench run's own rows (met / missed / n/a, with numbers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["targets"]
+
+DIVERGENCE = {"diverging_loss", "nonfinite_loss"}
+
+
+def _t(target: str, met: bool | None, measured: str) -> dict[str, Any]:
+    return {"target": target, "met": met, "measured": measured}
+
+
+def _unique_autofix(runs: list[dict]) -> list[dict]:
+    """autofix rows once per (case, seed, padding): the large-space rows repeat the small ones."""
+    seen, out = set(), []
+    for r in runs:
+        key = (r["case"], r["seed"], r["pad_s"])
+        if r["method"] == "autofix" and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def _ratio_target(by_block: dict, blocks: list[str], key: str, rival: str, factor: float, label: str) -> dict:
+    parts, verdicts = [], []
+    for b in blocks:
+        ours, theirs = by_block[b]["autofix"][key], by_block[b].get(rival, {}).get(key)
+        if ours is None or theirs is None:
+            parts.append(f"{b}: autofix {ours} vs {rival} {theirs}")
+            continue
+        verdicts.append(ours <= factor * theirs)
+        parts.append(f"{b}: autofix {ours} vs {rival} {theirs} (limit {factor:g}x = {factor * theirs:.2f})")
+    return _t(label, all(verdicts) if verdicts else None, "; ".join(parts) or "no such block in this run")
+
+
+def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
+    """Each target with its verdict and the measured numbers behind it."""
+    af = _unique_autofix(runs)
+    fixable = [r for r in af if r["kind"] in ("config", "late_onset")]
+    out = []
+    rates = {b: g["autofix"]["fix_rate"] for b, g in by_block.items()}
+    out.append(_t("fix rate >= 98% on config-fixable cases (autofix)",
+                  all(v is not None and v >= 0.98 for v in rates.values()) if rates else None,
+                  ", ".join(f"{b} {v}" for b, v in rates.items())))
+    diag = [r["diagnosis_correct"] for r in af if r["kind"] != "healthy"]
+    out.append(_t("correct diagnosis >= 90% (autofix, fixable + loop-bug cases)",
+                  (sum(diag) / len(diag) >= 0.9) if diag else None, f"{sum(diag)}/{len(diag)} correct"))
+    ctrl = [r for r in af if r["kind"] == "healthy"]
+    alarms = sum(bool(r["false_alarm"]) for r in ctrl)
+    out.append(_t("zero false alarms on healthy controls", alarms == 0 if ctrl else None,
+                  f"{alarms}/{len(ctrl)} control runs with a finding or relaunch"))
+    div = [r for r in af if r["kind"] != "healthy" and r["fault"] in ("lr_too_high", "lr_too_high_late", "oscillating")]
+    within = [r["detection_reports"] is not None and r["detection_reports"] <= 2 for r in div]
+    out.append(_t("divergence / NaN detected within 2 reports of the onset (LR-too-high, late-onset, oscillating cases)",
+                  all(within) if within else None, f"{sum(within)}/{len(within)} runs"))
+    sizes = sorted(len(r["patch_keys"]) for r in fixable if r["healed"])
+    median = sizes[len(sizes) // 2] if sizes else None
+    out.append(_t("median patch size <= 2 keys (autofix, healed runs)",
+                  median <= 2 if median is not None else None, f"median {median} over {len(sizes)} healed runs"))
+    parts, verdicts = [], []
+    for b, g in by_block.items():
+        if "random_repair" in g and g["random_repair"]["runs"]:
+            verdicts.append(g["autofix"]["fixed"] > g["random_repair"]["fixed"])
+            parts.append(f"{b}: {g['autofix']['fixed']} vs {g['random_repair']['fixed']}")
+    out.append(_t("strictly more fixes than random repair at equal budget", all(verdicts) if verdicts else None,
+                  "; ".join(parts)))
+    small = [b for b in by_block if b.endswith("-small")]
+    large = [b for b in by_block if b.endswith("-large")]
+    out.append(_ratio_target(by_block, small, "median_epochs_config", "asha", 1.0,
+                             "config faults, small space: autofix median epochs-to-fix <= ASHA's (unfixed = budget)"))
+    out.append(_ratio_target(by_block, large, "median_epochs_to_fix_censored", "asha", 1 / 3,
+                             "15+-knob space: autofix median epochs-to-fix <= 1/3 of ASHA's"))
+    out.append(_ratio_target(by_block, large, "median_epochs_to_fix_censored", "pbt", 1 / 5,
+                             "15+-knob space: autofix median epochs-to-fix <= 1/5 of PBT's"))
+    out.append(_ratio_target(by_block, list(by_block), "median_epochs_late_onset", "asha", 1 / 5,
+                             "late-onset: autofix median epochs-to-fix <= 1/5 of ASHA's"))
+    late = {b: g["autofix"]["compute_rel_late_onset"] for b, g in by_block.items()}
+    late = {b: v for b, v in late.items() if v is not None}
+    out.append(_t("late-onset: autofix total compute <= 1.1x one healthy run",
+                  all(v <= 1.1 for v in late.values()) if late else None,
+                  ", ".join(f"{b} {v}x" for b, v in late.items())))
+    bug = [r for r in af if r["kind"] == "loop_bug"]
+    burned = {b: g[m]["loop_bug_epochs"] for b, g in by_block.items() for m in g if m != "autofix" and g[m]["runs"]}
+    out.append(_t("training-loop bug: zero relaunches (autofix)", all(r["relaunches"] == 0 for r in bug) if bug else None,
+                  f"relaunches {[r['relaunches'] for r in bug]}; searches' median epochs there: "
+                  + ", ".join(f"{k} {v}" for k, v in burned.items() if v is not None)))
+    extra = [r["total_epochs"] - r["case_epochs"] for r in ctrl]
+    out.append(_t("healthy controls: zero extra compute (autofix)",
+                  all(e <= 0 for e in extra) and all(r["relaunches"] == 0 for r in ctrl) if ctrl else None,
+                  f"extra epochs per control run {extra}"))
+    return out

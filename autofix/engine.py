@@ -184,8 +184,7 @@ class Engine:
 
     def _decide(self, attempt: Attempt, findings: list[Finding], at_end: bool) -> Decision | None:
         """Advance every policy's state; act on the first firing one that has a remedy left."""
-        rows = attempt.history.rows()
-        last = rows[max(rows)] if rows else {}
+        last = attempt.history.last_row()
         lookup = metrics_lookup(attempt.config, self.plan.aliases, last)
         firing: list[tuple[Policy, Finding]] = []
         for policy, match, streak in step_policies(self.policies, attempt.streaks, findings, lookup, last, at_end):

@@ -30,9 +30,9 @@ def run_asha(case: Case, seed: int, space: str, pad_s: float, budget: Budget, *,
     epochs = int(user["epochs"])
     scheduler = ASHAScheduler(time_attr="epoch", metric=OBJECTIVE, mode="min", max_t=epochs,
                               grace_period=1, reduction_factor=REDUCTION_FACTOR)
-    wall_s, trials = run_experiment(
+    ran = run_experiment(
         knobs.param_space(), stopper, num_samples=budget.max_trials, scheduler=scheduler,
         search_alg=BasicVariantGenerator(random_state=run_seed(case, seed)),
     )
-    return method_result("asha", case, seed, space, pad_s, budget, stopper, user, wall_s, trials,
+    return method_result("asha", case, seed, space, pad_s, budget, stopper, user, ran,
                          notes=f"{len(knobs.knobs)} knobs")

@@ -56,9 +56,9 @@ def run_pbt(case: Case, seed: int, space: str, pad_s: float, budget: Budget, *,
         quantile_fraction=0.25, resample_probability=0.25, synch=False,
     )
     param_space = {**knobs.param_space(), "warm": True}
-    wall_s, trials = run_experiment(
+    ran = run_experiment(
         param_space, stopper, num_samples=budget.max_trials, scheduler=scheduler,
         search_alg=BasicVariantGenerator(random_state=run_seed(case, seed)), keep_checkpoints=None,
     )
-    return method_result("pbt", case, seed, space, pad_s, budget, stopper, user, wall_s, trials,
+    return method_result("pbt", case, seed, space, pad_s, budget, stopper, user, ran,
                          notes=f"{len(knobs.knobs)} knobs, population {budget.max_trials}")

@@ -135,6 +135,6 @@ def run_random_repair(case: Case, seed: int, space: str, pad_s: float, budget: B
 
     stopper = JudgingStopper(case_judge(case, seed, reference), budget)
     searcher = _searcher(first, step, stopper, budget.max_trials)
-    wall_s, trials = run_experiment(None, stopper, num_samples=-1, search_alg=searcher, max_concurrent=1)
-    return method_result("random_repair", case, seed, space, pad_s, budget, stopper, user, wall_s, trials,
+    ran = run_experiment(None, stopper, num_samples=-1, search_alg=searcher, max_concurrent=1)
+    return method_result("random_repair", case, seed, space, pad_s, budget, stopper, user, ran,
                          notes="actions: " + (", ".join(applied) or "none"))

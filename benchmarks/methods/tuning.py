@@ -84,8 +84,8 @@ def run_seed(case: Case, seed: int) -> int:
 
 def run_experiment(param_space: dict[str, Any] | None, stopper: JudgingStopper, *, num_samples: int,
                    scheduler: Any = None, search_alg: Any = None, max_concurrent: int = 0,
-                   keep_checkpoints: int | None = 1) -> tuple[float, int]:
-    """One ``Tuner.fit()`` in the already initialised Ray; returns ``(wall_s, trials)``.
+                   keep_checkpoints: int | None = 1) -> tuple[float, int, int]:
+    """One ``Tuner.fit()`` in the already initialised Ray; returns ``(wall_s, trials, errors)``.
 
     The scheduler and searcher carry their own metric and mode (``objective``, min).
     ``keep_checkpoints=None`` keeps every checkpoint (PBT clones a donor's, possibly older one).
@@ -115,15 +115,17 @@ def run_experiment(param_space: dict[str, Any] | None, stopper: JudgingStopper, 
         # pending when the first healthy report stops the experiment never started.
         crashed = sum(1 for result in grid if result.error is not None and "epoch" not in (result.metrics or {}))
         trials = len(stopper.trials) + crashed
+        errors = sum(1 for result in grid if result.error is not None)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
-    return time.monotonic() - started, trials
+    return time.monotonic() - started, trials, errors
 
 
 def method_result(method: str, case: Case, seed: int, space: str, pad_s: float, budget: Budget,
-                  stopper: JudgingStopper, user_config: dict[str, Any], wall_s: float, trials: int,
+                  stopper: JudgingStopper, user_config: dict[str, Any], ran: tuple[float, int, int],
                   notes: str = "") -> MethodResult:
-    """The record of one baseline run from its stopper's bookkeeping."""
+    """The record of one baseline run from its stopper's bookkeeping and ``run_experiment``'s."""
+    wall_s, trials, errors = ran
     found = stopper.found
     keys: list[str] = []
     if found is not None:
@@ -136,7 +138,8 @@ def method_result(method: str, case: Case, seed: int, space: str, pad_s: float, 
         wall_s=round(wall_s, 3), trials=trials, patch_keys=keys,
         diagnosis=None, detection_reports=None, relaunches=max(0, trials - 1),
         total_epochs=stopper.epochs, warm_restarts=stopper.exploits,
-        notes="; ".join(n for n in (notes, _budget_note(stopper, budget)) if n),
+        notes="; ".join(n for n in (notes, _budget_note(stopper, budget),
+                                    f"{errors} trial(s) raised" if errors else "") if n),
     )
 
 

@@ -46,6 +46,9 @@ def test_a_trial_that_raises_once_is_retried_and_the_run_completes(ray_session, 
     assert report.status == "healthy" and [a.id for a in report.attempts] == ["a0"]
     assert report.attempts[0].outcome == "healthy" and report.attempts[0].findings == []
     assert _launches(out) == ["a0"]
+    retried = [r for r in read_journal(out / "journal.jsonl") if r["event"] == "attempt_retried"]
+    assert [(r["attempt"], r["failures"]) for r in retried] == [("a0", 1)]
+    assert "flaky data source: read failed on start 1" in retried[0]["error"]
 
 
 def test_a_trial_that_always_raises_is_tried_max_failures_plus_one_times(ray_session, tmp_path):

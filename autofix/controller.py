@@ -101,8 +101,9 @@ class AutofixScheduler(FIFOScheduler):
         # Tune calls this for every failure, also the ones FailureConfig retries (the trial is
         # then already ERROR and will be requeued): only the last failure ends the attempt.
         if trial.status == trial.ERROR and trial.should_recover():
+            lines = _error_text(trial).strip().splitlines()
             self.engine.journal("attempt_retried", attempt=self.engine.by_trial.get(trial.trial_id),
-                                failures=trial.num_failures, error=_error_text(trial).splitlines()[-1])
+                                failures=trial.num_failures, error=lines[-1] if lines else "")
             return
         self.engine.complete(trial.trial_id, error=_error_text(trial))
 

@@ -42,3 +42,5 @@ def test_sparkline_scales_to_the_window():
     assert sparkline([3.0, 2.0, 1.0]) == "█▄▁"
     assert sparkline([float("nan")]) == "nan"
     assert event_line({"event": "run_started"}) is None
+    retried = {"event": "attempt_retried", "attempt": "a0", "failures": 1, "error": "ValueError: boom"}
+    assert event_line(retried) == "[a0] raised (ValueError: boom); Ray Tune retries it (failure 1)"

@@ -14,36 +14,24 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
 import logging
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    REFERENCE_SCORES, REPO_DIR, Budget, Case, MethodResult, judge_for, load_cases, training_config,
-)
+from bench_runner import Block, Item, encode, run_items  # noqa: E402
+from common import REFERENCE_SCORES, REPO_DIR, load_cases, reference_score  # noqa: E402
 
 METHODS = ("autofix", "asha", "pbt", "random_repair")
 PAD_S = 0.25
-
-
-@dataclass(frozen=True)
-class Block:
-    """One slice of the cross product: padding x space, on some cases and seeds."""
-
-    name: str
-    pad_s: float
-    space: str
-    cases: tuple[str, ...] | None  # None: every case
-    seeds: int
-
 
 # Declared subsets (the full cross product does not fit 60 min on 2 cores: see the README).
 SUBSET = ("adam_lr_high", "sgd_lr_low", "dying_relu", "imbalance_95_5", "late_exponential",
@@ -55,48 +43,56 @@ FULL = (
     Block("padded-large", PAD_S, "large", SUBSET, 3),
 )
 QUICK = (
-    Block("native-small", 0.0, "small", ("adam_lr_high", "late_exponential", "healthy_blobs_mlp"), 1),
+    Block("native-small", 0.0, "small", ("adam_lr_high", "late_exponential"), 1),
     Block("padded-large", PAD_S, "large", ("adam_lr_high",), 1),
 )
 
 
-def _runner(method: str):
-    module = importlib.import_module(f"methods.{'autofix_method' if method == 'autofix' else method}")
-    return getattr(module, f"run_{method}")
-
-
-def _row(result: MethodResult, case: Case, block: Block) -> dict:
-    epochs = int(training_config(case, 0)["epochs"])
-    row = result.to_dict()
-    row.update(block=block.name, kind=case.kind, fault=case.fault, case_epochs=epochs,
-               budget_epochs=Budget.for_case(case).max_epochs_total,
-               diagnosis_correct=(result.diagnosis in case.expect) if result.method == "autofix" else None,
-               reference=REFERENCE_SCORES.get((case.name, result.seed)))
-    return row
-
-
-def _plan(blocks: tuple[Block, ...], only: list[str] | None, seeds: int | None) -> list[tuple[Block, Case, int]]:
+def _plan(blocks: tuple[Block, ...], only: list[str] | None, seeds: int | None) -> list[Item]:
     plan = []
     for block in blocks:
         names = [n for n in (block.cases or [c.name for c in load_cases()]) if not only or n in only]
         for case in load_cases(names):
-            plan += [(block, case, s) for s in range(seeds or block.seeds)]
+            plan += [Item(block, case.name, s) for s in range(seeds or block.seeds)]
     return plan
 
 
-def _run_one(block: Block, case: Case, seed: int, method: str, done: dict) -> MethodResult:
-    if method == "autofix":
-        # autofix has no search space: the same (case, seed, padding) run serves both spaces.
-        key = (case.name, seed, block.pad_s)
-        if key in done:
-            reused = MethodResult(**{**done[key].to_dict(), "space": block.space})
-            reused.notes = "; ".join(x for x in (reused.notes, "same autofix run as the other space") if x)
-            return reused
-        result = _runner(method)(case, seed, block.space, block.pad_s, Budget.for_case(case))
-        done[key] = result
-        return result
-    return _runner(method)(case, seed, block.space, block.pad_s, Budget.for_case(case),
-                           reference=REFERENCE_SCORES[(case.name, seed)])
+def _reference(key: tuple[str, int]) -> float:
+    warnings.filterwarnings("ignore")
+    return reference_score(load_cases([key[0]])[0], key[1])
+
+
+def _references(plan: list[Item], jobs: int) -> None:
+    """Train every (case, seed) reference; each must pass the judge (RuntimeError otherwise)."""
+    keys = sorted({(i.case, i.seed) for i in plan} - set(REFERENCE_SCORES))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for key, score in zip(keys, pool.map(_reference, keys)):
+            REFERENCE_SCORES[key] = score
+
+
+def _shards(plan: list[Item], jobs: int) -> list[list[Item]]:
+    # One (case, seed) always goes to the same worker: its autofix run serves both spaces.
+    keys = list(dict.fromkeys((i.case, i.seed) for i in plan))
+    owner = {k: n % jobs for n, k in enumerate(keys)}
+    return [[i for i in plan if owner[(i.case, i.seed)] == j] for j in range(jobs)]
+
+
+def _run_workers(plan: list[Item], args: argparse.Namespace, deadline: float, started: float, rows: str) -> None:
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+    procs = []
+    for n, shard in enumerate(_shards(plan, args.jobs)):
+        job = tmp / f"job{n}.json"
+        job.write_text(json.dumps({"items": encode(shard), "methods": args.methods.split(","),
+                                   "deadline": deadline, "started": started, "rows": rows,
+                                   "references": [[list(k), v] for k, v in REFERENCE_SCORES.items()]}))
+        worker = Path(__file__).with_name("bench_runner.py")
+        procs.append(subprocess.Popen([sys.executable, str(worker), "--address", address, "--job", str(job)]))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"bench worker(s) failed with exit codes {codes}")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -105,45 +101,35 @@ def run(args: argparse.Namespace) -> dict:
 
     blocks = QUICK if args.quick else FULL
     plan = _plan(blocks, args.cases.split(",") if args.cases else None, args.seeds)
-    methods = args.methods.split(",")
-    started = time.monotonic()
+    started = time.time()
     deadline = started + args.budget_min * 60
-    for _, case, seed in plan:
-        if (case.name, seed) not in REFERENCE_SCORES:
-            judge_for(case, seed)  # raises RuntimeError naming the case if the reference fails
-    reference_s = time.monotonic() - started
+    _references(plan, args.jobs)
+    reference_s = time.time() - started
     print(f"references: {len(REFERENCE_SCORES)} trained and judged healthy in {reference_s:.0f} s", flush=True)
+    rows = args.out + ".rows.jsonl"
+    Path(rows).unlink(missing_ok=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              logging_level=logging.ERROR)
-    rows, done = [], {}
     try:
-        for block, case, seed in plan:
-            for method in methods:
-                if time.monotonic() > deadline:
-                    skipped = MethodResult(method, case.name, seed, block.space, block.pad_s, skipped=True,
-                                           notes="time budget spent before this run")
-                    rows.append(_row(skipped, case, block))
-                    continue
-                result = _run_one(block, case, seed, method, done)
-                rows.append(_row(result, case, block))
-                print(f"[{time.monotonic() - started:6.0f}s] {block.name} {case.name} s{seed} {method}: "
-                      f"healed={result.healed} epochs={result.epochs} trials={result.trials} "
-                      f"patch={len(result.patch_keys)} diag={result.diagnosis}", flush=True)
-            _save_partial(args.out, rows)
+        if args.jobs == 1:
+            run_items(plan, args.methods.split(","), deadline, rows, started)
+        else:
+            _run_workers(plan, args, deadline, started, rows)
     finally:
         ray.shutdown()
+    results = [json.loads(line) for line in Path(rows).read_text().splitlines()]
+    order = {(i.block.name, i.case, i.seed): n for n, i in enumerate(plan)}
+    results.sort(key=lambda r: (order[(r["block"], r["case"], r["seed"])], args.methods.split(",").index(r["method"])))
+    Path(rows).unlink()
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(), "command": "python benchmarks/bench.py " + " ".join(args.argv),
-        "wall_s": round(time.monotonic() - started, 1), "reference_s": round(reference_s, 1),
+        "cores": os.cpu_count(), "jobs": args.jobs,
+        "command": "python benchmarks/bench.py " + " ".join(args.argv),
+        "wall_s": round(time.time() - started, 1), "reference_s": round(reference_s, 1),
         "quick": bool(args.quick), "budget_min": args.budget_min,
         "blocks": [vars(b) | {"cases": list(b.cases) if b.cases else "all"} for b in blocks],
-        "methods": methods, "runs": rows,
+        "methods": args.methods.split(","), "runs": results,
     }
-
-
-def _save_partial(prefix: str, rows: list[dict]) -> None:
-    Path(prefix + ".partial.json").write_text(json.dumps(rows, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--budget-min", type=float, default=50.0,
                         help="no run starts after this many minutes (later ones are recorded as skipped)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="driver processes sharing the one Ray instance (Tune start-up latency overlaps)")
     parser.add_argument("--out", default=str(REPO_DIR / "benchmarks/results/latest"))
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
@@ -164,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench_report import write_outputs
 
     table = write_outputs(data, args.out)
-    Path(args.out + ".partial.json").unlink(missing_ok=True)
     print(table)
     print(f"\nwritten: {args.out}.json {args.out}.md {args.out}.png\ncommand: {data['command']}")
     return 0

@@ -98,7 +98,8 @@ COLUMNS = (("fix rate", "fix_rate"), ("fixed/runs", None), ("epochs to fix (medi
 def markdown(data: dict, summary: dict) -> str:
     """The Markdown report: header, overall table, per-case table, targets."""
     lines = [f"# Sick-zoo benchmark ({'quick' if data['quick'] else 'full'})", "",
-             f"{data['date_utc']}, {data['cores']} cores, {data['wall_s']:.0f} s wall "
+             f"{data['date_utc']}, {data['cores']} cores, {data.get('jobs', 1)} bench process(es) sharing "
+             f"one Ray, {data['wall_s']:.0f} s wall "
              f"(references {data['reference_s']:.0f} s); command: `{data['command']}`", ""]
     for b in data["blocks"]:
         lines.append(f"- block **{b['name']}**: epochs padded to {b['pad_s']} s, {b['space']} space, "

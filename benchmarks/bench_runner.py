@@ -1,0 +1,127 @@
+"""Running planned bench items: in the driver (``--jobs 1``) or in a worker process that joins
+the driver's Ray instance (``--jobs N``: Tune's per-experiment start-up latency overlaps).
+
+An item is (block, case, seed); every method runs on it in turn. Rows are appended to a JSONL
+file as they finish, so a crash keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REFERENCE_SCORES, Budget, Case, MethodResult, load_cases, training_config  # noqa: E402
+
+__all__ = ["Block", "Item", "run_items"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One slice of the cross product: padding x space, on some cases and seeds."""
+
+    name: str
+    pad_s: float
+    space: str
+    cases: tuple[str, ...] | None  # None: every case
+    seeds: int
+
+
+@dataclass(frozen=True)
+class Item:
+    block: Block
+    case: str
+    seed: int
+
+
+def _runner(method: str):
+    module = importlib.import_module(f"methods.{'autofix_method' if method == 'autofix' else method}")
+    return getattr(module, f"run_{method}")
+
+
+def _row(result: MethodResult, case: Case, block: Block) -> dict:
+    row = result.to_dict()
+    row.update(block=block.name, kind=case.kind, fault=case.fault,
+               case_epochs=int(training_config(case, 0)["epochs"]),
+               budget_epochs=Budget.for_case(case).max_epochs_total,
+               diagnosis_correct=(result.diagnosis in case.expect) if result.method == "autofix" else None,
+               reference=REFERENCE_SCORES.get((case.name, result.seed)))
+    return row
+
+
+def _run_one(item: Item, case: Case, method: str, done: dict) -> MethodResult:
+    block, seed = item.block, item.seed
+    if method == "autofix":
+        # autofix has no search space: one (case, seed, padding) run serves both spaces.
+        key = (case.name, seed, block.pad_s)
+        if key in done:
+            reused = MethodResult(**{**done[key].to_dict(), "space": block.space})
+            reused.notes = "; ".join(x for x in (reused.notes, "same autofix run as the other space") if x)
+            return reused
+        done[key] = _runner(method)(case, seed, block.space, block.pad_s, Budget.for_case(case))
+        return done[key]
+    return _runner(method)(case, seed, block.space, block.pad_s, Budget.for_case(case),
+                           reference=REFERENCE_SCORES[(case.name, seed)])
+
+
+def run_items(items: list[Item], methods: list[str], deadline: float, rows_path: str, started: float) -> None:
+    """Run every method on every item; a run that would start after ``deadline`` (time.time())
+    is recorded as skipped."""
+    done: dict = {}
+    cases = {c.name: c for c in load_cases()}
+    for item in items:
+        case = cases[item.case]
+        for method in methods:
+            if time.time() > deadline:
+                result = MethodResult(method, case.name, item.seed, item.block.space, item.block.pad_s,
+                                      skipped=True, notes="time budget spent before this run")
+            else:
+                result = _run_one(item, case, method, done)
+                print(f"[{time.time() - started:6.0f}s] {item.block.name} {case.name} s{item.seed} {method}: "
+                      f"healed={result.healed} epochs={result.epochs} trials={result.trials} "
+                      f"patch={len(result.patch_keys)} diag={result.diagnosis} wall={result.wall_s:.1f}s",
+                      flush=True)
+            with open(rows_path, "a") as out:
+                out.write(json.dumps(_row(result, case, item.block), default=str) + "\n")
+
+
+def encode(items: list[Item]) -> list[dict]:
+    return [{"block": asdict(i.block), "case": i.case, "seed": i.seed} for i in items]
+
+
+def decode(rows: list[dict]) -> list[Item]:
+    def block(d: dict) -> Block:
+        return Block(**{**d, "cases": tuple(d["cases"]) if d["cases"] else None})
+    return [Item(block(r["block"]), r["case"], r["seed"]) for r in rows]
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """``python bench_runner.py --address A --job FILE``: run a shard in the driver's Ray."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--job", required=True)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    job = json.loads(Path(args.job).read_text())
+    for key, score in job["references"]:
+        REFERENCE_SCORES[(key[0], int(key[1]))] = score
+    import ray
+
+    ray.init(address=args.address, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        run_items(decode(job["items"]), job["methods"], job["deadline"], job["rows"], job["started"])
+    finally:
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())

@@ -201,3 +201,18 @@ def test_baselines_run_through_tune_within_budget(ray_session, method):
         assert result.epochs is None and result.total_epochs >= budget.max_epochs_total
     if method == "random_repair":  # the user's config is healthy: the first attempt heals, unpatched
         assert result.healed and result.trials == 1 and result.patch_keys == []
+
+
+def test_method_result_patch_is_the_healthy_trials_materialized_config():
+    from methods.tuning import method_result, run_seed
+
+    case = _CASES["sgd_lr_high"]
+    user = _base("sgd_lr_high")
+    stopper = _stopper()
+    config = {"base": user, "space": "small", "warm": True, "knobs": {"lr": 0.01, "normalize": True}}
+    stopper.observe("a", _result(0, 2.0), config)
+    stopper.observe("a", _result(1, 0.5), config)
+    result = method_result("pbt", case, 0, "small", 0.0, stopper.budget, stopper, user, (3.0, 1, 0))
+    assert result.healed and result.epochs == 1 and result.trials == 1 and result.relaunches == 0
+    assert result.patch_keys == ["data.normalize", "optimizer.lr"]
+    assert run_seed(case, 0) != run_seed(_CASES["sgd_lr_low"], 0) and run_seed(case, 0) == run_seed(case, 0)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REFERENCE_SCORES, Budget, Case, MethodResult, load_cases, training_config  # noqa: E402
+from common import (  # noqa: E402
+    REFERENCE_SCORES, Budget, Case, MethodResult, load_cases, ray_runtime_env, training_config,
+)
 
 __all__ = ["Block", "Item", "run_items"]
 
@@ -115,7 +117,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         REFERENCE_SCORES[(key[0], int(key[1]))] = score
     import ray
 
-    ray.init(address=args.address, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address=args.address, log_to_driver=False, logging_level=logging.ERROR, runtime_env=ray_runtime_env())
     try:
         run_items(decode(job["items"]), job["methods"], job["deadline"], job["rows"], job["started"])
     finally:

@@ -40,7 +40,7 @@ _NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 class Condition(BaseModel):
     """Comparisons on one value; all given must hold. ``in`` / ``not_in`` take lists."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     gt: float | None = None
     ge: float | None = None
@@ -87,7 +87,7 @@ def _norm(value: Any) -> Any:
 class When(BaseModel):
     """Which finding a policy answers: a symptom, and conditions on its evidence or the config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     symptom: str
     where: dict[str, Condition] = Field(default_factory=dict)
@@ -103,7 +103,7 @@ class When(BaseModel):
 class Policy(BaseModel):
     """One rule: when a symptom holds ``for_steps`` reports, try the next candidate action."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(pattern=_NAME, max_length=80)
     description: str = ""

@@ -74,7 +74,7 @@ class RaySpec(Strict):
 # One optional field per registered detector, typed by its own Params: errors get exact
 # locations (symptoms.plateau.window) and an unknown symptom lists the known ones.
 SymptomsSpec = create_model(
-    "SymptomsSpec", __config__=ConfigDict(extra="forbid"),
+    "SymptomsSpec", __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
     **{name: (cls.Params | None, None) for name, cls in sorted(SYMPTOMS.items())},
 )
 

@@ -24,7 +24,7 @@ ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf/.nan are never meant in a spec
 
 
 class FactorySpec(Strict):

@@ -109,3 +109,15 @@ def test_cli_refuses_to_overwrite_a_run_directory(tmp_path):
     )
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert (out / "report.json").read_text() == "{}"
+
+
+def test_infinite_and_nan_numbers_are_rejected_everywhere(tmp_path):
+    path = tmp_path / "inf.yaml"
+    path.write_text('version: 1\nname: x\ntrainable: "os:getcwd"\nray: {cpus_per_trial: .inf}\n'
+                    "symptoms:\n  diverging_loss: {factor: .nan}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}:4: ray.cpus_per_trial: expected a finite number, got inf",
+        f"{path}:6: symptoms.diverging_loss.factor: expected a finite number, got nan",
+    ]

@@ -85,7 +85,7 @@ def resolve_path(path: str, config: dict, aliases: dict[str, str]) -> str:
 class Action(BaseModel):
     """Base of every action: validated fields, ``times`` and ``start``, and a pure :meth:`apply`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: ClassVar[str]
     summary: ClassVar[str]

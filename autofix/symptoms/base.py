@@ -42,7 +42,7 @@ class Finding:
 class Params(BaseModel):
     """Base of every detector's parameters: unknown keys are errors, values are validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     metric: str | None = None
     """Metric stream the detector reads; None means the run's loss metric."""

@@ -112,7 +112,8 @@ def markdown(data: dict, summary: dict) -> str:
         for method, g in methods.items():
             cells = [f"{g['fixed']}/{g['fixable_runs']}" if key is None else _fmt(g[key]) for _, key in COLUMNS]
             lines.append(f"| {block} | {method} | " + " | ".join(cells) + " |")
-    lines += ["", "Per case (fixed/runs, median epochs to first healthy report):", ""]
+    lines += ["", "Per case (fixed/runs, median epochs to the first healthy report; autofix: share of"
+              " runs whose first acted-on symptom is in the case's label list):", ""]
     for block, cases in summary["by_case"].items():
         methods = list(next(iter(cases.values())))
         lines += [f"**{block}**", "", "| case | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -123,7 +124,9 @@ def markdown(data: dict, summary: dict) -> str:
                 if not g["runs"]:
                     cells.append("–")
                 elif g["fixable_runs"]:
-                    cells.append(f"{g['fixed']}/{g['fixable_runs']}, {_fmt(g['median_epochs_to_fix'])}")
+                    diag = g["correct_diagnosis_rate"]
+                    cells.append(f"{g['fixed']}/{g['fixable_runs']}, {_fmt(g['median_epochs_to_fix'])}"
+                                 + (f", diagnosis {_fmt(diag)}" if diag is not None else ""))
                 else:
                     cells.append(_control_cell(g))
             lines.append(f"| {case} | " + " | ".join(cells) + " |")

@@ -383,6 +383,19 @@ OVERFITTING_ROWS = [
     pytest.param(edit(OVERFIT, 7, 8, val_loss=math.nan), {}, 8, id="nan-val-report-not-judged"),
     pytest.param(OVERFIT, {"metric": "val_loss", "train_metric": "val_loss"}, None, id="same-stream-twice"),
     pytest.param(BARE, {}, None, id="bare-reports"),
+    # converged noise of the healthy zoo controls: train barely moves / the rise is immaterial
+    pytest.param(series(8, val_loss=curve("1.38 .6 .3 .203 .21 .24 .27 .297"),
+                        train_loss=curve("1.38 .5 .25 .2128 .21 .208 .205 .2013")), {}, None,
+                 id="train-fell-only-5pct"),
+    pytest.param(series(8, val_loss=curve("1.38 .6 .3 .203 .21 .24 .27 .297"),
+                        train_loss=curve("1.38 .5 .25 .2128 .21 .208 .205 .2013")), {"min_train_drop": 0.05}, 7,
+                 id="train-fell-5pct-min_train_drop-5pct"),
+    pytest.param(series(8, val_loss=curve(".698 .2 .05 .0246 .026 .028 .03 .0326"),
+                        train_loss=curve(".7 .2 .06 .0389 .035 .032 .03 .0281")), {}, None,
+                 id="rise-immaterial-vs-first"),
+    pytest.param(series(8, val_loss=curve(".698 .2 .05 .0246 .026 .028 .03 .0326"),
+                        train_loss=curve(".7 .2 .06 .0389 .035 .032 .03 .0281")), {"min_rise_of_first": 0}, 6,
+                 id="rise-immaterial-vs-first-guard-off"),
 ]
 
 

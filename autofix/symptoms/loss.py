@@ -47,7 +47,10 @@ class DivergingLoss(Detector):
     Fires when the last value exceeds ``factor`` x the first reported value (Lightning's
     ``SpikeDetection`` uses a relative tolerance of 2.0), or when the loss rose on each of the
     last ``rising_steps`` reports by a total of at least ``min_rise`` x the first value (a late
-    divergence after a healthy start).
+    divergence after a healthy start), or when, having fallen by at least ``min_rise`` x the
+    first value, it climbed back as much above its best (a late divergence that zigzags up; our
+    choice: half of the initial loss is far more than the noise or slow drift of an overfitting
+    validation loss).
     """
 
     name = "diverging_loss"
@@ -79,6 +82,13 @@ class DivergingLoss(Detector):
                     history, f"{self.metric} rose {k} reports in a row, {tail[0]:.4g} -> {tail[-1]:.4g}",
                     first=first, start=tail[0], last=tail[-1], rise=rise,
                 )
+        best, give_back = min(values), self.params.min_rise * scale
+        if first - best >= give_back and last - best >= give_back:  # had made progress, lost it
+            return self.finding(
+                history, f"{self.metric} {last:.4g} climbed back {last - best:.4g} above its best {best:.4g} "
+                f"(>= {self.params.min_rise:g} x the first value {first:.4g})",
+                first=first, best=best, last=last, rise=last - best,
+            )
         return None
 
 

@@ -76,7 +76,8 @@ def summarize(data: dict) -> dict[str, Any]:
     from bench_targets import targets
 
     return {"by_block": by_block, "by_case": by_case, "targets": targets(runs, by_block),
-            "skipped": sum(r["skipped"] for r in data["runs"])}
+            "skipped": sum(r["skipped"] for r in data["runs"]),
+            "errors": sum(str(r["notes"]).startswith("ERROR") for r in runs)}
 
 
 def _fmt(value: Any) -> str:
@@ -104,6 +105,8 @@ def markdown(data: dict, summary: dict) -> str:
     for b in data["blocks"]:
         lines.append(f"- block **{b['name']}**: epochs padded to {b['pad_s']} s, {b['space']} space, "
                      f"cases: {b['cases'] if b['cases'] == 'all' else ', '.join(b['cases'])}; {b['seeds']} seed(s)")
+    if summary["errors"]:
+        lines.append(f"- **{summary['errors']} run(s) raised** (counted as not healed; see their notes in the JSON)")
     if summary["skipped"]:
         lines.append(f"- **{summary['skipped']} run(s) skipped**: the time budget was spent (excluded from every figure)")
     lines += ["", "| block | method | " + " | ".join(c for c, _ in COLUMNS) + " |",

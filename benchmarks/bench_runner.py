@@ -23,7 +23,7 @@ from common import (  # noqa: E402
     REFERENCE_SCORES, Budget, Case, MethodResult, load_cases, ray_runtime_env, training_config,
 )
 
-__all__ = ["Block", "Item", "run_items"]
+__all__ = ["Block", "Item", "decode", "encode", "row", "run_items"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def _runner(method: str):
     return getattr(module, f"run_{method}")
 
 
-def _row(result: MethodResult, case: Case, block: Block) -> dict:
+def row(result: MethodResult, case: Case, block: Block) -> dict:
+    """The JSON row of one run: the result plus what the figures need about its case."""
     row = result.to_dict()
     row.update(block=block.name, kind=case.kind, fault=case.fault,
                case_epochs=int(training_config(case, 0)["epochs"]),
@@ -87,13 +88,17 @@ def run_items(items: list[Item], methods: list[str], deadline: float, rows_path:
                 result = MethodResult(method, case.name, item.seed, item.block.space, item.block.pad_s,
                                       skipped=True, notes="time budget spent before this run")
             else:
-                result = _run_one(item, case, method, done)
+                try:
+                    result = _run_one(item, case, method, done)
+                except Exception as err:  # one crashed run must not lose the other 400
+                    result = MethodResult(method, case.name, item.seed, item.block.space, item.block.pad_s,
+                                          notes=f"ERROR {type(err).__name__}: {err}"[:300])
                 print(f"[{time.time() - started:6.0f}s] {item.block.name} {case.name} s{item.seed} {method}: "
                       f"healed={result.healed} epochs={result.epochs} trials={result.trials} "
                       f"patch={len(result.patch_keys)} diag={result.diagnosis} wall={result.wall_s:.1f}s",
                       flush=True)
             with open(rows_path, "a") as out:
-                out.write(json.dumps(_row(result, case, item.block), default=str) + "\n")
+                out.write(json.dumps(row(result, case, item.block), default=str) + "\n")
 
 
 def encode(items: list[Item]) -> list[dict]:

@@ -58,6 +58,12 @@ def _group(rows: list[dict]) -> dict[str, Any]:
         "compute_rel_late_onset": _median([r["total_epochs"] / r["case_epochs"] for r in late]),
         "compute_rel_all": _median([r["total_epochs"] / r["case_epochs"] for r in rows]),
         "warm_restarts": sum(r["warm_restarts"] for r in rows),
+        # relaunched runs whose lineage used a warm restart vs cold relaunches only
+        "compute_rel_warm": _median([r["total_epochs"] / r["case_epochs"] for r in rows if r["warm_restarts"]]),
+        "compute_rel_cold": _median([r["total_epochs"] / r["case_epochs"] for r in rows
+                                     if r["relaunches"] and not r["warm_restarts"]]),
+        "runs_warm": sum(1 for r in rows if r["warm_restarts"]),
+        "runs_cold": sum(1 for r in rows if r["relaunches"] and not r["warm_restarts"]),
     }
 
 
@@ -115,6 +121,13 @@ def markdown(data: dict, summary: dict) -> str:
         for method, g in methods.items():
             cells = [f"{g['fixed']}/{g['fixable_runs']}" if key is None else _fmt(g[key]) for _, key in COLUMNS]
             lines.append(f"| {block} | {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Total compute relative to one healthy run (all epochs run / the case's epochs), median over"
+              " relaunched runs, warm-restart lineages vs cold relaunches only:", "",
+              "| block | method | warm: runs | warm: ×1 run | cold: runs | cold: ×1 run |", "|---|---|---|---|---|---|"]
+    for block, methods in summary["by_block"].items():
+        for method, g in methods.items():
+            lines.append(f"| {block} | {method} | {g['runs_warm']} | {_fmt(g['compute_rel_warm'])} | "
+                         f"{g['runs_cold']} | {_fmt(g['compute_rel_cold'])} |")
     lines += ["", "Per case (fixed/runs, median epochs to the first healthy report; autofix: share of"
               " runs whose first acted-on symptom is in the case's label list):", ""]
     for block, cases in summary["by_case"].items():

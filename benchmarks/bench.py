@@ -55,14 +55,14 @@ QUICK = (
 
 
 def _plan(blocks: tuple[Block, ...], only: list[str] | None, seeds: int | None) -> list[Item]:
-    """The first block whole, then the others seed-major and interleaved: if the time budget
-    runs out, every subset block has its first seeds rather than one block having none."""
+    """The first block, then the others interleaved, each seed-major: if the time budget runs
+    out, every case and block has its first seeds rather than some having none."""
     def cases(block: Block) -> list[str]:
         names = block.cases or [c.name for c in load_cases()]
         return [n for n in names if not only or n in only]
 
     first, rest = blocks[0], blocks[1:]
-    plan = [Item(first, name, s) for name in cases(first) for s in range(seeds or first.seeds)]
+    plan = [Item(first, name, s) for s in range(seeds or first.seeds) for name in cases(first)]
     for seed in range(max([seeds or b.seeds for b in rest], default=0)):
         for name in dict.fromkeys(n for b in rest for n in cases(b)):
             plan += [Item(b, name, seed) for b in rest if name in cases(b) and seed < (seeds or b.seeds)]

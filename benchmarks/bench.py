@@ -82,23 +82,18 @@ def _references(plan: list[Item], jobs: int) -> None:
             REFERENCE_SCORES[key] = score
 
 
-def _shards(plan: list[Item], jobs: int) -> list[list[Item]]:
-    # One (case, seed) always goes to the same worker: its autofix run serves both spaces.
-    keys = list(dict.fromkeys((i.case, i.seed) for i in plan))
-    owner = {k: n % jobs for n, k in enumerate(keys)}
-    return [[i for i in plan if owner[(i.case, i.seed)] == j] for j in range(jobs)]
-
-
 def _run_workers(plan: list[Item], args: argparse.Namespace, deadline: float, started: float, rows: str) -> None:
     import ray
 
     address = ray.get_runtime_context().gcs_address
     tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
     procs = []
-    for n, shard in enumerate(_shards(plan, args.jobs)):
+    (tmp / "claims").mkdir()
+    for n in range(args.jobs):  # every worker walks the whole plan, running the units it claims
         job = tmp / f"job{n}.json"
-        job.write_text(json.dumps({"items": encode(shard), "methods": args.methods.split(","),
+        job.write_text(json.dumps({"items": encode(plan), "methods": args.methods.split(","),
                                    "deadline": deadline, "started": started, "rows": rows,
+                                   "claims": str(tmp / "claims"),
                                    "references": [[list(k), v] for k, v in REFERENCE_SCORES.items()]}))
         worker = Path(__file__).with_name("bench_runner.py")
         procs.append(subprocess.Popen([sys.executable, str(worker), "--address", address, "--job", str(job)]))

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -75,12 +76,41 @@ def _run_one(item: Item, case: Case, method: str, done: dict) -> MethodResult:
                            reference=REFERENCE_SCORES[(case.name, seed)])
 
 
-def run_items(items: list[Item], methods: list[str], deadline: float, rows_path: str, started: float) -> None:
-    """Run every method on every item; an item that would start after ``deadline``
-    (time.time()) is recorded as skipped for every method."""
+class _Claims:
+    """Work sharing between bench processes: the first to create a unit's marker file runs it.
+
+    A unit is (padding, case, seed): the blocks that differ only in their space go to the same
+    process, so its one autofix run serves both. Without a directory every unit is ours.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory, self.mine, self.theirs = directory, set(), set()
+
+    def ours(self, item: Item) -> bool:
+        unit = f"{item.block.pad_s}-{item.case}-{item.seed}"
+        if self.directory is None or unit in self.mine:
+            return True
+        if unit in self.theirs:
+            return False
+        try:
+            os.close(os.open(os.path.join(self.directory, unit), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            self.theirs.add(unit)
+            return False
+        self.mine.add(unit)
+        return True
+
+
+def run_items(items: list[Item], methods: list[str], deadline: float, rows_path: str, started: float,
+              claims_dir: str | None = None) -> None:
+    """Run every method on every item (those this process claims, with ``claims_dir``); an
+    item that would start after ``deadline`` (time.time()) is recorded as skipped."""
     done: dict = {}
     cases = {c.name: c for c in load_cases()}
+    claims = _Claims(claims_dir)
     for item in items:
+        if not claims.ours(item):
+            continue
         case = cases[item.case]
         late = time.time() > deadline  # per item: every method or none, so they compare on the same runs
         for method in methods:
@@ -125,7 +155,8 @@ def worker_main(argv: list[str] | None = None) -> int:
 
     ray.init(address=args.address, log_to_driver=False, logging_level=logging.ERROR, runtime_env=ray_runtime_env())
     try:
-        run_items(decode(job["items"]), job["methods"], job["deadline"], job["rows"], job["started"])
+        run_items(decode(job["items"]), job["methods"], job["deadline"], job["rows"], job["started"],
+                  job["claims"])
     finally:
         ray.shutdown()
     return 0

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-cluster bench install clean
+.PHONY: run test test-cluster bench bench-quick install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,10 @@ test-cluster: $(STAMP)
 
 # Speed and overhead targets are measured here, never by timed unit tests.
 bench: $(STAMP)
+	$(BIN)/python benchmarks/engine_throughput.py
+	$(BIN)/python benchmarks/fuzz.py --cases 1000 --seed 0
 	$(BIN)/python benchmarks/probe_overhead.py
+	$(BIN)/python benchmarks/warm_vs_cold.py --seeds 3
 	$(BIN)/python benchmarks/bench.py
 
 # The sick zoo on a subset covering every method and block kind (a few minutes).

@@ -12,6 +12,7 @@ outer ``Tuner.fit()`` round.
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,6 +94,9 @@ class AutofixScheduler(FIFOScheduler):
         self.engine = engine
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if self.engine.deadline is not None and time.time() >= self.engine.deadline:
+            # Tune's own time_budget_s restarts from zero on restore: a resumed run counts here.
+            self.engine.expire("wall-clock budget spent (counted across the resume)")
         ckpt = trial.checkpoint.path if trial.checkpoint is not None else None
         verdict = self.engine.observe(trial.trial_id, iteration_of(result), result, checkpoint=ckpt)
         return TrialScheduler.STOP if verdict.stop else TrialScheduler.CONTINUE

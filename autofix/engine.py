@@ -75,6 +75,7 @@ class Engine:
         self.launched: dict[str, str] = {}  # config key -> attempt id
         self.winner: str | None = None
         self.halted: str | None = None  # set when a policy stops the whole run
+        self.deadline: float | None = None  # epoch seconds; set by a resumed run (what is left of wall_clock_s)
         self._enqueue(Attempt(id="a0", parent=None, config=plan.config))
 
     # -- Tune events -------------------------------------------------------------------------
@@ -111,6 +112,8 @@ class Engine:
         attempt.reports += 1
         if self.winner is not None:
             return self._end(attempt, Outcome.STOPPED, f"attempt {self.winner} already healthy", stop=True)
+        if self.halted is not None:
+            return self._end(attempt, Outcome.STOPPED, self.halted, stop=True)
         findings = self._detect(attempt)
         decision = self._decide(attempt, findings, at_end=False)
         if self.observer is not None:
@@ -139,6 +142,12 @@ class Engine:
             self._end(attempt, Outcome.SICK, decision.reason)
         else:
             self._end(attempt, Outcome.UNHEALTHY, self._progress_text(attempt))
+
+    def expire(self, reason: str) -> None:
+        """The run's budget is spent: no new attempt starts; running ones are stopped at their next report."""
+        if self.halted is None and self.winner is None:
+            self.halted = reason
+            self.journal("budget_spent", reason=reason)
 
     def finish(self, reason: str = "") -> None:
         """The run ended: running attempts were stopped, queued ones were never launched."""

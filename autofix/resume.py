@@ -19,6 +19,7 @@ from typing import Any
 from autofix import controller
 from autofix.engine import Engine
 from autofix.errors import InputError, Problem
+from autofix.journal import read_journal
 from autofix.reporting import Report
 from autofix.runner import SPEC_COPY, assemble, conclude, ray_session, trainable_of
 from autofix.spec import load_spec
@@ -45,6 +46,21 @@ def _saved_engine_state(experiment: Path) -> dict[str, Any] | None:
         return pickle.load(f)["engine"]
 
 
+def _budget_left_s(wall_clock_s: float | None, records: list[dict[str, Any]]) -> float | None:
+    """What the run has left of ``wall_clock_s``: the time spent in every earlier driver session
+    (its first to its last journal record) is subtracted; the time the driver was dead is not."""
+    if wall_clock_s is None:
+        return None
+    spent, start, last = 0.0, None, None
+    for record in records:
+        if record["event"] in ("run_started", "run_resumed"):
+            spent += (last - start) if start is not None and last is not None else 0.0
+            start = record["ts"]
+        last = record["ts"]
+    spent += (last - start) if start is not None and last is not None else 0.0
+    return max(0.0, wall_clock_s - spent)
+
+
 def resume(directory: str | os.PathLike, *, address: str | None = None, verbose: bool = False,
            echo: Any = None, observer: Any = None) -> Report:
     """Continue the run in ``directory``; returns its report (also written there)."""
@@ -59,10 +75,14 @@ def resume(directory: str | os.PathLike, *, address: str | None = None, verbose:
     started = time.monotonic()
     restored: list[Engine] = []
 
+    left_s = _budget_left_s(spec.budget.wall_clock_s, read_journal(out / "journal.jsonl"))
+
     def reattach(live: Engine) -> None:
         # The engine Tune restored decides from here on: give it this driver's journal (with
-        # the ledger and terminal sinks) and live view, so the resumed segment is seen and learnt.
+        # the ledger and terminal sinks) and live view, so the resumed segment is seen and learnt,
+        # and what is left of the wall-clock budget.
         live.journal, live.observer = journal, observer
+        live.deadline = time.time() + left_s if left_s is not None else None
         restored.append(live)
 
     try:

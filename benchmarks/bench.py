@@ -111,10 +111,25 @@ def _missing(plan: list[Item], methods: list[str], results: list[dict]) -> list[
             for i in plan for m in methods if (i.block.name, i.case, i.seed, m) not in have]
 
 
+def _commit() -> str:
+    """The code measured: BENCH_COMMIT (a snapshot's source) or the checkout's HEAD (+dirty)."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "autofix", "benchmarks", "policies"],
+                               cwd=REPO_DIR, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run(args: argparse.Namespace) -> dict:
     """Every planned run, references first (each must pass the judge: raises otherwise)."""
     import ray
 
+    load_start = [round(x, 2) for x in os.getloadavg()]  # noise on a shared machine is reported
     blocks = QUICK if args.quick else FULL
     plan = _plan(blocks, args.cases.split(",") if args.cases else None, args.seeds)
     started = time.time()
@@ -140,7 +155,8 @@ def run(args: argparse.Namespace) -> dict:
     Path(rows).unlink()
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(), "jobs": args.jobs,
+        "cores": os.cpu_count(), "jobs": args.jobs, "commit": _commit(),
+        "load_avg_start": load_start, "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "command": "python benchmarks/bench.py " + " ".join(args.argv),
         "wall_s": round(time.time() - started, 1), "reference_s": round(reference_s, 1),
         "quick": bool(args.quick), "budget_min": args.budget_min,

@@ -106,7 +106,8 @@ def markdown(data: dict, summary: dict) -> str:
     """The Markdown report: header, overall table, per-case table, targets."""
     lines = [f"# Sick-zoo benchmark ({'quick' if data['quick'] else 'full'})", "",
              f"{data['date_utc']}, {data['cores']} cores, {data.get('jobs', 1)} bench process(es) sharing "
-             f"one Ray, {data['wall_s']:.0f} s wall "
+             f"one Ray, {data['wall_s']:.0f} s wall, commit {data.get('commit', '?')}, load average "
+             f"{data.get('load_avg_start', ['?'])[0]} at the start, {data.get('load_avg_end', ['?'])[0]} at the end "
              f"(references {data['reference_s']:.0f} s); command: `{data['command']}`", ""]
     for b in data["blocks"]:
         lines.append(f"- block **{b['name']}**: epochs padded to {b['pad_s']} s, {b['space']} space, "

@@ -20,7 +20,7 @@ from patches import apply_overrides, changed_keys, patch_size
 
 __all__ = [
     "BENCH_DIR", "Budget", "Case", "Judge", "MethodResult", "REFERENCE_SCORES", "ZOO_DIR",
-    "apply_overrides", "bench_trainable", "changed_keys", "judge_for", "load_case_spec",
+    "apply_overrides", "bench_trainable", "changed_keys", "finite", "judge_for", "load_case_spec",
     "load_cases", "patch_size", "preload_worker", "ray_runtime_env", "reference_config",
     "reference_score", "train_series", "training_config",
 ]
@@ -101,7 +101,8 @@ def training_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]
     return TrainingSpec.model_validate(raw).model_dump(mode="json")
 
 
-def _finite(value: Any) -> float | None:
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, non-numeric, NaN or infinite)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -128,8 +129,8 @@ class Judge:
 
     def healthy(self, report: dict[str, Any], baseline: float) -> bool:
         """One report against a known pre-training val_loss."""
-        loss, score = _finite(report.get("val_loss")), _finite(report.get(self.metric))
-        if self.final_epoch is not None and _finite(report.get("epoch")) != self.final_epoch:
+        loss, score = finite(report.get("val_loss")), finite(report.get(self.metric))
+        if self.final_epoch is not None and finite(report.get("epoch")) != self.final_epoch:
             return False
         if loss is None or score is None or not math.isfinite(baseline):
             return False
@@ -141,7 +142,7 @@ class Judge:
             return None
         base = baseline if baseline is not None else self.baseline
         if base is None:
-            base = _finite(series[0].get("val_loss"))
+            base = finite(series[0].get("val_loss"))
         if base is None:
             return None
         for index, report in enumerate(series):
@@ -237,7 +238,7 @@ def reference_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any
 def reference_score(case: Case, seed: int) -> float:
     """Best judged metric of the reference run; raises if the reference fails the judge itself."""
     series = train_series(reference_config(case, seed))
-    scores = [s for s in (_finite(r.get(case.judge_metric)) for r in series[1:]) if s is not None]
+    scores = [s for s in (finite(r.get(case.judge_metric)) for r in series[1:]) if s is not None]
     if not scores:
         raise RuntimeError(f"reference of case {case.name!r} (seed {seed}) reported no finite {case.judge_metric}")
     best = max(scores)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.tune import Stopper
 
-from common import REFERENCE_SCORES, Budget, Case, Judge, judge_for
+from common import REFERENCE_SCORES, Budget, Case, Judge, finite, judge_for
 
 __all__ = ["HealthyFind", "JudgingStopper", "case_judge"]
 
@@ -69,7 +69,7 @@ class JudgingStopper(Stopper):
             self.configs[trial_id] = config
         epoch = _epoch(result)
         if epoch == 0:  # a (re)start from scratch: a new lineage, a new baseline
-            state.baseline = _finite(result.get("val_loss"))
+            state.baseline = finite(result.get("val_loss"))
         else:
             self.epochs += 1
         state.reports += 1
@@ -107,11 +107,3 @@ def _epoch(result: dict[str, Any]) -> int:
     if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and math.isfinite(epoch):
         return int(epoch)
     return int(result.get("training_iteration", 1))
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

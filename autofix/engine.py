@@ -265,16 +265,16 @@ class Engine:
         held = "at the end of the attempt" if at_end else f"held {attempt.streaks[policy.name]} report(s)"
         race = [self._spawn(attempt, policy, finding, action, config, changes)
                 for action, config, changes in picks]
-        if len(race) > 1:
-            for entry in race:
-                if entry["child"]:
-                    self.attempts[entry["child"]].race = [e["child"] for e in race if e["child"]]
         first = race[0]
-        launches = [f"{e['child']} with {e['diff']}" if e["child"] else f"(no attempt left in the budget for {e['diff']})"
-                    for e in race]
-        then = ("launch " + launches[0] if first["child"] else f"no attempt left in the budget for {first['diff']}")
-        if len(race) > 1:
-            then = "race " + " against ".join(launches)
+        if len(race) > 1:  # _race_width keeps a race inside the budget: every racer has a child
+            children = [e["child"] for e in race]
+            for child in children:
+                self.attempts[child].race = children
+            then = "race " + " against ".join(f"{e['child']} with {e['diff']}" for e in race)
+        elif first["child"]:
+            then = f"launch {first['child']} with {first['diff']}"
+        else:
+            then = f"no attempt left in the budget for {first['diff']}"
         reason = f"{finding.symptom} {held} ({finding.reason}); policy '{policy.name}': {then}"
         decision = Decision(policy.name, finding, first["action"], first["start"], picks[0][2], first["child"],
                             reason, skipped, race=race if len(race) > 1 else [])

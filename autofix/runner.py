@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,12 +18,12 @@ from typing import Any, Callable, Iterator
 import pydantic
 
 from autofix.engine import Engine, Plan
-from autofix.errors import InputError, Problem
 from autofix.journal import Journal
 from autofix.ledger import Ledger
 from autofix.lineage import Outcome
 from autofix.policy import load_policies
 from autofix.reporting import Report, build_report
+from autofix.rundir import RunDir, claim
 from autofix.spec import Spec, load_spec
 from autofix.symptoms import build_detectors
 from autofix.training import TrainingSpec
@@ -44,23 +43,26 @@ for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRAT
 
 
 def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool = False,
-            echo: Callable[[dict], None] | None = None) -> tuple[Spec, Engine, Path, Journal]:
-    """Everything that can fail on user input, done before Ray starts."""
+            echo: Callable[[dict], None] | None = None) -> tuple[Spec, Engine, RunDir, Journal]:
+    """Everything that can fail on user input, done before Ray starts.
+
+    The run directory is claimed (:func:`autofix.rundir.claim`: validated, locked, cleared only
+    if it is an autofix run directory and ``overwrite`` is set); the caller releases it.
+    """
     spec = load_spec(spec)
     load_policies(spec.policy_paths())  # policy files are input too: checked before anything
-    out = Path(output) if output else Path("runs", f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise InputError([Problem(str(out), None, "--output",
-                                      "exists and is not empty; choose another directory or pass --overwrite")])
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    out = out.resolve()  # Tune pickles the engine and its journal path: keep it cwd-independent
-    (out / SPEC_COPY).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "base_dir": spec.base_dir}))
-    engine, journal = assemble(spec, out, echo)
+    target = output if output is not None else Path("runs", f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = claim(target, spec.base_dir, overwrite)
+    out = run_dir.path  # resolved: Tune pickles the engine and its journal path
+    try:
+        (out / SPEC_COPY).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "base_dir": spec.base_dir}))
+        engine, journal = assemble(spec, out, echo)
+    except BaseException:
+        run_dir.release()
+        raise
     journal("run_started", name=spec.name, output=str(out), policies=engine.policies.sources,
             config=engine.plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
-    return spec, engine, out, journal
+    return spec, engine, run_dir, journal
 
 
 def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) -> tuple[Engine, Journal]:
@@ -131,7 +133,8 @@ def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | No
     Returns the :class:`~autofix.reporting.Report` (also written to ``OUTPUT/report.json``).
     Raises :class:`~autofix.errors.InputError` on bad input, before anything starts.
     """
-    spec, engine, out, journal = prepare(spec, output, overwrite, echo)
+    spec, engine, run_dir, journal = prepare(spec, output, overwrite, echo)
+    out = run_dir.path
     engine.observer = observer
     if on_spec is not None:
         on_spec(spec)
@@ -142,6 +145,7 @@ def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | No
         return conclude(spec, engine, out, journal, time.monotonic() - started)
     finally:
         journal.close()
+        run_dir.release()
 
 
 def conclude(spec: Spec, engine: Engine, out: Path, journal: Journal, elapsed: float) -> Report:

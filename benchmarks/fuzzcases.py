@@ -2,7 +2,7 @@
 
 Shared by ``benchmarks/fuzz.py`` (>= 1,000 cases) and ``tests/test_fuzz.py`` (a few dozen).
 A case is a file's bytes: a mutation of a shipped spec (``examples/``) or policy file
-(``policies/``) -- keys dropped or renamed, wrong types, unknown keys, huge or non-finite
+(``autofix/policies/``) -- keys dropped or renamed, wrong types, unknown keys, huge or non-finite
 numbers, deep nesting --, or raw text: empty files, binary junk, invalid UTF-8, YAML syntax
 errors, alias bombs and recursive anchors, duplicate keys, tabs.
 
@@ -43,7 +43,7 @@ CASE_TIMEOUT_S = 20.0
 
 def _seed_files() -> dict[str, dict[str, str]]:
     specs = sorted(ROOT.glob("examples/*.yaml")) + sorted(ROOT.glob("examples/*/*.yaml"))
-    policies = sorted(p for p in ROOT.glob("policies/*.yaml"))
+    policies = sorted(p for p in ROOT.glob("autofix/policies/*.yaml"))
     return {"spec": {str(p.relative_to(ROOT)): p.read_text() for p in specs},
             "policy": {str(p.relative_to(ROOT)): p.read_text() for p in policies}}
 
@@ -311,10 +311,11 @@ def _ray_running() -> bool:
 def run_case(case: Case, workdir: str | Path | None = None, existing_output: bool = False) -> Outcome:
     """Write ``case`` to a file, run the CLI on it in-process, and check the property.
 
-    With ``existing_output`` the run's ``--output`` is a non-empty directory and
-    ``--overwrite`` is passed: a rejected input must leave it untouched.
+    With ``existing_output`` the run's ``--output`` is an earlier run's (marked, non-empty)
+    directory and ``--overwrite`` is passed: a rejected input must leave it untouched.
     """
     from autofix.cli import main
+    from autofix.rundir import MARKER
 
     with contextlib.ExitStack() as stack:
         root = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -325,6 +326,7 @@ def run_case(case: Case, workdir: str | Path | None = None, existing_output: boo
         argv = ["policies", "check", str(path)] if case.kind == "policy" else ["run", str(path), "--output", str(out), "-q"]
         if existing_output and case.kind == "spec":
             out.mkdir()
+            (out / MARKER).write_text("{}")
             (out / "keep.txt").write_text("precious")
             argv.append("--overwrite")
         ray_before, sys_path = _ray_running(), list(sys.path)

@@ -22,7 +22,8 @@ from autofix.errors import InputError, Problem
 from autofix.journal import read_journal
 from autofix.reporting import Report
 from autofix.runner import SPEC_COPY, assemble, conclude, ray_session, trainable_of
-from autofix.spec import load_spec
+from autofix.rundir import lock_run
+from autofix.spec import Spec, load_spec
 
 __all__ = ["resume"]
 
@@ -35,6 +36,23 @@ def _check(out: Path) -> None:
         raise InputError([Problem(where, None, "DIR", "the run never reached Ray Tune: nothing to resume; start it again")])
     if (out / "report.json").is_file():
         raise InputError([Problem(where, None, "DIR", "this run already finished (report.json exists)")])
+
+
+def _saved_spec(out: Path) -> "Spec":
+    """The run's validated spec, its modules looked up from the spec's folder as recorded at the
+    start (not the working directory): resume works from anywhere, and says so if they moved."""
+    saved = json.loads((out / SPEC_COPY).read_text())
+    base = saved["base_dir"]
+    try:
+        return load_spec(saved["spec"], base_dir=base, name=str(out / SPEC_COPY))
+    except InputError as err:
+        paths = ", ".join([base, *saved["spec"].get("python_path", [])])
+        hint = (f"the run was started with its spec in {base} (python_path: {paths}); if the user's "
+                "modules moved since, put them back there or start a new run")
+        if not Path(base).is_dir():
+            hint = f"the spec's folder {base} no longer exists; " + hint
+        raise InputError([Problem(p.file, p.line, p.field, f"{p.message}; {hint}", p.context)
+                          for p in err.problems]) from None
 
 
 def _saved_engine_state(experiment: Path) -> dict[str, Any] | None:
@@ -66,10 +84,13 @@ def resume(directory: str | os.PathLike, *, address: str | None = None, verbose:
     """Continue the run in ``directory``; returns its report (also written there)."""
     out = Path(directory).resolve()
     _check(out)
-    saved = json.loads((out / SPEC_COPY).read_text())
-    spec = load_spec(saved["spec"])
-    spec._base_dir = saved["base_dir"]
-    engine, journal = assemble(spec, out, echo)
+    run_dir = lock_run(out)  # one driver per run: a live one keeps it
+    try:
+        spec = _saved_spec(out)
+        engine, journal = assemble(spec, out, echo)
+    except BaseException:
+        run_dir.release()
+        raise
     experiment = out / "tune"
     journal("run_resumed", output=str(out))
     started = time.monotonic()
@@ -101,3 +122,4 @@ def resume(directory: str | os.PathLike, *, address: str | None = None, verbose:
     finally:
         controller.ON_RESTORE = None
         journal.close()
+        run_dir.release()

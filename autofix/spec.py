@@ -183,13 +183,19 @@ def _check_policy_files(spec: Spec, source: Any) -> None:
         raise InputError(missing)
 
 
-def load_spec(spec: "str | os.PathLike | dict | Spec") -> Spec:
-    """A spec from a YAML path, a dict or a Spec; InputError naming file, line and field otherwise."""
+def load_spec(spec: "str | os.PathLike | dict | Spec", base_dir: "str | os.PathLike | None" = None,
+              name: str = "<dict>") -> Spec:
+    """A spec from a YAML path, a dict or a Spec; InputError naming file, line and field otherwise.
+
+    A dict's relative paths and modules are looked up from ``base_dir`` (default: the working
+    directory); ``name`` is the file its problems are reported under (``autofix resume`` passes
+    the run directory's copy). A YAML file's own folder is its base.
+    """
     if isinstance(spec, Spec):
         return spec
     spec_input = spec
     if isinstance(spec, dict):
-        source, base = source_from_data(spec), Path.cwd()
+        source, base = source_from_data(spec, name), Path(base_dir).resolve() if base_dir else Path.cwd()
     else:
         source, base = load_yaml(spec), Path(spec).resolve().parent
     if not isinstance(source.data, dict):

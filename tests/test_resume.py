@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,15 +47,20 @@ def _wait_persisted(experiment, attempt_id, timeout_s=60.0):
 
 
 def test_a_killed_driver_is_resumed_without_losing_or_repeating_attempts(tmp_path):
-    spec = {"name": "killed", "trainable": "failing_trainable:slow_fn", "python_path": [str(FIXTURES)],
+    # The user's own module sits beside the spec and the run starts from that folder; the
+    # resume runs from another folder: the run directory holds what resume needs to find it.
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(FIXTURES / "failing_trainable.py", project / "usertrain.py")
+    spec = {"name": "killed", "trainable": "usertrain:slow_fn",
             "config": {"lr": 5.0, "epochs": 12}, "knobs": {"optimizer.lr": "lr"}, "metric": "loss",
             "budget": {"max_attempts": 4, "wall_clock_s": 300}, "ledger": True}  # in the test's AUTOFIX_HOME
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    (project / "spec.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "run"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    driver = subprocess.Popen([sys.executable, "-m", "autofix.cli", "run", str(path), "-o", str(out), "--plain"],
-                              cwd=ROOT, env=env, start_new_session=True,
+    driver = subprocess.Popen([sys.executable, "-m", "autofix.cli", "run", "spec.yaml", "-o", str(out), "--plain"],
+                              cwd=project, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         launched_a1 = lambda records: any(r["event"] == "attempt_launched" and r["attempt"] == "a1" for r in records)  # noqa: E731
@@ -68,7 +74,7 @@ def test_a_killed_driver_is_resumed_without_losing_or_repeating_attempts(tmp_pat
         driver.wait(timeout=30)
     assert not (out / "report.json").exists()
 
-    done = subprocess.run([sys.executable, "-m", "autofix.cli", "resume", str(out)], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "autofix.cli", "resume", str(out)], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=300, start_new_session=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
@@ -96,3 +102,22 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path, capsys):
 
     assert main(["resume", str(tmp_path)]) == 2
     assert "not an autofix run directory" in capsys.readouterr().err
+
+
+def test_resume_says_clearly_when_the_users_module_has_moved(tmp_path, capsys):
+    from autofix.cli import main
+    from autofix.runner import SPEC_COPY
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "usertrain.py").write_text("def fn(config):\n    pass\n")
+    spec = {"name": "moved", "trainable": "usertrain:fn", "config": {"lr": 1.0}, "metric": "loss"}
+    run = tmp_path / "run"
+    (run / "tune").mkdir(parents=True)
+    (run / "tune" / "tuner.pkl").write_bytes(b"")
+    (run / SPEC_COPY).write_text(json.dumps({"spec": spec, "base_dir": str(project)}))
+    (project / "usertrain.py").rename(tmp_path / "usertrain.py")  # the user moved their module
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot import module 'usertrain'" in err[0], err
+    assert f"started with its spec in {project}" in err[0] and "moved since" in err[0]

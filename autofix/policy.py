@@ -2,7 +2,7 @@
 
 Modelled on Prometheus alerting rules: unknown keys are errors, every problem in every file
 is collected with ``file:line``, and files compose: a later file (the user's) overrides an
-earlier one (the shipped ``policies/``) policy by policy, by name, and ``enabled: false``
+earlier one (the shipped ``autofix/policies/``) policy by policy, by name, and ``enabled: false``
 switches a shipped policy off. Conditions are data (``{optimizer.lr: {gt: 0.01}}``), never
 evaluated as code.
 """
@@ -32,7 +32,7 @@ __all__ = [
     "step_policies",
 ]
 
-SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+SHIPPED_POLICIES = Path(__file__).resolve().parent / "policies"  # inside the package: wheels ship it
 BUILTIN = "builtin"  # the name of the shipped policy directory in a spec's ``policies`` list
 _NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 

@@ -1,6 +1,6 @@
 """``autofix policies test``: unit tests for policies, in the spirit of ``promtool test rules``.
 
-A test file (``*.test.yaml``, usually in ``policies/tests/``) gives metric series and a config;
+A test file (``*.test.yaml``, usually in ``autofix/policies/tests/``) gives metric series and a config;
 the engine is driven with them exactly as during a run, and the first decision (iteration,
 symptom, policy, patch) is compared with the expectation::
 
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autofix.engine import Engine, Plan
 from autofix.errors import InputError
-from autofix.policy import BUILTIN, load_policies
+from autofix.policy import BUILTIN, SHIPPED_POLICIES, load_policies
 from autofix.sources import load_yaml, problems_from_validation
 from autofix.symptoms import build_detectors
 
@@ -147,10 +147,11 @@ def _check(test: PolicyTest, policies) -> list[str]:
 
 
 def run_policy_tests(paths: list[str | Path]) -> tuple[int, int, list[str]]:
-    """Run every test in the given files/directories; ``(tests run, tests failed, failure lines)``."""
+    """Run every test in the given files/directories (``builtin``: the shipped policies' own);
+    ``(tests run, tests failed, failure lines)``."""
     files: list[Path] = []
     for raw in paths:
-        p = Path(raw)
+        p = SHIPPED_POLICIES if str(raw) == BUILTIN else Path(raw)
         files.extend(sorted(p.rglob("*.test.yaml")) if p.is_dir() else [p])
     count, failed, failures, problems = 0, 0, [], []
     for path in files:

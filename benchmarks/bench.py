@@ -118,7 +118,7 @@ def _commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "autofix", "benchmarks", "policies"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "autofix", "benchmarks"],
                                cwd=REPO_DIR, capture_output=True, text=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

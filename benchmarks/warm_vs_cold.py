@@ -31,7 +31,7 @@ OUT = ROOT / "benchmarks" / "results" / "warm_vs_cold.json"
 def cold_policies(directory: Path) -> list[str]:
     """The shipped policy files with every ``start: warm`` turned into ``start: cold``."""
     paths = []
-    for source in sorted((ROOT / "policies").glob("*.yaml")):
+    for source in sorted((ROOT / "autofix" / "policies").glob("*.yaml")):
         target = directory / source.name
         target.write_text(source.read_text().replace("start: warm", "start: cold"))
         paths.append(str(target))

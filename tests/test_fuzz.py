@@ -19,7 +19,7 @@ import fuzzcases  # noqa: E402
 from fuzzcases import Case, run_case  # noqa: E402
 
 DIGITS = (ROOT / "examples" / "digits_healthy.yaml").read_text()
-POLICY = (ROOT / "policies" / "loss.yaml").read_text()
+POLICY = (ROOT / "autofix" / "policies" / "loss.yaml").read_text()
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -78,7 +79,7 @@ def test_a_malformed_test_file_is_an_input_error(tmp_path, capsys):
 
 
 def test_policies_check_reports_every_file_and_exits_2(capsys):
-    golden = SHIPPED_POLICIES.parent / "tests" / "golden"
+    golden = Path(__file__).resolve().parent / "golden"
     code = main(["policies", "check", str(golden / "unknown_keys.bad.yaml"), str(golden / "unknown_symptom.bad.yaml")])
     assert code == 2
     err = capsys.readouterr().err.splitlines()

@@ -3,7 +3,7 @@
 Sequential attempts, each trained from scratch for the case's full epochs. After an attempt
 that the independent judge did not find healthy, one action is drawn uniformly from the
 distinct actions (with their parameters) named in the ``then:`` lists of the shipped
-``policies/*.yaml`` that can change the current config, stay inside the knob space and give a
+``autofix/policies/*.yaml`` that can change the current config, stay inside the knob space and give a
 config the schema and the model accept; it is applied on top of the previous patches (a
 lineage, like autofix's). Same budget: ``max_trials`` attempts and the epoch budget.
 """

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-cluster bench bench-quick install clean
+.PHONY: run test test-cluster bench bench-quick install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/autofix run examples/digits_lr_too_high.yaml --output runs/digits_lr_too_high --overwrite
 
-test: $(STAMP)
-	$(BIN)/autofix policies check policies/
-	$(BIN)/autofix policies test policies/
+# Debian's chromium for the report.html browser test, where the machine allows installing it.
+browser:
+	@sh scripts/install-browser.sh
+
+test: $(STAMP) browser
+	$(BIN)/autofix policies check autofix/policies/
+	$(BIN)/autofix policies test autofix/policies/
 	$(BIN)/python -m pytest
 
 # Tests that start their own multi-node Ray clusters on loopback (not collected by `test`).

@@ -23,11 +23,12 @@ def run(spec: Any, output: Any = None, **kwargs: Any) -> "Report":
     return _run(spec, output, **kwargs)
 
 
-def report(metrics: Any, checkpoint: Any = None) -> None:
-    """Report metrics from a custom trainable; see :func:`autofix.trial.report`."""
+def report(metrics: Any, checkpoint: Any = None, *, step: Any = None, planned_steps: Any = None) -> None:
+    """Report metrics from a custom trainable (with ``step`` / ``planned_steps``, the optimizer
+    steps done and planned); see :func:`autofix.trial.report`."""
     from autofix.trial import report as _report
 
-    _report(metrics, checkpoint)
+    _report(metrics, checkpoint, step=step, planned_steps=planned_steps)
 
 
 def get_checkpoint(config: Any = None) -> str | None:

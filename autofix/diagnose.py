@@ -1,8 +1,8 @@
 """``autofix diagnose PATH``: run the symptom detectors and policies on what a run already logged.
 
-No relaunch and no Ray: the per-epoch metrics are read back from files, replayed report by
-report through the same detectors the engine uses, and each policy's ``for_steps`` state is
-advanced as during a run. ``PATH`` is an autofix run directory (``report.json`` + ``tune/``),
+No relaunch and no Ray: the per-epoch metrics are read back from files and replayed report by
+report through the real :class:`~autofix.engine.Engine` (its detectors, policies, patience,
+cooldowns and ledger order), so what it prints is what ``autofix run`` would have done. ``PATH`` is an autofix run directory (``report.json`` + ``tune/``),
 a Ray Tune experiment directory (trial folders with ``result.json`` and/or ``progress.csv``),
 one trial folder, or a CSV of per-epoch metrics (a header row of metric names).
 """
@@ -19,9 +19,11 @@ from pydantic import BaseModel
 
 from autofix.errors import InputError, Problem
 from autofix.journal import jsonable
-from autofix.metrics import History, as_float
-from autofix.policy import PolicySet, load_policies, metrics_lookup, step_policies
-from autofix.symptoms import SYMPTOMS, Finding, build_detectors
+from autofix.ledger import Ledger
+from autofix.lineage import Outcome
+from autofix.metrics import as_float
+from autofix.policy import PolicySet, load_policies
+from autofix.symptoms import Finding, build_detectors
 
 __all__ = ["DiagnosisResult", "PolicyHit", "TrialDiagnosis", "attempt_rows", "diagnose", "format_diagnosis",
            "read_metrics_file", "read_trial_rows"]
@@ -32,7 +34,8 @@ Rows = dict[int, dict[str, float]]
 
 
 class PolicyHit(BaseModel):
-    """Where a policy would have fired (its finding held ``for_steps`` reports), and what it would do."""
+    """Where the engine would have acted: the policy that fired, on which finding, at which
+    report, and the candidate action it would have launched."""
 
     policy: str
     symptom: str
@@ -88,7 +91,7 @@ def diagnose(path: str, spec: str | None = None, policies: list[str] | None = No
     kind, trials = _discover(Path(path))
     base = loaded.base_config() if loaded else {}
     ctx = {"overrides": loaded.symptom_params() if loaded else {}, "aliases": dict(loaded.knobs) if loaded else {},
-           "min_drop": loaded.success.min_drop if loaded else 0.3}
+           "min_drop": loaded.success.min_drop if loaded else 0.3, "spec": loaded}
     problems: list[Problem] = []
     results = []
     for name, source, rows, config in trials:
@@ -251,47 +254,44 @@ def _choose_metric(rows: Rows, metric: str | None, source: str, problems: list[P
 # -- replay --------------------------------------------------------------------------------
 def _diagnose_trial(name: str, source: str, rows: Rows, config: dict[str, Any], metric: str, note: str,
                     policies: PolicySet, ctx: dict[str, Any]) -> TrialDiagnosis:
-    history, findings, hits, active = _replay(rows, config, metric, policies, ctx)
-    values = [v for _, v in history.series(metric)]
-    gain = _improvement(values)
-    sick = [f for f in active if not getattr(SYMPTOMS.get(f.symptom), "advisory", False)]
-    healthy = not hits and gain is not None and gain >= ctx["min_drop"] and not sick
-    if not healthy:  # the engine also fires matching policies when an unhealthy attempt ends
-        last = rows[max(rows)]
-        firsts = [findings[f.symptom] for f in active]
-        for policy, match, _ in step_policies(policies, {}, firsts, metrics_lookup(config, ctx["aliases"], last),
-                                              last, at_end=True):
-            if policy.name not in hits:
-                hits[policy.name] = _hit(policy, match.symptom, max(rows), at_end=True)
-    verdict = "healthy" if healthy else ("sick" if any(not h.at_end for h in hits.values()) else "unhealthy")
+    attempt, fired_at, at_end = _replay(rows, config, metric, policies, ctx)
+    values = [v for _, v in attempt.history.series(metric)]
+    verdict = {Outcome.HEALTHY: "healthy", Outcome.SICK: "sick"}.get(attempt.outcome, "unhealthy")
+    hits = []
+    if attempt.decision is not None:
+        d = attempt.decision
+        policy = policies.get(d.policy)
+        hits.append(PolicyHit(policy=d.policy, symptom=d.finding.symptom, iteration=fired_at,
+                              for_steps=policy.for_steps if policy else 0, at_end=at_end, action=d.action))
     return TrialDiagnosis(
         name=name, source=source, metric=metric, metric_note=note, reports=len(values),
-        first=values[0] if values else None, last=values[-1] if values else None, improvement=gain,
-        verdict=verdict, policies=sorted(hits.values(), key=lambda h: (h.at_end, h.iteration)),
-        findings=sorted(findings.values(), key=lambda f: f.iteration),
+        first=values[0] if values else None, last=values[-1] if values else None,
+        improvement=_improvement(values), verdict=verdict, policies=hits,
+        findings=sorted(attempt.findings, key=lambda f: f.iteration),
     )
 
 
 def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet, ctx: dict[str, Any]) -> tuple:
-    """Feed the reports one by one; the first finding per symptom, the first fire per policy."""
-    detectors = build_detectors(metric, ctx["overrides"])
-    history, findings, hits, streaks, active = History(), {}, {}, {}, []
+    """Drive the real engine with the logged reports, one attempt: ``(attempt, iteration of its
+    last judged report, whether a decision came only when it ended)``."""
+    from autofix.engine import Engine, Plan
+
+    spec = ctx["spec"]
+    plan = Plan(config=config, metric=metric, loss_metric=metric, min_drop=ctx["min_drop"], max_attempts=2,
+                aliases=ctx["aliases"],
+                soft_min_steps=spec.patience.min_steps if spec else Plan.soft_min_steps,
+                soft_share=spec.patience.share if spec else Plan.soft_share)
+    ledger = spec.ledger_path() if spec else None
+    ranker = Ledger(ledger).ranker() if ledger else None
+    engine = Engine(plan, build_detectors(metric, ctx["overrides"]), policies, ranker=ranker)
+    attempt = engine.suggest("diagnosed")
     for iteration, row in rows.items():
-        history.record(iteration, row)
-        active = [f for d in detectors if (f := d.check(history)) is not None]
-        for f in active:
-            findings.setdefault(f.symptom, f)
-        lookup = metrics_lookup(config, ctx["aliases"], row)
-        for policy, match, streak in step_policies(policies, streaks, active, lookup, row):
-            if policy.name not in hits and streak >= policy.for_steps:
-                hits[policy.name] = _hit(policy, match.symptom, iteration, at_end=False)
-    return history, findings, hits, active
-
-
-def _hit(policy: Any, symptom: str, iteration: int, at_end: bool) -> PolicyHit:
-    action = policy.then[0].describe() if policy.then else None
-    return PolicyHit(policy=policy.name, symptom=symptom, iteration=iteration, for_steps=policy.for_steps,
-                     at_end=at_end, action=action)
+        if metric not in row:
+            continue  # no report of the watched loss at this iteration
+        if engine.observe("diagnosed", iteration, row).stop:
+            return attempt, iteration, False
+    engine.complete("diagnosed")
+    return attempt, attempt.history.last_iteration, attempt.decision is not None
 
 
 def _improvement(values: list[float]) -> float | None:
@@ -306,7 +306,7 @@ def format_diagnosis(result: DiagnosisResult, as_json: bool = False) -> str:
     if as_json:
         return json.dumps(jsonable(result.model_dump()), indent=2, allow_nan=False)
     lines = [f"autofix diagnose: {result.path} ({result.kind}); {len(result.trials)} series; "
-             f"healthy = loss fell >= {result.min_drop:.0%} with no symptom active; "
+             f"healthy = loss fell >= {result.min_drop:.0%}, not at chance, no symptom active; "
              f"{result.policy_count} policies from {', '.join(result.policies)}"]
     for t in result.trials:
         gain = f", fell {t.improvement:.1%}" if t.improvement is not None else ""
@@ -314,9 +314,9 @@ def format_diagnosis(result: DiagnosisResult, as_json: bool = False) -> str:
                   f"{_g(t.first)} -> {_g(t.last)}{gain}", f"  source: {t.source}"]
         lines += [f"  epoch {f.iteration:>4}  {f.symptom:<22} {f.reason}" for f in t.findings] or ["  no symptom found"]
         for n, h in enumerate(t.policies):
-            when = "if it ends unhealthy" if h.at_end else f"at epoch {h.iteration}"
-            first = "  <- what autofix would do first" if n == 0 else ""
-            lines.append(f"  would fire {when}: {h.policy} (on {h.symptom}, for {h.for_steps}): {h.action}{first}")
+            when = "when it ended unhealthy" if h.at_end else f"at epoch {h.iteration}"
+            lines.append(f"  autofix would act {when}: {h.policy} (on {h.symptom}, for {h.for_steps} steps): "
+                         f"{h.action}")
     counts = {v: sum(t.verdict == v for t in result.trials) for v in ("sick", "unhealthy", "healthy")}
     lines.append("\n" + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "\n".join(lines)

@@ -1,29 +1,25 @@
 """The rule engine: reports in, decisions out. Pure Python, no torch, no ray.
 
-Per attempt and policy the state machine is Prometheus's: *inactive* (no matching finding),
-*pending* (matching for fewer than ``for_steps`` consecutive reports), *firing*. A firing
-policy stops the attempt and queues a child whose config is the parent's with the policy's
-next candidate action applied. Fire counts and candidate positions are per lineage (a child
-inherits its parent's), so a lineage never loops: every policy has a bounded number of fires,
-no config is launched twice, and the run never launches more than ``max_attempts``.
-
-With ``parallel`` > 1 (the spec's ``budget.max_concurrent``) a firing policy launches up to
-that many of its candidate actions at once, as sibling attempts: a *race*. Each sibling
-inherits every candidate the race used, so a loser's lineage never retries a rival's patch;
-the first sibling confirmed healthy wins and the others are stopped at their next report.
+The engine owns a run's lineage: it hands queued attempts to Tune, takes every report, runs
+the detectors, advances the policies (:mod:`autofix.decisions`: the Prometheus-style state
+machine, counted in optimizer steps, with the patience soft symptoms wait for), and settles
+each healthy fix against the user's run left alone at the same step (:mod:`autofix.settle`).
+Every policy has a bounded number of fires, no config is launched twice, and the run never
+launches more than ``max_attempts``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autofix.actions import Change, NotApplicable, get_path
-from autofix.lineage import Attempt, Decision, Outcome, config_key
+from autofix import settle
+from autofix.decisions import Decisions, gain, severity
+from autofix.lineage import CONTROL, Attempt, Decision, Outcome, config_key
 from autofix.metrics import as_float
-from autofix.policy import Policy, PolicySet, metrics_lookup, step_policies
-from autofix.symptoms import SYMPTOMS, Detector, Finding
+from autofix.policy import PolicySet
+from autofix.symptoms import HARD, SYMPTOMS, Detector, Finding
+from autofix.verdict import Judge, health
 
 __all__ = ["Engine", "Plan", "Verdict"]
 
@@ -43,6 +39,15 @@ class Plan:
     max_epochs: int | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     parallel: int = 1  # candidate actions launched at once when a policy fires (a race)
+    soft_min_steps: int = 100  # patience of soft symptoms: at least this many optimizer steps ...
+    soft_share: float = 0.5  # ... and this share of the planned steps (autofix.spec.PatienceSpec)
+    accuracy_metric: str = "val_accuracy"  # judged against the best constant predictor
+    f1_metric: str = "val_macro_f1"
+
+    @property
+    def judge(self) -> Judge:
+        """What health is judged on (:mod:`autofix.verdict`)."""
+        return Judge(self.loss_metric, self.min_drop, self.accuracy_metric, self.f1_metric)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Verdict:
 CONTINUE = Verdict(False)
 
 
-class Engine:
+class Engine(Decisions):
     """Owns the lineage of a run; the controller feeds it Tune events and obeys its verdicts."""
 
     def __init__(self, plan: Plan, detectors: list[Detector], policies: PolicySet,
@@ -78,6 +83,10 @@ class Engine:
         self.deadline: float | None = None  # epoch seconds; set by a resumed run (what is left of wall_clock_s)
         self._enqueue(Attempt(id="a0", parent=None, config=plan.config))
 
+    @property
+    def judge(self) -> Judge:
+        return self.plan.judge
+
     # -- Tune events -------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> Attempt | None:
         """The next queued attempt, bound to ``trial_id``; None when none is ready."""
@@ -87,7 +96,7 @@ class Engine:
         attempt.trial_id, attempt.outcome = trial_id, Outcome.RUNNING
         self.by_trial[trial_id] = attempt.id
         self.journal("attempt_launched", attempt=attempt.id, parent=attempt.parent, trial_id=trial_id,
-                     start=attempt.start, patch=[c.to_dict() for c in attempt.patch])
+                     start=attempt.start, patch=[c.to_dict() for c in attempt.patch], role=attempt.role)
         return attempt
 
     def observe(self, trial_id: str, iteration: int, metrics: dict[str, Any],
@@ -111,14 +120,24 @@ class Engine:
             return CONTINUE
         attempt.reports += 1
         if self.winner is not None:
-            return self._end(attempt, Outcome.STOPPED, f"attempt {self.winner} already healthy", stop=True)
+            return self._end(attempt, Outcome.STOPPED, f"the run is settled: keep {self.winner}", stop=True)
         if self.halted is not None:
             return self._end(attempt, Outcome.STOPPED, self.halted, stop=True)
         findings = self._detect(attempt)
+        if attempt.role == CONTROL:
+            verdict = self._measure(attempt, findings)
+            self._settle()
+            if self.observer is not None:
+                self.observer(attempt)
+            return verdict
         decision = self._decide(attempt, findings, at_end=False)
         if self.observer is not None:
             self.observer(attempt)
+        if decision is not None and decision.kept_running:
+            attempt.role = CONTROL  # from now on the run left alone, measured for the comparison
+            return CONTINUE
         if decision is not None:
+            attempt.stopped_on = decision.severity
             return self._end(attempt, Outcome.SICK, decision.reason, stop=True)
         epoch = as_float(metrics.get("epoch", iteration))
         if self.plan.max_epochs is not None and epoch is not None and epoch >= self.plan.max_epochs:
@@ -133,15 +152,26 @@ class Engine:
         if error is not None:
             attempt.error = error
             self._end(attempt, Outcome.ERROR, f"the trial raised: {error.strip().splitlines()[-1] if error.strip() else error}")
+            self._settle()
             return
-        if self._healthy(attempt):
+        verdict = health(attempt.history, self.judge)
+        sick = [s for s in attempt.active if not getattr(SYMPTOMS.get(s), "advisory", False)]
+        if verdict.ok and not sick:
+            self._end(attempt, Outcome.HEALTHY, verdict.reason)
+            self._settle()
+            return
+        if attempt.role == CONTROL:  # measured, never acted on
+            self._end(attempt, Outcome.UNHEALTHY, self._progress_text(attempt))
+            self._settle()
             return
         findings = [f for f in attempt.findings if f.symptom in attempt.active]
         decision = self._decide(attempt, findings, at_end=True)
         if decision is not None:
+            attempt.stopped_on = decision.severity
             self._end(attempt, Outcome.SICK, decision.reason)
         else:
             self._end(attempt, Outcome.UNHEALTHY, self._progress_text(attempt))
+        self._settle()
 
     def expire(self, reason: str) -> None:
         """The run's budget is spent: no new attempt starts; running ones are stopped at their next report."""
@@ -191,169 +221,82 @@ class Engine:
                 self.journal("finding", attempt=attempt.id, **f.to_dict())
         return findings
 
-    def _decide(self, attempt: Attempt, findings: list[Finding], at_end: bool) -> Decision | None:
-        """Advance every policy's state; act on the first firing one that has a remedy left."""
-        last = attempt.history.last_row()
-        lookup = metrics_lookup(attempt.config, self.plan.aliases, last)
-        firing: list[tuple[Policy, Finding]] = []
-        for policy, match, streak in step_policies(self.policies, attempt.streaks, findings, lookup, last, at_end):
-            if attempt.cooldown.get(policy.name, 0) >= attempt.reports:
-                continue
-            if streak >= policy.for_steps or at_end:
-                firing.append((policy, match))
-        for policy, finding in firing:
-            decision = self._act(attempt, policy, finding, at_end)
-            if decision is not None:
-                return decision
-        return None
+    def _measure(self, attempt: Attempt, findings: list[Finding]) -> Verdict:
+        """A report of the run left alone: no policy acts on it, but a hard symptom shows it is
+        broken, and then it is stopped (a broken run is no bar for a fix to clear)."""
+        hard = next((f for f in findings if severity(f.symptom) == HARD), None)
+        if hard is None:
+            return CONTINUE
+        attempt.stopped_on = HARD
+        return self._end(attempt, Outcome.SICK, f"the run left alone is broken: {hard.symptom} ({hard.reason})",
+                         stop=True)
 
-    def _act(self, attempt: Attempt, policy: Policy, finding: Finding, at_end: bool) -> Decision | None:
-        """Try the policy's candidates in lineage order; queue the first new, applicable patch(es)."""
-        skipped: list[str] = []
-        picks: list[tuple[Any, dict, list]] = []
-        keys: set[str] = set()
-        while attempt.fires.get(policy.name, 0) < policy.fire_limit and len(picks) < self._race_width():
-            used = attempt.used.setdefault(policy.name, [])
-            order = policy.remaining(used)
-            if not order:
-                break
-            if self.ranker is not None:  # measured success rates first (the ledger)
-                order = self.ranker(finding.symptom, policy.name, [(i, policy.then[i]) for i in order])
-            action = policy.then[order[0]]
-            if action.terminal and picks:
-                break  # a race of fixes ends before a "stop the run" candidate; it stays unused
-            used.append(order[0])
-            if action.terminal:
-                return self._halt(attempt, policy, finding, action)
-            # A repeatable action (``times``) raced against itself is a ladder: lr x0.1, x0.01, ...
-            ladder = next((p for p in reversed(picks) if p[0] is action), None)
-            why_not = self._why_not(attempt, action, keys, ladder[1] if ladder else None)
-            if isinstance(why_not, str):
-                skipped.append(f"{action.describe()}: {why_not}")
-                continue
-            keys.add(config_key(why_not[0]))
-            picks.append((action, *why_not))
-        if picks:
-            return self._fire(attempt, policy, finding, picks, skipped, at_end)
-        if skipped:
-            self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, skipped=skipped)
-        return None
+    # -- settling fixes against the run left alone ---------------------------------------------
+    def _reserve(self) -> int:
+        """1 while a0 stopped on soft evidence awaits its continuation: kept free in the budget."""
+        ref = settle.reference(self.attempts)
+        return int(settle.reference_state(ref) == settle.SOFT_STOPPED and ref.id == "a0")
 
-    def _why_not(self, attempt: Attempt, action: Any, racing: set[str],
-                 base: dict | None = None) -> str | tuple[dict, list]:
-        """The patched config and its changes, or why this candidate cannot be launched."""
-        try:
-            config, changes = action.apply(base if base is not None else attempt.config, self.plan.aliases)
-        except NotApplicable as why:
-            return str(why)
-        if base is not None:  # a ladder step: its patch is still relative to the parent
-            changes = [Change(c.path, get_path(attempt.config, c.path, None), c.new) for c in changes]
-        key = config_key(config)
-        twin = self.launched.get(key)
-        if twin is not None or key in racing:
-            return f"that config already ran as {twin}" if twin else "another racer has that config"
-        invalid = self.check_config(config) if self.check_config else None
-        return f"the patched config is invalid: {invalid}" if invalid else (config, changes)
+    def _settle(self) -> None:
+        """Compare every healthy fix with the run left alone at the fix's step; decide when final.
 
-    def _race_width(self) -> int:
-        """How many candidates to launch at once: ``parallel``, within what the budget has left."""
-        left = self.plan.max_attempts - self._launched_count() - len(self.queue)
-        return max(1, min(self.plan.parallel, left))
-
-    def _fire(self, attempt, policy, finding, picks, skipped, at_end) -> Decision:
-        attempt.fires[policy.name] = attempt.fires.get(policy.name, 0) + 1
-        held = "at the end of the attempt" if at_end else f"held {attempt.streaks[policy.name]} report(s)"
-        race = [self._spawn(attempt, policy, finding, action, config, changes)
-                for action, config, changes in picks]
-        first = race[0]
-        if len(race) > 1:  # _race_width keeps a race inside the budget: every racer has a child
-            children = [e["child"] for e in race]
-            for child in children:
-                self.attempts[child].race = children
-            then = "race " + " against ".join(f"{e['child']} with {e['diff']}" for e in race)
-        elif first["child"]:
-            then = f"launch {first['child']} with {first['diff']}"
-        else:
-            then = f"no attempt left in the budget for {first['diff']}"
-        reason = f"{finding.symptom} {held} ({finding.reason}); policy '{policy.name}': {then}"
-        decision = Decision(policy.name, finding, first["action"], first["start"], picks[0][2], first["child"],
-                            reason, skipped, race=race if len(race) > 1 else [])
-        attempt.decision = decision
-        self.journal("decision", attempt=attempt.id, **decision.to_dict())
-        return decision
-
-    def _spawn(self, attempt: Attempt, policy: Policy, finding: Finding, action: Any, config: dict,
-               changes: list) -> dict[str, Any]:
-        """Queue one patched child of ``attempt`` if the budget allows; describe it for the decision."""
-        diff = ", ".join(f"{c.path}: {_short(c.old)} -> {_short(c.new)}" for c in changes)
-        entry = {"child": None, "action": action.describe(), "start": action.start, "diff": diff,
-                 "patch": [c.to_dict() for c in changes]}
-        if self._launched_count() + len(self.queue) >= self.plan.max_attempts:
-            return entry
-        warm = self._healthy_checkpoint(attempt, finding) if action.start == "warm" else None
-        child = Attempt(
-            id=f"a{len(self.attempts)}", parent=attempt.id, config=config, patch=changes, policy=policy.name,
-            answers=finding.symptom, action=action.describe(), start="warm" if warm else "cold", warm_from=warm,
-            used={k: list(v) for k, v in attempt.used.items()}, fires=dict(attempt.fires),
-            cooldown={policy.name: policy.cooldown_steps} if policy.cooldown_steps else {},
-        )
-        if warm:
-            # A warm restart continues its parent's curve: same baseline, same epochs.
-            resume = max(i for i, p in attempt.checkpoints.items() if p == warm)
-            child.history.extend((i, m) for i, m in attempt.history.rows().items() if i <= resume)
-        self._enqueue(child)
-        entry.update(child=child.id, start=child.start)
-        return entry
-
-    def _halt(self, attempt: Attempt, policy: Policy, finding: Finding, action: Any) -> Decision:
-        """A symptom no config can fix (a training-loop bug): stop the run and say what to check."""
-        attempt.fires[policy.name] = attempt.fires.get(policy.name, 0) + 1
-        advice = getattr(SYMPTOMS.get(finding.symptom), "advice", "") or "check the training code"
-        reason = (f"{finding.symptom} ({finding.reason}); policy '{policy.name}': not fixable by "
-                  f"configuration, run stopped without relaunching. {advice}")
-        decision = Decision(policy.name, finding, action.describe(), "none", [], None, reason)
-        attempt.decision = decision
-        self.halted = reason
-        self.journal("decision", attempt=attempt.id, **decision.to_dict())
-        return decision
-
-    def _healthy_checkpoint(self, attempt: Attempt, finding: Finding) -> str | None:
-        """The best checkpoint saved before the symptom's onset while training was healthy.
-
-        Healthy means the watched metric had already improved by ``min_drop`` (the run's own
-        success criterion) on its first report: a checkpoint from a run that was broken from
-        the start (a too-high LR wrecks the weights in epoch 1) is no place to resume from, so
-        such a child starts cold.
+        Final when the run left alone ended healthy (it is kept unless a fix beat it), when a
+        fix beat it (or it is broken), or when a waiting fix can no longer be compared: then the
+        fix is "improved, unverified". When a0 was stopped on soft evidence and a fix needs its
+        value at a later step, a control attempt continues a0 from its last checkpoint.
         """
-        onset = next((f.iteration for f in attempt.findings if f.symptom == finding.symptom), finding.iteration)
-        series = dict(attempt.history.series(self.plan.metric))
-        first = series.get(min(series)) if series else None
-        gains = {i: _gain(first, series.get(i), self.plan.mode) for i in attempt.checkpoints if i < onset}
-        healthy = [(g, i) for i, g in gains.items() if g is not None and g >= self.plan.min_drop]
-        # The best of them: a divergence often starts a report or two before it is flagged.
-        return attempt.checkpoints[max(healthy)[1]] if healthy else None
+        if self.winner is not None or self.halted is not None:
+            return
+        ref = settle.reference(self.attempts)
+        fixes = settle.candidates(self.attempts)
+        for fix in fixes:
+            if fix.compared is None:
+                fix.compared = settle.compare(fix, ref, self.plan.metric, self.plan.mode)
+                if fix.compared is not None:
+                    self.journal("compared", attempt=fix.id, **fix.compared)
+        waiting = [fix for fix in fixes if fix.compared is None]
+        if waiting and settle.reference_state(ref) == settle.SOFT_STOPPED:
+            self._continue(ref)
+            ref = settle.reference(self.attempts)
+        state = settle.reference_state(ref)
+        beaten = any(fix.compared and fix.compared["beats"] for fix in fixes)
+        if state == settle.HEALTHY or beaten or (waiting and not self._can_continue(ref)):
+            final = settle.verdict(self.attempts, self.plan.metric, self.plan.mode)
+            self.winner = final.winner or final.keep
+            self.journal("settled", status=final.status, winner=final.winner, keep=final.keep, reason=final.reason)
+
+    def _can_continue(self, ref: Attempt) -> bool:
+        """Can the run left alone still reach a fix's step (running, or continuable in the budget)?"""
+        state = settle.reference_state(ref)
+        if state == settle.RUNNING:
+            return True
+        return state == settle.SOFT_STOPPED and self._launched_count() + len(self.queue) < self.plan.max_attempts
+
+    def _continue(self, ref: Attempt) -> None:
+        """Queue a control: the run left alone, resumed from its last checkpoint, unpatched."""
+        if not self._can_continue(ref) or settle.reference_state(ref) != settle.SOFT_STOPPED:
+            return
+        last = max(ref.checkpoints) if ref.checkpoints else None
+        warm = ref.checkpoints[last] if last is not None else None
+        control = Attempt(id=f"a{len(self.attempts)}", parent=ref.id, config=ref.config, role=CONTROL,
+                          start="warm" if warm else "cold", warm_from=warm)
+        if warm:
+            control.history.extend((i, m) for i, m in ref.history.rows().items() if i <= last)
+            control.start_step = control.history.position(last)
+        self.attempts[control.id] = control
+        self.queue.insert(0, control.id)  # next: the fix it verifies is waiting for it
+        self.journal("control_queued", attempt=control.id, continues=ref.id, start=control.start,
+                     from_step=control.start_step, reason=f"{ref.id} was stopped on soft evidence; continuing it "
+                     "unpatched to compare the fixes with it at the same step")
 
     # -- outcomes ----------------------------------------------------------------------------
     def improvement(self, attempt: Attempt) -> float | None:
         """Relative improvement of the watched metric, first report -> last report."""
         values = [v for _, v in attempt.history.series(self.plan.metric)]
-        return _gain(values[0], values[-1], self.plan.mode) if len(values) >= 2 else None
-
-    def _healthy(self, attempt: Attempt) -> bool:
-        gain = self.improvement(attempt)
-        sick = [s for s in attempt.active if not getattr(SYMPTOMS.get(s), "advisory", False)]
-        if gain is None or gain < self.plan.min_drop or sick:
-            return False
-        self._end(attempt, Outcome.HEALTHY, self._progress_text(attempt))
-        if self.winner is None:
-            self.winner = attempt.id
-        return True
+        return gain(values[0], values[-1], self.plan.mode) if len(values) >= 2 else None
 
     def _progress_text(self, attempt: Attempt) -> str:
-        gain = self.improvement(attempt)
-        verb = "fell" if self.plan.mode == "min" else "rose"
-        text = (f"{self.plan.metric} {verb} {gain:.1%} from its first report (needed {self.plan.min_drop:.0%})"
-                if gain is not None else f"{self.plan.metric} has no finite first and last value")
+        text = health(attempt.history, self.judge).reason
         return text + (f"; still active: {', '.join(attempt.active)}" if attempt.active else "")
 
     def _end(self, attempt: Attempt, outcome: str, reason: str, stop: bool = False) -> Verdict:
@@ -387,15 +330,3 @@ class Engine:
         self.queue, self.by_trial, self.winner = list(state["queue"]), dict(state["by_trial"]), state["winner"]
         self.halted = state.get("halted")
         self.launched = {config_key(a.config): a.id for a in self.attempts.values()}
-
-
-def _gain(first: float | None, last: float | None, mode: str) -> float | None:
-    """Relative improvement from ``first`` to ``last`` (a fall for "min", a rise for "max")."""
-    if first is None or last is None or not (math.isfinite(first) and math.isfinite(last)):
-        return None
-    return ((first - last) if mode == "min" else (last - first)) / (abs(first) or 1.0)
-
-
-def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, float) else f"{value:g}"
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -5,6 +5,11 @@ append-only JSON-lines file that outlives runs (default ``$AUTOFIX_HOME/ledger.j
 ``~/.autofix`` when unset). When a policy has several candidate actions left, the engine tries
 them in the order of their smoothed success rate for that symptom, (healed + 1) / (tried + 2):
 with no evidence every candidate scores 1/2 and the policy's own order decides.
+
+Only verdicts that compare like with like are learnt (:func:`autofix.settle.ledger_outcomes`):
+a fix *healed* when it was healthy and beat its parent at the same step count. Rows carry the
+ledger :data:`VERSION`; rows written under the old verdicts (a relative rise from an untrained
+epoch 0 counted as healed) have none and are ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Ledger", "default_ledger_path"]
+__all__ = ["VERSION", "Ledger", "default_ledger_path"]
+
+VERSION = 2
 
 
 def default_ledger_path() -> Path:
@@ -33,12 +40,13 @@ class Ledger:
     def record(self, run: str, attempt: str, symptom: str, policy: str, action: str, healed: bool) -> None:
         """One answered finding and whether the attempt that carried the answer became healthy."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"ts": round(time.time(), 3), "run": run, "attempt": attempt, "symptom": symptom,
+        row = {"v": VERSION, "ts": round(time.time(), 3), "run": run, "attempt": attempt, "symptom": symptom,
                "policy": policy, "action": action, "healed": bool(healed)}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
     def rows(self) -> list[dict[str, Any]]:
+        """The rows of this ledger version (older verdicts are ignored)."""
         if not self.path.exists():
             return []
         out = []
@@ -47,7 +55,7 @@ class Ledger:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a torn last line from a killed writer
-            if isinstance(row, dict) and {"symptom", "action", "healed"} <= set(row):
+            if isinstance(row, dict) and row.get("v") == VERSION and {"symptom", "action", "healed"} <= set(row):
                 out.append(row)
         return out
 

@@ -16,7 +16,10 @@ from autofix.actions import Change
 from autofix.metrics import History
 from autofix.symptoms import Finding
 
-__all__ = ["Attempt", "Decision", "Outcome", "config_key"]
+__all__ = ["CONTROL", "TREATMENT", "Attempt", "Decision", "Outcome", "config_key"]
+
+TREATMENT = "treatment"  # an attempt with the user's config or a fix: judged and acted on
+CONTROL = "control"  # the user's run left alone (a0 kept running, or continued): measured only
 
 
 class Outcome:
@@ -45,6 +48,8 @@ class Decision:
     reason: str
     skipped: list[str] = field(default_factory=list)
     race: list[dict[str, Any]] = field(default_factory=list)  # every sibling launched at once, if several
+    severity: str = "hard"  # of the symptom acted on: "soft" decisions wait for the run's patience
+    kept_running: bool = False  # the attempt was kept training beside its fixes (as the control)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,11 +86,15 @@ class Attempt:
     history: History = field(default_factory=History)
     used: dict[str, list[int]] = field(default_factory=dict)  # candidate indexes tried per policy, lineage-wide
     fires: dict[str, int] = field(default_factory=dict)  # fires per policy, lineage-wide
-    streaks: dict[str, int] = field(default_factory=dict)  # consecutive matching reports, this attempt
-    cooldown: dict[str, int] = field(default_factory=dict)  # reports a policy must wait, this attempt
+    pending: dict[str, list[float]] = field(default_factory=dict)  # policy -> [match began, latest fresh match], steps
+    cooldown: dict[str, float] = field(default_factory=dict)  # policy -> step before which it may not fire
     reports: int = 0  # reports judged in this attempt (a warm restart's seeded history excluded)
     checkpoints: dict[int, str] = field(default_factory=dict)  # iteration -> checkpoint path
     race: list[str] = field(default_factory=list)  # sibling attempts launched with this one (a race)
+    start_step: float = 0.0  # the step its own training starts at (a warm start: its checkpoint's)
+    role: str = TREATMENT  # CONTROL: the user's run left alone, measured to compare the fixes with
+    stopped_on: str | None = None  # "hard" / "soft": the severity of the symptom that stopped it
+    compared: dict[str, Any] | None = None  # a healthy fix against the run left alone, same step
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("history", "findings", "decision", "patch", "checkpoints")}

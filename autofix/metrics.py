@@ -10,7 +10,10 @@ import bisect
 import math
 from typing import Any, Iterable, Mapping
 
-__all__ = ["History", "as_float"]
+__all__ = ["PLANNED", "STEP", "History", "as_float"]
+
+STEP = "step"  # optimizer steps done when a report was made (reported by the harness / trainable)
+PLANNED = "planned_steps"  # optimizer steps the run plans in all
 
 
 def as_float(value: Any) -> float | None:
@@ -78,6 +81,10 @@ class History:
         """The last report's value of ``metric`` (NaN/Inf included); None when it lacks it."""
         return self._rows[self._order[-1]].get(metric) if self._order else None
 
+    def rows_view(self, iteration: int) -> dict[str, float]:
+        """The report at ``iteration`` (the history's own dict: read, do not change it)."""
+        return self._rows[iteration]
+
     def last_row(self) -> dict[str, float]:
         """The last report's numeric values (the history's own dict: read, do not change it)."""
         return self._rows[self._order[-1]] if self._order else {}
@@ -87,6 +94,32 @@ class History:
         the rows are the history's own dicts: read, do not change them."""
         start = max(0, len(self._order) - count)
         return [(i, self._rows[self._order[i]]) for i in range(len(self._order) - 1, start - 1, -1)]
+
+    def position(self, iteration: int) -> float:
+        """Where the report at ``iteration`` stands in training: its ``step``, else the iteration."""
+        step = self._rows[iteration].get(STEP)
+        return step if step is not None and math.isfinite(step) else float(iteration)
+
+    def recent(self, metric: str, steps: float, before: int = 0) -> list[tuple[float, float]]:
+        """``(step, value)`` of the finite ``metric`` values of the reports made in the last
+        ``steps`` optimizer steps (the last report included), and of the ``before`` reports
+        just before them, oldest first. Reads back from the end only as far as that reaches
+        (a bounded window, not the whole history)."""
+        if not self._order:
+            return []
+        since = self.position(self._order[-1]) - steps
+        out: list[tuple[float, float]] = []
+        for i in reversed(self._order):
+            at = self.position(i)
+            if at < since:
+                if before <= 0:
+                    break
+            value = self._rows[i].get(metric)
+            if value is not None and math.isfinite(value):
+                before -= at < since
+                out.append((at, value))
+        out.reverse()
+        return out
 
     def series(self, metric: str) -> list[tuple[int, float]]:
         """``(iteration, value)`` pairs of one metric in iteration order, non-finite values included."""

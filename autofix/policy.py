@@ -101,7 +101,14 @@ class When(BaseModel):
 
 
 class Policy(BaseModel):
-    """One rule: when a symptom holds ``for_steps`` reports, try the next candidate action."""
+    """One rule: when a symptom has held for ``for_steps`` optimizer steps, try the next candidate.
+
+    Prometheus's ``for``: the policy is *pending* from the first report that matches and
+    *fires* once the match has held, report after report, for ``for_steps`` optimizer steps
+    (0: at the first matching report). ``cooldown_steps``: a child launched by this policy
+    gives it that many of its own steps before it may fire again. A soft symptom's policy
+    also waits for the run's patience (:class:`autofix.engine.Plan`).
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -109,8 +116,8 @@ class Policy(BaseModel):
     description: str = ""
     enabled: bool = True
     when: When | None = None
-    for_steps: int = Field(default=1, ge=1, le=1000)
-    cooldown_steps: int = Field(default=0, ge=0, le=1000)
+    for_steps: int = Field(default=0, ge=0, le=10_000_000)
+    cooldown_steps: int = Field(default=0, ge=0, le=10_000_000)
     max_fires: int | None = Field(default=None, ge=1, le=100)
     priority: int = Field(default=0, ge=-1000, le=1000)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -176,25 +183,35 @@ def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float])
     return lookup
 
 
-def step_policies(policies: "PolicySet", streaks: dict[str, int], findings: list, lookup: Callable[[str], Any],
-                  row: dict[str, float], at_end: bool = False) -> list[tuple["Policy", Any, int]]:
-    """Advance each policy's count of consecutive matching reports (``streaks``, updated in place);
-    return ``(policy, matching finding, count)`` for the policies that match this report.
+def step_policies(policies: "PolicySet", pending: dict[str, list[float]], findings: list,
+                  lookup: Callable[[str], Any], row: dict[str, float], step: float,
+                  at_end: bool = False) -> list[tuple["Policy", Any, float]]:
+    """Advance each policy's state at a report made at optimizer step ``step``; return
+    ``(policy, matching finding, steps held)`` for the policies that match this report.
 
-    A report whose probe statistics were carried forward (``probe_age`` > 0) is no new evidence
-    for a symptom that reads them: its policies' counts neither grow nor reset (unless the
-    attempt is ending).
+    ``pending`` (updated in place) maps a pending policy to ``[step its match began, step of
+    its latest fresh match]``; a policy whose match breaks leaves it. *Held* is the span between
+    the two: how long the evidence has held. A report whose probe statistics were carried
+    forward (``probe_age`` > 0) is no new evidence for a symptom that reads them: its pending
+    policies keep their state (and may fire on what they held), none starts or resets (unless
+    the attempt is ending).
     """
     stale = (row.get("probe_age") or 0) > 0 and not at_end
     matching = []
     for policy in policies:
-        if stale and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
-            continue
         # Most reports have no finding: skip building a search per policy (engine hot path).
         match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None) if findings else None
-        streaks[policy.name] = streaks.get(policy.name, 0) + 1 if match else 0
-        if match:
-            matching.append((policy, match, streaks[policy.name]))
+        if stale and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
+            state = pending.get(policy.name)
+            if match is not None and state is not None:
+                matching.append((policy, match, state[1] - state[0]))
+            continue
+        if match is None:
+            pending.pop(policy.name, None)
+            continue
+        state = pending.setdefault(policy.name, [step, step])
+        state[1] = step
+        matching.append((policy, match, state[1] - state[0]))
     return matching
 
 

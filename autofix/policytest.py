@@ -16,8 +16,11 @@ symptom, policy, patch) is compared with the expectation::
         expect: null
 
 Series are space-separated numbers; ``nan``, ``inf``, ``_`` (no value) and ``VALUExN`` (N
-repeats) are understood. ``fired: {policy: n}`` starts the lineage as if that policy had
-already fired n times (to test later candidates).
+repeats) are understood. Report ``i`` stands at optimizer step ``i x steps_per_report`` (default
+1) of ``planned_steps`` (default: the series' length in steps), so ``for_steps``, detector
+windows and the patience of soft symptoms (``patience: {min_steps, share}``, the spec's
+defaults otherwise) count steps as in a run. ``fired: {policy: n}`` starts the lineage as if
+that policy had already fired n times (to test later candidates).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autofix.engine import Engine, Plan
 from autofix.errors import InputError
+from autofix.metrics import PLANNED, STEP
 from autofix.policy import BUILTIN, SHIPPED_POLICIES, load_policies
 from autofix.sources import load_yaml, problems_from_validation
 from autofix.symptoms import build_detectors
@@ -69,6 +73,9 @@ class PolicyTest(BaseModel):
     knobs: dict[str, str] = Field(default_factory=dict)
     symptoms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     fired: dict[str, int] = Field(default_factory=dict)
+    steps_per_report: int = Field(default=1, ge=1, le=1_000_000)
+    planned_steps: int | None = Field(default=None, ge=1)
+    patience: dict[str, float] = Field(default_factory=dict)
     expect: Expect | None
 
     @field_validator("series")
@@ -104,8 +111,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
+    from autofix.spec import PatienceSpec
+
     config = test.config if test.knobs else _merge(_managed_defaults(), test.config)
-    plan = Plan(config=config, metric=test.metric, loss_metric=test.metric, max_attempts=2, aliases=test.knobs)
+    patience = PatienceSpec.model_validate(test.patience)
+    plan = Plan(config=config, metric=test.metric, loss_metric=test.metric, max_attempts=3, aliases=test.knobs,
+                soft_min_steps=patience.min_steps, soft_share=patience.share)
     engine = Engine(plan, build_detectors(test.metric, test.symptoms), policies)
     attempt = engine.suggest("t")
     for name, times in test.fired.items():
@@ -115,8 +126,11 @@ def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
         attempt.fires[name] = times
         attempt.used[name] = policy.schedule()[:times]
     columns = {k: parse_series(v) for k, v in test.series.items()}
-    for i in range(max(len(c) for c in columns.values())):
+    length = max(len(c) for c in columns.values())
+    planned = test.planned_steps or (length - 1) * test.steps_per_report
+    for i in range(length):
         row = {k: c[i] for k, c in columns.items() if i < len(c) and c[i] is not None}
+        row.update({STEP: float(i * test.steps_per_report), PLANNED: float(planned)})
         if test.metric not in row:
             continue  # no report at this iteration
         if engine.observe("t", i, row).stop and attempt.decision is not None:

@@ -23,8 +23,15 @@ def event_line(record: dict[str, Any]) -> str | None:
     """The one-line text of a journal record, or None for records not worth a line."""
     event, who = record["event"], f"[{record.get('attempt', '')}]"
     if event == "attempt_launched":
+        if record.get("role") == "control":
+            return (f"{who} launched ({record['start']}): {record.get('parent')} continued unpatched, to compare "
+                    "the fixes with the run left alone at the same step")
         patch = ", ".join(f"{c['path']}={c['to']}" for c in record["patch"]) or "the spec's config"
         return f"{who} launched ({record['start']}) with {patch}"
+    if event == "compared":
+        return f"{who} compared: {record['why']}"
+    if event == "settled":
+        return f"settled ({record['status']}): keep {record['keep']}: {record['reason']}"
     if event == "finding":
         return f"{who} epoch {record['iteration']}: {record['symptom']}: {record['reason']}"
     if event == "decision":

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from autofix import settle
 from autofix.engine import Engine
 from autofix.journal import jsonable
 from autofix.lineage import Attempt
@@ -39,13 +40,19 @@ class AttemptReport(BaseModel):
     last_metrics: dict[str, Any]
     race: list[str] = []  # siblings launched at once with this attempt (parallel candidate fixes)
     reports: int = 0  # reports this attempt produced itself (a warm restart's inherited ones excluded)
+    role: str = "treatment"  # "control": the user's run left alone, kept or continued to compare with
+    stopped_on: str | None = None  # "hard" | "soft": the severity of the symptom that stopped it
+    compared: dict[str, Any] | None = None  # a healthy fix against the run left alone, at the same step
+    last_step: float | None = None  # optimizer steps at its last report
 
 
 class Report(BaseModel):
     """The result of :func:`autofix.run`."""
 
-    status: Literal["healthy", "fixed", "unfixed"]
+    status: Literal["healthy", "fixed", "unverified", "unfixed"]
     winner: str | None
+    keep: str | None = None  # the attempt the user should keep (may be a0, or its continuation)
+    keep_reason: str = ""  # why: the comparison at equal steps, or what was healthy
     name: str
     metric: str
     mode: str
@@ -77,18 +84,29 @@ class Report(BaseModel):
 
     def _headline(self) -> str:
         n = sum(1 for a in self.attempts if a.trial_id is not None)
+        keep = f"; keep {self.keep}: {self.keep_reason}" if self.keep else ""
         if self.winner is None:
-            return f"autofix: UNFIXED after {n} attempt(s) ({self.ended_because})"
+            return f"autofix: UNFIXED after {n} attempt(s) ({self.ended_because}){keep}"
         w = self.attempt(self.winner)
-        first, last = w.series[0][1], w.series[-1][1]
-        verb = "fell" if self.mode == "min" else "rose"
-        gain = f"{self.metric} {verb} {w.improvement:.1%} ({first:.4g} -> {last:.4g})"
-        acc = w.last_metrics.get("val_accuracy")
-        gain += f", val_accuracy {acc:.3f}" if isinstance(acc, float) else ""
+        gain = self._gain(w)
         if self.status == "healthy":
-            return f"autofix: HEALTHY: the first attempt needed no fix; {gain}"
+            return f"autofix: HEALTHY: the run left alone needs no fix; {gain}{keep}"
         diff = "; ".join(f"{path}: {old} -> {new}" for path, (old, new) in self.net_patch(w.id).items())
-        return f"autofix: FIXED in {n} attempt(s), winner {w.id}: {gain}; changed {diff}"
+        if self.status == "unverified":
+            return (f"autofix: IMPROVED, UNVERIFIED after {n} attempt(s), {w.id}: {gain}; changed {diff}; "
+                    f"{self.keep_reason}")
+        return f"autofix: FIXED in {n} attempt(s), winner {w.id}: {gain}; changed {diff}; {self.keep_reason}"
+
+    def _gain(self, w: "AttemptReport") -> str:
+        """The winner's watched metric: a relative fall for a loss; for a max-mode metric (F1,
+        accuracy) its values only, never a relative rise from an untrained epoch 0."""
+        first, last = w.series[0][1], w.series[-1][1]
+        if self.mode == "min" and w.improvement is not None:
+            text = f"{self.metric} fell {w.improvement:.1%} ({first:.4g} -> {last:.4g})"
+        else:
+            text = f"{self.metric} {first:.4g} -> {last:.4g}"
+        acc = w.last_metrics.get("val_accuracy")
+        return text + (f", val_accuracy {acc:.3f}" if isinstance(acc, float) else "")
 
     def net_patch(self, attempt_id: str) -> dict[str, tuple[Any, Any]]:
         """Each config path changed between the user's config and this attempt: (original, now)."""
@@ -113,15 +131,17 @@ def _attempt_report(engine: Engine, a: Attempt) -> AttemptReport:
         outcome=a.outcome, reason=a.reason, error=a.error, improvement=engine.improvement(a),
         series=[(i, v) for i, v in a.history.series(engine.plan.metric)],
         last_metrics=rows[max(rows)] if rows else {}, race=list(a.race), reports=a.reports,
+        role=a.role, stopped_on=a.stopped_on, compared=a.compared,
+        last_step=a.history.position(a.history.last_iteration) if rows else None,
     )
 
 
 def build_report(engine: Engine, name: str, output: str, duration_s: float, ended_because: str) -> Report:
     """The report of a finished run."""
-    winner = engine.winner
-    status = "unfixed" if winner is None else ("healthy" if winner == "a0" else "fixed")
+    verdict = settle.verdict(engine.attempts, engine.plan.metric, engine.plan.mode)
     return Report(
-        status=status, winner=winner, name=name, metric=engine.plan.metric, mode=engine.plan.mode,
+        status=verdict.status, winner=verdict.winner, keep=verdict.keep, keep_reason=verdict.reason,
+        name=name, metric=engine.plan.metric, mode=engine.plan.mode,
         min_drop=engine.plan.min_drop, output=output, duration_s=round(duration_s, 3),
         ended_because=ended_because,
         attempts=[_attempt_report(engine, a) for a in engine.attempts.values()],

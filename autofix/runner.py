@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator
 
 import pydantic
 
+from autofix import settle
 from autofix.engine import Engine, Plan
 from autofix.journal import Journal
 from autofix.ledger import Ledger
-from autofix.lineage import Outcome
 from autofix.policy import load_policies
 from autofix.reporting import Report, build_report
 from autofix.rundir import RunDir, claim
@@ -70,29 +70,16 @@ def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) 
     policies = load_policies(spec.policy_paths())
     detectors = build_detectors(spec.watched_loss, spec.symptom_params())
     ledger = Ledger(spec.ledger_path()) if spec.ledger_path() else None
-    journal = Journal(out / "journal.jsonl", echo=_sink(spec.name, ledger, echo))
+    journal = Journal(out / "journal.jsonl", echo=echo)
     plan = Plan(
         config=spec.base_config(), metric=spec.metric, mode=spec.mode, loss_metric=spec.watched_loss,
         min_drop=spec.success.min_drop, max_attempts=spec.budget.max_attempts,
         max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs), parallel=spec.budget.max_concurrent,
+        soft_min_steps=spec.patience.min_steps, soft_share=spec.patience.share,
     )
     engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
                     ranker=ledger.ranker() if ledger else None)
     return engine, journal
-
-
-def _sink(run_name: str, ledger: Ledger | None, echo: Callable[[dict], None] | None) -> Callable[[dict], None]:
-    """Journal records also feed the ledger (outcomes of answered findings) and the terminal."""
-
-    def sink(record: dict) -> None:
-        judged = record.get("outcome") in (Outcome.HEALTHY, Outcome.SICK, Outcome.UNHEALTHY)
-        if ledger is not None and record["event"] == "attempt_finished" and record.get("answers") and judged:
-            ledger.record(run_name, record["attempt"], record["answers"], record["policy"], record["action"],
-                          healed=record["outcome"] == Outcome.HEALTHY)
-        if echo is not None:
-            echo(record)
-
-    return sink
 
 
 def _config_checker(spec: Spec) -> Callable[[dict], str | None]:
@@ -152,6 +139,7 @@ def conclude(spec: Spec, engine: Engine, out: Path, journal: Journal, elapsed: f
     """End the run: settle every attempt, write report.json and report.html, journal the end."""
     ended = _ended_because(spec, engine, elapsed)
     engine.finish(ended)
+    _learn(spec, engine)
     report = build_report(engine, spec.name, str(out), elapsed, ended)
     report.write(out / "report.json")
     from autofix.htmlreport import write_html  # matplotlib is imported only here, at the end
@@ -159,6 +147,17 @@ def conclude(spec: Spec, engine: Engine, out: Path, journal: Journal, elapsed: f
     write_html(report, out / "report.html")
     journal("run_finished", status=report.status, winner=report.winner, reason=ended)
     return report
+
+
+def _learn(spec: Spec, engine: Engine) -> None:
+    """Feed the ledger the verdicts worth learning from (:func:`autofix.settle.ledger_outcomes`):
+    a fix healed only when it beat its parent at the same step, never on a relative rise."""
+    path = spec.ledger_path()
+    if path is None:
+        return
+    ledger = Ledger(path)
+    for attempt, healed in settle.ledger_outcomes(engine.attempts, engine.plan.metric, engine.plan.mode):
+        ledger.record(spec.name, attempt.id, attempt.answers, attempt.policy, attempt.action, healed=healed)
 
 
 def trainable_of(spec: Spec) -> Any:
@@ -278,7 +277,7 @@ def _dashboard_for_train(train: bool) -> Iterator[dict[str, Any]]:
 
 def _ended_because(spec: Spec, engine: Engine, elapsed: float) -> str:
     if engine.winner is not None:
-        return f"attempt {engine.winner} met the success criterion"
+        return f"settled: keep {engine.winner}"
     if engine.halted is not None:
         return engine.halted
     budget = spec.budget

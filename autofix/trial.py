@@ -18,7 +18,7 @@ import ray
 import ray.tune
 from ray.train import UserCallback
 
-from autofix.metrics import as_float
+from autofix.metrics import PLANNED, STEP, as_float
 
 __all__ = ["RESERVED", "get_checkpoint", "make_custom_trainable", "make_distributed_trainable",
            "managed_trainable", "report"]
@@ -26,10 +26,17 @@ __all__ = ["RESERVED", "get_checkpoint", "make_custom_trainable", "make_distribu
 RESERVED = "__autofix__"  # config key autofix adds: attempt id, warm-start checkpoint, import path
 
 
-def report(metrics: Mapping[str, Any], checkpoint: "str | os.PathLike | ray.tune.Checkpoint | None" = None) -> None:
-    """Report one round of metrics (and optionally a checkpoint directory) to autofix via Tune."""
+def report(metrics: Mapping[str, Any], checkpoint: "str | os.PathLike | ray.tune.Checkpoint | None" = None, *,
+           step: int | None = None, planned_steps: int | None = None) -> None:
+    """Report one round of metrics (and optionally a checkpoint directory) to autofix via Tune.
+
+    ``step`` (optimizer steps done so far) and ``planned_steps`` (in all) place the report in
+    training: soft symptoms wait for a share of the planned steps, and fixes are compared with
+    the run left alone at the same step. Without them a report counts as one step.
+    """
     if not isinstance(metrics, Mapping) or not metrics:
         raise TypeError(f"autofix.report expects a non-empty mapping of metric name to number, got {metrics!r}")
+    metrics = {**metrics, **_position(step, planned_steps)}
     clean: dict[str, Any] = {}
     for key, value in metrics.items():
         if not isinstance(key, str):
@@ -44,6 +51,20 @@ def report(metrics: Mapping[str, Any], checkpoint: "str | os.PathLike | ray.tune
             raise ValueError(f"autofix.report: checkpoint must be a directory, got {str(path)!r}")
         checkpoint = ray.tune.Checkpoint.from_directory(str(path))
     ray.tune.report(clean, checkpoint=checkpoint)
+
+
+def _position(step: Any, planned: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, value in ((STEP, step), (PLANNED, planned)):
+        if value is None:
+            continue
+        number = as_float(value)
+        if number is None or not number >= 0 or number != number or number == float("inf"):
+            raise ValueError(f"autofix.report: {name} must be a finite number >= 0, got {value!r}")
+        out[name] = number
+    if PLANNED in out and STEP in out and out[STEP] > out[PLANNED]:
+        raise ValueError(f"autofix.report: step {out[STEP]:g} is beyond planned_steps {out[PLANNED]:g}")
+    return out
 
 
 def get_checkpoint(config: Mapping[str, Any] | None = None) -> str | None:

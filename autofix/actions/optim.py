@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from autofix.actions.base import Action, Change, get_path, resolve_path
+from autofix.actions.base import Action, Change, NotApplicable, get_path, resolve_path
 
 __all__ = ["ClipGradients", "SwitchOptimizer", "WeightDecay"]
 
@@ -19,7 +19,8 @@ class SwitchOptimizer(Action):
 
     ``lr`` defaults to AUTOTRAINER's base rate for the target family (SGD 0.01, Adam 1e-3);
     keyword arguments that the new optimiser would not accept (``momentum`` for Adam) are
-    dropped, ``weight_decay`` is kept.
+    dropped, ``weight_decay`` is kept. A "switch" to the optimiser already in use is not
+    applicable: it would only reset the learning rate and drop the user's kwargs.
     """
 
     name = "switch_optimizer"
@@ -32,6 +33,9 @@ class SwitchOptimizer(Action):
     def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
         real = resolve_path("optimizer", config, aliases)
         old = get_path(config, real)
+        current = old.get("name") if isinstance(old, dict) else old
+        if isinstance(current, str) and current.lower() == self.to:
+            raise NotApplicable(f"the optimizer already is {self.to}: switching to it changes nothing")
         if not isinstance(old, dict):
             return self.set_value(config, aliases, "optimizer", self.to)  # a custom trainable's name key
         kwargs = {k: v for k, v in (old.get("kwargs") or {}).items() if k == "weight_decay"}

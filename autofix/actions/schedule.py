@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from autofix.actions.base import Action, Change
+from autofix.actions.base import Action, Change, get_path
 
 __all__ = ["AddScheduler", "Warmup"]
 
@@ -25,8 +25,11 @@ _FIELDS = ("factor", "patience", "step_size", "gamma", "t_max", "warmup_epochs")
 class AddScheduler(Action):
     """Set ``scheduler`` to ``{name: kind, kwargs: {...}}``.
 
-    Defaults for ``reduce_on_plateau`` follow AUTOTRAINER's repair (factor 0.2, patience 5);
-    the remaining keyword arguments go to the torch scheduler unchanged.
+    Defaults for ``reduce_on_plateau`` follow AUTOTRAINER's repair (factor 0.2, patience 5),
+    with a floor ``min_lr`` of ``min_lr_share`` (default 1e-3, our choice: four cuts by 0.2)
+    times the learning rate in the config: without one, ReduceLROnPlateau drives the rate of a
+    converged run to ~5e-9, where float32 updates round away. The remaining keyword arguments
+    go to the torch scheduler unchanged.
     """
 
     name = "add_scheduler"
@@ -40,6 +43,7 @@ class AddScheduler(Action):
     gamma: float | None = Field(default=None, gt=0, lt=1)
     t_max: int | None = Field(default=None, ge=1)
     warmup_epochs: int | None = Field(default=None, ge=1, le=1000)
+    min_lr_share: float = Field(default=1e-3, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> "AddScheduler":
@@ -49,10 +53,12 @@ class AddScheduler(Action):
             raise ValueError(f"{', '.join(stray)} do(es) not apply to kind '{self.kind}'; it takes: {', '.join(allowed)}")
         return self
 
-    def kwargs(self) -> dict:
-        """Torch keyword arguments for this kind, AUTOTRAINER's defaults filled in."""
+    def kwargs(self, lr: float | None = None) -> dict:
+        """Torch keyword arguments for this kind, AUTOTRAINER's defaults filled in (``lr``: the
+        config's learning rate, which sets a plateau schedule's floor)."""
         if self.kind == "reduce_on_plateau":
-            return {"factor": self.factor or 0.2, "patience": 5 if self.patience is None else self.patience}
+            floor = {"min_lr": lr * self.min_lr_share} if isinstance(lr, (int, float)) and lr > 0 else {}
+            return {"factor": self.factor or 0.2, "patience": 5 if self.patience is None else self.patience, **floor}
         if self.kind == "step":
             return {"step_size": self.step_size or 5, "gamma": self.gamma or 0.5}
         if self.kind == "exponential":
@@ -64,7 +70,8 @@ class AddScheduler(Action):
         return {"T_max": self.t_max or 20}
 
     def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
-        return self.set_value(config, aliases, self.path, {"name": self.kind, "kwargs": self.kwargs()})
+        lr = get_path(config, aliases.get("optimizer.lr", "optimizer.lr"), None)
+        return self.set_value(config, aliases, self.path, {"name": self.kind, "kwargs": self.kwargs(lr)})
 
 
 class Warmup(Action):

@@ -205,6 +205,18 @@ class Batches:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self.weights, self.transform, self.shard, self.device = weights, transform, shard, device
 
+    def steps_per_epoch(self) -> int | None:
+        """Batches (optimizer steps) per epoch, or None for a dataset without a length."""
+        try:
+            size = len(self.dataset)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+        if self.weights is not None:
+            size = len(self.weights)  # a balanced sampler draws that many, with replacement
+        if self.shard is not None:
+            size = (size - size % self.shard[1]) // self.shard[1]  # shard_order's equal shares
+        return -(-size // self.batch_size)
+
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches for ``epoch``."""
         key = self.seed * 1_000_003 + epoch

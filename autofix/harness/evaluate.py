@@ -12,16 +12,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
+from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from autofix.harness.builders import LossFn
 from autofix.harness.data import Batches
 from autofix.probes import class_ids
+from autofix.verdict import BALANCED_ACCURACY, CHANCE_ACCURACY, CHANCE_BALANCED, CHANCE_F1, LABEL_ENTROPY
 
-__all__ = ["class_targets", "evaluate", "initial_loss_metrics", "num_classes", "predict",
-           "prediction_metrics", "steps_per_epoch", "train_labels"]
+__all__ = ["chance_metrics", "class_targets", "evaluate", "initial_loss_metrics", "num_classes", "predict",
+           "prediction_metrics", "steps_per_epoch", "train_labels", "val_targets"]
 MAX_RECALL_CLASSES = 20  # per-class val_recall keys beyond this would flood the result rows
 
 
@@ -45,26 +46,65 @@ def class_targets(y: torch.Tensor, loss_name: str) -> torch.Tensor | None:
 
 
 def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> dict[str, float]:
-    """Loss, accuracy and macro F1 on the whole validation set (plus class stats if ``probes``)."""
+    """Loss, accuracy and macro F1 on the whole validation set (plus class stats if ``probes``).
+
+    A model whose outputs are NaN or infinite on any validation input has NaN accuracy and F1:
+    ``argmax`` of NaN logits is class 0, which scored NaN models at 0.36-0.55.
+    """
     model.eval()
-    total, count, preds, targets = 0.0, 0, [], []
+    total, count, preds, targets, finite = 0.0, 0, [], [], True
     with torch.no_grad():
         for x, y in val.epoch(0):
             out = model(x)
+            finite = finite and bool(torch.isfinite(out).all())
             total += float(loss_fn(out, y)) * len(y)
             count += len(y)
             preds.append(predict(out))
             targets.append(class_targets(y, loss_fn.name))
     metrics = {"val_loss": total / count if count else float("nan")}
-    if not preds or any(t is None for t in targets):
+    if not preds or any(t is None for t in targets) or not finite:
         metrics.update(val_accuracy=float("nan"), val_macro_f1=float("nan"))
         return metrics
     pred, true = torch.cat(preds).cpu().numpy(), torch.cat(targets).cpu().numpy()  # a DDP rank's GPU
     metrics["val_accuracy"] = float((pred == true).mean())
     metrics["val_macro_f1"] = float(f1_score(true, pred, average="macro", zero_division=0))
+    metrics[BALANCED_ACCURACY] = float(balanced_accuracy_score(true, pred))
     if probes:
         metrics.update(prediction_metrics(pred, true))
     return metrics
+
+
+def val_targets(val: Batches, loss_name: str) -> np.ndarray | None:
+    """The validation class ids in evaluation order; None for regression targets."""
+    targets = [class_targets(y, loss_name) for _, y in val.epoch(0)]
+    if not targets or any(t is None for t in targets):
+        return None
+    return torch.cat(targets).cpu().numpy()
+
+
+def chance_metrics(prior: Any, true: Any, with_entropy: bool) -> dict[str, float]:
+    """What the best constant predictor scores: it always predicts the majority class of
+    ``prior`` (the training class ids; the validation ones when those are unknown).
+
+    ``chance_accuracy``, ``chance_macro_f1`` (scikit-learn's ``f1_score``, macro) and
+    ``chance_balanced_accuracy`` (1 / the classes present) on the validation ids ``true``; with ``with_entropy`` (a classification cross-entropy loss) also
+    ``label_entropy``, the entropy in nats of the prior's class shares: the cross-entropy of
+    predicting those shares for every input, the lowest loss a constant predictor reaches.
+    """
+    t = class_ids(true)
+    p = class_ids(prior) if prior is not None else None
+    p = p if p is not None and p.size else t
+    if t is None or p is None or not t.size:
+        return {}
+    classes, counts = np.unique(p, return_counts=True)
+    majority = classes[counts.argmax()]
+    out = {CHANCE_ACCURACY: float((t == majority).mean()),
+           CHANCE_F1: float(f1_score(t, np.full_like(t, majority), average="macro", zero_division=0)),
+           CHANCE_BALANCED: float(balanced_accuracy_score(t, np.full_like(t, majority)))}
+    if with_entropy:
+        shares = counts / counts.sum()
+        out[LABEL_ENTROPY] = float(-(shares * np.log(shares)).sum())
+    return out
 
 
 def train_labels(dataset: Dataset, loss_name: str) -> torch.Tensor | None:

@@ -24,9 +24,11 @@ from autofix.harness.builders import LossFn, build_optimizer, normalize_config
 from autofix.harness.checkpoint import STATE_FILE, prepare, save_checkpoint
 from autofix.harness.distributed import Parallel, all_finite
 from autofix.harness.evaluate import (
-    evaluate, initial_loss_metrics, num_classes, steps_per_epoch, train_labels,
+    chance_metrics, evaluate, initial_loss_metrics, num_classes, train_labels, val_targets,
 )
+from autofix.harness.weighting import output_width
 from autofix.probes import Probe
+from autofix.verdict import PLANNED, STEP
 
 __all__ = ["Report", "STATE_FILE", "run_training"]
 
@@ -55,21 +57,44 @@ class _Trainer:
         self.cfg, self.parallel = cfg, parallel
         run = build_run(cfg, _EVAL_BATCH_MIN, parallel)  # data knobs, sampler, surgery, init, class weights
         train = run.train_set
-        self.train, self.val, self.model = run.train, run.val, run.model
+        self.train, self.val, self.model, self.train_set = run.train, run.val, run.model, train
         self.loss_fn: LossFn = run.loss_fn
         self.optimizer = build_optimizer(cfg["optimizer"], self.model.parameters())
         self.scheduler: Any = None  # built after any checkpoint load, see _prepare
         probes = cfg["probes"]
-        # The epoch length fixes which steps are sampled, so a restored run samples the same.
+        # The epoch length fixes which steps are sampled, so a restored run samples the same;
+        # it also places every report in training: step and planned_steps.
+        self.steps_per_epoch = self.train.steps_per_epoch() or 0
         self.probe = Probe(self.model, self.optimizer, every_steps=probes["every_steps"],
                            max_overhead=probes.get("max_overhead", 0.01),
-                           enabled=probes["enabled"],
-                           steps_per_epoch=steps_per_epoch(train, cfg["batch_size"]))
+                           enabled=probes["enabled"], steps_per_epoch=self.steps_per_epoch or None)
+        labels = train_labels(train, self.loss_fn.name)  # once: labels are fixed
         if self.probe.enabled:
-            self.probe.set_labels(train_labels(train, self.loss_fn.name))  # once: labels are fixed
+            self.probe.set_labels(labels)
+        self.chance = self._chance(labels)
         # Training passes go through the DDP wrapper; probes, evaluation and checkpoints keep the
         # plain module (autofix.harness.distributed).
         self.net = parallel.wrap(self.model) if parallel is not None else self.model
+
+    def _chance(self, labels: torch.Tensor | None) -> dict[str, float]:
+        """The best constant predictor's scores (autofix.verdict: nothing at chance is healthy).
+
+        The label entropy is a bar only for an unweighted classification cross-entropy trained
+        on the natural class shares: class weights change what the loss measures, and a
+        balanced sampler teaches other shares than the validation set has."""
+        name = self.loss_fn.name
+        natural = self.cfg["loss"].get("class_weights") is None and self.cfg["data"].get("sampler") != "balanced"
+        entropy = natural and (name in ("cross_entropy", "nll") or (
+            name == "bce_with_logits" and output_width(self.model, self.train_set) == 1))
+        true = val_targets(self.val, name)
+        return chance_metrics(labels, true, entropy) if true is not None else {}
+
+    def position(self, epoch: int) -> dict[str, float]:
+        """Where a report stands in training: optimizer steps so far and planned in all."""
+        if not self.steps_per_epoch:
+            return {}
+        return {STEP: float(epoch * self.steps_per_epoch),
+                PLANNED: float(self.cfg["epochs"] * self.steps_per_epoch)}
 
     def lr(self) -> float:
         """Learning rate of param group 0 right now."""
@@ -156,8 +181,9 @@ class _Trainer:
             raise ValueError(f"grad_clip kind {clip['kind']!r} is not 'norm' or 'value'")
 
     def evaluate(self) -> dict[str, Any]:
-        """Loss, accuracy and macro F1 on the whole validation set (and probe class stats)."""
-        return evaluate(self.model, self.loss_fn, self.val, self.probe.enabled)
+        """Loss, accuracy and macro F1 on the whole validation set (and probe class stats),
+        with the chance scores they are judged against."""
+        return {**evaluate(self.model, self.loss_fn, self.val, self.probe.enabled), **self.chance}
 
     def step_scheduler(self, val_loss: float) -> None:
         """Advance the scheduler once per training epoch (plateau watches val_loss)."""
@@ -170,6 +196,7 @@ class _Trainer:
 
 
 def _emit(trainer: _Trainer, epoch: int, metrics: dict[str, Any], report: Report) -> None:
+    metrics = {**metrics, **trainer.position(epoch)}
     every = trainer.cfg["checkpoint_every"]
     due = epoch >= 1 and bool(every) and epoch % every == 0  # every <= 0 or None: never
     due = due and (trainer.parallel is None or trainer.parallel.is_chief)  # rank 0's are reported

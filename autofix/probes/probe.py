@@ -13,7 +13,7 @@ from autofix.probes.budget import DEFAULT_MAX_EPOCHS_BETWEEN, DEFAULT_MAX_OVERHE
 from autofix.probes.report import Layout, Queue, report
 from autofix.probes.stats import (
     DEFAULT_EVERY_STEPS, SATURATION_THRESHOLD, activation_kind, input_stats, label_metrics,
-    norms, unit_activity,
+    norms, step_scale, unit_activity,
 )
 
 _NOT_CARRIED_IF_ZERO = "update_ratio"
@@ -158,6 +158,7 @@ class Probe:
         with torch.no_grad():
             self._read_input()
             self._guard(self._grad_stats)
+            self._guard(self._scale_stats)
         self.budget.spent += self._clock() - start
 
     def after_step(self) -> None:
@@ -284,6 +285,12 @@ class Probe:
 
     def _input_stats(self, x: torch.Tensor) -> None:
         self._queue.keep("input", input_stats(x), meta=x.numel())
+
+    def _scale_stats(self) -> None:
+        if self.optimizer is not None:
+            scale = step_scale(self.optimizer, self._params)
+            if scale:
+                self._queue.keep("scale", scale)
 
     def _grad_stats(self) -> None:
         idx = [j for j, p in enumerate(self._params) if p.grad is not None]

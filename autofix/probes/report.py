@@ -66,6 +66,8 @@ def report(layout: Layout, queue: Queue, out: dict[str, float],
             guard(lambda part=part, kind=kind: out.update(part(layout, groups[kind])))
     if groups.get("input"):
         guard(lambda: out.update(input_metrics(groups["input"])))
+    if groups.get("scale"):
+        guard(lambda: out.update(scale_metrics(groups["scale"])))
     dead = [(slot, tensor.numel()) for slot, tensor in queue.dead]
     guard(lambda: out.update(act_metrics(layout, groups.get("saturated", []), dead,
                                          values[floats + counts:])))
@@ -132,6 +134,13 @@ def act_metrics(layout: Layout, saturated: Samples, dead: list[tuple[int, int]],
         if means:
             out[f"{prefix}_max"] = nan_max(list(means.values()))
     return out
+
+
+def scale_metrics(samples: Samples) -> dict[str, float]:
+    """``update_expected`` (lr x the optimizer's step scale) and ``update_resolution`` (float32
+    spacing at the median |weight|), from ``stats.step_scale`` rows: means over the samples."""
+    return {"update_expected": sum(r[0] for r, _ in samples) / len(samples),
+            "update_resolution": sum(r[1] for r, _ in samples) / len(samples)}
 
 
 def input_metrics(samples: Samples) -> dict[str, float]:

@@ -88,6 +88,39 @@ def unit_activity(out: torch.Tensor, nonnegative: bool) -> torch.Tensor:
     return (out if nonnegative else out.clamp_min(0)).sum(dim=dims)
 
 
+FLOAT32_EPS = float(torch.finfo(torch.float32).eps)  # 2**-23: relative spacing of float32 values
+_ADAPTIVE = frozenset({"Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "NAdam", "RAdam",
+                       "RMSprop", "SparseAdam"})
+_MEDIAN_SAMPLE = 65_536  # elements a median is taken over (evenly strided): bounded cost
+
+
+def _strided_abs(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    total = sum(t.numel() for t in tensors)
+    stride = max(1, total // _MEDIAN_SAMPLE)
+    return torch.cat([t.detach().reshape(-1)[::stride].abs().float() for t in tensors])
+
+
+def step_scale(optimizer: Any, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``[expected step, resolution]`` of one optimizer step, per parameter element.
+
+    The expected step is lr for an adaptive optimizer (Adam & co. normalise the gradient, so an
+    element moves by about lr) and lr x median |gradient| for SGD-like ones; the resolution is
+    float32's relative spacing times the median |weight|: an update below it rounds away to an
+    exact zero, which is no bug (a learning rate decayed to ~1e-9 does it).
+    """
+    weights = [p for p in params if p.numel()]
+    if not weights or not getattr(optimizer, "param_groups", None):
+        return []
+    lr = float(optimizer.param_groups[0].get("lr", 0.0))
+    resolution = _strided_abs(weights).median() * FLOAT32_EPS
+    if type(optimizer).__name__ in _ADAPTIVE:
+        return [torch.tensor(lr, dtype=torch.float32), resolution]
+    grads = [p.grad for p in weights if p.grad is not None and p.grad.numel()]
+    if not grads:
+        return []
+    return [_strided_abs(grads).median() * lr, resolution]
+
+
 def ratio(first: float, last: float) -> float:
     """first/last without ZeroDivisionError: 0/0 is nan, x/0 is inf (AUTOTRAINER's ratio)."""
     if last == 0:

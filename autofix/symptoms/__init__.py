@@ -6,7 +6,7 @@ from typing import Any
 
 from autofix.errors import AutofixError
 from autofix.symptoms.activations import DyingReLU, SaturatedActivations
-from autofix.symptoms.base import Detector, Finding, Params
+from autofix.symptoms.base import HARD, SOFT, Detector, Finding, Params
 from autofix.symptoms.data import LabelImbalance, UnnormalizedInput
 from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
 from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
@@ -14,6 +14,8 @@ from autofix.symptoms.loss import DivergingLoss, NonFiniteLoss, OscillatingLoss,
 
 # isort-style order (ruff RUF022): constants, then classes, then functions; alphabetical in each.
 __all__ = [
+    "HARD",
+    "SOFT",
     "SYMPTOMS",
     "ChanceLevel",
     "ClassCollapse",

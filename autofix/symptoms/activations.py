@@ -33,6 +33,8 @@ class DyingReLU(ProbeDetector):
     gradient entries zero; Zhang et al., ICSE 2021); ``max_accuracy=0.6`` is AUTOTRAINER's gate
     (gradient problems reported only when accuracy is poor). The gate keeps a net that learned
     well with very sparse layers from being "repaired".
+
+    **Soft**: narrow ReLU stacks start with many dead units and often learn anyway.
     """
 
     name = "dying_relu"
@@ -85,6 +87,8 @@ class SaturatedActivations(ProbeDetector):
     are DeepDiagnosis's saturated-activation rule (> 50% of units; Wardat et al., ICSE 2022).
     ``max_accuracy=0.6`` extends AUTOTRAINER's accuracy gate (Zhang et al., ICSE 2021) to this
     gradient-starving symptom: a trained tanh net may legitimately saturate many units.
+
+    **Soft**: saturation eases as weights adapt; deep tanh nets learn through it.
     """
 
     name = "saturated_activations"

@@ -9,13 +9,22 @@ torch nor ray.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from autofix.metrics import History
+from autofix.verdict import planned_steps
 
-__all__ = ["Detector", "Finding", "Params"]
+__all__ = ["HARD", "SOFT", "Detector", "Finding", "Params", "window_steps"]
+
+HARD, SOFT = "hard", "soft"
+
+
+def window_steps(history: History, steps: int, share: float = 0.0) -> float:
+    """A window in optimizer steps: ``steps``, or ``share`` of the planned steps when longer."""
+    planned = planned_steps(history)
+    return max(float(steps), share * planned) if planned is not None else float(steps)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,14 @@ class Detector:
     name: ClassVar[str]
     summary: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
+    severity: ClassVar[Literal["hard", "soft"]] = SOFT
+    """``hard``: the run is broken beyond doubt (non-finite loss, divergence, exploding gradients,
+    exact-zero updates); its policies may act at once. ``soft``: a slow learner can look the same
+    for a while; its policies act only after the run's patience (``patience.min_steps`` and
+    ``patience.share`` of the planned steps) and only while the attempt is not healthy."""
+    acts_when_healthy: ClassVar[bool] = False
+    """A soft symptom that shows on a run whose loss did fall (overfitting): the "not healthy"
+    gate does not apply to it."""
     fixable: ClassVar[bool] = True
     sampled: ClassVar[bool] = False
     """Reads probe statistics that may be carried forward from an earlier sample (``probe_age``

@@ -32,6 +32,9 @@ class LabelImbalance(ProbeDetector):
     ``ClassImbalance`` rule (``threshold_imbalance``, default 10 there); ``min_ratio=4`` (4:1,
     0.8 for binary) is our choice, lower because this finding only lets a policy reweight; set
     10 to match SageMaker.
+
+    **Soft** (and advisory): the labels are what they are; whether they hurt shows only in what
+    the model learns, over time.
     """
 
     name = "label_imbalance"
@@ -72,6 +75,9 @@ class UnnormalizedInput(ProbeDetector):
     (mean |layer output| >= 10; Zhang et al., ICSE 2021), applied to the input; ``max_abs=100``
     is our choice: standardized data is 100 standard deviations out only for an outlier or an
     unscaled feature, while raw 0-255 pixels exceed it.
+
+    **Soft**: many runs train fine on unscaled features (the zoo's blobs, variance ~30); it acts
+    early only beside a hard symptom it explains (exploding gradients on raw pixels).
     """
 
     name = "unnormalized_input"

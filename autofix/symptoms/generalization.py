@@ -2,9 +2,13 @@
 
 Inputs, per report (epoch 0 = before any training step): ``train_loss`` and the run's watched
 loss (``val_loss`` by default); ``val_accuracy``, ``val_macro_f1``, ``pred_frac_max`` (largest
-fraction of validation predictions in one class), ``label_frac_max``; and, at epoch 0 only,
-``chance_loss`` (= ln(number of classes)). A run that lacks them (regression, a custom
-trainable) gets no finding from these detectors.
+fraction of validation predictions in one class), ``label_frac_max``; the best constant
+predictor's scores (``chance_accuracy``, ``chance_macro_f1``, ``label_entropy``; see
+:mod:`autofix.verdict`) and, at epoch 0 only, ``chance_loss`` (= ln(number of classes)). A run
+that lacks them (regression, a custom trainable) gets no finding from these detectors.
+
+All three are **soft**: a slow learner sits at chance, predicts one class or wobbles its
+validation loss before it learns.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import math
 from pydantic import Field
 
 from autofix.metrics import History
-from autofix.symptoms.base import Finding, Params
+from autofix.symptoms.base import Finding, Params, window_steps
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
+from autofix.verdict import LABEL_ENTROPY, Judge, at_chance
 
 __all__ = ["ChanceLevel", "ClassCollapse", "Overfitting"]
 
@@ -28,7 +33,8 @@ class Overfitting(ProbeDetector):
     * the validation loss (``metric``, default: the run's loss metric) improved on its first
       value at some point (one that never improved is ``plateau`` / ``diverging_loss``, not
       overfitting);
-    * its best value is ``patience`` or more reports old;
+    * its best value is ``patience_steps`` optimizer steps old or more (or ``patience_share`` of
+      the planned steps, when longer);
     * its last value is at least ``min_rise`` (relative) above that best;
     * that rise is also at least ``min_rise_of_first`` of the *first* validation loss (the
       untrained loss sets the task's scale: a converged 0.025 -> 0.033 is 33% but immaterial);
@@ -38,8 +44,8 @@ class Overfitting(ProbeDetector):
     Requiring both the age and the margin is what keeps noisy healthy curves quiet: the
     healthy digits run ends .131 .135 .173, 32% above its best but only 2 reports after it.
 
-    Defaults and sources: ``patience=3`` is PyTorch Lightning's ``EarlyStopping`` default;
-    ``min_rise=0.1`` follows SageMaker Debugger's ``Overfit`` rule (``ratio_threshold`` 0.1,
+    Defaults and sources: ``patience_steps=128`` / ``patience_share=0.1`` are our choice, in
+    steps where PyTorch Lightning's ``EarlyStopping`` counts 3 checks; ``min_rise=0.1`` follows SageMaker Debugger's ``Overfit`` rule (``ratio_threshold`` 0.1,
     there on the val/train gap, here on the rise above the best validation loss).
     ``min_rise_of_first=0.03`` and ``min_train_drop=0.1`` are our choices, added after healthy
     blobs/circles controls (benchmarks/zoo) fired on converged noise: 0.203 -> 0.297 while the
@@ -48,9 +54,11 @@ class Overfitting(ProbeDetector):
 
     name = "overfitting"
     summary = "The validation loss rises while the training loss keeps falling."
+    acts_when_healthy = True  # it shows on a run whose loss did fall
 
     class Params(Params):
-        patience: int = Field(default=3, ge=1)
+        patience_steps: int = Field(default=128, ge=1)
+        patience_share: float = Field(default=0.1, ge=0, le=1)
         min_rise: float = Field(default=0.1, gt=0)
         min_rise_of_first: float = Field(default=0.03, ge=0)
         min_train_drop: float = Field(default=0.1, ge=0, lt=1)
@@ -67,9 +75,10 @@ class Overfitting(ProbeDetector):
         first = val[0][1]
         best_at = max(range(len(val)), key=lambda k: (-val[k][1], k))  # latest report of the minimum
         best_iteration, best = val[best_at]
-        since = len(val) - 1 - best_at
+        since = history.position(val[-1][0]) - history.position(best_iteration)
+        patience = window_steps(history, p.patience_steps, p.patience_share)
         last = now[self.metric]
-        if best >= first or since < p.patience or last < best + p.min_rise * abs(best):
+        if best >= first or since < patience or last < best + p.min_rise * abs(best):
             return None
         if last - best < p.min_rise_of_first * abs(first):
             return None
@@ -82,9 +91,9 @@ class Overfitting(ProbeDetector):
         rise = (last - best) / (abs(best) or 1.0)
         return self.found(
             history, self.metric,
-            f"{self.metric} {last:.4g} is {rise:.0%} above its best {best:.4g} of {since} reports ago, "
+            f"{self.metric} {last:.4g} is {rise:.0%} above its best {best:.4g} of {since:g} steps ago, "
             f"while {p.train_metric} fell {train_then:.4g} -> {train_now:.4g}",
-            best=best, last=last, rise=rise, reports_since_best=since,
+            best=best, last=last, rise=rise, steps_since_best=since,
             train_at_best=train_then, train_last=train_now,
         )
 
@@ -92,7 +101,8 @@ class Overfitting(ProbeDetector):
 class ClassCollapse(ProbeDetector):
     """The model predicts (almost) only one class although the labels are not that skewed.
 
-    Judged only from epoch ``min_epochs`` on: an untrained net legitimately predicts one class.
+    Never judged at the untrained report (step 0): an untrained net legitimately predicts one
+    class. When it may act is the run's patience (a soft symptom).
     Fires on either arm:
 
     * ``pred_frac_max`` >= ``min_pred_frac`` and ``pred_frac_max - label_frac_max`` >=
@@ -105,13 +115,14 @@ class ClassCollapse(ProbeDetector):
     are added to the evidence when reported.
 
     Only a collapse the model has settled into counts: while ``train_loss`` still improves by
-    more than ``max_train_progress`` (relative) over the last ``window`` reports, the model is
+    more than ``max_train_progress`` (relative) over the last ``window_steps`` optimizer steps
+    (or ``window_share`` of the planned steps, when longer), the model is
     still learning and concentrated early predictions are a transient (measured on the seed
     SimpleCNN memorising FakeData: 98% of predictions in one class at epoch 2 while its training
     loss falls 10% per epoch). Without ``train_loss`` the gate is skipped.
 
     Defaults and sources: no published threshold; ``min_pred_frac=0.9``, ``min_label_gap=0.2``,
-    ``min_f1_gap=0.3`` and ``min_epochs=1`` are our choice (the brief's examples). Measured on
+    ``min_f1_gap=0.3``, ``window_steps=64`` and ``window_share=0.05`` are our choice (the brief's examples). Measured on
     the healthy digits run: predictions spread to <= 0.15 per class after training and the
     accuracy/macro-F1 gap stays below 0.1. SageMaker Debugger's ``ClassImbalance`` checks the
     same failure per class (misprediction fraction 0.7), which needs per-class streams.
@@ -124,14 +135,14 @@ class ClassCollapse(ProbeDetector):
         min_pred_frac: float = Field(default=0.9, gt=0, le=1)
         min_label_gap: float = Field(default=0.2, gt=0, lt=1)
         min_f1_gap: float | None = Field(default=0.3, gt=0, le=1)
-        min_epochs: int = Field(default=1, ge=0)
-        window: int = Field(default=2, ge=1)
+        window_steps: int = Field(default=64, ge=1)
+        window_share: float = Field(default=0.05, ge=0, le=1)
         max_train_progress: float | None = Field(default=0.05, gt=0)
 
     def check(self, history: History) -> Finding | None:
         p = self.params
-        epoch = self.epoch(history)
-        if epoch < p.min_epochs or self._still_learning(history):
+        iterations = history.iterations
+        if len(iterations) < 2 or history.position(iterations[-1]) <= 0 or self._still_learning(history):
             return None
         extra = {k: self.optional(history, k) for k in ("val_recall_min", "val_balanced_accuracy")}
         shares = self.last_values(history, "pred_frac_max", "label_frac_max")
@@ -154,11 +165,12 @@ class ClassCollapse(ProbeDetector):
         return self._f1_finding(history, accuracy, f1, extra)
 
     def _still_learning(self, history: History) -> bool:
-        limit = self.params.max_train_progress
-        train = history.finite("train_loss")
-        if limit is None or len(train) <= self.params.window:
+        p = self.params
+        limit = p.max_train_progress
+        train = history.recent("train_loss", window_steps(history, p.window_steps, p.window_share), before=1)
+        if limit is None or len(train) < 2:
             return False
-        before, now = train[-1 - self.params.window], train[-1]
+        before, now = train[0][1], train[-1][1]
         return before > 0 and (before - now) / before > limit
 
     def _f1_finding(self, history: History, accuracy: float, f1: float, extra: dict) -> Finding:
@@ -172,41 +184,46 @@ class ClassCollapse(ProbeDetector):
 
 
 class ChanceLevel(ProbeDetector):
-    """After ``min_epochs`` epochs the loss is still at chance level: nothing has been learned.
+    """The attempt is still at chance level: nothing has been learned.
 
-    Fires when the last report is at epoch >= ``min_epochs`` and the loss (``metric``, default
-    the run's loss metric) is within ``tolerance`` (relative) of ``chance_loss`` = ln(classes),
-    read from the first report that carries it (epoch 0 with the managed harness), on either
-    side. A loss far above chance is ``diverging_loss``'s business.
+    Fires, after the untrained report, when the last report is at chance as the verdict defines
+    it (:func:`autofix.verdict.at_chance`: the best constant predictor's accuracy or macro-F1 +
+    0.02, or a loss >= 0.95 x the label entropy), or, for a run that reports only the uniform
+    predictor's ``chance_loss`` (ln of the number of classes), a loss within ``tolerance`` of it.
 
     Defaults and sources: the expected initial loss -ln(1/classes) is the sanity check of
     Karpathy's "A Recipe for Training Neural Networks" and DeepDiagnosis's "loss not decreasing"
-    (Wardat et al., ICSE 2022) without a threshold; ``min_epochs=3`` and ``tolerance=0.05`` are
-    our choice. Measured: the healthy digits run is at 0.568 (25% of chance) by epoch 3, the
-    stuck and too-slow runs are still within 3% of 2.303 there.
+    (Wardat et al., ICSE 2022) without a threshold; ``tolerance=0.05`` is our choice. When it may
+    act is the run's patience: **soft**, a slow learner sits at chance before it learns.
     """
 
     name = "chance_level"
     summary = "The loss is stuck at chance level."
 
     class Params(Params):
-        min_epochs: int = Field(default=3, ge=1)
         tolerance: float = Field(default=0.05, gt=0, lt=1)
+        accuracy_metric: str = Field(default="val_accuracy", min_length=1)
+        f1_metric: str = Field(default="val_macro_f1", min_length=1)
 
     def check(self, history: History) -> Finding | None:
         p = self.params
+        iterations = history.iterations
         loss = self.optional(history, self.metric)
-        if loss is None or not math.isfinite(loss) or self.epoch(history) < p.min_epochs:
+        if len(iterations) < 2 or history.position(iterations[-1]) <= 0 or loss is None or not math.isfinite(loss):
             return None
+        why = at_chance(history.last_row(), Judge(self.metric, 0.0, p.accuracy_metric, p.f1_metric))
+        if why is not None:
+            return self.found(history, self.metric, f"{why}, at step {history.position(iterations[-1]):g}",
+                              loss=loss, **{k: self.optional(history, k) for k in (
+                                  LABEL_ENTROPY, p.accuracy_metric, "chance_accuracy")})
         chance = next((v for _, v in history.series("chance_loss") if math.isfinite(v) and v > 0), None)
-        if chance is None:
+        if chance is None or self.optional(history, LABEL_ENTROPY) is not None:
             return None
         off = (loss - chance) / chance
         if abs(off) > p.tolerance:
             return None
         return self.found(
             history, self.metric,
-            f"{self.metric} {loss:.4g} is still within {abs(off):.1%} of chance level ln(classes) = {chance:.4g} "
-            f"after {self.epoch(history):.0f} epochs",
+            f"{self.metric} {loss:.4g} is still within {abs(off):.1%} of chance level ln(classes) = {chance:.4g}",
             loss=loss, chance_loss=chance, relative_gap=off,
         )

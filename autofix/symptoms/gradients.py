@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from autofix.metrics import History
-from autofix.symptoms.base import Detector, Finding, Params
+from autofix.symptoms.base import HARD, Detector, Finding, Params
 
 __all__ = ["ExplodingGradients", "FixedParams", "ProbeDetector", "UnchangedWeights", "VanishingGradients"]
 
@@ -135,6 +135,9 @@ class VanishingGradients(ProbeDetector):
     Zero gradients behind dead ReLU units (``dead_frac_max`` or ``grad_zero_frac`` >=
     ``unless_dead_frac``, 0.7 as in ``dying_relu``) are that symptom's finding, not this one:
     the cure differs.
+
+    **Soft**: deep tanh/sigmoid nets start with tiny first-layer gradients and often learn
+    anyway, late (the slow learners of the zoo's healthy controls).
     """
 
     name = "vanishing_gradients"
@@ -196,9 +199,12 @@ class ExplodingGradients(ProbeDetector):
     ``max_init_loss_ratio=10`` follows the "verify the loss at init" check (Karpathy, "A Recipe
     for Training Neural Networks", 2019: a softmax classifier should start at ln K); measured
     here, healthy digits runs start at 1.00x ln 10 and a std-0.6 init at 1,300x.
+
+    **Hard**: gradients this large wreck the weights within a few steps.
     """
 
     name = "exploding_gradients"
+    severity = HARD
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The gradient norm explodes."
 
@@ -277,8 +283,9 @@ training code. Check that
     .item(), .detach(), .data, numpy round-trip or torch.no_grad() on the way;
 (4) the optimizer holds the parameters of the model being trained (built after .to(device), not
     from a copy or an earlier model) and they have requires_grad=True (not all frozen);
-(5) the learning rate is not 0 (a schedule or warm-up stuck at 0) nor so small that float32
-    updates round away, and an AMP GradScaler is not skipping every step as inf/NaN;
+(5) an AMP GradScaler is not skipping every step as inf/NaN (this fires only where lr x the
+    optimizer's step is above float32's resolution of the weights, so a decayed or zero
+    learning rate is not the cause);
 (6) the reported loss is recomputed from the current model, not a cached value.
 If dying_relu fires at the same time, every unit may be dead (all gradients exactly zero):
 treat that first."""
@@ -287,26 +294,27 @@ treat that first."""
 class UnchangedWeights(ProbeDetector):
     """The parameters do not change: a bug in the training loop, not a bad hyperparameter.
 
-    Fires, once at least one training epoch has run (epoch >= 1), when
+    Fires, once training has started (step > 0), when ``update_ratio_global`` is exactly 0.0 on
+    each of the last ``for_reports`` measured reports, each with a finite ``train_loss`` and
+    ``grad_norm`` where reported (the harness skips the step of a non-finite loss or gradient,
+    which ``nonfinite_loss`` and ``exploding_gradients`` own), *and* each measured step was
+    large enough to show: ``update_expected`` (lr x the optimizer's step scale) above
+    ``update_resolution`` (float32's relative spacing x the median |weight|). An update below
+    that rounds away to an exact zero, which is no bug: a converged run whose
+    ReduceLROnPlateau decayed the learning rate to ~5e-9 does it. Without those two streams
+    (a custom trainable without ``Probe``) nothing fires. Identical losses alone never fire it:
+    a converged loss can repeat.
 
-    * ``update_ratio_global`` is exactly 0.0 on each of the last ``for_reports`` reports, all at
-      epoch >= 1 and each with a finite ``train_loss`` and ``grad_norm`` where reported (the
-      harness skips the step of a non-finite loss or gradient, which ``nonfinite_loss`` and
-      ``exploding_gradients`` own); or
-    * one of ``loss_metrics`` is bit-for-bit the same, and not 0, on each of the last ``window``
-      reports (None disables this arm). The validation loss is the reliable one: it is computed
-      on a fixed set in eval mode, so it repeats exactly when no parameter moved, and a healthy
-      curve never repeats to the last bit. A shuffled training loss may differ in its last bits
-      even without updates.
+    **Hard**: an exact zero update at a learning rate that should move the weights is a bug now.
 
     Defaults and sources: DeepDiagnosis (Wardat et al., ICSE 2022) flags "unchanged weights"
     without a threshold; exact zero is the probe's own definition of "no parameter changed".
     ``for_reports=2`` is our choice: one sampled step with a zero learning rate (a warm-up from
-    0) gives one legitimate zero. ``window=3`` is our choice (the brief's example); three equal
-    losses in a row do not occur on any measured curve.
+    0) gives one legitimate zero.
     """
 
     name = "no_update"
+    severity = HARD
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The parameters are not being updated (a training-loop bug)."
     fixable = False
@@ -314,39 +322,31 @@ class UnchangedWeights(ProbeDetector):
 
     class Params(FixedParams):
         for_reports: int = Field(default=2, ge=1)
-        window: int | None = Field(default=3, ge=2)
-        loss_metrics: tuple[str, ...] = ("train_loss", "val_loss")
 
     def check(self, history: History) -> Finding | None:
-        if self.epoch(history) < 1:
+        iterations = history.iterations
+        if not iterations or history.position(iterations[-1]) <= 0:
             return None
         p = self.params
-        depth = max(p.for_reports, p.window or 0)
-        # newest first: (epoch, report) of the last ``depth`` reports
-        recent = [(self.row_epoch(row, i), row) for i, row in history.tail(depth)]
-        updates = recent[: p.for_reports]
-        if len(updates) == p.for_reports and all(_no_step(epoch, row) for epoch, row in updates):
-            return self.found(
-                history, "update_ratio_global",
-                f"no parameter changed: update_ratio_global is 0 on the last {p.for_reports} report(s)",
-                update_ratio_global=0.0, reports=p.for_reports,
-            )
-        if p.window is None:
+        recent = [(history.position(i), history.rows_view(i)) for i in reversed(iterations[-p.for_reports:])]
+        if len(recent) < p.for_reports or not all(_no_step(step, row) for step, row in recent):
             return None
-        for metric in p.loss_metrics:
-            values = [row.get(metric) for _, row in recent[: p.window]]
-            if len(values) < p.window or values[0] is None or not math.isfinite(values[0]) or values[0] == 0:
-                continue
-            if all(v == values[0] for v in values):
-                return self.found(
-                    history, metric,
-                    f"{metric} is exactly {values[0]!r} on the last {p.window} reports: nothing is learning",
-                    value=values[0], reports=p.window,
-                )
-        return None
+        row = recent[0][1]
+        return self.found(
+            history, "update_ratio_global",
+            f"no parameter changed: update_ratio_global is 0 on the last {p.for_reports} report(s), while a step "
+            f"of lr x scale {row['update_expected']:.3g} is above the float32 resolution "
+            f"{row['update_resolution']:.3g} of the median weight",
+            update_ratio_global=0.0, reports=p.for_reports, update_expected=row["update_expected"],
+            update_resolution=row["update_resolution"],
+        )
 
 
-def _no_step(epoch: float, row: dict[str, Any]) -> bool:
-    if epoch < 1 or row.get("update_ratio_global") != 0.0:
+def _no_step(step: float, row: dict[str, Any]) -> bool:
+    """A measured, exact-zero update where the step should have shown."""
+    if step <= 0 or row.get("update_ratio_global") != 0.0:
+        return False
+    expected, resolution = row.get("update_expected"), row.get("update_resolution")
+    if expected is None or resolution is None or not expected > resolution:
         return False
     return all(math.isfinite(row[k]) for k in ("train_loss", "grad_norm") if k in row)

@@ -4,6 +4,9 @@ Scale: thresholds are relative to the loss's *first* report (with the managed ha
 evaluation before any training step), so the same defaults hold for a cross-entropy that
 starts at ln(10) = 2.30 and for a regression loss that starts at 1e4, and noise around a
 converged loss of 0.05 is not mistaken for an oscillation or a divergence.
+
+Time: every window is in optimizer steps (the reports' ``step``), never in reports, so a run of
+3 steps per epoch is judged over as much training as one of 300.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 from pydantic import Field
 
 from autofix.metrics import History
-from autofix.symptoms.base import Detector, Finding, Params
+from autofix.symptoms.base import HARD, Detector, Finding, Params, window_steps
 
 __all__ = ["DivergingLoss", "NonFiniteLoss", "OscillatingLoss", "Plateau"]
 
@@ -21,11 +24,14 @@ __all__ = ["DivergingLoss", "NonFiniteLoss", "OscillatingLoss", "Plateau"]
 class NonFiniteLoss(Detector):
     """The loss is NaN or infinite (Keras ``TerminateOnNaN``; AUTOTRAINER's NaN check).
 
+    **Hard**: a NaN loss poisons every weight it touches; no slow learner passes through it.
+
     ``max_abs`` optionally also treats a huge finite loss as non-finite; AUTOTRAINER uses
     1e3, off by default here because regression losses can be that large when healthy.
     """
 
     name = "nonfinite_loss"
+    severity = HARD
     summary = "The loss became NaN or infinite."
 
     class Params(Params):
@@ -45,20 +51,27 @@ class DivergingLoss(Detector):
     """The loss climbs far above where it started, or keeps rising for several reports.
 
     Fires when the last value exceeds ``factor`` x the first reported value (Lightning's
-    ``SpikeDetection`` uses a relative tolerance of 2.0), or when the loss rose on each of the
-    last ``rising_steps`` reports by a total of at least ``min_rise`` x the first value (a late
-    divergence after a healthy start), or when, having fallen by at least ``min_rise`` x the
-    first value, it climbed back as much above its best (a late divergence that zigzags up; our
-    choice: half of the initial loss is far more than the noise or slow drift of an overfitting
-    validation loss).
+    ``SpikeDetection`` uses a relative tolerance of 2.0), or when the loss rose on every report
+    of the last ``rising_steps`` optimizer steps (at least ``min_reports`` rises) by a total of
+    at least ``min_rise`` x the first value (a late divergence after a healthy start), or when,
+    having fallen by at least ``min_rise`` x the first value, it climbed back as much above its
+    best (a late divergence that zigzags up; our choice: half of the initial loss is far more
+    than the noise or slow drift of an overfitting validation loss).
+
+    **Hard**: a loss twice its untrained value, or rising without a break for ``rising_steps``,
+    is no slow start. ``rising_steps=64`` and ``min_reports=3`` are our choice: the three
+    epochs of the old rule on the digits zoo (23 steps each); a run with few steps per epoch
+    must then rise on many more reports in a row, which noisy small-batch curves never do.
     """
 
     name = "diverging_loss"
+    severity = HARD
     summary = "The loss rises instead of falling."
 
     class Params(Params):
         factor: float = Field(default=2.0, gt=1)
-        rising_steps: int = Field(default=3, ge=2)
+        rising_steps: int = Field(default=64, ge=1)
+        min_reports: int = Field(default=3, ge=2)
         min_rise: float = Field(default=0.5, gt=0)
 
     def check(self, history: History) -> Finding | None:
@@ -73,15 +86,9 @@ class DivergingLoss(Detector):
                 history, f"{self.metric} {last:.4g} is {ratio:.3g}x its first value {first:.4g}",
                 first=first, last=last, ratio=ratio,
             )
-        k = self.params.rising_steps
-        tail = values[-(k + 1):]
-        if len(tail) == k + 1 and all(b > a for a, b in zip(tail, tail[1:])):
-            rise = tail[-1] - tail[0]
-            if rise >= self.params.min_rise * scale:
-                return self.finding(
-                    history, f"{self.metric} rose {k} reports in a row, {tail[0]:.4g} -> {tail[-1]:.4g}",
-                    first=first, start=tail[0], last=tail[-1], rise=rise,
-                )
+        rising = self._rising(history, scale)
+        if rising is not None:
+            return rising
         best, give_back = min(values), self.params.min_rise * scale
         if first - best >= give_back and last - best >= give_back:  # had made progress, lost it
             return self.finding(
@@ -91,40 +98,63 @@ class DivergingLoss(Detector):
             )
         return None
 
+    def _rising(self, history: History, scale: float) -> Finding | None:
+        """Every report of the last ``rising_steps`` steps (and the one before them) rose."""
+        p = self.params
+        tail = history.recent(self.metric, p.rising_steps, before=1)  # and the report before
+        if len(tail) < p.min_reports + 1 or not all(b > a for (_, a), (_, b) in zip(tail, tail[1:])):
+            return None
+        rise = tail[-1][1] - tail[0][1]
+        if rise < p.min_rise * scale:
+            return None
+        span = tail[-1][0] - tail[0][0]
+        return self.finding(
+            history, f"{self.metric} rose on each of the last {len(tail) - 1} reports ({span:g} steps), "
+            f"{tail[0][1]:.4g} -> {tail[-1][1]:.4g}",
+            first=history.finite(self.metric)[0], start=tail[0][1], last=tail[-1][1], rise=rise, steps=span,
+        )
+
 
 class OscillatingLoss(Detector):
     """The loss swings up and down instead of settling.
 
-    Counts direction reversals in the last ``window`` steps where both moves are at least
-    ``min_swing`` x the first value; fires at ``min_reversals`` or more. After AUTOTRAINER's
-    rule (>= 20% of epochs with an accuracy swing >= 0.03), restated on the loss.
+    Counts direction reversals over the reports of the last ``window_steps`` optimizer steps
+    (or ``window_share`` of the planned steps, when longer) where both moves are at least
+    ``min_swing`` x the first value; fires at ``min_reversals`` or more that are also at least
+    ``min_reversal_share`` of the moves in the window. After AUTOTRAINER's rule (>= 20% of
+    epochs with an accuracy swing >= 0.03; Zhang et al., ICSE 2021), restated on the loss.
+
+    **Soft**: a noisy curve with few steps per epoch swings too while it learns.
+    ``window_steps=128`` is our choice (OLMo-core's spike window is 128 steps), ``window_share``
+    0.1 of the run.
     """
 
     name = "oscillating_loss"
     summary = "The loss goes up and down by large amounts."
 
     class Params(Params):
-        window: int = Field(default=6, ge=3)
+        window_steps: int = Field(default=128, ge=1)
+        window_share: float = Field(default=0.1, ge=0, le=1)
         min_reversals: int = Field(default=3, ge=1)
+        min_reversal_share: float = Field(default=0.2, ge=0, le=1)
         min_swing: float = Field(default=0.1, gt=0)
 
     def check(self, history: History) -> Finding | None:
-        values = history.finite(self.metric)
-        if not values or not _is_last(history, self.metric):
+        if not _is_last(history, self.metric):
             return None
-        tail = values[-(self.params.window + 1):]
+        p = self.params
+        span = window_steps(history, p.window_steps, p.window_share)
+        tail = [v for _, v in history.recent(self.metric, span, before=1)]
         moves = [b - a for a, b in zip(tail, tail[1:])]
-        floor = self.params.min_swing * (abs(values[0]) or 1.0)
-        reversals = sum(
-            1 for a, b in zip(moves, moves[1:]) if a * b < 0 and min(abs(a), abs(b)) >= floor
-        )
-        if reversals < self.params.min_reversals:
+        floor = p.min_swing * (abs(history.finite(self.metric)[0]) or 1.0)
+        reversals = sum(1 for a, b in zip(moves, moves[1:]) if a * b < 0 and min(abs(a), abs(b)) >= floor)
+        if reversals < max(p.min_reversals, p.min_reversal_share * len(moves)):
             return None
         return self.finding(
             history,
-            f"{self.metric} reversed direction {reversals} times in {len(moves)} reports "
+            f"{self.metric} reversed direction {reversals} times in {len(moves)} reports ({span:g} steps) "
             f"by >= {floor:.3g}",
-            reversals=reversals, window=len(moves), swing_floor=floor,
+            reversals=reversals, window=len(moves), window_steps=span, swing_floor=floor,
             amplitude=max(tail) - min(tail),
         )
 
@@ -132,40 +162,49 @@ class OscillatingLoss(Detector):
 class Plateau(Detector):
     """The loss stopped improving before it got anywhere.
 
-    Fires when the best value of the last ``window`` reports improves on the best before them
-    by less than ``min_improvement`` (relative), while the loss is still within
-    ``converged_drop`` of its first value: a run that already fell that far is converging,
-    not stuck. ``window=4`` and a 1% threshold follow Ray Tune's ``TrialPlateauStopper``
-    (``num_results=4``, ``std=0.01``); ``converged_drop=0.3`` matches the default success bar.
+    Fires when the best value of the reports of the last ``window_steps`` optimizer steps (or
+    ``window_share`` of the planned steps, when longer) improves on the best before them by
+    less than ``min_improvement`` (relative), while the loss is still within ``converged_drop``
+    of its first value: a run that already fell that far is converging, not stuck.
+    ``min_improvement`` 1% follows Ray Tune's ``TrialPlateauStopper`` (``std=0.01``);
+    ``converged_drop=0.3`` matches the default success bar; the window (128 steps, a tenth of
+    the run) is our choice, in steps so a run of 3 steps per epoch is judged over as much
+    training as one of 100.
+
+    **Soft**: a slow learner sits on a plateau before it learns.
     """
 
     name = "plateau"
     summary = "The loss is not decreasing."
 
     class Params(Params):
-        window: int = Field(default=4, ge=2)
+        window_steps: int = Field(default=128, ge=1)
+        window_share: float = Field(default=0.1, ge=0, le=1)
         min_improvement: float = Field(default=0.01, ge=0)
         converged_drop: float = Field(default=0.3, gt=0, le=1)
 
     def check(self, history: History) -> Finding | None:
-        values = history.finite(self.metric)
-        w = self.params.window
-        if len(values) <= w or not _is_last(history, self.metric):
+        if not _is_last(history, self.metric):
             return None
+        p = self.params
+        span = window_steps(history, p.window_steps, p.window_share)
+        values = history.finite(self.metric)
+        w = len(history.recent(self.metric, span))
+        if len(values) <= w:
+            return None  # nothing before the window yet
         first, last = values[0], values[-1]
-        scale = abs(first) or 1.0
-        drop = (first - last) / scale
+        drop = (first - last) / (abs(first) or 1.0)
         before, recent = min(values[:-w]), min(values[-w:])
         improvement = (before - recent) / (abs(before) or 1.0)
-        if improvement >= self.params.min_improvement or drop >= self.params.converged_drop:
+        if improvement >= p.min_improvement or drop >= p.converged_drop:
             return None
         trend = "better" if improvement >= 0 else "worse"
         return self.finding(
             history,
-            f"no progress: best {self.metric} of the last {w} reports is {abs(improvement):.1%} {trend} "
+            f"no progress: best {self.metric} of the last {span:g} steps is {abs(improvement):.1%} {trend} "
             f"than before them; {first:.4g} -> {last:.4g} since the first report",
             first=first, last=last, best_before=before, best_recent=recent,
-            improvement=improvement, total_drop=drop,
+            improvement=improvement, total_drop=drop, window_steps=span,
         )
 
 

@@ -1,0 +1,155 @@
+"""Comparing like with like: a fix against the user's run left alone, at the same step count.
+
+The *reference* is the user's run left alone: ``a0``, kept training beside its candidate fixes
+(``budget.max_concurrent`` >= 2), or continued from its last checkpoint by a *control* attempt
+when it was stopped on soft evidence. A healthy fix is *fixed* only when its metric beats the
+reference's at the fix's own last step (:func:`autofix.verdict.value_at`), or when the
+reference is broken (stopped on a hard symptom, or its code raised): a broken run has nothing
+to compare with. Otherwise a healthy fix is *unverified*, and the report says so.
+
+Pure functions over the lineage: no torch, no ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from autofix.lineage import CONTROL, TREATMENT, Attempt, Outcome
+from autofix.verdict import beats, finite, value_at
+
+__all__ = ["BROKEN", "ENDED", "HEALTHY", "RUNNING", "SOFT_STOPPED", "Verdict", "compare", "ledger_outcomes",
+           "reference", "reference_state", "verdict"]
+
+BROKEN = "broken"  # stopped on a hard symptom, or raised: nothing to compare with
+HEALTHY = "healthy"  # ran its planned steps and passed the health check
+RUNNING = "running"  # still training (or queued): its curve may yet reach a fix's step
+SOFT_STOPPED = "soft_stopped"  # stopped on soft evidence, not yet continued
+ENDED = "ended"  # ran out (unhealthy, or stopped by the budget) without being broken
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The run's verdict: its status, the attempt the user should keep and why."""
+
+    status: str  # healthy | fixed | unverified | unfixed
+    winner: str | None
+    keep: str | None
+    reason: str
+
+
+def reference(attempts: dict[str, Attempt]) -> Attempt:
+    """The latest attempt of the run left alone (a0, or the last control continuing it)."""
+    return [a for a in attempts.values() if a.id == "a0" or a.role == CONTROL][-1]
+
+
+def reference_state(ref: Attempt) -> str:
+    """Where the run left alone stands (one of the module's constants)."""
+    if ref.outcome in (Outcome.RUNNING, Outcome.QUEUED):
+        return RUNNING
+    if ref.outcome == Outcome.HEALTHY:
+        return HEALTHY
+    if ref.outcome == Outcome.ERROR or (ref.outcome == Outcome.SICK and ref.stopped_on != "soft"):
+        return BROKEN
+    if ref.outcome == Outcome.SICK:
+        return SOFT_STOPPED
+    return ENDED
+
+
+def _last(attempt: Attempt, metric: str) -> tuple[float, float | None]:
+    """(step, metric value) at the attempt's last report."""
+    history = attempt.history
+    last = history.last_iteration
+    return (history.position(last), history.last(metric)) if last is not None else (0.0, None)
+
+
+def compare(candidate: Attempt, ref: Attempt, metric: str, mode: str) -> dict[str, Any] | None:
+    """The candidate against the run left alone at the candidate's last step; None while the
+    reference has not reached that step (and may still)."""
+    step, value = _last(candidate, metric)
+    entry = {"reference": ref.id, "step": step, "metric": metric, "value": value}
+    state = reference_state(ref)
+    if state == BROKEN:
+        return {**entry, "reference_value": None, "beats": True,
+                "why": f"the run left alone ({ref.id}) is broken: {ref.reason.split(';')[0]}"}
+    reference_value = value_at(ref.history, metric, step)
+    if reference_value is None:
+        return None
+    better = beats(value, reference_value, mode)
+    how = "beats" if better else "does not beat"
+    return {**entry, "reference_value": reference_value, "beats": better,
+            "why": f"{metric} {_num(value)} {how} {_num(reference_value)} of the run left alone "
+                   f"({ref.id}) at the same step {step:g}"}
+
+
+def _num(value: Any) -> str:
+    number = finite(value)
+    return f"{number:.4g}" if number is not None else str(value)
+
+
+def _best(attempts: Iterable[Attempt], metric: str, mode: str) -> Attempt | None:
+    best: Attempt | None = None
+    for attempt in attempts:
+        if best is None or beats(_last(attempt, metric)[1], _last(best, metric)[1], mode):
+            best = attempt
+    return best
+
+
+def candidates(attempts: dict[str, Attempt]) -> list[Attempt]:
+    """Healthy attempts that carry a fix (not the run left alone)."""
+    return [a for a in attempts.values()
+            if a.role == TREATMENT and a.id != "a0" and a.outcome == Outcome.HEALTHY]
+
+
+def verdict(attempts: dict[str, Attempt], metric: str, mode: str) -> Verdict:
+    """The run's status and the attempt to keep, from the attempts as they ended."""
+    ref = reference(attempts)
+    state = reference_state(ref)
+    healthy = candidates(attempts)
+    verified = [a for a in healthy if (a.compared or {}).get("beats")]
+    unverified = [a for a in healthy if a.compared is None]
+    best = _best(verified, metric, mode)
+    if state == HEALTHY:
+        keep = best or ref
+        why = (best.compared["why"] if best else
+               f"the run left alone ({ref.id}) is healthy: {ref.reason}")
+        return Verdict("healthy", keep.id, keep.id, why)
+    if best is not None:
+        return Verdict("fixed", best.id, best.id, best.compared["why"])
+    if unverified:
+        pick = _best(unverified, metric, mode)
+        return Verdict("unverified", pick.id, pick.id,
+                       f"{pick.id} is healthy, but the run left alone ({ref.id}) was stopped on soft evidence "
+                       "and could not be continued to the same step: improved, unverified")
+    worse = [a for a in healthy if a.compared is not None]
+    if worse:
+        return Verdict("unfixed", None, ref.id, worse[0].compared["why"] + f": keep {ref.id}")
+    if state != BROKEN:
+        return Verdict("unfixed", None, ref.id, f"no fix beat the run left alone ({ref.id}): keep it")
+    finite_ends = [a for a in attempts.values() if finite(_last(a, metric)[1]) is not None and a.trial_id]
+    pick = _best(finite_ends, metric, mode)
+    return Verdict("unfixed", None, pick.id if pick else None,
+                   "no attempt became healthy" + (f"; {pick.id} has the best {metric}" if pick else ""))
+
+
+def ledger_outcomes(attempts: dict[str, Attempt], metric: str, mode: str) -> list[tuple[Attempt, bool]]:
+    """The answered attempts whose outcome is a verdict worth learning from, and whether the fix
+    healed: healthy *and* better than its parent at the same step (the parent broken, its curve
+    reaching that step, or, for a0's children, the run left alone compared). Unhealthy and sick
+    outcomes did not heal; a healthy one that could not be compared is left out."""
+    out: list[tuple[Attempt, bool]] = []
+    for attempt in attempts.values():
+        if attempt.role != TREATMENT or not attempt.answers:
+            continue
+        if attempt.outcome in (Outcome.SICK, Outcome.UNHEALTHY):
+            out.append((attempt, False))
+            continue
+        if attempt.outcome != Outcome.HEALTHY:
+            continue
+        parent = attempts.get(attempt.parent or "")
+        judged = compare(attempt, parent, metric, mode) if parent is not None else None
+        if parent is not None and parent.id == "a0" and attempt.compared is not None:
+            judged = attempt.compared
+        if judged is not None:
+            out.append((attempt, bool(judged["beats"])))
+    return out

@@ -90,7 +90,11 @@ def step_of(row: Mapping[str, float], iteration: int) -> float:
 
 def planned_steps(history: History) -> float | None:
     """The planned length in steps, as last reported (None when never reported)."""
-    return finite(history.last(PLANNED))
+    for iteration in reversed(history.iterations):
+        value = finite(history.rows_view(iteration).get(PLANNED))
+        if value is not None:
+            return value
+    return None
 
 
 def at_chance(row: Mapping[str, float], judge: Judge) -> str | None:
@@ -115,9 +119,13 @@ def at_chance(row: Mapping[str, float], judge: Judge) -> str | None:
 
 
 def _balanced_at_chance(row: Mapping[str, float]) -> bool:
-    """Balanced accuracy at most 1/K + margin (True when it is not reported: accuracy alone)."""
-    value, base = finite(row.get(BALANCED_ACCURACY)), finite(row.get(CHANCE_BALANCED))
-    return value is None or base is None or value <= base + CHANCE_MARGIN
+    """Balanced accuracy at most 1/K + margin (True when it is not reported: accuracy alone).
+    Without its chance figure, 1/K is bounded by 1/2: above 0.52 no K makes it chance."""
+    value = finite(row.get(BALANCED_ACCURACY))
+    if value is None:
+        return True
+    base = finite(row.get(CHANCE_BALANCED))
+    return value <= (base if base is not None else 0.5) + CHANCE_MARGIN
 
 
 def health(history: History, judge: Judge) -> Health:

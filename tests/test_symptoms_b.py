@@ -1,5 +1,10 @@
 """Probe-stream symptom detectors (gradients, activations, data, generalization), fed one report
-at a time as Tune would; no Ray, no torch."""
+at a time as Tune would; no Ray, no torch.
+
+Reports carry ``step`` and ``planned_steps`` as the managed harness does (23 optimizer steps per
+epoch for the digits runs), and the best constant predictor's scores (``chance_*``,
+``label_entropy``) and the probe's ``update_expected`` / ``update_resolution``.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ PRED_FRAC = curve(".62 .27 .17 .14 .13 .12 .12 .11 .11 .11 .11 .11 .105 .105 .11
 PRED_CLASSES = curve("3 8 10 10 10 10 10 10 10 10 10 10 10 10 10 10")
 RECALL_MIN = curve("0 0 .35 .70 .75 .80 .83 .84 .86 .87 .88 .87 .90 .91 .89 .88")
 CHANCE = math.log(10)
+STEPS = 23  # optimizer steps per epoch of the digits runs
+RESOLUTION = 6e-9  # float32's relative spacing (1.19e-7) x a median |weight| of 0.05
 
 
 def healthy() -> list[Report]:
@@ -54,7 +61,8 @@ def healthy() -> list[Report]:
     for e in range(16):
         first = GRAD_NORM[e] * 0.6
         r: Report = {
-            "epoch": e, "train_loss": TRAIN_LOSS[e], "val_loss": VAL_LOSS[e], "val_accuracy": VAL_ACC[e],
+            "epoch": e, "step": e * STEPS, "planned_steps": 15 * STEPS,
+            "train_loss": TRAIN_LOSS[e], "val_loss": VAL_LOSS[e], "val_accuracy": VAL_ACC[e],
             "val_macro_f1": MACRO_F1[e], "lr": 1e-3, "grad_norm": GRAD_NORM[e],
             "grad_norm/conv1": first, "grad_norm/fc": first / GRAD_RATIO[e],
             "grad_norm_first": first, "grad_norm_last": first / GRAD_RATIO[e], "grad_ratio": GRAD_RATIO[e],
@@ -67,6 +75,10 @@ def healthy() -> list[Report]:
             "label_frac_max": 0.102, "label_classes": 10,
             "pred_frac_max": PRED_FRAC[e], "pred_classes": PRED_CLASSES[e],
             "val_recall_min": RECALL_MIN[e], "val_balanced_accuracy": VAL_ACC[e] - 0.002,
+            # the best constant predictor (always the largest class, 10.2% of 10 classes)
+            "chance_accuracy": 0.102, "chance_macro_f1": 0.0185, "chance_balanced_accuracy": 0.1,
+            "label_entropy": 2.302,
+            "update_expected": 1e-3, "update_resolution": RESOLUTION,  # Adam: lr x a step scale of ~1
         }
         if e == 0:
             r.update(init_loss=2.303, chance_loss=CHANCE)
@@ -96,9 +108,10 @@ def drop(reports: list[Report], *prefixes: str) -> list[Report]:
 
 
 def series(n: int, **streams: Any) -> list[Report]:
-    """``n`` reports with an epoch key; a list gives one value per epoch, a scalar all the same."""
-    return [{"epoch": e, **{k: (v[e] if isinstance(v, list) else v) for k, v in streams.items()}}
-            for e in range(n)]
+    """``n`` reports with epoch, step (23 a report) and planned_steps keys; a list gives one value
+    per epoch, a scalar all the same."""
+    return [{"epoch": e, "step": e * STEPS, "planned_steps": (n - 1) * STEPS,
+             **{k: (v[e] if isinstance(v, list) else v) for k, v in streams.items()}} for e in range(n)]
 
 
 HEALTHY = healthy()
@@ -106,11 +119,12 @@ HEALTHY_TANH = edit(drop(HEALTHY, "dead_frac"), **{
     "saturated_frac/tanh1": curve(".01 .05 .10 .14 .18 .20 .22 .25 .27 .28 .30 .31 .32 .33 .34 .35"),
     "saturated_frac_max": curve(".02 .06 .12 .16 .20 .22 .25 .28 .30 .31 .33 .34 .35 .36 .37 .38")})
 HEALTHY_REGRESSION = drop(HEALTHY, "val_accuracy", "val_macro_f1", "label_", "pred_", "val_recall",
-                          "val_balanced", "chance_loss", "init_loss")
+                          "val_balanced", "chance_", "init_loss")
 HEALTHY_NO_EPOCH = drop(HEALTHY, "epoch")
+HEALTHY_NO_STEP = drop(HEALTHY, "step", "planned_steps")  # each report stands at its iteration
 BARE = [{"epoch": e, "val_loss": v} for e, v in enumerate(VAL_LOSS)]  # a custom trainable's reports
 HEALTHY_RUNS = {"digits-cnn": HEALTHY, "digits-tanh": HEALTHY_TANH, "regression": HEALTHY_REGRESSION,
-                "no-epoch-key": HEALTHY_NO_EPOCH, "bare-val-loss": BARE}
+                "no-epoch-key": HEALTHY_NO_EPOCH, "no-step-key": HEALTHY_NO_STEP, "bare-val-loss": BARE}
 
 
 def run(name: str, reports: list[Report], params: dict[str, Any] | None = None,
@@ -224,28 +238,35 @@ NO_STEP = edit(HEALTHY, 1, update_ratio_global=0.0, update_ratio_max=0.0, update
                val_loss=2.305, val_accuracy=0.097, train_loss=curve("2.3041 2.3038 2.3043 2.3040 2.3039 2.3042 "
                                                                     "2.3040 2.3041 2.3038 2.3043 2.3040 2.3039 "
                                                                     "2.3042 2.3040 2.3041"))
+ZERO_UPDATE = {"update_ratio_global": 0.0, "update_ratio_max": 0.0, "update_ratio_median": 0.0}
+# A converged run whose ReduceLROnPlateau decayed the learning rate to ~5e-9 from epoch 10: the
+# step, below float32's resolution of the weights, rounds away to an exact zero. No bug.
+DECAYED = edit(HEALTHY, 10, lr=5e-9, update_expected=5e-9, **ZERO_UPDATE)
 NO_UPDATE_ROWS = [
     pytest.param(HEALTHY, {}, None, id="healthy-digits"),
     pytest.param(NO_STEP, {}, 2, id="missing-optimizer-step"),
-    pytest.param(NO_STEP, {"loss_metrics": []}, 2, id="update-arm-alone"),
-    pytest.param(NO_STEP, {"for_reports": 1, "loss_metrics": []}, 1, id="for_reports-1"),
-    pytest.param(NO_STEP, {"for_reports": 4, "loss_metrics": []}, 4, id="for_reports-4"),
-    pytest.param(drop(NO_STEP, "update_ratio"), {}, 2, id="loss-arm-val-loss-repeats-from-epoch-0"),
-    pytest.param(drop(NO_STEP, "update_ratio"), {"window": 5}, 4, id="loss-arm-window-5"),
-    pytest.param(drop(NO_STEP, "update_ratio"), {"window": None}, None, id="loss-arm-disabled"),
-    pytest.param(drop(NO_STEP, "update_ratio"), {"loss_metrics": ["train_loss"]}, None,
-                 id="shuffled-train-loss-is-not-exact"),
-    pytest.param(series(6, train_loss=0.6931), {}, 2, id="custom-trainable-train-loss-frozen"),
-    pytest.param(series(6, train_loss=[0.7, 0.69, 0.69, 0.68, 0.68, 0.67]), {}, None, id="repeats-twice-only"),
-    pytest.param(series(6, train_loss=0.0), {}, None, id="exact-zero-loss-is-a-perfect-fit"),
-    pytest.param(series(6, train_loss=math.nan), {}, None, id="nan-loss"),
+    pytest.param(NO_STEP, {"for_reports": 1}, 1, id="for_reports-1"),
+    pytest.param(NO_STEP, {"for_reports": 4}, 4, id="for_reports-4"),
+    # only where the step should have shown: update_expected above update_resolution
+    pytest.param(DECAYED, {}, None, id="converged-lr-decayed-to-5e-9"),
+    pytest.param(edit(HEALTHY, 10, **ZERO_UPDATE), {}, 11, id="zero-update-at-lr-1e-3-from-epoch-10"),
+    pytest.param(edit(NO_STEP, update_expected=RESOLUTION), {}, None, id="expected-at-resolution-is-not-above"),
+    pytest.param(edit(NO_STEP, update_expected=2 * RESOLUTION), {}, 2, id="expected-twice-the-resolution"),
+    pytest.param(edit(NO_STEP, 2, 3, update_expected=5e-9), {}, 4, id="each-of-the-last-2-reports-must-show-it"),
+    pytest.param(edit(NO_STEP, update_expected=None), {}, None, id="no-update_expected"),
+    pytest.param(edit(NO_STEP, update_resolution=None), {}, None, id="no-update_resolution"),
+    pytest.param(edit(NO_STEP, update_expected=math.nan), {}, None, id="nan-update_expected"),
+    # identical losses alone never fire it: a converged loss can repeat
+    pytest.param(drop(NO_STEP, "update_ratio"), {}, None, id="val-loss-repeats-without-update-stream"),
+    pytest.param(series(6, train_loss=0.6931, val_loss=0.6931), {}, None, id="custom-trainable-loss-frozen"),
+    pytest.param(edit(NO_STEP, update_ratio_global=1e-9), {}, None, id="loss-repeats-but-weights-move"),
     pytest.param(edit(HEALTHY, 1, 2, update_ratio_global=0.0), {}, None, id="one-zero-step-of-a-warm-up"),
-    pytest.param(edit(NO_STEP, 1, train_loss=math.nan), {"loss_metrics": []}, None,
-                 id="step-skipped-for-a-nan-loss"),
-    pytest.param(edit(NO_STEP, 1, grad_norm=math.inf), {"loss_metrics": []}, None,
-                 id="step-skipped-for-an-inf-gradient"),
+    pytest.param(edit(NO_STEP, 1, train_loss=math.nan), {}, None, id="step-skipped-for-a-nan-loss"),
+    pytest.param(edit(NO_STEP, 1, grad_norm=math.inf), {}, None, id="step-skipped-for-an-inf-gradient"),
     pytest.param(edit(HEALTHY, 0, 1, update_ratio_global=0.0), {"for_reports": 1}, None,
                  id="epoch-0-has-no-step"),
+    # judged by step, not by report: a second report still at step 0 has no step either
+    pytest.param(edit(NO_STEP, 1, 2, step=0), {"for_reports": 1}, 2, id="report-1-at-step-0"),
     pytest.param(BARE, {}, None, id="bare-reports"),
 ]
 
@@ -365,37 +386,44 @@ def test_unnormalized_input(reports, params, expected):
 
 OVERFIT = series(11, val_loss=curve("2.3 1.2 .6 .4 .35 .38 .42 .47 .55 .6 .7"),
                  train_loss=curve("2.3 1.1 .5 .3 .2 .14 .1 .07 .05 .04 .03"))
+THREE = {"patience_steps": 3 * STEPS}  # the old patience of 3 reports, in steps
 OVERFITTING_ROWS = [
     pytest.param(HEALTHY, {}, None, id="healthy-digits"),
-    pytest.param(OVERFIT, {}, 7, id="val-rises-for-3-reports-train-falls"),
-    pytest.param(OVERFIT, {"patience": 5}, 9, id="patience-5"),
-    pytest.param(OVERFIT, {"min_rise": 0.5}, 8, id="min_rise-50pct"),
+    # best .35 at step 92; 128 steps later is report 10 (step 230)
+    pytest.param(OVERFIT, {}, 10, id="val-rises-for-128-steps-train-falls"),
+    pytest.param(OVERFIT, THREE, 7, id="patience-69-steps"),
+    pytest.param(OVERFIT, {"patience_steps": 5 * STEPS}, 9, id="patience-115-steps"),
+    pytest.param(OVERFIT, {**THREE, "min_rise": 0.5}, 8, id="min_rise-50pct"),
+    # patience is a share of the planned steps when that is longer: 0.3 x 230 planned = 69 steps;
+    # 0.1 x 2,300 planned = 230 steps, more than this run has after its best
+    pytest.param(OVERFIT, {"patience_steps": 1, "patience_share": 0.3}, 7, id="patience-share-of-planned"),
+    pytest.param(edit(OVERFIT, planned_steps=2300), {}, None, id="a-tenth-of-a-long-plan"),
     pytest.param(edit(OVERFIT, train_loss=curve("2.3 1.1 .5 .3 .2 .22 .25 .28 .3 .32 .35")), {}, None,
                  id="train-loss-rises-too"),
     pytest.param(series(8, val_loss=curve("2.3 2.4 2.5 2.6 2.7 2.8 2.9 3.0"),
                         train_loss=curve("2.3 2.0 1.7 1.4 1.1 .8 .5 .2")), {}, None,
                  id="val-never-improved-is-not-overfitting"),
     pytest.param(series(12, val_loss=curve("2.3 1.0 .5 .45 .47 .44 .46 .45 .43 .46 .44 .45"),
-                        train_loss=curve("2.3 .9 .4 .3 .25 .2 .17 .15 .13 .12 .11 .10")), {}, None,
+                        train_loss=curve("2.3 .9 .4 .3 .25 .2 .17 .15 .13 .12 .11 .10")), THREE, None,
                  id="noisy-flat-val"),
     pytest.param(edit(OVERFIT, train_loss=None), {}, None, id="missing-train-loss"),
     pytest.param(edit(OVERFIT, 7, train_loss=None), {}, None, id="last-report-without-train-loss"),
-    pytest.param(edit(OVERFIT, 7, 8, val_loss=math.nan), {}, 8, id="nan-val-report-not-judged"),
+    pytest.param(edit(OVERFIT, 7, 8, val_loss=math.nan), THREE, 8, id="nan-val-report-not-judged"),
     pytest.param(OVERFIT, {"metric": "val_loss", "train_metric": "val_loss"}, None, id="same-stream-twice"),
     pytest.param(BARE, {}, None, id="bare-reports"),
     # converged noise of the healthy zoo controls: train barely moves / the rise is immaterial
     pytest.param(series(8, val_loss=curve("1.38 .6 .3 .203 .21 .24 .27 .297"),
-                        train_loss=curve("1.38 .5 .25 .2128 .21 .208 .205 .2013")), {}, None,
+                        train_loss=curve("1.38 .5 .25 .2128 .21 .208 .205 .2013")), THREE, None,
                  id="train-fell-only-5pct"),
     pytest.param(series(8, val_loss=curve("1.38 .6 .3 .203 .21 .24 .27 .297"),
-                        train_loss=curve("1.38 .5 .25 .2128 .21 .208 .205 .2013")), {"min_train_drop": 0.05}, 7,
-                 id="train-fell-5pct-min_train_drop-5pct"),
+                        train_loss=curve("1.38 .5 .25 .2128 .21 .208 .205 .2013")), {**THREE, "min_train_drop": 0.05},
+                 7, id="train-fell-5pct-min_train_drop-5pct"),
     pytest.param(series(8, val_loss=curve(".698 .2 .05 .0246 .026 .028 .03 .0326"),
-                        train_loss=curve(".7 .2 .06 .0389 .035 .032 .03 .0281")), {}, None,
+                        train_loss=curve(".7 .2 .06 .0389 .035 .032 .03 .0281")), THREE, None,
                  id="rise-immaterial-vs-first"),
     pytest.param(series(8, val_loss=curve(".698 .2 .05 .0246 .026 .028 .03 .0326"),
-                        train_loss=curve(".7 .2 .06 .0389 .035 .032 .03 .0281")), {"min_rise_of_first": 0}, 6,
-                 id="rise-immaterial-vs-first-guard-off"),
+                        train_loss=curve(".7 .2 .06 .0389 .035 .032 .03 .0281")), {**THREE, "min_rise_of_first": 0},
+                 6, id="rise-immaterial-vs-first-guard-off"),
 ]
 
 
@@ -405,36 +433,56 @@ def test_overfitting(reports, params, expected):
 
 
 def test_overfitting_reads_the_run_loss_metric():
-    renamed = [{"epoch": r["epoch"], "loss": r["val_loss"], "train_loss": r["train_loss"]} for r in OVERFIT]
-    assert first_firing("overfitting", renamed, default_metric="loss") == 7
+    renamed = [{"step": r["step"], "loss": r["val_loss"], "train_loss": r["train_loss"]} for r in OVERFIT]
+    assert first_firing("overfitting", renamed, default_metric="loss") == 10
     assert first_firing("overfitting", OVERFIT, default_metric="train_loss") is None
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("best", 0.35),
+    ("steps_since_best", 6 * STEPS),  # best at report 4, found at report 10
+    ("train_at_best", 0.2),
+    ("last", 0.7),
+])
+def test_overfitting_evidence(key, expected):
     finding = run("overfitting", OVERFIT)[0]
     assert finding.metric == "val_loss"
-    assert finding.evidence["best"] == pytest.approx(0.35)
-    assert finding.evidence["reports_since_best"] == 3
-    assert finding.evidence["train_at_best"] == pytest.approx(0.2)
+    assert finding.evidence[key] == pytest.approx(expected)
 
 
-# Balanced 10 classes; from epoch 1 every validation prediction falls in one class.
+# Balanced 10 classes; from epoch 1 every validation prediction falls in one class, and the
+# training loss stays at ln(10): nothing is learned.
 COLLAPSED = edit(HEALTHY, 1, pred_frac_max=1.0, pred_classes=1, val_accuracy=0.1, val_macro_f1=0.018,
-                 val_recall_min=0.0)
-# Binary 90/10 labels; the model predicts the majority only: accuracy 0.9, macro-F1 0.47.
+                 val_recall_min=0.0, val_balanced_accuracy=0.1, train_loss=2.30)
+# The same predictions while the training loss still falls: 6% on the first report, 2.5% a report
+# after it, so over 64 steps (3 reports of 23, and the one before) by 7.3%.
+STILL_LEARNING = edit(COLLAPSED, 1, train_loss=[round(2.165 * 0.975 ** k, 4) for k in range(15)])
+# Binary 90/10 labels; the model predicts the majority only: accuracy 0.9, macro-F1 0.47. Its training
+# loss settles at the labels' entropy (0.325) after the first report.
 MAJORITY = edit(HEALTHY, label_frac_max=0.9, label_classes=2, pred_frac_max=1.0, pred_classes=1,
-                val_accuracy=0.9, val_macro_f1=0.474, val_recall_min=0.0, chance_loss=None)
+                val_accuracy=0.9, val_macro_f1=0.474, val_recall_min=0.0, val_balanced_accuracy=0.5,
+                chance_loss=None, chance_accuracy=0.9, chance_macro_f1=0.474, chance_balanced_accuracy=0.5,
+                label_entropy=0.325, train_loss=[0.69] + [0.325] * 15)
 COLLAPSE_ROWS = [
     pytest.param(HEALTHY, {}, None, id="healthy-digits"),
     pytest.param(COLLAPSED, {}, 1, id="balanced-labels-one-predicted-class"),
     pytest.param(edit(HEALTHY, 0, 1, pred_frac_max=1.0), {}, None, id="untrained-net-predicts-one-class"),
-    pytest.param(edit(HEALTHY, 0, 1, pred_frac_max=1.0), {"min_epochs": 0}, 0, id="min_epochs-0"),
-    pytest.param(COLLAPSED, {"min_epochs": 4, "max_train_progress": None}, 4, id="min_epochs-4"),
-    # the training loss still falls > 5% per 2 reports: a transient, not a settled collapse
-    pytest.param(COLLAPSED, {"min_epochs": 4}, None, id="still-learning-gates-it"),
-    pytest.param(MAJORITY, {}, 1, id="imbalanced-majority-only-by-f1-gap"),
+    # never judged at step 0, counted in steps: a second report still at step 0 is not judged either
+    pytest.param(edit(COLLAPSED, 1, 2, step=0), {}, 2, id="report-1-at-step-0"),
+    # the training loss still falls > 5% over the last 64 steps: a transient, not a settled collapse
+    pytest.param(STILL_LEARNING, {}, None, id="still-learning-gates-it"),
+    pytest.param(STILL_LEARNING, {"max_train_progress": None}, 1, id="still-learning-gate-off"),
+    # over 1 step (the last report and the one before) it falls 2.5% from report 2 on
+    pytest.param(STILL_LEARNING, {"window_steps": 1}, 2, id="window_steps-1"),
+    # ... unless a share of the planned steps is longer: 0.2 x 345 = 69 steps
+    pytest.param(STILL_LEARNING, {"window_steps": 1, "window_share": 0.2}, None, id="window_share-of-planned"),
+    # the gate opens once 64 steps (and the report before) show no progress: report 4 (steps 23 -> 92)
+    pytest.param(MAJORITY, {}, 4, id="imbalanced-majority-only-by-f1-gap"),
     pytest.param(MAJORITY, {"min_f1_gap": None}, None, id="f1-arm-off"),
     pytest.param(edit(MAJORITY, val_macro_f1=None), {}, None, id="imbalanced-without-macro-f1"),
     pytest.param(edit(COLLAPSED, 1, pred_frac_max=0.85), {}, None, id="85pct-below-bar"),
     pytest.param(edit(COLLAPSED, 1, pred_frac_max=0.85), {"min_pred_frac": 0.8}, 1, id="custom-min_pred_frac"),
-    pytest.param(edit(HEALTHY, 1, label_frac_max=0.75, label_classes=2, pred_frac_max=0.92,
+    pytest.param(edit(COLLAPSED, 1, label_frac_max=0.75, label_classes=2, pred_frac_max=0.92,
                       val_accuracy=0.8, val_macro_f1=0.7), {}, None, id="predictions-as-skewed-as-labels"),
     pytest.param(edit(COLLAPSED, label_frac_max=None), {}, None, id="no-label-share-and-f1-gap-small"),
     pytest.param(drop(COLLAPSED, "pred_", "val_macro", "label_"), {}, None, id="missing-streams"),
@@ -455,33 +503,85 @@ ADAM_TINY = curve("2.305 2.304 2.303 2.302 2.301 2.300 2.299 2.298 2.296 2.295 2
 
 
 def with_chance(values: list[float], key: str = "val_loss") -> list[Report]:
-    reports = [{"epoch": e, key: v} for e, v in enumerate(values)]
+    """A custom trainable's reports: the loss, and at epoch 0 only chance_loss = ln(10) (no label_entropy)."""
+    reports = series(len(values), **{key: values})
     reports[0].update(chance_loss=CHANCE, init_loss=values[0])
     return reports
 
 
+def with_entropy(values: list[float], entropy: float = 2.302) -> list[Report]:
+    """The managed harness's reports: label_entropy on every report (unweighted CE, natural sampler)."""
+    return edit(with_chance(values), label_entropy=entropy)
+
+
+# Binary 90/10 labels trained with class weights (so no label_entropy: the loss is weighted): it
+# trades accuracy (0.70-0.77, below the majority's 0.9) for the minority class. Balanced accuracy
+# and macro-F1 are well above the constant predictor's 0.5 and 0.474: not at chance.
+REWEIGHTED = edit(series(8, val_loss=curve(".69 .5 .45 .42 .41 .40 .40 .39"),
+                         train_loss=curve(".69 .52 .46 .43 .41 .40 .39 .38"),
+                         val_accuracy=curve(".5 .7 .74 .75 .76 .76 .77 .77"),
+                         val_balanced_accuracy=curve(".5 .72 .78 .8 .81 .81 .82 .82"),
+                         val_macro_f1=curve(".45 .55 .6 .62 .63 .63 .64 .64"),
+                         chance_accuracy=0.9, chance_macro_f1=0.474, chance_balanced_accuracy=0.5),
+                  0, 1, chance_loss=math.log(2))
 CHANCE_ROWS = [
     pytest.param(HEALTHY, {}, None, id="healthy-digits"),
-    pytest.param(with_chance(STUCK), {}, 3, id="stuck-adam-lr1"),
-    pytest.param(with_chance(SGD_SLOW), {}, 3, id="sgd-too-slow"),
-    pytest.param(with_chance(ADAM_TINY), {}, 3, id="adam-lr1e-5"),
-    pytest.param(with_chance(STUCK), {"min_epochs": 5}, 5, id="min_epochs-5"),
+    # no min_epochs: the first report after step 0 is judged
+    pytest.param(with_chance(SGD_SLOW), {}, 1, id="sgd-too-slow"),
+    pytest.param(with_chance(ADAM_TINY), {}, 1, id="adam-lr1e-5"),
+    pytest.param(with_chance(STUCK), {}, 2, id="stuck-adam-lr1"),  # 2.541 is 10% above ln(10)
+    pytest.param(edit(with_chance(SGD_SLOW), 1, 2, step=0), {}, 2, id="report-1-at-step-0"),
     pytest.param(with_chance(STUCK), {"tolerance": 0.01}, None, id="stuck-is-1-3pct-off"),
-    pytest.param(with_chance(SGD_SLOW), {"tolerance": 0.001}, 3, id="sgd-within-0.1pct"),
+    pytest.param(with_chance(SGD_SLOW), {"tolerance": 0.001}, 1, id="sgd-within-0.1pct"),
     pytest.param(with_chance(VAL_LOSS), {}, None, id="healthy"),
     pytest.param(with_chance([2.3, 2.0, 3.0, 3.5, 4.0]), {}, None, id="far-above-chance-is-divergence"),
-    pytest.param([{"epoch": e, "val_loss": v} for e, v in enumerate(STUCK)], {}, None, id="no-chance-loss"),
-    pytest.param(edit(with_chance(STUCK), 3, 4, val_loss=None), {}, 4, id="report-without-loss"),
+    pytest.param(series(16, val_loss=STUCK), {}, None, id="no-chance-loss"),
+    pytest.param(edit(with_chance(STUCK), 2, 3, val_loss=None), {}, 3, id="report-without-loss"),
     pytest.param(edit(with_chance(STUCK), 0, 1, chance_loss=math.nan), {}, None, id="nan-chance-loss"),
-    pytest.param(drop(with_chance(STUCK), "epoch"), {}, 3, id="position-when-no-epoch-key"),
-    pytest.param(with_chance(STUCK, key="train_loss"), {"metric": "train_loss"}, 3, id="metric-param"),
+    pytest.param(drop(with_chance(STUCK), "epoch"), {}, 2, id="position-when-no-epoch-key"),
+    pytest.param(with_chance(STUCK, key="train_loss"), {"metric": "train_loss"}, 2, id="metric-param"),
     pytest.param(with_chance(STUCK, key="train_loss"), {}, None, id="run-loss-metric-absent"),
+    # verdict.at_chance: a loss >= 0.95 x the label entropy (2.541 >= 2.187 at report 1)
+    pytest.param(with_entropy(STUCK), {}, 1, id="loss-at-label-entropy"),
+    # with label_entropy reported the chance_loss tolerance is not used: 2.0 is 13% below ln(10),
+    # within a tolerance of 20%, but below 0.95 x the entropy
+    pytest.param(with_chance([2.3, 2.0, 1.96, 1.95]), {"tolerance": 0.2}, 1, id="within-20pct-of-ln-10"),
+    pytest.param(with_entropy([2.3, 2.0, 1.96, 1.95]), {"tolerance": 0.2}, None, id="entropy-reported-no-tolerance"),
+    # verdict.at_chance: macro-F1 at the constant predictor's + 0.02
+    pytest.param(edit(HEALTHY, 4, val_macro_f1=0.0385), {}, 4, id="macro-f1-at-chance"),
+    pytest.param(edit(HEALTHY, 4, val_macro_f1=0.04), {}, None, id="macro-f1-above-chance"),
+    # verdict.at_chance: accuracy at chance counts only while balanced accuracy is at chance too
+    pytest.param(REWEIGHTED, {}, None, id="reweighted-below-majority-rate-not-at-chance"),
+    pytest.param(edit(REWEIGHTED, 3, val_balanced_accuracy=0.51, val_macro_f1=0.497), {}, 3,
+                 id="below-majority-rate-balanced-at-chance"),
+    pytest.param(edit(REWEIGHTED, val_balanced_accuracy=None), {}, 1, id="below-majority-rate-no-balanced"),
+    pytest.param(edit(REWEIGHTED, 2, val_accuracy=0.9, val_balanced_accuracy=0.5, val_macro_f1=0.474), {}, 2,
+                 id="predicts-the-majority-only"),
+    # NaN outputs: a non-finite accuracy is at chance (a NaN loss is nonfinite_loss's)
+    pytest.param(edit(HEALTHY, 5, val_accuracy=math.nan, val_macro_f1=math.nan), {}, 5, id="nan-accuracy"),
+    pytest.param(edit(HEALTHY, 5, val_accuracy=math.nan, val_macro_f1=math.nan, val_loss=math.nan), {}, None,
+                 id="nan-accuracy-and-loss"),
+    pytest.param(edit(HEALTHY, 0, 1, val_macro_f1=0.0), {}, None, id="untrained-report-not-judged"),
 ]
 
 
 @pytest.mark.parametrize("reports, params, expected", CHANCE_ROWS)
 def test_chance_level(reports, params, expected):
     assert first_firing("chance_level", reports, params) == expected
+
+
+@pytest.mark.parametrize("reports, keys", [
+    pytest.param(with_chance(STUCK), {"loss", "chance_loss", "relative_gap"}, id="chance-loss-tolerance"),
+    pytest.param(with_entropy(STUCK), {"loss", "label_entropy"}, id="label-entropy"),
+    pytest.param(edit(HEALTHY, 4, val_macro_f1=0.0385), {"loss", "label_entropy", "val_accuracy", "chance_accuracy"},
+                 id="harness-reports"),
+    pytest.param(edit(REWEIGHTED, val_balanced_accuracy=None), {"loss", "val_accuracy", "chance_accuracy"},
+                 id="reweighted-without-entropy"),
+])
+def test_chance_level_evidence(reports, keys):
+    finding = run("chance_level", reports)[0]
+    assert finding.metric == "val_loss"
+    assert set(finding.evidence) == keys
 
 
 # -- missing metrics: never an exception, no finding -----------------------------------------
@@ -516,7 +616,9 @@ def test_empty_history_and_empty_reports(name):
 
 
 PROBE_KEYS = [
-    "epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "grad_norm", "grad_norm/conv1",
+    "epoch", "step", "planned_steps", "update_expected", "update_resolution", "chance_accuracy",
+    "chance_macro_f1", "chance_balanced_accuracy", "label_entropy",
+    "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "grad_norm", "grad_norm/conv1",
     "grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac", "update_ratio/fc", "update_ratio_max",
     "update_ratio_median", "update_ratio_global", "dead_frac/relu1", "dead_frac_max", "saturated_frac/tanh1",
     "saturated_frac_max", "input_mean", "input_std", "input_abs_max", "label_frac_max", "label_classes",
@@ -554,12 +656,12 @@ def test_findings_are_plain_numbers_and_round_trip(name):
 @pytest.mark.parametrize("name, metric, keys", [
     ("vanishing_gradients", "grad_ratio", {"grad_ratio", "grad_norm_first", "val_accuracy"}),
     ("exploding_gradients", "grad_norm", {"grad_norm"}),
-    ("no_update", "update_ratio_global", {"update_ratio_global", "reports"}),
+    ("no_update", "update_ratio_global", {"update_ratio_global", "reports", "update_expected", "update_resolution"}),
     ("dying_relu", "dead_frac_max", {"dead_frac_max", "grad_zero_frac", "val_accuracy"}),
     ("saturated_activations", "saturated_frac_max", {"saturated_frac_max", "val_accuracy"}),
     ("label_imbalance", "label_frac_max", {"label_frac_max", "label_classes", "min_imbalance_ratio"}),
     ("unnormalized_input", "input_std", {"input_mean", "input_std", "input_abs_max"}),
-    ("overfitting", "val_loss", {"best", "last", "rise", "reports_since_best", "train_at_best", "train_last"}),
+    ("overfitting", "val_loss", {"best", "last", "rise", "steps_since_best", "train_at_best", "train_last"}),
     ("class_collapse", "pred_frac_max", {"pred_frac_max", "label_frac_max", "pred_classes", "val_recall_min",
                                          "val_balanced_accuracy"}),
     ("chance_level", "val_loss", {"loss", "chance_loss", "relative_gap"}),
@@ -584,9 +686,10 @@ def test_finding_metric_and_evidence_keys(name, metric, keys):
     ("exploding_gradients", {"min_growth": "lots"}),
     ("exploding_gradients", {"nonfinite": "maybe"}),
     ("no_update", {"for_reports": 0}),
-    ("no_update", {"window": 1}),
-    ("no_update", {"loss_metrics": "train_loss"}),
     ("no_update", {"metric": "val_loss"}),
+    # the loss-repeat arm is gone, and its parameters with it
+    ("no_update", {"window": 3}),
+    ("no_update", {"loss_metrics": ["train_loss"]}),
     ("dying_relu", {"min_dead_frac": 0}),
     ("dying_relu", {"min_dead_frac": 1.5}),
     ("dying_relu", {"min_zero_grad_frac": -0.1}),
@@ -599,15 +702,20 @@ def test_finding_metric_and_evidence_keys(name, metric, keys):
     ("unnormalized_input", {"max_var": 0}),
     ("unnormalized_input", {"min_var": -1}),
     ("unnormalized_input", {"max_abs": -1}),
-    ("overfitting", {"patience": 0}),
+    ("overfitting", {"patience_steps": 0}),
+    ("overfitting", {"patience_share": 1.5}),
+    ("overfitting", {"patience": 3}),  # reports: gone
     ("overfitting", {"min_rise": 0}),
     ("overfitting", {"train_metric": ""}),
     ("class_collapse", {"min_pred_frac": 0}),
     ("class_collapse", {"min_pred_frac": 1.1}),
     ("class_collapse", {"min_label_gap": 1}),
     ("class_collapse", {"min_f1_gap": 0}),
-    ("class_collapse", {"min_epochs": -1}),
-    ("chance_level", {"min_epochs": 0}),
+    ("class_collapse", {"window_steps": 0}),
+    ("class_collapse", {"window_share": -0.1}),
+    ("class_collapse", {"min_epochs": 1}),  # gone: never judged at step 0
+    ("class_collapse", {"window": 2}),  # reports: gone
+    ("chance_level", {"min_epochs": 3}),  # gone
     ("chance_level", {"tolerance": 0}),
     ("chance_level", {"tolerance": 1}),
     ("chance_level", {"window": 3}),

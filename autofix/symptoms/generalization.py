@@ -191,6 +191,9 @@ class ChanceLevel(ProbeDetector):
     0.02, or a loss >= 0.95 x the label entropy), or, for a run that reports only the uniform
     predictor's ``chance_loss`` (ln of the number of classes), a loss within ``tolerance`` of it.
 
+    ``accuracy_metric`` and ``f1_metric`` name the accuracy and macro-F1 streams the chance test
+    reads (the managed harness's ``val_accuracy`` and ``val_macro_f1`` by default).
+
     Defaults and sources: the expected initial loss -ln(1/classes) is the sanity check of
     Karpathy's "A Recipe for Training Neural Networks" and DeepDiagnosis's "loss not decreasing"
     (Wardat et al., ICSE 2022) without a threshold; ``tolerance=0.05`` is our choice. When it may

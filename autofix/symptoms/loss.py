@@ -52,7 +52,8 @@ class DivergingLoss(Detector):
 
     Fires when the last value exceeds ``factor`` x the first reported value (Lightning's
     ``SpikeDetection`` uses a relative tolerance of 2.0), or when the loss rose on every report
-    of the last ``rising_steps`` optimizer steps (at least ``min_reports`` rises) by a total of
+    of the last ``rising_steps`` optimizer steps (and at least the last ``min_reports`` rises,
+    however many steps they span) by a total of
     at least ``min_rise`` x the first value (a late divergence after a healthy start), or when,
     having fallen by at least ``min_rise`` x the first value, it climbed back as much above its
     best (a late divergence that zigzags up; our choice: half of the initial loss is far more
@@ -99,9 +100,11 @@ class DivergingLoss(Detector):
         return None
 
     def _rising(self, history: History, scale: float) -> Finding | None:
-        """Every report of the last ``rising_steps`` steps (and the one before them) rose."""
+        """Every report of the last ``rising_steps`` steps (and the one before them) rose; at
+        least ``min_reports`` rises, reaching further back when the window holds fewer."""
         p = self.params
-        tail = history.recent(self.metric, p.rising_steps, before=1)  # and the report before
+        window = len(history.recent(self.metric, p.rising_steps))
+        tail = history.recent(self.metric, p.rising_steps, before=max(1, p.min_reports + 1 - window))
         if len(tail) < p.min_reports + 1 or not all(b > a for (_, a), (_, b) in zip(tail, tail[1:])):
             return None
         rise = tail[-1][1] - tail[0][1]

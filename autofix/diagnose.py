@@ -59,6 +59,7 @@ class TrialDiagnosis(BaseModel):
     verdict: Literal["healthy", "sick", "unhealthy"]
     findings: list[Finding]  # the first finding of each symptom, as the engine records them
     policies: list[PolicyHit]
+    notes: list[str] = []  # policies that matched but could not act, and why (no config: pass --spec)
 
 
 class DiagnosisResult(BaseModel):
@@ -267,7 +268,7 @@ def _diagnose_trial(name: str, source: str, rows: Rows, config: dict[str, Any], 
         name=name, source=source, metric=metric, metric_note=note, reports=len(values),
         first=values[0] if values else None, last=values[-1] if values else None,
         improvement=_improvement(values), verdict=verdict, policies=hits,
-        findings=sorted(attempt.findings, key=lambda f: f.iteration),
+        findings=sorted(attempt.findings, key=lambda f: f.iteration), notes=list(dict.fromkeys(ctx["notes"])),
     )
 
 
@@ -277,13 +278,20 @@ def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet
     from autofix.engine import Engine, Plan
 
     spec = ctx["spec"]
-    plan = Plan(config=config, metric=metric, loss_metric=metric, min_drop=ctx["min_drop"], max_attempts=2,
-                aliases=ctx["aliases"],
+    plan = Plan(config=config, metric=metric, loss_metric=metric, min_drop=ctx["min_drop"],
+                max_attempts=spec.budget.max_attempts if spec else Plan.max_attempts, aliases=ctx["aliases"],
                 soft_min_steps=spec.patience.min_steps if spec else Plan.soft_min_steps,
                 soft_share=spec.patience.share if spec else Plan.soft_share)
     ledger = spec.ledger_path() if spec else None
     ranker = Ledger(ledger).ranker() if ledger else None
-    engine = Engine(plan, build_detectors(metric, ctx["overrides"]), policies, ranker=ranker)
+    notes: list[str] = []
+
+    def journal(event: str, **data: Any) -> None:  # what the engine could not do, and why
+        if event == "policy_exhausted":
+            notes.append(f"{data['policy']}: " + "; ".join(data.get("skipped", [])))
+
+    engine = Engine(plan, build_detectors(metric, ctx["overrides"]), policies, journal=journal, ranker=ranker)
+    ctx["notes"] = notes
     attempt = engine.suggest("diagnosed")
     for iteration, row in rows.items():
         if metric not in row:
@@ -317,6 +325,7 @@ def format_diagnosis(result: DiagnosisResult, as_json: bool = False) -> str:
             when = "when it ended unhealthy" if h.at_end else f"at epoch {h.iteration}"
             lines.append(f"  autofix would act {when}: {h.policy} (on {h.symptom}, for {h.for_steps} steps): "
                          f"{h.action}")
+        lines += [f"  could not act: {n}" for n in t.notes]
     counts = {v: sum(t.verdict == v for t in result.trials) for v in ("sick", "unhealthy", "healthy")}
     lines.append("\n" + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "\n".join(lines)

@@ -36,7 +36,9 @@ def report(metrics: Mapping[str, Any], checkpoint: "str | os.PathLike | ray.tune
     """
     if not isinstance(metrics, Mapping) or not metrics:
         raise TypeError(f"autofix.report expects a non-empty mapping of metric name to number, got {metrics!r}")
-    metrics = {**metrics, **_position(step, planned_steps)}
+    # The position may come as keyword arguments or as keys of ``metrics``: checked either way.
+    metrics = {**metrics, **_position(step if step is not None else metrics.get(STEP),
+                                      planned_steps if planned_steps is not None else metrics.get(PLANNED))}
     clean: dict[str, Any] = {}
     for key, value in metrics.items():
         if not isinstance(key, str):

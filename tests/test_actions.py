@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from autofix.actions import ACTIONS, ActionSpec, Change, NotApplicable, get_path, has_path, set_path
 from autofix.actions.config import Scale, Set
+from autofix.actions.optim import SwitchOptimizer
 from autofix.actions.schedule import AddScheduler
 
 SPEC = pydantic.TypeAdapter(ActionSpec)
@@ -154,9 +155,10 @@ def test_set_through_alias():
 # -- add_scheduler ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, expected", [
-    ({"kind": "reduce_on_plateau"}, {"name": "reduce_on_plateau", "kwargs": {"factor": 0.2, "patience": 5}}),
+    ({"kind": "reduce_on_plateau"},
+     {"name": "reduce_on_plateau", "kwargs": {"factor": 0.2, "patience": 5, "min_lr": 1e-3}}),
     ({"kind": "reduce_on_plateau", "factor": 0.5, "patience": 0},
-     {"name": "reduce_on_plateau", "kwargs": {"factor": 0.5, "patience": 0}}),
+     {"name": "reduce_on_plateau", "kwargs": {"factor": 0.5, "patience": 0, "min_lr": 1e-3}}),
     ({"kind": "step"}, {"name": "step", "kwargs": {"step_size": 5, "gamma": 0.5}}),
     ({"kind": "step", "step_size": 2, "gamma": 0.1}, {"name": "step", "kwargs": {"step_size": 2, "gamma": 0.1}}),
     ({"kind": "exponential"}, {"name": "exponential", "kwargs": {"gamma": 0.9}}),
@@ -173,7 +175,8 @@ def test_add_scheduler(spec, expected):
 
 
 @pytest.mark.parametrize("config, aliases, why", [
-    pytest.param({**base(), "scheduler": {"name": "reduce_on_plateau", "kwargs": {"factor": 0.2, "patience": 5}}},
+    pytest.param({**base(), "scheduler": {"name": "reduce_on_plateau",
+                                          "kwargs": {"factor": 0.2, "patience": 5, "min_lr": 1e-3}}},
                  {}, "would change nothing", id="same-scheduler"),
     pytest.param({"lr": 0.1}, {}, "knobs", id="no-scheduler-key"),
     pytest.param({"lr": 0.1}, {"scheduler": "sched"}, "for 'scheduler'", id="alias-target-missing"),
@@ -183,11 +186,68 @@ def test_add_scheduler_not_applicable(config, aliases, why):
         AddScheduler(kind="reduce_on_plateau").apply(config, aliases)
 
 
+@pytest.mark.parametrize("config, aliases, fields, min_lr", [
+    pytest.param(base(), {}, {}, 1e-3, id="lr-1"),
+    pytest.param({**base(), "optimizer": {"name": "adam", "lr": 3e-4}}, {}, {}, 3e-7, id="lr-3e-4"),
+    pytest.param({**base(), "optimizer": {"name": "sgd", "lr": 2}}, {}, {}, 2e-3, id="int-lr"),
+    pytest.param(base(), {}, {"min_lr_share": 0.01}, 1e-2, id="own-share"),
+    pytest.param({"lr": 0.5, "scheduler": None}, {"optimizer.lr": "lr"}, {}, 5e-4, id="lr-through-alias"),
+    pytest.param({"epochs": 3, "scheduler": None}, {}, {}, None, id="no-lr"),
+    pytest.param({**base(), "optimizer": {"name": "adam", "lr": "auto"}}, {}, {}, None, id="lr-not-a-number"),
+    pytest.param({**base(), "optimizer": {"name": "adam", "lr": 0.0}}, {}, {}, None, id="lr-zero"),
+    pytest.param({"lr": {"grid_search": [0.1, 0.01]}, "scheduler": None}, {"optimizer.lr": "lr"}, {}, None,
+                 id="lr-search-space"),
+])
+def test_reduce_on_plateau_floor_is_a_share_of_the_configs_lr(config, aliases, fields, min_lr):
+    patched, _ = AddScheduler(kind="reduce_on_plateau", **fields).apply(config, aliases)
+    kwargs = patched["scheduler"]["kwargs"]
+    assert kwargs.get("min_lr") == (None if min_lr is None else pytest.approx(min_lr, rel=1e-12))
+    assert (kwargs["factor"], kwargs["patience"]) == (0.2, 5)
+
+
+def test_a_plateau_schedule_without_a_floor_gets_one():
+    old = {"name": "reduce_on_plateau", "kwargs": {"factor": 0.2, "patience": 5}}
+    patched, changes = AddScheduler(kind="reduce_on_plateau").apply({**base(), "scheduler": old})
+    assert [c.to_dict() for c in changes] == [{"path": "scheduler", "from": old, "to": patched["scheduler"]}]
+    assert patched["scheduler"]["kwargs"] == {**old["kwargs"], "min_lr": 1e-3}
+
+
 def test_add_scheduler_replaces_another():
     config = {**base(), "scheduler": {"name": "step", "kwargs": {"step_size": 5, "gamma": 0.5}}}
     patched, changes = AddScheduler(kind="cosine").apply(config)
     assert changes[0].old == {"name": "step", "kwargs": {"step_size": 5, "gamma": 0.5}}
     assert patched["scheduler"] == {"name": "cosine", "kwargs": {"T_max": 20}}
+
+
+# -- switch_optimizer ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config, aliases, to", [
+    pytest.param({"optimizer": {"name": "adam", "lr": 1e-3}}, {}, "adam", id="adam"),
+    pytest.param({"optimizer": {"name": "Adam", "lr": 1e-3}}, {}, "adam", id="capitalised"),
+    pytest.param({"optimizer": {"name": "SGD", "lr": 0.1, "kwargs": {"momentum": 0.9}}}, {}, "sgd", id="upper"),
+    pytest.param({"opt": "AdamW"}, {"optimizer": "opt"}, "adamw", id="custom-name-key"),
+])
+def test_switch_to_the_optimizer_in_use_is_not_applicable(config, aliases, to):
+    before = copy.deepcopy(config)
+    with pytest.raises(NotApplicable, match=f"already is {to}"):
+        SwitchOptimizer(to=to).apply(config, aliases)
+    assert config == before
+
+
+@pytest.mark.parametrize("config, aliases, action, real, expected", [
+    pytest.param({"optimizer": {"name": "Adam", "lr": 1.0, "kwargs": {"weight_decay": 0.01, "amsgrad": True}}}, {},
+                 {"to": "sgd", "momentum": 0.9}, "optimizer",
+                 {"name": "sgd", "lr": 0.01, "kwargs": {"weight_decay": 0.01, "momentum": 0.9}}, id="adam-to-sgd"),
+    pytest.param({"optimizer": {"name": "SGD", "lr": 0.5, "kwargs": {"momentum": 0.9}}}, {},
+                 {"to": "adam"}, "optimizer", {"name": "adam", "lr": 1e-3, "kwargs": {}}, id="sgd-to-adam"),
+    pytest.param({"optimizer": {"name": "adam", "lr": 1e-3}}, {}, {"to": "adamw", "lr": 3e-4}, "optimizer",
+                 {"name": "adamw", "lr": 3e-4, "kwargs": {}}, id="adam-to-adamw"),
+    pytest.param({"opt": "sgd"}, {"optimizer": "opt"}, {"to": "adam"}, "opt", "adam", id="custom-name-key"),
+])
+def test_switch_to_another_optimizer_applies(config, aliases, action, real, expected):
+    patched, changes = SwitchOptimizer(**action).apply(config, aliases)
+    assert get_path(patched, real) == expected
+    assert changes == [Change("optimizer", get_path(config, real), expected)]
 
 
 # -- validation of action specs (the YAML form) ----------------------------------------------

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from autofix.diagnose import diagnose, format_diagnosis
 from autofix.errors import InputError
-from autofix.reporting import Report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "diagnose"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -21,13 +21,17 @@ def _trial(result, prefix: str):
     return next(t for t in result.trials if t.name.startswith(prefix))
 
 
-def _assert_diverging(t) -> None:
-    assert t.verdict == "sick" and t.metric == "val_loss"
+def _assert_diverging_findings(t) -> None:
+    assert t.metric == "val_loss"
     assert [(f.symptom, f.iteration) for f in t.findings] == [("diverging_loss", 5), ("nonfinite_loss", 6)]
     assert t.findings[0].evidence == {"first": 2.3, "last": 7.9, "ratio": pytest.approx(7.9 / 2.3)}
-    assert [(h.policy, h.iteration, h.at_end) for h in t.policies] == [
-        ("diverging-lower-lr", 5, False), ("nonfinite-lower-lr", 6, False)]
-    assert t.policies[0].action.startswith("scale(path=optimizer.lr, factor=0.1")
+
+
+def _assert_found_but_not_acted(t) -> None:
+    """Logs without a config (a CSV, a Tune trial whose params have no ``optimizer.lr``): the
+    engine sees the symptoms, but no candidate action applies, so autofix would not act."""
+    _assert_diverging_findings(t)
+    assert t.verdict == "unhealthy" and t.policies == [] and t.reports == 7
 
 
 def _assert_healthy(t) -> None:
@@ -35,13 +39,29 @@ def _assert_healthy(t) -> None:
     assert t.reports == 16 and t.improvement == pytest.approx((2.305 - 0.173) / 2.305)
 
 
-def test_diverging_csv_names_the_symptoms_and_the_policy():
+def test_diverging_csv_names_the_symptoms():
     result = diagnose(str(FIXTURES / "diverging.csv"))
     assert result.kind == "csv" and result.policies == ["builtin"]
-    _assert_diverging(result.trials[0])
+    _assert_found_but_not_acted(result.trials[0])
     text = format_diagnosis(result, as_json=False)
-    assert "diverging_loss" in text and "nonfinite_loss" in text
-    assert "would fire at epoch 5: diverging-lower-lr" in text and "what autofix would do first" in text
+    assert "diverging_loss" in text and "nonfinite_loss" in text and "autofix would act" not in text
+
+
+@pytest.mark.parametrize("path, spec, metric", [
+    pytest.param(FIXTURES / "diverging.csv", EXAMPLES / "digits_lr_too_high.yaml", None, id="csv-spec-config"),
+    pytest.param(next(EXPERIMENT.glob("*00000*")), EXAMPLES / "custom_trainable" / "spec.yaml", "val_loss",
+                 id="tune-params-spec-knobs"),
+])
+def test_with_a_config_autofix_acts_once_at_the_divergence(path, spec, metric):
+    result = diagnose(str(path), spec=str(spec), metric=metric)
+    t = result.trials[0]
+    assert t.verdict == "sick" and t.metric == "val_loss"
+    assert [(h.policy, h.symptom, h.iteration, h.for_steps, h.at_end) for h in t.policies] == [
+        ("diverging-lower-lr", "diverging_loss", 5, 0, False)]  # hard: no patience, the run stops there
+    assert t.policies[0].action.startswith("scale(path=optimizer.lr, factor=0.1")
+    assert [(f.symptom, f.iteration) for f in t.findings] == [("diverging_loss", 5)] and t.reports == 6
+    assert ("autofix would act at epoch 5: diverging-lower-lr (on diverging_loss, for 0 steps): "
+            "scale(path=optimizer.lr, factor=0.1") in format_diagnosis(result, as_json=False)
 
 
 def test_healthy_csv_finds_nothing():
@@ -53,35 +73,36 @@ def test_healthy_csv_finds_nothing():
 def test_tune_experiment_two_trials():
     result = diagnose(str(EXPERIMENT))
     assert result.kind == "tune-experiment" and len(result.trials) == 2
-    _assert_diverging(_trial(result, "train_fn_5e0a1_00000"))
+    _assert_found_but_not_acted(_trial(result, "train_fn_5e0a1_00000"))
     _assert_healthy(_trial(result, "train_fn_5e0a1_00001"))
-    assert format_diagnosis(result, as_json=False).rstrip().endswith("1 sick, 0 unhealthy, 1 healthy")
+    assert format_diagnosis(result, as_json=False).rstrip().endswith("0 sick, 1 unhealthy, 1 healthy")
 
 
 def test_single_trial_dir_and_progress_csv_only(tmp_path):
     trial = next(EXPERIMENT.glob("*00000*"))
     result = diagnose(str(trial))
     assert result.kind == "trial"
-    _assert_diverging(result.trials[0])
+    _assert_found_but_not_acted(result.trials[0])
     copy = tmp_path / trial.name
     shutil.copytree(trial, copy)
     (copy / "result.json").unlink()  # Tune's progress.csv alone gives the same diagnosis
-    _assert_diverging(diagnose(str(copy)).trials[0])
+    _assert_found_but_not_acted(diagnose(str(copy)).trials[0])
 
 
-def test_autofix_run_dir_agrees_with_the_run():
-    run = FIXTURES / "digits_run"
-    result = diagnose(str(run))
-    report = Report.model_validate_json((run / "report.json").read_text())
+@pytest.mark.parametrize("attempt, verdict, hits", [
+    # hard (exploding gradients): acts at once, as the recorded run did
+    pytest.param("a0", "sick", [("exploding-gradients-high-lr", 1, False)], id="a0-hard-at-once"),
+    # soft (dying ReLU): 3 reports without `step` are 3 steps, short of the 100-step patience,
+    # so the engine acts only when the log ends (the recorded run, older rules, acted at 2)
+    pytest.param("a1", "sick", [("dying-relu-high-lr", 2, True)], id="a1-soft-at-the-end"),
+    pytest.param("a2", "healthy", [], id="a2-healthy"),
+])
+def test_autofix_run_dir_replays_each_attempt(attempt, verdict, hits):
+    result = diagnose(str(FIXTURES / "digits_run"))
     assert result.kind == "autofix-run" and [t.name for t in result.trials] == ["a0", "a1", "a2"]
-    for attempt in report.attempts:
-        t = _trial(result, attempt.id)
-        if attempt.decision:  # what the run did is what the diagnosis says it would do first
-            first = t.policies[0]
-            decided = attempt.decision
-            assert (first.policy, first.iteration) == (decided["policy"], decided["finding"]["iteration"])
-        else:
-            assert t.verdict == "healthy"
+    t = _trial(result, attempt)
+    assert t.verdict == verdict
+    assert [(h.policy, h.iteration, h.at_end) for h in t.policies] == hits
 
 
 def test_autofix_run_without_tune_files_uses_the_report_series():
@@ -100,29 +121,97 @@ def test_metric_fallback_and_choice():
         diagnose(str(FIXTURES / "diverging.csv"), metric="accuracy")
 
 
-def test_for_steps_is_respected(tmp_path):
-    csv = tmp_path / "late.csv"
-    values = [2.3, 1.9, 1.7, 2.6, 4.1, 7.9, 9.5, 12]  # diverging from epoch 5 on, for 3 reports
-    csv.write_text("epoch,val_loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+def _csv(path: Path, values: list[float], steps_per_report: int | None = None,
+         planned: int | None = None) -> Path:
+    """A log of val_loss per epoch; with ``step`` (and ``planned_steps``) columns when given."""
+    columns = ["epoch", "val_loss"] + (["step"] if steps_per_report else []) + (["planned_steps"] if planned else [])
+    rows = [[i, v] + ([i * steps_per_report] if steps_per_report else []) + ([planned] if planned else [])
+            for i, v in enumerate(values)]
+    path.write_text("\n".join(",".join(str(x) for x in row) for row in [columns, *rows]) + "\n")
+    return path
+
+
+DIVERGING_LATE = [2.3, 1.9, 1.7, 2.6, 4.1, 7.9, 9.5, 12, 15]  # 2x its first value from epoch 5 on
+
+
+@pytest.mark.parametrize("for_steps, steps_per_report, fired", [
+    pytest.param(0, None, (5, False), id="at-once"),
+    pytest.param(2, None, (7, False), id="held-2-reports"),
+    pytest.param(3, None, (8, False), id="held-3-reports"),
+    pytest.param(4, None, (8, True), id="not-held-long-enough-acts-at-the-end"),
+    pytest.param(3, 10, (6, False), id="one-report-holds-10-steps"),
+    pytest.param(10, 10, (6, False), id="held-exactly-10-steps"),
+    pytest.param(11, 10, (7, False), id="held-20-steps"),
+])
+def test_for_steps_counts_optimizer_steps(tmp_path, for_steps, steps_per_report, fired):
+    csv = _csv(tmp_path / "late.csv", DIVERGING_LATE, steps_per_report)
     policy = tmp_path / "mine.yaml"
     policy.write_text("version: 1\npolicies:\n  - {name: diverging-lower-lr, enabled: false}\n"
-                      "  - name: patient\n    when: {symptom: diverging_loss}\n    for_steps: 3\n"
+                      f"  - name: patient\n    when: {{symptom: diverging_loss}}\n    for_steps: {for_steps}\n"
                       "    then: [{action: scale, path: optimizer.lr, factor: 0.5}]\n")
-    t = diagnose(str(csv), policies=["builtin", str(policy)]).trials[0]
+    t = diagnose(str(csv), spec=str(EXAMPLES / "digits_lr_too_high.yaml"),
+                 policies=["builtin", str(policy)]).trials[0]
     assert ("diverging_loss", 5) in [(f.symptom, f.iteration) for f in t.findings]
-    hit = next(h for h in t.policies if h.policy == "patient")
-    assert (hit.iteration, hit.for_steps, hit.at_end) == (7, 3, False)
-    assert "diverging-lower-lr" not in [h.policy for h in t.policies]
+    assert [(h.policy, h.for_steps, (h.iteration, h.at_end)) for h in t.policies] == [("patient", for_steps, fired)]
 
 
-def test_spec_supplies_the_config_for_where_clauses(tmp_path):
-    csv = tmp_path / "stuck.csv"
-    csv.write_text("val_loss\n2.305\n2.541\n2.366\n2.336\n2.367\n2.385\n")  # no epoch column: row index
-    with_spec = diagnose(str(csv), spec=str(EXAMPLES / "digits_lr_too_high.yaml")).trials[0]
-    assert (with_spec.policies[0].policy, with_spec.policies[0].iteration) == ("plateau-high-lr", 5)
-    without = diagnose(str(csv)).trials[0]  # no config: the lr conditions cannot hold
-    assert "plateau-high-lr" not in [h.policy for h in without.policies]
-    assert without.verdict == "unhealthy" and without.policies[0].at_end
+STUCK = [2.305] + [2.30] * 100  # no progress after the first report
+
+
+def _spec(tmp_path: Path, optimizer: dict | None = None, patience: dict | None = None) -> Path:
+    """examples/digits_lr_too_high.yaml with another optimizer and/or patience."""
+    spec = yaml.safe_load((EXAMPLES / "digits_lr_too_high.yaml").read_text())
+    if optimizer is not None:
+        spec["training"]["optimizer"] = optimizer
+    if patience is not None:
+        spec["patience"] = patience
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("optimizer, policy, action", [
+    pytest.param({"name": "adam", "lr": 1.0}, "plateau-high-lr", "scale(path=optimizer.lr, factor=0.1,",
+                 id="adam-high-lr"),
+    pytest.param({"name": "sgd", "lr": 0.1}, "plateau-high-lr-sgd", "scale(path=optimizer.lr, factor=0.1,",
+                 id="sgd-high-lr"),
+    pytest.param({"name": "adam", "lr": 1.0e-5}, "plateau-low-lr", "scale(path=optimizer.lr, factor=10.0,",
+                 id="low-lr"),
+    pytest.param({"name": "adam", "lr": 1.0e-3}, "plateau-fallback", "add_scheduler(kind=reduce_on_plateau,",
+                 id="unremarkable-lr"),
+])
+def test_the_specs_config_decides_the_where_clauses(tmp_path, optimizer, policy, action):
+    # 100 steps a report, 600 planned: the plateau shows at step 200 (128-step window), patience
+    # is max(100, 0.5 x 600) = 300 steps, by when every plateau policy has held its for_steps
+    csv = _csv(tmp_path / "stuck.csv", STUCK[:7], steps_per_report=100, planned=600)
+    t = diagnose(str(csv), spec=str(_spec(tmp_path, optimizer))).trials[0]
+    assert [(f.symptom, f.iteration) for f in t.findings] == [("plateau", 2)]
+    assert [(h.policy, h.iteration, h.at_end) for h in t.policies] == [(policy, 3, False)]
+    assert t.verdict == "sick" and t.policies[0].action.startswith(action)
+
+
+def test_without_a_config_no_plateau_policy_applies(tmp_path):
+    csv = _csv(tmp_path / "stuck.csv", STUCK[:7], steps_per_report=100, planned=600)
+    t = diagnose(str(csv)).trials[0]
+    assert [(f.symptom, f.iteration) for f in t.findings] == [("plateau", 2)]
+    assert t.verdict == "unhealthy" and t.policies == []
+
+
+@pytest.mark.parametrize("reports, planned, patience, fired", [
+    # 10 steps a report: the plateau shows at step 130 (a report before the 128-step window) and
+    # plateau-high-lr has held its 32 steps at step 170; soft symptoms also wait for
+    # max(patience.min_steps, patience.share x planned) steps
+    pytest.param(101, 1000, None, (50, False), id="default-half-of-1000"),
+    pytest.param(101, 1000, {"share": 0.3}, (30, False), id="share-0.3"),
+    pytest.param(101, 1000, {"min_steps": 0, "share": 0}, (17, False), id="no-patience-for-steps-decides"),
+    pytest.param(21, 200, {"min_steps": 180}, (18, False), id="min-steps-above-the-share"),
+    pytest.param(41, 1000, None, (40, True), id="log-ends-before-patience"),
+])
+def test_soft_symptoms_wait_for_patience(tmp_path, reports, planned, patience, fired):
+    csv = _csv(tmp_path / "stuck.csv", STUCK[:reports], steps_per_report=10, planned=planned)
+    t = diagnose(str(csv), spec=str(_spec(tmp_path, patience=patience))).trials[0]
+    assert ("plateau", 13) in [(f.symptom, f.iteration) for f in t.findings]
+    assert [(h.policy, (h.iteration, h.at_end)) for h in t.policies] == [("plateau-high-lr", fired)]
 
 
 def test_json_output_is_strict_json():

@@ -295,3 +295,155 @@ def test_grad_clip_and_plateau_scheduler() -> None:
     assert clipped_loss > free.rows[-1]["val_loss"]  # tiny clip slows learning
     rec = train(config(epochs=1, grad_clip={"kind": "value", "max": 0.001}))
     assert rec.rows[-1]["grad_norm"] > 0  # measured before clipping
+
+
+# -- where a report stands, and what chance scores ---------------------------------------------
+
+def tabular(**overrides: Any) -> dict[str, Any]:
+    """A small MLP on 400 samples of the 2-class ``classification`` set (320 train, 80 val)."""
+    cfg: dict[str, Any] = {
+        "model": {"factory": "autofix.harness.models:mlp",
+                  "args": {"in_features": 8, "num_classes": 2, "hidden": [8]}},
+        "data": {"factory": "classification", "args": {"n_samples": 400, "n_features": 8}},
+        "optimizer": {"name": "adam", "lr": 1e-2}, "batch_size": 64, "epochs": 2, "seed": 0,
+        "probes": {"enabled": False},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def optimizer_steps() -> Any:
+    """Counts every ``optimizer.step()`` taken while the test runs (torch's global hook)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    count = [0]
+    handle = register_optimizer_step_post_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    yield lambda: count[0]
+    handle.remove()
+
+
+@pytest.mark.parametrize(("overrides", "steps_per_epoch"), [
+    pytest.param({"batch_size": 32}, 10, id="320/32"),
+    pytest.param({"batch_size": 64, "epochs": 3}, 5, id="320/64"),
+    pytest.param({"batch_size": 100}, 4, id="partial-last-batch"),
+    pytest.param({"batch_size": 400, "epochs": 1}, 1, id="one-batch"),
+    pytest.param({"data": {"factory": "classification", "args": {"n_samples": 400, "n_features": 8},
+                           "sampler": "balanced"}}, 5, id="balanced-sampler"),
+])
+def test_reports_stand_at_optimizer_steps(overrides: dict[str, Any], steps_per_epoch: int,
+                                          optimizer_steps: Any) -> None:
+    cfg = tabular(**overrides)
+    seen: list[tuple[int, float, float, int]] = []
+    run_training(cfg, lambda m, _: seen.append((m["epoch"], m["step"], m["planned_steps"], optimizer_steps())))
+    assert [e for e, *_ in seen] == list(range(cfg["epochs"] + 1))
+    for epoch, step, planned, taken in seen:
+        assert step == epoch * steps_per_epoch == taken  # the steps actually taken by then
+        assert planned == cfg["epochs"] * steps_per_epoch
+
+
+@pytest.mark.parametrize("resume", ["warm_start", "restore_dir"])
+def test_a_resumed_run_counts_its_parents_steps(resume: str, tmp_path: Any) -> None:
+    first = train(tabular(epochs=2), keep_dir=str(tmp_path))
+    cfg = tabular(epochs=4)
+    rec = train({**cfg, "warm_start": first.ckpts[2]}) if resume == "warm_start" else \
+        train(cfg, restore_dir=first.ckpts[2])
+    assert [(r["epoch"], r["step"], r["planned_steps"]) for r in rec.rows] == [(3, 15.0, 20.0), (4, 20.0, 20.0)]
+
+
+class Logits(torch.nn.Module):
+    """A "model" whose input is its output: the validation inputs are the logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("logits", "accuracy"), [
+    pytest.param([[2.0, 0.0]] * 4, 0.75, id="finite-all-class-0"),
+    pytest.param([[0.0, 2.0], [2.0, 0.0], [2.0, 0.0], [0.0, 2.0]], 1.0, id="finite-right"),
+    pytest.param([[NAN, NAN]] * 4, NAN, id="all-nan"),  # argmax of NaN is class 0: 0.75
+    pytest.param([[2.0, 0.0], [NAN, 0.0], [2.0, 0.0], [2.0, 0.0]], NAN, id="one-nan-logit"),
+    pytest.param([[2.0, 0.0], [2.0, 0.0], [INF, 0.0], [2.0, 0.0]], NAN, id="one-inf-logit"),
+    pytest.param([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0], [0.0, -INF]], NAN, id="one-minus-inf-logit"),
+])
+def test_nonfinite_outputs_have_nan_accuracy(logits: list[list[float]], accuracy: float) -> None:
+    from autofix.harness.builders import LossFn
+    from autofix.harness.data import Batches
+    from autofix.harness.evaluate import evaluate
+
+    labels = torch.tensor([1, 0, 0, 0]) if accuracy != 1.0 else torch.tensor([1, 0, 0, 1])
+    val = Batches(TensorDataset(torch.tensor(logits), labels), batch_size=2, shuffle=False, seed=0)
+    metrics = evaluate(Logits(), LossFn("cross_entropy", {}), val, probes=False)
+    if math.isnan(accuracy):
+        assert math.isnan(metrics["val_accuracy"]) and math.isnan(metrics["val_macro_f1"])
+    else:
+        assert metrics["val_accuracy"] == accuracy and math.isfinite(metrics["val_macro_f1"])
+
+
+def _constant_predictor_scores(prior: Any, true: Any, with_entropy: bool) -> dict[str, float]:
+    """scikit-learn's scores of always predicting the prior's majority class, and scipy's entropy."""
+    import warnings
+
+    import numpy as np
+    from scipy.stats import entropy
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    true = np.asarray(true)
+    source = np.asarray(prior if prior is not None else true)
+    classes, counts = np.unique(source, return_counts=True)
+    constant = np.full_like(true, classes[counts.argmax()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+        out = {"chance_accuracy": accuracy_score(true, constant),
+               "chance_macro_f1": f1_score(true, constant, average="macro", zero_division=0),
+               "chance_balanced_accuracy": balanced_accuracy_score(true, constant)}
+    if with_entropy:
+        out["label_entropy"] = float(entropy(counts))
+    return out
+
+
+@pytest.mark.parametrize(("prior", "true"), [
+    pytest.param([0] * 6 + [1] * 2 + [2] * 2, [0, 0, 0, 1, 1, 2], id="same-majority"),
+    pytest.param([1, 1, 1, 0], [0, 0, 0, 1, 2], id="train-majority-is-a-val-minority"),
+    pytest.param(None, [2, 2, 2, 0, 1], id="no-prior-uses-val"),
+    pytest.param([0] * 95 + [1] * 5, [0] * 19 + [1], id="95-5"),
+    pytest.param([3, 3, 3, 0, 1], [0, 1, 1, 2], id="majority-absent-from-val"),
+    pytest.param(torch.tensor([4, 4, 1, 2]), torch.tensor([1, 2, 4, 4, 4]), id="tensors"),
+])
+@pytest.mark.parametrize("with_entropy", [True, False])
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_chance_metrics_are_sklearns_scores_of_the_majority_class(prior: Any, true: Any, with_entropy: bool) -> None:
+    from autofix.harness.evaluate import chance_metrics
+
+    got = chance_metrics(prior, true, with_entropy)
+    expected = _constant_predictor_scores(prior, true, with_entropy)
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize(("overrides", "entropy"), [
+    pytest.param({}, True, id="cross-entropy"),
+    pytest.param({"loss": {"name": "nll"}}, True, id="nll"),
+    pytest.param({"loss": {"name": "bce_with_logits"},
+                  "model": {"factory": "autofix.harness.models:mlp",
+                            "args": {"in_features": 8, "num_classes": 1, "hidden": [8]}}}, True, id="bce-one-logit"),
+    pytest.param({"loss": {"name": "cross_entropy", "class_weights": "balanced"}}, False, id="class-weights"),
+    pytest.param({"loss": {"name": "cross_entropy", "class_weights": [1.0, 3.0]}}, False, id="class-weight-list"),
+    pytest.param({"data": {"factory": "classification", "args": {"n_samples": 400, "n_features": 8},
+                           "sampler": "balanced"}}, False, id="balanced-sampler"),
+    pytest.param({"loss": {"name": "mse"}}, False, id="mse"),
+])
+def test_label_entropy_only_for_an_unweighted_cross_entropy_on_natural_shares(
+        overrides: dict[str, Any], entropy: bool) -> None:
+    from scipy.stats import entropy as scipy_entropy
+
+    rows = train(tabular(epochs=1, **overrides)).rows
+    assert all({"chance_accuracy", "chance_macro_f1", "chance_balanced_accuracy"} <= set(r) for r in rows)
+    if not entropy:
+        assert not any("label_entropy" in r for r in rows)
+        return
+    labels = DATASETS["classification"](seed=0, n_samples=400, n_features=8)[0].tensors[1]
+    shares = torch.bincount(labels).double()
+    assert all(r["label_entropy"] == pytest.approx(scipy_entropy(shares.numpy()), rel=1e-9) for r in rows)

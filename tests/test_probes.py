@@ -25,6 +25,7 @@ PROBE_KEYS = {"grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac
               "label_classes", "pred_frac_max", "pred_classes", "val_recall_min",
               "val_balanced_accuracy", "probe_age"}
 UPDATE_KEYS = {"update_ratio_max", "update_ratio_median", "update_ratio_global"}
+SCALE_KEYS = {"update_expected", "update_resolution"}  # what one step should move, and what float32 can
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +144,45 @@ def test_update_ratio_is_relative_weight_change() -> None:
         opt.step()
     expected = float((model[0].weight.detach() - before).norm() / before.norm())
     assert probe.epoch_metrics()["update_ratio/0"] == pytest.approx(expected, rel=1e-5)
+
+
+F32_EPS = 2.0 ** -23
+
+
+@pytest.mark.parametrize("make, lr, expected", [
+    # one Linear(5, 1) without bias, weights [1, -2, 3, -4, 10] (median |w| 3, mean 4), input [-1, 2, 0.5, 4, -3]:
+    # the gradient of the output's sum is the input (median |g| 2, mean 2.1)
+    pytest.param(torch.optim.SGD, 0.1, 0.1 * 2.0, id="sgd"),
+    pytest.param(lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9), 0.05, 0.05 * 2.0, id="sgd-momentum"),
+    pytest.param(torch.optim.Adam, 1e-3, 1e-3, id="adam"),
+    pytest.param(torch.optim.AdamW, 3e-4, 3e-4, id="adamw"),
+    pytest.param(torch.optim.RMSprop, 1e-2, 1e-2, id="rmsprop"),
+    pytest.param(torch.optim.Adagrad, 1e-2, 1e-2, id="adagrad"),
+])
+def test_update_expected_and_resolution(make: Callable, lr: float, expected: float) -> None:
+    model = nn.Sequential(nn.Linear(5, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -2.0, 3.0, -4.0, 10.0]]))
+    opt = make(model.parameters(), lr=lr)
+    probe = Probe(model, opt, every_steps=1)
+    x = torch.tensor([[-1.0, 2.0, 0.5, 4.0, -3.0]])
+    with probe.step(x):
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    metrics = probe.epoch_metrics()
+    assert metrics["update_expected"] == pytest.approx(expected, rel=1e-6)
+    assert metrics["update_resolution"] == pytest.approx(3.0 * F32_EPS, rel=1e-6)  # the pre-step weights'
+
+
+def test_no_update_scale_without_an_optimizer() -> None:
+    model = nn.Sequential(nn.Linear(5, 1))
+    probe = Probe(model, every_steps=1)
+    x = torch.randn(4, 5)
+    with probe.step(x):
+        model(x).sum().backward()
+    metrics = probe.epoch_metrics()
+    assert "grad_norm_first" in metrics and not SCALE_KEYS & set(metrics)
 
 
 def test_input_statistics() -> None:
@@ -443,18 +483,19 @@ def run(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 def test_run_training_reports_probe_keys() -> None:
     rows = run(harness_config())
     first, later = rows[0], rows[1:]
-    assert PROBE_KEYS | {"init_loss", "chance_loss"} <= set(first)
+    assert PROBE_KEYS | SCALE_KEYS | {"init_loss", "chance_loss"} <= set(first)
     assert not UPDATE_KEYS & set(first)  # epoch 0 takes no step
     assert first["init_loss"] == first["train_loss"]
     assert first["chance_loss"] == pytest.approx(math.log(2))
     assert first["label_frac_max"] == pytest.approx(0.95, abs=0.02)
     assert {"grad_norm/0", "grad_norm/4", "dead_frac/1", "dead_frac/3"} <= set(first)
     for row in later:
-        assert PROBE_KEYS | UPDATE_KEYS <= set(row) and "init_loss" not in row
+        assert PROBE_KEYS | UPDATE_KEYS | SCALE_KEYS <= set(row) and "init_loss" not in row
         assert all(type(v) is float for k, v in row.items() if k != "epoch")
     off = run(harness_config(probes={"enabled": False}))
-    baseline = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr",
-                "grad_norm", "grad_norm_max", "input_ndim"}
+    baseline = {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_balanced_accuracy", "lr",
+                "grad_norm", "grad_norm_max", "input_ndim", "step", "planned_steps", "chance_accuracy",
+                "chance_macro_f1", "chance_balanced_accuracy", "label_entropy"}
     assert all(set(row) == baseline for row in off)
     # probes draw no random numbers and change no weights: the same run either way
     assert [r["train_loss"] for r in off] == [r["train_loss"] for r in rows]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from autofix.actions import Change
 from autofix.lineage import Attempt
 from autofix.progress import Progress, event_line, sparkline
@@ -44,3 +46,22 @@ def test_sparkline_scales_to_the_window():
     assert event_line({"event": "run_started"}) is None
     retried = {"event": "attempt_retried", "attempt": "a0", "failures": 1, "error": "ValueError: boom"}
     assert event_line(retried) == "[a0] raised (ValueError: boom); Ray Tune retries it (failure 1)"
+
+
+@pytest.mark.parametrize("record, line", [
+    pytest.param({"event": "attempt_launched", "attempt": "a2", "parent": "a0", "start": "warm", "patch": [],
+                  "role": "control"},
+                 "[a2] launched (warm): a0 continued unpatched, to compare the fixes with the run left alone at the "
+                 "same step", id="control"),
+    pytest.param({"event": "attempt_launched", "attempt": "a1", "parent": "a0", "start": "cold",
+                  "patch": [{"path": "optimizer.lr", "from": 1.0, "to": 0.1}], "role": "treatment"},
+                 "[a1] launched (cold) with optimizer.lr=0.1", id="treatment"),
+    pytest.param({"event": "compared", "attempt": "a1", "reference": "a2", "step": 230.0, "beats": True,
+                  "why": "val_loss 0.2 beats 0.9 of the run left alone (a2) at the same step 230"},
+                 "[a1] compared: val_loss 0.2 beats 0.9 of the run left alone (a2) at the same step 230",
+                 id="compared"),
+    pytest.param({"event": "settled", "status": "fixed", "winner": "a1", "keep": "a1", "reason": "it beat a0"},
+                 "settled (fixed): keep a1: it beat a0", id="settled"),
+])
+def test_event_lines_of_the_run_left_alone(record, line):
+    assert event_line(record) == line

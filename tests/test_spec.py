@@ -38,7 +38,15 @@ def test_bad_spec_lists_each_problem_with_its_line():
         ({"training": {"model": {"args": {"num_class": 3}}}}, "training.model.args", "it accepts: num_classes"),
         ({"training": {"epochs": "many"}}, "training.epochs", "valid integer"),
         ({"symptoms": {"plateu": {}}}, "symptoms.plateu", "unknown key; expected one of:"),
-        ({"symptoms": {"plateau": {"window": 0}}}, "symptoms.plateau.window", "greater than or equal to 2"),
+        ({"symptoms": {"plateau": {"window_steps": 0}}}, "symptoms.plateau.window_steps", "greater than or equal to 1"),
+        ({"symptoms": {"plateau": {"window_share": 1.5}}}, "symptoms.plateau.window_share", "less than or equal to 1"),
+        ({"symptoms": {"plateau": {"window": 5}}}, "symptoms.plateau.window", "unknown key; expected one of: "
+         "converged_drop, metric, min_improvement, window_share, window_steps"),
+        ({"symptoms": {"overfitting": {"patience": 3}}}, "symptoms.overfitting.patience", "unknown key"),
+        ({"symptoms": {"class_collapse": {"min_epochs": 2}}}, "symptoms.class_collapse.min_epochs", "unknown key"),
+        ({"patience": {"min_steps": -1}}, "patience.min_steps", "greater than or equal to 0"),
+        ({"patience": {"share": 1.5}}, "patience.share", "less than or equal to 1"),
+        ({"patience": {"steps": 100}}, "patience.steps", "unknown key; expected one of: min_steps, share"),
         ({"trainable": "autofix.harness.models:mlp"}, "", "exactly one of 'training'"),
         ({"mode": "max"}, "", "loss_metric"),
         ({"success": {"min_drop": float("nan")}}, "success.min_drop", "got nan"),
@@ -58,6 +66,22 @@ def test_field_errors_name_the_field(tmp_path, patch, field, fragment):
         load_spec(path)
     problems = err.value.problems
     assert any(p.field == field and fragment in p.message and p.line for p in problems), [str(p) for p in problems]
+
+
+@pytest.mark.parametrize("patience, expected", [
+    pytest.param(None, (100, 0.5), id="defaults"),
+    pytest.param({"min_steps": 0}, (0, 0.5), id="no-floor"),
+    pytest.param({"share": 0.25}, (100, 0.25), id="own-share"),
+    pytest.param({"min_steps": 500, "share": 1.0}, (500, 1.0), id="both"),
+])
+def test_patience_section_sets_the_soft_symptoms_wait(tmp_path, patience, expected):
+    spec = yaml.safe_load((EXAMPLES / "digits_healthy.yaml").read_text())
+    if patience is not None:
+        spec["patience"] = patience
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    loaded = load_spec(path).patience
+    assert (loaded.min_steps, loaded.share) == expected
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -31,3 +31,42 @@ def test_report_stays_a_function_after_every_module_is_imported():
     for mod in pkgutil.walk_packages(autofix.__path__, "autofix."):
         importlib.import_module(mod.name)  # a submodule named like the API would shadow it
     assert callable(autofix.report) and callable(autofix.run) and callable(autofix.get_checkpoint)
+
+
+@pytest.fixture
+def tune_reports(monkeypatch):
+    """What reaches Ray Tune (no Tune session needed)."""
+    import ray.tune
+
+    sent = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint=None: sent.append(metrics))
+    return sent
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    pytest.param({"step": -1}, "step must be a finite number >= 0, got -1", id="negative-step"),
+    pytest.param({"step": float("nan")}, "step must be a finite number >= 0, got nan", id="nan-step"),
+    pytest.param({"step": float("inf")}, "step must be a finite number >= 0, got inf", id="inf-step"),
+    pytest.param({"step": "10"}, "step must be a finite number >= 0", id="string-step"),
+    pytest.param({"step": True}, "step must be a finite number >= 0", id="bool-step"),
+    pytest.param({"planned_steps": -5}, "planned_steps must be a finite number >= 0", id="negative-planned"),
+    pytest.param({"planned_steps": float("nan")}, "planned_steps must be a finite number >= 0", id="nan-planned"),
+    pytest.param({"step": 11, "planned_steps": 10}, "step 11 is beyond planned_steps 10", id="step-beyond-planned"),
+])
+def test_a_bad_position_is_rejected_before_tune(kwargs, fragment, tune_reports):
+    with pytest.raises(ValueError, match=fragment):
+        autofix.report({"loss": 1.0}, **kwargs)
+    assert tune_reports == []
+
+
+@pytest.mark.parametrize("kwargs, sent", [
+    pytest.param({}, {"loss": 1.0}, id="no-position"),
+    pytest.param({"step": 0, "planned_steps": 0}, {"loss": 1.0, "step": 0.0, "planned_steps": 0.0}, id="zero"),
+    pytest.param({"step": 10, "planned_steps": 10}, {"loss": 1.0, "step": 10.0, "planned_steps": 10.0},
+                 id="step-at-planned"),
+    pytest.param({"step": 7}, {"loss": 1.0, "step": 7.0}, id="step-only"),
+    pytest.param({"planned_steps": 300}, {"loss": 1.0, "planned_steps": 300.0}, id="planned-only"),
+])
+def test_a_valid_position_is_reported_with_the_metrics(kwargs, sent, tune_reports):
+    autofix.report({"loss": 1.0}, **kwargs)
+    assert tune_reports == [sent]

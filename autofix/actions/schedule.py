@@ -12,21 +12,25 @@ __all__ = ["AddScheduler", "Warmup"]
 
 
 _KIND_FIELDS = {
-    "reduce_on_plateau": ("factor", "patience"),
+    "reduce_on_plateau": ("factor", "patience", "min_lr_share"),
     "step": ("step_size", "gamma"),
     "exponential": ("gamma",),
     "cosine": ("t_max",),
     "linear_warmup": ("warmup_epochs",),
     "warmup_cosine": ("warmup_epochs", "t_max"),
 }
-_FIELDS = ("factor", "patience", "step_size", "gamma", "t_max", "warmup_epochs")
+_FIELDS = ("factor", "patience", "step_size", "gamma", "t_max", "warmup_epochs", "min_lr_share")
+
+
+_MIN_LR_SHARE = 1e-3  # a plateau schedule's floor, as a share of the config's learning rate
 
 
 class AddScheduler(Action):
     """Set ``scheduler`` to ``{name: kind, kwargs: {...}}``.
 
     Defaults for ``reduce_on_plateau`` follow AUTOTRAINER's repair (factor 0.2, patience 5),
-    with a floor ``min_lr`` of ``min_lr_share`` (default 1e-3, our choice: four cuts by 0.2)
+    with a floor ``min_lr`` of ``min_lr_share`` (default 1e-3, our choice: four cuts by 0.2;
+    plateau schedules only)
     times the learning rate in the config: without one, ReduceLROnPlateau drives the rate of a
     converged run to ~5e-9, where float32 updates round away. The remaining keyword arguments
     go to the torch scheduler unchanged.
@@ -43,7 +47,7 @@ class AddScheduler(Action):
     gamma: float | None = Field(default=None, gt=0, lt=1)
     t_max: int | None = Field(default=None, ge=1)
     warmup_epochs: int | None = Field(default=None, ge=1, le=1000)
-    min_lr_share: float = Field(default=1e-3, gt=0, lt=1)
+    min_lr_share: float | None = Field(default=None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> "AddScheduler":
@@ -57,7 +61,8 @@ class AddScheduler(Action):
         """Torch keyword arguments for this kind, AUTOTRAINER's defaults filled in (``lr``: the
         config's learning rate, which sets a plateau schedule's floor)."""
         if self.kind == "reduce_on_plateau":
-            floor = {"min_lr": lr * self.min_lr_share} if isinstance(lr, (int, float)) and lr > 0 else {}
+            share = self.min_lr_share or _MIN_LR_SHARE
+            floor = {"min_lr": lr * share} if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 else {}
             return {"factor": self.factor or 0.2, "patience": 5 if self.patience is None else self.patience, **floor}
         if self.kind == "step":
             return {"step_size": self.step_size or 5, "gamma": self.gamma or 0.5}

@@ -98,9 +98,11 @@ def chance_metrics(prior: Any, true: Any, with_entropy: bool) -> dict[str, float
         return {}
     classes, counts = np.unique(p, return_counts=True)
     majority = classes[counts.argmax()]
+    constant = np.full_like(t, majority)
+    labels = np.union1d(t, [majority])  # the majority of the training labels may miss in validation
     out = {CHANCE_ACCURACY: float((t == majority).mean()),
-           CHANCE_F1: float(f1_score(t, np.full_like(t, majority), average="macro", zero_division=0)),
-           CHANCE_BALANCED: float(balanced_accuracy_score(t, np.full_like(t, majority)))}
+           CHANCE_F1: float(f1_score(t, constant, labels=labels, average="macro", zero_division=0)),
+           CHANCE_BALANCED: float(np.mean([(constant[t == c] == c).mean() for c in np.unique(t)]))}
     if with_entropy:
         shares = counts / counts.sum()
         out[LABEL_ENTROPY] = float(-(shares * np.log(shares)).sum())

@@ -82,10 +82,13 @@ class Decisions:
         picks: list[tuple[Any, dict, list]] = []
         keys: set[str] = set()
         soft = severity(finding.symptom) == SOFT
-        width = self._race_width(attempt, soft)
+        width = self._race_width(attempt, soft, at_end)
         if width == 0:  # no child can be launched: stopping on soft evidence would only do harm
-            self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name,
-                         skipped=["no attempt left in the budget for a fix beside the run left alone"])
+            if policy.name not in attempt.noted:  # said once per attempt, not at every report
+                attempt.noted.append(policy.name)
+                self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, symptom=finding.symptom,
+                             skipped=["no attempt left in the budget for a fix and the run left alone's "
+                                      "continuation: the attempt keeps training"])
             return None
         while attempt.fires.get(policy.name, 0) < policy.fire_limit and len(picks) < width:
             used = attempt.used.setdefault(policy.name, [])
@@ -130,18 +133,19 @@ class Decisions:
         invalid = self.check_config(config) if self.check_config else None
         return f"the patched config is invalid: {invalid}" if invalid else (config, changes)
 
-    def _keeps_running(self, attempt: Attempt, soft: bool) -> bool:
-        """A soft decision on the user's own run keeps it training beside its fixes when a slot is free."""
-        return soft and attempt.id == "a0" and attempt.role != CONTROL and self.plan.parallel >= 2
+    def _keeps_running(self, attempt: Attempt, soft: bool, at_end: bool) -> bool:
+        """A soft decision on the user's own run keeps it training beside its fixes when a slot is
+        free (not once it has ended)."""
+        return soft and not at_end and attempt.id == "a0" and attempt.role != CONTROL and self.plan.parallel >= 2
 
-    def _race_width(self, attempt: Attempt, soft: bool) -> int:
+    def _race_width(self, attempt: Attempt, soft: bool, at_end: bool) -> int:
         """How many candidates to launch at once: ``parallel`` (less the slot of a parent kept
         running), within what the budget has left; on soft evidence about the user's run one
         attempt stays in reserve to continue it to the fix's step. 0: none can be launched."""
         left = self.plan.max_attempts - self._launched_count() - len(self.queue)
         parallel = self.plan.parallel
         if soft and attempt.id == "a0" and attempt.role != CONTROL:
-            if self._keeps_running(attempt, soft):
+            if self._keeps_running(attempt, soft, at_end):
                 parallel -= 1
             else:
                 left -= 1  # the continuation of a0 that verifies a fix
@@ -152,7 +156,7 @@ class Decisions:
               at_end: bool, held: float) -> Decision:
         attempt.fires[policy.name] = attempt.fires.get(policy.name, 0) + 1
         soft = severity(finding.symptom) == SOFT
-        keep = self._keeps_running(attempt, soft)
+        keep = self._keeps_running(attempt, soft, at_end)
         held_text = "at the end of the attempt" if at_end else f"held {held:g} step(s)"
         race = [self._spawn(attempt, policy, finding, action, config, changes)
                 for action, config, changes in picks]

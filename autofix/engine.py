@@ -155,8 +155,7 @@ class Engine(Decisions):
             self._settle()
             return
         verdict = health(attempt.history, self.judge)
-        sick = [s for s in attempt.active if not getattr(SYMPTOMS.get(s), "advisory", False)]
-        if verdict.ok and not sick:
+        if verdict.ok and not self._blocking(attempt):
             self._end(attempt, Outcome.HEALTHY, verdict.reason)
             self._settle()
             return
@@ -220,6 +219,17 @@ class Engine(Decisions):
                 attempt.findings.append(f)
                 self.journal("finding", attempt=attempt.id, **f.to_dict())
         return findings
+
+    @staticmethod
+    def _blocking(attempt: Attempt) -> list[str]:
+        """Active symptoms that keep an attempt whose loss fell, off chance, from being healthy:
+        the hard ones, and soft ones that act on healthy runs (overfitting); advisory ones never."""
+        def blocks(name: str) -> bool:
+            cls = SYMPTOMS.get(name)
+            if cls is None or cls.advisory:
+                return False
+            return cls.severity == HARD or cls.acts_when_healthy
+        return [name for name in attempt.active if blocks(name)]
 
     def _measure(self, attempt: Attempt, findings: list[Finding]) -> Verdict:
         """A report of the run left alone: no policy acts on it, but a hard symptom shows it is

@@ -70,8 +70,9 @@ def compare(candidate: Attempt, ref: Attempt, metric: str, mode: str) -> dict[st
     entry = {"reference": ref.id, "step": step, "metric": metric, "value": value}
     state = reference_state(ref)
     if state == BROKEN:
+        why = ref.reason.split(";")[0].removeprefix("the run left alone is broken: ")
         return {**entry, "reference_value": None, "beats": True,
-                "why": f"the run left alone ({ref.id}) is broken: {ref.reason.split(';')[0]}"}
+                "why": f"the run left alone ({ref.id}) is broken: {why}"}
     reference_value = value_at(ref.history, metric, step)
     if reference_value is None:
         return None
@@ -109,13 +110,10 @@ def verdict(attempts: dict[str, Attempt], metric: str, mode: str) -> Verdict:
     verified = [a for a in healthy if (a.compared or {}).get("beats")]
     unverified = [a for a in healthy if a.compared is None]
     best = _best(verified, metric, mode)
-    if state == HEALTHY:
-        keep = best or ref
-        why = (best.compared["why"] if best else
-               f"the run left alone ({ref.id}) is healthy: {ref.reason}")
-        return Verdict("healthy", keep.id, keep.id, why)
-    if best is not None:
+    if best is not None:  # a fix beat the run left alone at the same step (or it is broken)
         return Verdict("fixed", best.id, best.id, best.compared["why"])
+    if state == HEALTHY:
+        return Verdict("healthy", ref.id, ref.id, f"the run left alone ({ref.id}) is healthy: {ref.reason}")
     if unverified:
         pick = _best(unverified, metric, mode)
         return Verdict("unverified", pick.id, pick.id,

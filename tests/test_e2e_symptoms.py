@@ -2,6 +2,8 @@
 symptom it was built for (first non-advisory finding), and the healthy example fires nothing.
 
 Runs each with ``max_attempts: 1``: this checks the diagnosis; healing is checked elsewhere.
+With no attempt left for a fix, a soft symptom does not stop the run (stopping it could only do
+harm): its policy says so once in the journal; a hard one stops it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import pytest
 import yaml
 
 import autofix
+from autofix.journal import read_journal
 from autofix.symptoms import SYMPTOMS
 
 from conftest import EXAMPLES
@@ -38,10 +41,20 @@ def test_each_example_is_diagnosed_as_its_symptom(ray_session, tmp_path, example
     a0 = report.attempts[0]
     sick = [f for f in a0.findings if not SYMPTOMS[f["symptom"]].advisory]
     assert sick, f"nothing found; outcome {a0.outcome}: {a0.reason}"
-    assert sick[0]["symptom"] == symptom, [(f["symptom"], f["iteration"]) for f in a0.findings]
+    # A collapse onto the majority class is also at chance by macro-F1 (found first, before the
+    # collapse detector's still-learning gate opens); the policy that answers is the collapse's.
+    first = {symptom} | ({"chance_level"} if symptom == "class_collapse" else set())
+    assert sick[0]["symptom"] in first, [(f["symptom"], f["iteration"]) for f in a0.findings]
     # On the 95/5 set the advisory label_imbalance policy (same remedy) may answer first.
     answered = {symptom} | ({"label_imbalance"} if symptom == "class_collapse" else set())
-    assert a0.decision is not None and a0.decision["finding"]["symptom"] in answered
+    if SYMPTOMS[symptom].severity == "hard":
+        assert a0.outcome == "sick" and a0.decision["finding"]["symptom"] in answered
+        assert a0.decision["child"] is None  # no attempt left: stopped, nothing launched
+        return
+    assert a0.outcome != "sick" and a0.decision is None  # never stopped without a fix to try
+    exhausted = [r for r in read_journal(tmp_path / "out" / "journal.jsonl") if r["event"] == "policy_exhausted"]
+    assert exhausted and exhausted[0]["symptom"] in answered, exhausted
+    assert len({r["policy"] for r in exhausted}) == len(exhausted)  # said once per policy
 
 
 def test_the_healthy_example_fires_nothing(ray_session, tmp_path):

@@ -1,4 +1,5 @@
-"""Invariants of any lineage, whatever the metric stream: bounded, no loops, no config twice."""
+"""Invariants of any lineage, whatever the metric stream: bounded, no loops, no config twice,
+and a verdict that names attempts of the run."""
 
 from __future__ import annotations
 
@@ -7,38 +8,56 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autofix import settle
 from autofix.engine import Engine, Plan
-from autofix.lineage import Outcome, config_key
+from autofix.lineage import CONTROL, Outcome, config_key
 from autofix.policy import load_policies
 from autofix.symptoms import build_detectors
+
+from test_engine import HEALTHY, SGD_SLOW, STUCK
 
 POLICIES = load_policies(["builtin"])
 DETECTORS = lambda: build_detectors("val_loss")  # noqa: E731  (fresh windows per engine)
 values = st.one_of(st.floats(0, 20, allow_nan=False), st.just(math.nan), st.just(math.inf))
-streams = st.lists(st.lists(values, min_size=1, max_size=18), min_size=1, max_size=12)
+# the measured digits curves too: random streams are nearly always broken at once (hard symptoms),
+# stuck and healthy curves take the soft decisions, the controls and the comparisons
+MEASURED = [HEALTHY, STUCK, SGD_SLOW, HEALTHY[:9], STUCK[:9], [2.3, 1.9, 1.5, math.nan]]
+streams = st.lists(st.one_of(st.sampled_from(MEASURED), st.lists(values, min_size=1, max_size=18)),
+                   min_size=1, max_size=12)
 
 
 @settings(max_examples=150, deadline=None)
 @given(streams=streams, max_attempts=st.integers(1, 6), parallel=st.integers(1, 3),
-       lr=st.sampled_from([1e-7, 1e-3, 0.05, 1.0]), name=st.sampled_from(["adam", "sgd"]))
-def test_every_lineage_is_bounded_and_never_repeats_a_config(streams, max_attempts, parallel, lr, name):
+       lr=st.sampled_from([1e-7, 1e-3, 0.05, 1.0]), name=st.sampled_from(["adam", "sgd"]),
+       spr=st.sampled_from([None, 5, 23]), min_steps=st.sampled_from([0, 100]))
+def test_every_lineage_is_bounded_and_never_repeats_a_config(streams, max_attempts, parallel, lr, name, spr,
+                                                              min_steps):
     config = {"optimizer": {"name": name, "lr": lr}, "scheduler": None, "batch_size": 64, "epochs": 16,
               "grad_clip": None}
-    eng = Engine(Plan(config=config, max_attempts=max_attempts, parallel=parallel), DETECTORS(), POLICIES)
+    plan = Plan(config=config, max_attempts=max_attempts, parallel=parallel, soft_min_steps=min_steps)
+    eng = Engine(plan, DETECTORS(), POLICIES)
     trial = 0
     while not eng.done and trial < 50:
         attempt = eng.suggest(f"t{trial}")
         if attempt is None:
             break
-        for i, value in enumerate(streams[trial % len(streams)]):
-            if eng.observe(f"t{trial}", i, {"val_loss": value, "epoch": i}).stop:
+        stream = streams[trial % len(streams)]
+        start = attempt.history.last_iteration + 1 if attempt.history.last_iteration is not None else 0
+        for i, value in enumerate(stream, start=start):
+            row = {"val_loss": value, "epoch": i}
+            if spr is not None:  # without it a report stands at its iteration
+                row.update(step=float(i * spr), planned_steps=float(18 * spr))
+            if eng.observe(f"t{trial}", i, row).stop:
                 break
         eng.complete(f"t{trial}")
         trial += 1
     eng.finish()
     launched = [a for a in eng.attempts.values() if a.trial_id is not None]
     assert len(launched) <= max_attempts
-    keys = [config_key(a.config) for a in eng.attempts.values()]
+    controls = [a for a in eng.attempts.values() if a.role == CONTROL and a.id != "a0"]
+    assert len(controls) <= 1, "a0 is continued once at most"
+    assert all(c.parent == "a0" and c.config == config and c.patch == [] for c in controls)
+    keys = [config_key(a.config) for a in eng.attempts.values() if a not in controls]
     assert len(keys) == len(set(keys)), "a config was queued twice"
     for a in eng.attempts.values():
         seen, node = set(), a
@@ -50,5 +69,11 @@ def test_every_lineage_is_bounded_and_never_repeats_a_config(streams, max_attemp
         for policy in POLICIES.policies:
             assert a.fires.get(policy.name, 0) <= policy.fire_limit
         assert a.outcome not in (Outcome.RUNNING, Outcome.QUEUED)
+    verdict = settle.verdict(eng.attempts, "val_loss", "min")
+    assert verdict.status in ("healthy", "fixed", "unverified", "unfixed")
+    assert verdict.keep is None or verdict.keep in eng.attempts
+    assert (verdict.winner is not None) == (verdict.status != "unfixed")
+    if verdict.status == "fixed":
+        assert eng.attempts[verdict.winner].outcome == Outcome.HEALTHY
     assert config == {"optimizer": {"name": name, "lr": lr}, "scheduler": None, "batch_size": 64, "epochs": 16,
                       "grad_clip": None}, "the user's config is never mutated"

@@ -14,8 +14,8 @@ import pytest
 from autofix.actions.config import Scale
 from autofix.actions.schedule import AddScheduler
 from autofix.errors import InputError
-from autofix.policy import SHIPPED_POLICIES, Condition, Policy, load_policies
-from autofix.symptoms import SYMPTOMS
+from autofix.policy import SHIPPED_POLICIES, Condition, Policy, PolicySet, load_policies, step_policies
+from autofix.symptoms import SYMPTOMS, Finding
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -176,13 +176,48 @@ def test_disabled_policy_needs_no_when_or_then():
     ({"name": "x", "when": {"symptom": "plateau"}}, "needs 'when' and a non-empty 'then'"),
     ({"name": "x", "then": [{"action": "set", "path": "a", "value": 1}]}, "needs 'when'"),
     ({"name": "X Y", "enabled": False}, "pattern"),
-    ({"name": "x", "enabled": False, "for_steps": 0}, "for_steps"),
+    ({"name": "x", "enabled": False, "for_steps": -1}, "for_steps"),
+    ({"name": "x", "enabled": False, "cooldown_steps": -1}, "cooldown_steps"),
     ({"name": "x", "enabled": False, "max_fires": 101}, "max_fires"),
     ({"name": "x", "enabled": False, "when": {"symptom": "loss_spike"}}, "available: .*diverging_loss"),
 ])
 def test_policy_validation(data, message):
     with pytest.raises(pydantic.ValidationError, match=message):
         Policy.model_validate(data)
+
+
+# -- pending state, counted in optimizer steps -----------------------------------------------
+
+@pytest.mark.parametrize("symptom, reports, held, pending", [
+    # reports: (step, the finding matches, probe_age > 0); held: what step_policies returns per report
+    pytest.param("plateau", [(0, 1, 0), (10, 1, 0), (25, 1, 0)], [0, 10, 25], [0, 25], id="held-since-the-first-match"),
+    pytest.param("plateau", [(100, 1, 0), (400, 1, 0)], [0, 300], [100, 400], id="steps-not-reports"),
+    pytest.param("plateau", [(0, 1, 0), (10, 0, 0), (20, 1, 0), (30, 1, 0)], [0, None, 0, 10], [20, 30],
+                 id="a-break-resets"),
+    pytest.param("plateau", [(0, 1, 0), (10, 1, 1), (20, 1, 1)], [0, 10, 20], [0, 20],
+                 id="stale-reports-count-for-a-loss-symptom"),
+    pytest.param("dying_relu", [(0, 1, 1), (10, 1, 1), (20, 1, 0)], [None, None, 0], [20, 20],
+                 id="stale-never-starts-a-sampled-symptom"),
+    pytest.param("dying_relu", [(0, 1, 0), (10, 1, 1), (20, 1, 0)], [0, 0, 20], [0, 20],
+                 id="stale-keeps-what-was-held-without-adding"),
+    pytest.param("dying_relu", [(0, 1, 0), (10, 0, 1), (20, 1, 0)], [0, None, 20], [0, 20],
+                 id="stale-never-resets-a-sampled-symptom"),
+    pytest.param("dying_relu", [(0, 1, 0), (10, 0, 0)], [0, None], None, id="a-fresh-break-resets"),
+])
+def test_step_policies_holds_matches_in_steps(symptom, reports, held, pending):
+    policies = PolicySet([policy(when={"symptom": symptom})], [])
+    state: dict[str, list[float]] = {}
+    got = []
+    for step, matches, stale in reports:
+        findings = [Finding(symptom, 0, "val_loss", "seen")] if matches else []
+        out = step_policies(policies, state, findings, lambda path: None, {"probe_age": float(stale)}, float(step))
+        got.append(out[0][2] if out else None)
+    assert got == held
+    assert state.get("p") == pending
+
+
+def test_for_steps_defaults_to_firing_at_the_first_match():
+    assert policy().for_steps == 0 and policy().cooldown_steps == 0
 
 
 # -- the shipped policies --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -49,19 +50,48 @@ def _write(tmp_path, name, text):
     return path
 
 
+STUCK = "2.305 2.541 2.366 2.336 2.367 2.385 2.359 2.381 2.369 2.384 2.421 2.384 2.332 2.329 2.363 2.442"
+
+
 def test_a_wrong_expectation_fails_with_the_difference(tmp_path, capsys):
-    path = _write(tmp_path, "mine.test.yaml", """\
+    path = _write(tmp_path, "mine.test.yaml", f"""\
         version: 1
         tests:
           - name: wrong patch
-            config: {optimizer: {name: adam, lr: 1.0}}
-            series: {val_loss: "2.305 2.541 2.366 2.336 2.367 2.385 2.359"}
-            expect: {at: 5, symptom: plateau, policy: plateau-high-lr, patch: {optimizer.lr: 0.5}}
+            config: {{optimizer: {{name: adam, lr: 1.0}}}}
+            steps_per_report: 23
+            series: {{val_loss: "{STUCK}"}}
+            expect: {{at: 8, symptom: plateau, policy: plateau-high-lr, patch: {{optimizer.lr: 0.5}}}}
         """)
     assert main(["policies", "test", str(path)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "patch: expected {'optimizer.lr': 0.5}, got {'optimizer.lr': 0.1}" in out
     assert "0/1 policy tests passed" in out
+
+
+@pytest.mark.parametrize("timing, at", [
+    # report i stands at step i x steps_per_report of planned_steps ((len - 1) x steps_per_report by
+    # default); the plateau (window 128 steps) holds 32 steps from report 6, the patience is
+    # max(min_steps, share x planned): 172.5 steps here
+    pytest.param("steps_per_report: 23", 8, id="23-steps-per-report"),
+    pytest.param("steps_per_report: 23\n    patience: {min_steps: 250}", 11, id="min-steps-250"),
+    pytest.param("steps_per_report: 23\n    planned_steps: 690", 15, id="planned-690-share-345"),
+    pytest.param("steps_per_report: 50\n    planned_steps: 345", 4, id="50-steps-per-report"),
+    pytest.param("steps_per_report: 1", None, id="16-steps-never-hold-a-128-step-window"),
+])
+def test_a_policy_test_counts_steps_not_reports(tmp_path, timing, at):
+    expect = f"{{at: {at}, symptom: plateau, policy: plateau-high-lr}}" if at is not None else "null"
+    path = tmp_path / "timing.test.yaml"
+    path.write_text(f"""\
+version: 1
+tests:
+  - name: timing
+    config: {{optimizer: {{name: adam, lr: 1.0}}}}
+    {timing}
+    series: {{val_loss: "{STUCK}"}}
+    expect: {expect}
+""")
+    assert run_policy_tests([path]) == (1, 0, [])
 
 
 def test_a_malformed_test_file_is_an_input_error(tmp_path, capsys):
@@ -115,3 +145,22 @@ def test_ledger_ranks_by_measured_success_and_prints_a_table(tmp_path, capsys):
     assert main(["ledger", "--path", str(ledger.path)]) == 0
     out = capsys.readouterr().out
     assert "class_collapse" in out and "100%" in out and "0%" in out
+
+
+@pytest.mark.parametrize("line, counted", [
+    pytest.param('{"v": 2, "symptom": "plateau", "policy": "p", "action": "a", "healed": true}', True, id="v2"),
+    pytest.param('{"symptom": "plateau", "policy": "p", "action": "a", "healed": true}', False, id="no-version"),
+    pytest.param('{"v": 1, "symptom": "plateau", "policy": "p", "action": "a", "healed": true}', False, id="v1"),
+    pytest.param('{"v": "2", "symptom": "plateau", "policy": "p", "action": "a", "healed": true}', False,
+                 id="version-as-text"),
+    pytest.param('{"v": 2, "symptom": "plateau", "policy": "p", "heal', False, id="torn-line"),
+])
+def test_ledger_learns_only_rows_of_its_version(tmp_path, line, counted):
+    """Rows written under the old verdicts (no "v": 2) are ignored: they counted a relative rise as healed."""
+    path = tmp_path / "ledger.jsonl"
+    path.write_text(line + "\n")
+    ledger = Ledger(path)
+    assert ledger.stats() == ({("plateau", "p", "a"): (1, 1)} if counted else {})
+    ledger.record("r", "a1", "plateau", "p", "a", False)  # what record writes is always read back
+    assert ledger.stats() == {("plateau", "p", "a"): (2, 1) if counted else (1, 0)}
+    assert json.loads(path.read_text().splitlines()[-1])["v"] == 2

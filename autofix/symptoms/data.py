@@ -34,12 +34,15 @@ class LabelImbalance(ProbeDetector):
     10 to match SageMaker.
 
     **Soft** (and advisory): the labels are what they are; whether they hurt shows only in what
-    the model learns, over time.
+    the model learns, over time. It may act on a run whose loss fell (the majority class carries
+    the loss down while the minority classes are lost): its policy's ``where`` decides (balanced
+    accuracy), and a reweighted child is kept only if it beats the run left alone at the same step.
     """
 
     name = "label_imbalance"
     summary = "The training labels are dominated by one class."
     advisory = True  # reweighting does not change the labels: a fixed run still has them
+    acts_when_healthy = True  # the majority carries the loss down while the minority is lost
 
     class Params(FixedParams):
         min_ratio: float = Field(default=4.0, gt=1)

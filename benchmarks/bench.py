@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_runner import Block, Item, encode, row, run_items  # noqa: E402
 from common import (  # noqa: E402
-    REFERENCE_SCORES, REPO_DIR, MethodResult, load_cases, ray_runtime_env, reference_score,
+    LEFT_ALONE, REFERENCE_SCORES, REPO_DIR, MethodResult, left_alone, load_cases, ray_runtime_env, reference_score,
 )
 
 METHODS = ("autofix", "asha", "pbt", "random_repair")
@@ -42,14 +42,19 @@ PAD_S = 0.25
 # full block (their figures do not depend on the space).
 SUBSET = ("adam_lr_high", "sgd_lr_low", "dying_relu", "imbalance_95_5", "late_exponential",
           "loop_bug_reload")
+# Do no harm: slow-learning controls ported from Keras, a converged run with its own plateau
+# schedule, and an imbalanced SimpleCNN judged on macro-F1; autofix against each run left alone.
+DO_NO_HARM = tuple(c.name for c in load_cases() if c.block == "do-no-harm")
 FULL = (
     Block("native-small", 0.0, "small", None, 5),
+    Block("do-no-harm", 0.0, "small", DO_NO_HARM, 5, ("autofix",)),
     Block("padded-large", PAD_S, "large", SUBSET, 2),
     Block("padded-small", PAD_S, "small", SUBSET, 2),
     Block("native-large", 0.0, "large", SUBSET, 2),
 )
 QUICK = (
     Block("native-small", 0.0, "small", ("adam_lr_high", "late_exponential"), 1),
+    Block("do-no-harm", 0.0, "small", ("slow_tanh_4x6_circles", "converged_scheduler"), 1, ("autofix",)),
     Block("padded-large", PAD_S, "large", ("adam_lr_high",), 1),
 )
 
@@ -58,7 +63,7 @@ def _plan(blocks: tuple[Block, ...], only: list[str] | None, seeds: int | None) 
     """The first block, then the others interleaved, each seed-major: if the time budget runs
     out, every case and block has its first seeds rather than some having none."""
     def cases(block: Block) -> list[str]:
-        names = block.cases or [c.name for c in load_cases()]
+        names = block.cases or [c.name for c in load_cases() if c.block == "zoo"]
         return [n for n in names if not only or n in only]
 
     first, rest = blocks[0], blocks[1:]
@@ -74,12 +79,21 @@ def _reference(key: tuple[str, int]) -> float:
     return reference_score(load_cases([key[0]])[0], key[1])
 
 
+def _left_alone(key: tuple[str, int]) -> dict:
+    warnings.filterwarnings("ignore")
+    return left_alone(load_cases([key[0]])[0], key[1])
+
+
 def _references(plan: list[Item], jobs: int) -> None:
-    """Train every (case, seed) reference; each must pass the judge (RuntimeError otherwise)."""
+    """Train every (case, seed) reference (each must pass the judge: RuntimeError otherwise)
+    and the same run left alone, which autofix's verdict is judged against."""
     keys = sorted({(i.case, i.seed) for i in plan} - set(REFERENCE_SCORES))
+    alone = sorted({(i.case, i.seed) for i in plan} - set(LEFT_ALONE))
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for key, score in zip(keys, pool.map(_reference, keys)):
             REFERENCE_SCORES[key] = score
+        for key, result in zip(alone, pool.map(_left_alone, alone)):
+            LEFT_ALONE[key] = result
 
 
 def _run_workers(plan: list[Item], args: argparse.Namespace, deadline: float, started: float, rows: str) -> None:
@@ -94,7 +108,8 @@ def _run_workers(plan: list[Item], args: argparse.Namespace, deadline: float, st
         job.write_text(json.dumps({"items": encode(plan), "methods": args.methods.split(","),
                                    "deadline": deadline, "started": started, "rows": rows,
                                    "claims": str(tmp / "claims"),
-                                   "references": [[list(k), v] for k, v in REFERENCE_SCORES.items()]}))
+                                   "references": [[list(k), v] for k, v in REFERENCE_SCORES.items()],
+                                   "left_alone": [[list(k), v] for k, v in LEFT_ALONE.items()]}))
         worker = Path(__file__).with_name("bench_runner.py")
         procs.append(subprocess.Popen([sys.executable, str(worker), "--address", address, "--job", str(job)]))
     codes = [p.wait() for p in procs]
@@ -108,7 +123,8 @@ def _missing(plan: list[Item], methods: list[str], results: list[dict]) -> list[
     cases = {c.name: c for c in load_cases()}
     return [row(MethodResult(m, i.case, i.seed, i.block.space, i.block.pad_s, skipped=True,
                              notes="not reported: its bench worker died"), cases[i.case], i.block)
-            for i in plan for m in methods if (i.block.name, i.case, i.seed, m) not in have]
+            for i in plan for m in methods if (i.block.name, i.case, i.seed, m) not in have
+            and (i.block.methods is None or m in i.block.methods)]
 
 
 def _commit() -> str:

@@ -98,7 +98,7 @@ COLUMNS = (("fix rate", "fix_rate"), ("fixed/runs", None), ("epochs to fix (medi
            ("epochs, unfixed = budget", "median_epochs_to_fix_censored"),
            ("trial-s to fix", "median_trial_s_to_fix"), ("patch keys", "median_patch_keys"),
            ("correct diagnosis", "correct_diagnosis_rate"), ("detection (reports)", "median_detection_reports"),
-           ("false alarms (controls)", "false_alarm_rate"), ("loop bug relaunches", "loop_bug_relaunches"),
+           ("controls touched", "false_alarm_rate"), ("loop bug relaunches", "loop_bug_relaunches"),
            ("late-onset compute ×1 run", "compute_rel_late_onset"))
 
 
@@ -148,14 +148,39 @@ def markdown(data: dict, summary: dict) -> str:
                     cells.append(_control_cell(g))
             lines.append(f"| {case} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _harm_table(runs_of(data))
     lines += ["Targets:", ""] + [f"- {'MET' if t['met'] else 'MISSED' if t['met'] is False else 'n/a'}: "
                                  f"{t['target']}: {t['measured']}" for t in summary["targets"]]
     return "\n".join(lines) + "\n"
 
 
+def runs_of(data: dict) -> list[dict]:
+    """autofix's measured rows, once per (block, case, seed)."""
+    return [r for r in data["runs"] if not r["skipped"] and r["method"] == "autofix" and r["space"] == "small"]
+
+
+def _harm_table(rows: list[dict]) -> list[str]:
+    """Per case: autofix's verdicts against the same run left alone (do no harm)."""
+    lines = ["Do no harm, autofix against the same run left alone (per case: runs; controls touched = "
+             "stopped or relaunched; verdicts; claims that hold = a healthy/fixed verdict keeping a model "
+             "not below the run left alone - 0.02 and not at chance; median kept - alone):", "",
+             "| block | case | runs | touched | verdicts | claims hold | kept - alone |", "|---|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["block"], r["case"]) for r in rows):
+        group = [r for r in rows if (r["block"], r["case"]) == key]
+        verdicts = ", ".join(f"{v} {sum(r.get('status') == v for r in group)}"
+                             for v in ("healthy", "fixed", "unverified", "unfixed") if any(r.get("status") == v for r in group))
+        claims = [r["claim_ok"] for r in group if r.get("claim_ok") is not None]
+        touched = [bool(r["false_alarm"]) for r in group if r["false_alarm"] is not None]
+        gaps = [r["kept_score"] - r["left_alone"] for r in group
+                if r.get("kept_score") is not None and r.get("left_alone") is not None]
+        lines.append(f"| {key[0]} | {key[1]} | {len(group)} | {f'{sum(touched)}/{len(touched)}' if touched else '–'} | "
+                     f"{verdicts or '–'} | {f'{sum(claims)}/{len(claims)}' if claims else '–'} | {_fmt(_median(gaps))} |")
+    return lines + [""]
+
+
 def _control_cell(g: dict) -> str:
     if g["false_alarm_rate"] is not None:
-        return f"false alarms {_fmt(g['false_alarm_rate'])}, extra epochs {_fmt(g['controls_extra_epochs'])}"
+        return f"touched {_fmt(g['false_alarm_rate'])}, extra epochs {_fmt(g['controls_extra_epochs'])}"
     if g["loop_bug_relaunches"] is not None:
         return f"relaunches {_fmt(g['loop_bug_relaunches'])}, epochs {_fmt(g['loop_bug_epochs'])}"
     return f"extra epochs {_fmt(g['controls_extra_epochs'])}"

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    REFERENCE_SCORES, Budget, Case, MethodResult, load_cases, ray_runtime_env, training_config,
+    LEFT_ALONE, REFERENCE_SCORES, Budget, Case, MethodResult, load_cases, ray_runtime_env, training_config,
 )
 
 __all__ = ["Block", "Item", "decode", "encode", "row", "run_items"]
@@ -34,8 +34,9 @@ class Block:
     name: str
     pad_s: float
     space: str
-    cases: tuple[str, ...] | None  # None: every case
+    cases: tuple[str, ...] | None  # None: every case of the sick zoo (cases.yaml block "zoo")
     seeds: int
+    methods: tuple[str, ...] | None = None  # None: every method of the run
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def run_items(items: list[Item], methods: list[str], deadline: float, rows_path:
         case = cases[item.case]
         late = time.time() > deadline  # per item: every method or none, so they compare on the same runs
         for method in methods:
+            if item.block.methods is not None and method not in item.block.methods:
+                continue
             if late:
                 result = MethodResult(method, case.name, item.seed, item.block.space, item.block.pad_s,
                                       skipped=True, notes="time budget spent before this run")
@@ -137,7 +140,8 @@ def encode(items: list[Item]) -> list[dict]:
 
 def decode(rows: list[dict]) -> list[Item]:
     def block(d: dict) -> Block:
-        return Block(**{**d, "cases": tuple(d["cases"]) if d["cases"] else None})
+        return Block(**{**d, "cases": tuple(d["cases"]) if d["cases"] else None,
+                        "methods": tuple(d["methods"]) if d.get("methods") else None})
     return [Item(block(r["block"]), r["case"], r["seed"]) for r in rows]
 
 
@@ -151,6 +155,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     job = json.loads(Path(args.job).read_text())
     for key, score in job["references"]:
         REFERENCE_SCORES[(key[0], int(key[1]))] = score
+    for key, alone in job.get("left_alone", []):
+        LEFT_ALONE[(key[0], int(key[1]))] = alone
     import ray
 
     ray.init(address=args.address, log_to_driver=False, logging_level=logging.ERROR, runtime_env=ray_runtime_env())

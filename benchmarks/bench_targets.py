@@ -50,8 +50,17 @@ def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
                   (sum(diag) / len(diag) >= 0.9) if diag else None, f"{sum(diag)}/{len(diag)} correct"))
     ctrl = [r for r in af if r["kind"] == "healthy"]
     alarms = sum(bool(r["false_alarm"]) for r in ctrl)
-    out.append(_t("zero false alarms on healthy controls", alarms == 0 if ctrl else None,
-                  f"{alarms}/{len(ctrl)} control runs with a finding or relaunch"))
+    out.append(_t("zero healthy controls touched (stopped or relaunched)", alarms == 0 if ctrl else None,
+                  f"{alarms}/{len(ctrl)} control runs stopped or relaunched"))
+    claims = [r for r in af if r.get("claim_ok") is not None]
+    bad = [f"{r['case']} s{r['seed']}: {r['status']} kept {r['kept_score']} vs alone {r['left_alone']}"
+           for r in claims if not r["claim_ok"]]
+    out.append(_t("no healthy/fixed claim below the run left alone - 0.02 or at chance", not bad if claims else None,
+                  f"{len(claims) - len(bad)}/{len(claims)} claims hold" + (f"; broken: {'; '.join(bad[:6])}" if bad else "")))
+    native = [r for r in fixable if r["block"] == "native-small"]
+    fixed = sum(r["healed"] for r in native)
+    out.append(_t("the sick zoo's fix rate does not fall (native-small >= 65/80, the 2026-11-27 bench)",
+                  fixed >= 65 * len(native) / 80 if native else None, f"{fixed}/{len(native)}"))
     div = [r for r in af if r["kind"] != "healthy" and r["fault"] in ("lr_too_high", "lr_too_high_late", "oscillating")]
     within = [r["detection_reports"] is not None and r["detection_reports"] <= 2 for r in div]
     out.append(_t("divergence / NaN detected within 2 reports of the onset (LR-too-high, late-onset, oscillating cases)",

@@ -19,8 +19,9 @@ import yaml
 from patches import apply_overrides, changed_keys, patch_size
 
 __all__ = [
-    "BENCH_DIR", "Budget", "Case", "Judge", "MethodResult", "REFERENCE_SCORES", "ZOO_DIR",
-    "apply_overrides", "bench_trainable", "changed_keys", "finite", "judge_for", "load_case_spec",
+    "BENCH_DIR", "LEFT_ALONE", "Budget", "Case", "Judge", "MethodResult", "REFERENCE_SCORES", "ZOO_DIR",
+    "apply_overrides", "bench_trainable", "changed_keys", "claim_ok", "finite", "judge_for", "left_alone",
+    "load_case_spec",
     "load_cases", "patch_size", "preload_worker", "ray_runtime_env", "reference_config",
     "reference_score", "train_series", "training_config",
 ]
@@ -50,6 +51,10 @@ class Case:
     """'first': any report may be the healthy one; 'final': only a report at the case's last
     epoch counts (late-onset and overfitting cases are healthy early by construction, so only
     finishing healthy is a fix)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted overrides on the spec file's ``training`` (several cases share one spec file)."""
+    block: str = "zoo"
+    """'zoo': the sick zoo every method runs; 'do-no-harm': autofix against the run left alone."""
 
     @property
     def spec_path(self) -> Path:
@@ -69,6 +74,7 @@ def load_cases(names: list[str] | None = None) -> list[Case]:
         row = dict(row)
         row["expect"] = tuple(row.get("expect") or ())
         row["reference"] = dict(row.get("reference") or {})
+        row["overrides"] = dict(row.get("overrides") or {})
         if row["kind"] not in KINDS:
             raise ValueError(f"cases.yaml: case {row['name']!r}: kind {row['kind']!r} not in {KINDS}")
         cases.append(Case(**row))
@@ -87,7 +93,12 @@ def load_case_spec(case: Case) -> dict[str, Any]:
 
     _zoo_on_path()
     load_spec(case.spec_path)  # validates; raises InputError naming file/line/field
-    return yaml.safe_load(case.spec_path.read_text())
+    spec = yaml.safe_load(case.spec_path.read_text())
+    if case.overrides:  # a shared spec file: each case names itself
+        spec["training"] = apply_overrides(spec["training"], case.overrides)
+        spec["name"] = case.name.replace("_", "-")
+        load_spec(spec, base_dir=ZOO_DIR, name=f"{case.spec_path} (case {case.name})")
+    return spec
 
 
 def training_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]:
@@ -192,7 +203,15 @@ class MethodResult:
     notes: str = ""
     warm_restarts: int = 0
     false_alarm: bool | None = None
-    """Healthy controls only: any non-advisory finding or relaunch (autofix), None elsewhere."""
+    """Healthy controls only: autofix touched the run (stopped it, or relaunched), None elsewhere."""
+    status: str | None = None
+    """autofix's verdict (healthy / fixed / unverified / unfixed)."""
+    kept_score: float | None = None
+    """The judged metric of the model autofix says to keep, at its last report."""
+    left_alone: float | None = None
+    """The judged metric of the same run left alone, at its planned end."""
+    claim_ok: bool | None = None
+    """A healthy/fixed claim holds (not below the run left alone - 0.02, not at chance); None: no claim."""
     skipped: bool = False
     """Not run (the bench's time budget ran out before it): excluded from every figure."""
 
@@ -251,6 +270,32 @@ def reference_score(case: Case, seed: int) -> float:
 
 REFERENCE_SCORES: dict[tuple[str, int], float] = {}
 """(case name, seed) -> reference score; the driver fills it once, every method reads it."""
+
+LEFT_ALONE: dict[tuple[str, int], dict[str, float | None]] = {}
+"""(case name, seed) -> the same run left alone, at its last epoch: ``score`` (the judged metric)
+and ``chance`` (that metric's best-constant-predictor value); the driver fills it once."""
+
+CHANCE_KEY = {"val_accuracy": "chance_accuracy", "val_macro_f1": "chance_macro_f1"}
+CLAIM_SLACK = 0.02  # a healthy/fixed claim may not keep a model below the run left alone - this
+
+
+def left_alone(case: Case, seed: int) -> dict[str, float | None]:
+    """The case's own config trained untouched to its planned end: what autofix must not make worse."""
+    last = train_series(training_config(case, seed))[-1]
+    return {"score": finite(last.get(case.judge_metric)), "chance": finite(last.get(CHANCE_KEY[case.judge_metric]))}
+
+
+def claim_ok(status: str, kept: float | None, alone: dict[str, float | None]) -> bool | None:
+    """Whether a healthy/fixed claim holds: the model kept is not below the run left alone (less
+    ``CLAIM_SLACK``) and not at chance (within ``CLAIM_SLACK`` of the constant predictor). None
+    when no such claim was made."""
+    if status not in ("healthy", "fixed"):
+        return None
+    if kept is None:
+        return False
+    floor = alone.get("score")
+    chance = alone.get("chance")
+    return (floor is None or kept >= floor - CLAIM_SLACK) and (chance is None or kept > chance + CLAIM_SLACK)
 
 
 def judge_for(case: Case, seed: int) -> Judge:

@@ -420,8 +420,8 @@ def test_every_symptom_is_hard_or_soft(name):
     assert SYMPTOMS[name].severity in (HARD, SOFT)
 
 
-def test_only_overfitting_acts_on_a_healthy_run():
-    assert [name for name, cls in SYMPTOMS.items() if cls.acts_when_healthy] == ["overfitting"]
+def test_only_overfitting_and_label_imbalance_act_on_a_healthy_run():
+    assert sorted(name for name, cls in SYMPTOMS.items() if cls.acts_when_healthy) == ["label_imbalance", "overfitting"]
 
 
 # -- History.recent: the reports of the last N steps, and `before` reports before them --------

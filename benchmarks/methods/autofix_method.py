@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import (
-    ZOO_DIR, Budget, Case, MethodResult, changed_keys, judge_for, load_case_spec, training_config,
+    LEFT_ALONE, ZOO_DIR, Budget, Case, MethodResult, changed_keys, claim_ok, finite, judge_for, left_alone,
+    load_case_spec, training_config,
 )
 
 __all__ = ["run_autofix"]
@@ -28,6 +29,7 @@ class _Event:
     attempt: str
     iteration: int
     row: dict[str, Any]
+    control: bool = False  # a report of the run left alone, continued to compare with: no fix
 
 
 @dataclass
@@ -45,7 +47,8 @@ class _Log:
                 self.baselines[attempt.id] = self.baselines[attempt.parent]
             else:
                 self.baselines[attempt.id] = float(row.get("val_loss", math.nan))
-        self.events.append(_Event(attempt.id, int(attempt.history.last_iteration), row))
+        self.events.append(_Event(attempt.id, int(attempt.history.last_iteration), row,
+                                  getattr(attempt, "role", "") == "control"))
 
 
 def _spec(case: Case, seed: int, pad_s: float, budget: Budget) -> dict[str, Any]:
@@ -64,13 +67,14 @@ def _epoch(row: dict[str, Any]) -> float:
 
 
 def _first_healthy(case: Case, seed: int, log: _Log) -> tuple[int, int, float] | None:
-    """(event index, training epochs, trial-seconds) at the first independently healthy report."""
+    """(event index, training epochs, trial-seconds) at the first independently healthy report of
+    an attempt autofix launched (the run left alone, continued to compare with, is no fix)."""
     judge = judge_for(case, seed)
     epochs, trial_s = 0, 0.0
     for index, event in enumerate(log.events):
         epochs += _epoch(event.row) >= 1
         trial_s += float(event.row.get("time_this_iter_s") or 0.0)
-        if judge.healthy(event.row, log.baselines[event.attempt]):
+        if not event.control and judge.healthy(event.row, log.baselines[event.attempt]):
             return index, epochs, trial_s
     return None
 
@@ -87,6 +91,19 @@ def _diagnosis(case: Case, first: Any) -> tuple[str | None, int | None]:
     diagnosis = acted or (flagged[0]["symptom"] if flagged else None)
     correct = [f for f in first.findings if f["symptom"] in case.expect]
     return diagnosis, (int(correct[0]["iteration"]) if correct else None)
+
+
+def _judge_claim(case: Case, seed: int, report: Any, result: MethodResult) -> None:
+    """autofix's verdict against the same run left alone: the kept model must not be worse."""
+    key = (case.name, int(seed))
+    if key not in LEFT_ALONE:
+        LEFT_ALONE[key] = left_alone(case, seed)
+    alone = LEFT_ALONE[key]
+    kept = next((a for a in report.attempts if a.id == report.keep), None) if report.keep else None
+    result.status = report.status
+    result.kept_score = finite(kept.last_metrics.get(case.judge_metric)) if kept is not None else None
+    result.left_alone = alone["score"]
+    result.claim_ok = claim_ok(report.status, result.kept_score, alone)
 
 
 def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget) -> MethodResult:
@@ -120,13 +137,15 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
         epochs = {e.iteration: _epoch(e.row) for e in log.events if e.attempt == "a0"}
         at_epoch = epochs.get(found_at, float(found_at))
         result.detection_reports = max(1, int(at_epoch - (case.onset_epoch or 1) + 1))
+    _judge_claim(case, seed, report, result)
     if case.kind == "healthy":
         from autofix.symptoms import SYMPTOMS
 
         alarms = [f["symptom"] for a in launched for f in a.findings
                   if not getattr(SYMPTOMS.get(f["symptom"]), "advisory", False)]
-        result.false_alarm = bool(alarms) or result.relaunches > 0
-        result.notes = f"findings: {sorted(set(alarms))}" if alarms else ""
+        # Touched: stopped or relaunched. A finding alone is journaled, not acted on.
+        result.false_alarm = first.outcome == "sick" or result.relaunches > 0
+        result.notes = f"findings (not acted on unless touched): {sorted(set(alarms))}" if alarms else ""
     ended = report.ended_because.splitlines()[0][:160]  # the no-update advice runs to 20 lines
     result.notes = "; ".join(x for x in (result.notes, f"autofix: {report.status} ({ended})") if x)
     return result

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 __all__ = [
-    "deep_sigmoid_mlp", "digits_rgb32", "large_init_mlp", "negative_bias_mlp", "reloading_mlp",
-    "tiny_init_mlp", "wide_mlp",
+    "deep_sigmoid_mlp", "digits_rgb32", "imbalanced_images", "large_init_mlp", "negative_bias_mlp",
+    "reloading_mlp", "tiny_init_mlp", "wide_mlp",
 ]
 
 
@@ -104,3 +104,28 @@ def digits_rgb32(split_seed: int = 0, val_fraction: float = 0.2) -> tuple[Tensor
     n_val = int(round(len(y) * val_fraction))
     val, train = order[:n_val], order[n_val:]
     return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+
+
+def imbalanced_images(split_seed: int = 0, val_fraction: float = 0.2, size: int = 2000, num_classes: int = 10,
+                      majority: float = 0.9, noise: float = 0.5) -> tuple[TensorDataset, TensorDataset]:
+    """CIFAR-like synthetic 3x32x32 images with ``majority`` of the labels in class 0.
+
+    Each class has a fixed smooth template (a random 3x4x4 pattern upsampled x8, the same for
+    every seed); an image is 0.5 + 0.25 x its class template + ``noise`` x Gaussian pixel noise,
+    so the classes are learnable but the minority ones only from ~20 examples each. Labels and
+    noise come from ``split_seed``, which also shuffles the train/validation split (stratified).
+    """
+    from sklearn.model_selection import train_test_split
+
+    templates = torch.tensor(np.random.default_rng(1234).standard_normal((num_classes, 3, 4, 4)),
+                             dtype=torch.float32)
+    templates = templates.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+    rng = np.random.default_rng(split_seed)
+    minority = (1.0 - majority) / (num_classes - 1)
+    y = rng.choice(num_classes, size=size, p=[majority] + [minority] * (num_classes - 1))
+    pixels = torch.tensor(rng.standard_normal((size, 3, 32, 32)), dtype=torch.float32)
+    x = 0.5 + 0.25 * templates[torch.as_tensor(y)] + noise * pixels
+    idx = np.arange(size)
+    train, val = train_test_split(idx, test_size=val_fraction, random_state=split_seed, stratify=y)
+    labels = torch.as_tensor(y, dtype=torch.int64)
+    return TensorDataset(x[train], labels[train]), TensorDataset(x[val], labels[val])

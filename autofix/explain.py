@@ -29,7 +29,8 @@ def _fields(model: Any, skip: tuple[str, ...] = ()) -> list[str]:
 
 def _symptom(name: str, policies: PolicySet) -> str:
     cls = SYMPTOMS[name]
-    tags = [t for t, on in (("advisory", cls.advisory), ("not fixable by configuration", not cls.fixable)) if on]
+    tags = [cls.severity] + [t for t, on in (("advisory", cls.advisory), ("not fixable by configuration",
+                                                                         not cls.fixable)) if on]
     out = [f"symptom {name}: {cls.summary}" + (f" ({', '.join(tags)})" if tags else ""), "",
            inspect.cleandoc(cls.__doc__ or ""), "", "  parameters (override under `symptoms:` in a spec):"]
     out += _fields(cls.Params) or ["    (none)"]
@@ -50,12 +51,20 @@ def _action(name: str) -> str:
 def _policy(policy: Policy) -> str:
     where = ", ".join(f"{k} {v.model_dump(exclude_unset=True, by_alias=True)}" for k, v in policy.when.where.items())
     out = [f"policy {policy.name}  ({policy.source})", f"  {policy.description or '(no description)'}",
-           f"  when: {policy.when.symptom}{' where ' + where if where else ''}, held for {policy.for_steps} report(s)",
-           f"  priority {policy.priority}, cooldown {policy.cooldown_steps} report(s), "
+           f"  when: {policy.when.symptom}{' where ' + where if where else ''}, held for {policy.for_steps} "
+           f"optimizer step(s){_patience(policy.when.symptom)}",
+           f"  priority {policy.priority}, cooldown {policy.cooldown_steps} step(s), "
            f"at most {policy.fire_limit} fire(s) per lineage, labels {policy.labels or '{}'}"]
     for i, action in enumerate(policy.then, 1):
         out.append(f"  {i}. {action.describe()}  x{action.times}, starts {action.start}: {type(action).summary}")
     return "\n".join(out)
+
+
+def _patience(symptom: str) -> str:
+    cls = SYMPTOMS.get(symptom)
+    if cls is None or cls.severity == "hard":
+        return " (a hard symptom: may act at once)"
+    return " (a soft symptom: acts only after the run's patience, on an attempt that is not healthy)"
 
 
 def explain(name: str, policies: PolicySet) -> str | None:

@@ -54,8 +54,10 @@ def render_html(report: Report, tune_dir: str | Path | None = None) -> str:
     e = _esc
     head = report.summary().splitlines()[0] if report.attempts else f"autofix: {report.status}"
     facts = [("status", report.status), ("winner", report.winner or "none"),
+             ("keep", f"{report.keep}: {report.keep_reason}" if report.keep else "none"),
              ("metric", f"{report.metric} ({report.mode})"),
-             ("success", f"improves by {report.min_drop:.0%} from its first report"),
+             ("success", f"the loss falls by {report.min_drop:.0%} from its first report, not at chance; a fix "
+                         "must beat the run left alone at the same step"),
              ("ended because", report.ended_because), ("duration", f"{report.duration_s:.1f} s")]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     return (

@@ -149,11 +149,15 @@ def test_report_targets_from_rows():
     rows = [_row("autofix", "a", "config", True, 3, diagnosis="diverging_loss", diagnosis_correct=True, detection_reports=1),
             _row("autofix", "b", "config", True, 5, diagnosis="plateau", diagnosis_correct=False, detection_reports=4),
             _row("random_repair", "a", "config", True, 20), _row("random_repair", "b", "config", False, None),
-            _row("autofix", "h", "healthy", True, 2, false_alarm=False, total_epochs=12),
+            _row("autofix", "h", "healthy", True, 2, false_alarm=False, total_epochs=12, status="healthy",
+                 kept_score=0.98, left_alone=0.98, claim_ok=True),
+            _row("autofix", "s", "healthy", True, 2, false_alarm=True, total_epochs=12, status="healthy",
+                 kept_score=0.90, left_alone=0.98, claim_ok=False, block="do-no-harm"),
             _row("random_repair", "h", "healthy", True, 2, total_epochs=2)]
     data = {"runs": rows, "methods": ["autofix", "random_repair"], "quick": True, "date_utc": "d", "cores": 2,
             "wall_s": 1.0, "reference_s": 1.0, "command": "c",
-            "blocks": [{"name": "native-small", "pad_s": 0.0, "space": "small", "cases": "all", "seeds": 1}]}
+            "blocks": [{"name": "native-small", "pad_s": 0.0, "space": "small", "cases": "all", "seeds": 1},
+                       {"name": "do-no-harm", "pad_s": 0.0, "space": "small", "cases": ["s"], "seeds": 1}]}
     summary = summarize(data)
     g = summary["by_block"]["native-small"]
     assert g["autofix"]["fix_rate"] == 1.0 and g["random_repair"]["fix_rate"] == 0.5
@@ -161,8 +165,11 @@ def test_report_targets_from_rows():
     verdicts = {t["target"].split(":")[0]: t["met"] for t in summary["targets"]}
     assert verdicts["strictly more fixes than random repair at equal budget"] is True
     assert verdicts["correct diagnosis >= 90% (autofix, fixable + loop-bug cases)"] is False
-    assert verdicts["zero false alarms on healthy controls"] is True
-    assert "| native-small | autofix | 1 | 2/2 |" in markdown(data, summary)
+    assert verdicts["zero healthy controls touched (stopped or relaunched)"] is False  # "s" was stopped
+    assert verdicts["no healthy/fixed claim below the run left alone - 0.02 or at chance"] is False  # 0.90 < 0.96
+    text = markdown(data, summary)
+    assert "| native-small | autofix | 1 | 2/2 |" in text
+    assert "| do-no-harm | s | 1 | 1/1 | healthy 1 | 0/1 | -0.08 |" in text
 
 
 @pytest.mark.ray

@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> dict:
 
     load_start = [round(x, 2) for x in os.getloadavg()]  # noise on a shared machine is reported
     blocks = QUICK if args.quick else FULL
+    if args.blocks:
+        blocks = tuple(b for b in blocks if b.name in args.blocks.split(","))
     plan = _plan(blocks, args.cases.split(",") if args.cases else None, args.seeds)
     started = time.time()
     deadline = started + args.budget_min * 60
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a subset covering every method (<= 5 min)")
     parser.add_argument("--cases", help="comma-separated case names (default: each block's)")
+    parser.add_argument("--blocks", help="comma-separated block names (default: all of the plan's)")
     parser.add_argument("--seeds", type=int, help="seeds per case (default: each block's)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--budget-min", type=float, default=40.0,

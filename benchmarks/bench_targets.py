@@ -41,7 +41,7 @@ def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
     af = _unique_autofix(runs)
     fixable = [r for r in af if r["kind"] in ("config", "late_onset")]
     out = []
-    rates = {b: g["autofix"]["fix_rate"] for b, g in by_block.items()}
+    rates = {b: g["autofix"]["fix_rate"] for b, g in by_block.items() if g["autofix"]["fix_rate"] is not None}
     out.append(_t("fix rate >= 98% on config-fixable cases (autofix)",
                   all(v is not None and v >= 0.98 for v in rates.values()) if rates else None,
                   ", ".join(f"{b} {v}" for b, v in rates.items())))

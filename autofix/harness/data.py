@@ -62,6 +62,8 @@ def digits(
     flatten: bool = False,
     classes: Sequence[int] | None = None,
     max_per_class: Mapping[str | int, int] | None = None,
+    channels: int = 1,
+    upscale: int = 1,
 ) -> Pair:
     """scikit-learn's 8x8 handwritten digits (1797 images, about 180 per class).
 
@@ -72,6 +74,8 @@ def digits(
             ``classes`` so a model needs ``len(classes)`` outputs.
         max_per_class: cap per original digit, keys may be strings (JSON), e.g.
             ``{"0": 900, "1": 40}`` to build an imbalanced set; a seeded random subset is kept.
+        channels: repeat the grey channel (3: RGB-shaped input for image models).
+        upscale: nearest-neighbour upsampling factor (4: 32x32 images, the seed SimpleCNN's size).
     """
     bunch = skd.load_digits()
     x = bunch.images.astype(np.float32) * np.float32(scale)
@@ -85,7 +89,10 @@ def digits(
     if classes is not None:
         lookup = {int(c): i for i, c in enumerate(classes)}
         y = np.array([lookup[int(v)] for v in y], dtype=np.int64)
-    x = x.reshape(len(x), 64) if flatten else x[:, None, :, :]
+    if flatten:
+        x = x.reshape(len(x), 64)
+    else:
+        x = np.repeat(np.repeat(x, upscale, axis=1), upscale, axis=2)[:, None, :, :].repeat(channels, axis=1)
     return split_arrays(x, y, seed, val_fraction)
 
 

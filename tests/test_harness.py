@@ -447,3 +447,15 @@ def test_label_entropy_only_for_an_unweighted_cross_entropy_on_natural_shares(
     labels = DATASETS["classification"](seed=0, n_samples=400, n_features=8)[0].tensors[1]
     shares = torch.bincount(labels).double()
     assert all(r["label_entropy"] == pytest.approx(scipy_entropy(shares.numpy()), rel=1e-9) for r in rows)
+
+
+@pytest.mark.parametrize("args, shape", [({}, (1, 8, 8)), ({"channels": 3, "upscale": 4}, (3, 32, 32)),
+                                         ({"flatten": True, "channels": 3}, (64,))])
+def test_digits_as_rgb_images_for_image_models(args, shape):
+    from autofix.harness.data import digits
+
+    train, _ = digits(0, **args)
+    x = train.tensors[0]
+    assert tuple(x.shape[1:]) == shape
+    if shape[0] == 3:  # grey repeated into each channel, each pixel a 4x4 block
+        assert torch.equal(x[:, 0], x[:, 2]) and torch.equal(x[:, :, ::4, ::4], x[:, :, 3::4, 3::4])

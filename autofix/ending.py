@@ -47,7 +47,8 @@ def _last_attempt(engine: Any, last: Attempt, max_attempts: int) -> str:
     who = f"{last.id} ({last.role})" if last.role != "treatment" else last.id
     if last.outcome == Outcome.ERROR:
         what = last.reason.split("; full traceback")[0]  # the path is in the attempt's own line
-        return f"{who} failed ({what}): an error in the training code is not a training symptom, so no policy answers it"
+        return (f"{who} failed ({what}): an error in the training code is not a training symptom, "
+                "so no policy answers it")
     decision = last.decision
     if decision is not None and decision.child is None and decision.action != "stop_run()":
         return (f"max_attempts={max_attempts} reached: {who}'s {decision.finding.symptom} had a remedy "

@@ -73,7 +73,8 @@ def test_a_factory_that_raises_is_one_line_with_its_file_and_line(tmp_path, capf
 @pytest.mark.parametrize("field, value, says", [
     ("metric", "val_los", "'val_los' is not a metric the managed harness reports (did you mean 'val_loss'?); "
                           "it reports: chance_accuracy,"),
-    ("loss_metric", "train_los", "'train_los' is not a metric the managed harness reports (did you mean 'train_loss'?)"),
+    ("loss_metric", "train_los",
+     "'train_los' is not a metric the managed harness reports (did you mean 'train_loss'?)"),
     ("metric", "grad_norm/", "'grad_norm/' is not a metric the managed harness reports"),
 ])
 def test_a_metric_the_harness_never_reports_is_refused_with_the_list(tmp_path, capfd, no_ray, field, value, says):

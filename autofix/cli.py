@@ -1,7 +1,9 @@
 """``autofix`` command line: a thin layer over the Python API.
 
-Exit codes: 0 healthy or fixed, 1 unfixed, 2 bad input (one line per problem, no traceback,
-nothing started).
+Exit codes: 0 healthy or fixed, 1 unfixed or unverified, 2 bad input (one line per problem, no
+traceback, nothing started), 3 a failure outside the user's training (Ray, the cluster, autofix
+itself: one line and the file holding the traceback; ``-v`` prints the traceback), 130
+interrupted (SIGINT or SIGTERM; ``autofix resume DIR`` continues the run).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from autofix.errors import InputError
+from autofix.errors import InputError, RunFailed
 
-__all__ = ["main"]
+__all__ = ["EXIT_FAILED", "main"]
+
+EXIT_FAILED = 3  # Ray, the cluster or autofix failed under the run (not the user's training)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +69,13 @@ def _resume(args: argparse.Namespace, directory: str) -> int:
     report = resume(directory, address=args.address, verbose=args.verbose,
                     echo=Progress(metric="", live=False).event)
     print(report.summary())
-    return 0 if report.status in ("healthy", "fixed") else 1
+    return _exit_code(report.status)
+
+
+def _exit_code(status: str) -> int:
+    from autofix.interrupt import EXIT_INTERRUPTED
+
+    return {"healthy": 0, "fixed": 0, "interrupted": EXIT_INTERRUPTED}.get(status, 1)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -83,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
                          verbose=args.verbose, echo=progress.event, observer=progress.report,
                          on_spec=lambda spec: setattr(progress, "metric", spec.metric))
     print(report.summary())
-    return 0 if report.status in ("healthy", "fixed") else 1
+    return _exit_code(report.status)
 
 
 def _policies(args: argparse.Namespace) -> int:
@@ -98,7 +108,7 @@ def _policies(args: argparse.Namespace) -> int:
         print(f"{count - failed}/{count} policy tests passed")
         return 1 if failures or count == 0 else 0
     if args.policies_command == "explain":
-        return _explain(args.name, args.policies)
+        return _explain(args.name, args.policies, prefer="policy")
     policies = load_policies(args.paths)
     if args.policies_command == "check":
         print(f"ok: {len(policies)} enabled policies in {len(policies.sources)} file(s)")
@@ -109,12 +119,12 @@ def _policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain(name: str, policy_paths: list[str]) -> int:
+def _explain(name: str, policy_paths: list[str], prefer: str = "symptom") -> int:
     from autofix.explain import explain
     from autofix.policy import load_policies
 
     policies = load_policies(policy_paths)
-    text = explain(name, policies)
+    text = explain(name, policies, prefer=prefer)
     if text is None:
         from autofix.actions import ACTIONS
         from autofix.symptoms import SYMPTOMS
@@ -162,12 +172,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in err.problems:
             print(f"autofix: error: {problem}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        where = f"; full traceback: {err.log}" if err.log else ""
+        print(f"autofix: error: {err}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("autofix: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `autofix schema spec | head`: the reader left, that is fine
         sys.stderr.close()
         return 0
+    except Exception as exc:  # autofix's own bug: one line, the traceback in a file
+        if getattr(args, "verbose", False):
+            raise
+        print(f"autofix: error: {type(exc).__name__}: {exc}; full traceback: {_dump(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _dump(exc: BaseException) -> str:
+    """Write the traceback of ``exc`` to a new file in the temp folder; its path."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="autofix-error-", suffix=".log", delete=False) as f:
+        f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return f.name
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from autofix import interrupt
 from autofix.engine import Engine
 from autofix.lineage import Attempt
 from autofix.trial import RESERVED
@@ -58,6 +59,7 @@ class AutofixSearcher(Searcher):
         self.sys_path = sys_path
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        interrupt.poll()  # a Ctrl-C that came before Tune's handler existed
         if self.engine.done:
             return Searcher.FINISHED
         attempt = self.engine.suggest(trial_id)
@@ -94,6 +96,7 @@ class AutofixScheduler(FIFOScheduler):
         self.engine = engine
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        interrupt.poll()
         if self.engine.deadline is not None and time.time() >= self.engine.deadline:
             # Tune's own time_budget_s restarts from zero on restore: a resumed run counts here.
             self.engine.expire("wall-clock budget spent (counted across the resume)")
@@ -109,7 +112,16 @@ class AutofixScheduler(FIFOScheduler):
             self.engine.journal("attempt_retried", attempt=self.engine.by_trial.get(trial.trial_id),
                                 failures=trial.num_failures, error=lines[-1] if lines else "")
             return
-        self.engine.complete(trial.trial_id, error=_error_text(trial))
+        self.engine.complete(trial.trial_id, error=_error_text(trial), log=_error_log(trial))
+
+
+def _error_log(trial) -> str | None:
+    """Where the failure's full traceback is kept: the trial's folder in the run's storage
+    (``OUTPUT/tune/...``), not the driver's staging copy under Ray's session folder."""
+    if not trial.error_file:
+        return None
+    folder = getattr(trial, "path", None)
+    return f"{folder}/{Path(trial.error_file).name}" if folder else trial.error_file
 
 
 def _error_text(trial) -> str:

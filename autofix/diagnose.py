@@ -290,7 +290,10 @@ def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet
         if event == "policy_exhausted":
             notes.append(f"{data['policy']}: " + "; ".join(data.get("skipped", [])))
 
-    engine = Engine(plan, build_detectors(metric, ctx["overrides"]), policies, journal=journal, ranker=ranker)
+    # Slow progress is judged on the run's success bar, as in a run (autofix.runner.assemble).
+    overrides = {**ctx["overrides"], "slow_progress": {"min_drop": ctx["min_drop"],
+                                                       **ctx["overrides"].get("slow_progress", {})}}
+    engine = Engine(plan, build_detectors(metric, overrides), policies, journal=journal, ranker=ranker)
     ctx["notes"] = notes
     attempt = engine.suggest("diagnosed")
     for iteration, row in rows.items():

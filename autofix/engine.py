@@ -144,14 +144,17 @@ class Engine(Decisions):
             return Verdict(True, f"reached max_epochs={self.plan.max_epochs}")
         return CONTINUE
 
-    def complete(self, trial_id: str, error: str | None = None) -> None:
-        """The trial ended (ran out of epochs, was stopped, or raised)."""
+    def complete(self, trial_id: str, error: str | None = None, log: str | None = None) -> None:
+        """The trial ended (ran out of epochs, was stopped, or raised; ``log``: where the
+        error's full traceback is)."""
         attempt = self.attempts.get(self.by_trial.get(trial_id, ""))
         if attempt is None or attempt.outcome != Outcome.RUNNING:
             return
         if error is not None:
             attempt.error = error
-            self._end(attempt, Outcome.ERROR, f"the trial raised: {error.strip().splitlines()[-1] if error.strip() else error}")
+            where = f"; full traceback: {log}" if log else ""
+            self._end(attempt, Outcome.ERROR,
+                      f"the trial raised: {error.strip().splitlines()[-1] if error.strip() else error}{where}")
             self._settle()
             return
         verdict = health(attempt.history, self.judge)
@@ -164,6 +167,8 @@ class Engine(Decisions):
             self._settle()
             return
         findings = [f for f in attempt.findings if f.symptom in attempt.active]
+        if all(SYMPTOMS[f.symptom].advisory for f in findings if f.symptom in SYMPTOMS):
+            findings += self._ended(attempt)  # unhealthy with no symptom: the end is the finding
         decision = self._decide(attempt, findings, at_end=True)
         if decision is not None:
             attempt.stopped_on = decision.severity
@@ -219,6 +224,16 @@ class Engine(Decisions):
                 attempt.findings.append(f)
                 self.journal("finding", attempt=attempt.id, **f.to_dict())
         return findings
+
+    def _ended(self, attempt: Attempt) -> list[Finding]:
+        """Findings of the attempt's end (slow progress of a run that never reported its plan)."""
+        found = [f for d in self.detectors if (f := d.check_ended(attempt.history)) is not None
+                 and f.symptom not in attempt.active]
+        for f in found:
+            attempt.active.append(f.symptom)
+            attempt.findings.append(f)
+            self.journal("finding", attempt=attempt.id, **f.to_dict())
+        return found
 
     @staticmethod
     def _blocking(attempt: Attempt) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["AutofixError", "InputError", "Problem"]
+__all__ = ["AutofixError", "InputError", "Problem", "RunFailed"]
 
 
 class AutofixError(Exception):
@@ -43,3 +43,14 @@ class InputError(AutofixError):
 
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.problems)
+
+
+class RunFailed(AutofixError):
+    """The run could not go on for a reason outside the user's training (Ray, the cluster, a
+    crash of autofix itself): one line for the terminal, and ``log``, the file that holds the
+    full traceback. The CLI prints the line and the path (the traceback itself only with ``-v``)
+    and exits 3."""
+
+    def __init__(self, message: str, log: str | None = None) -> None:
+        super().__init__(message)
+        self.log = log

@@ -67,14 +67,22 @@ def _patience(symptom: str) -> str:
     return " (a soft symptom: acts only after the run's patience, on an attempt that is not healthy)"
 
 
-def explain(name: str, policies: PolicySet) -> str | None:
-    """Text for a symptom, action or policy name; None when nothing has that name."""
+def explain(name: str, policies: PolicySet, prefer: str = "symptom") -> str | None:
+    """Text for a symptom, action or policy name; None when nothing has that name.
+
+    A name can be a symptom and a policy at once (``overfitting``): ``prefer`` says which is
+    shown (``autofix policies explain`` prefers the policy), and the text says the other exists.
+    """
+    policy = policies.get(name)
+    if policy is not None and (prefer == "policy" or (name not in SYMPTOMS and name not in ACTIONS)):
+        also = f"\n\n  ('{name}' is also a symptom: autofix explain {name})" if name in SYMPTOMS else ""
+        return _policy(policy) + also
     if name in SYMPTOMS:
-        return _symptom(name, policies)
+        also = f"\n\n  ('{name}' is also a policy: autofix policies explain {name})" if policy is not None else ""
+        return _symptom(name, policies) + also
     if name in ACTIONS:
         return _action(name)
-    policy = policies.get(name)
-    return _policy(policy) if policy is not None else None
+    return None
 
 
 def json_schema(kind: str) -> str:

@@ -38,6 +38,12 @@ def event_line(record: dict[str, Any]) -> str | None:
         return f"{who} {record['reason']}"
     if event == "attempt_retried":  # Tune retries a raising trial (ray.max_failures)
         return f"{who} raised ({record['error']}); Ray Tune retries it (failure {record['failures']})"
+    if event == "run_interrupted":
+        if record.get("force"):
+            return (f"interrupted again ({record['signal']}): quitting now; the run stays resumable: "
+                    f"{record['resume']}")
+        return (f"interrupted ({record['signal']}): stopping the trials at their last checkpoint "
+                "(again to quit at once)")
     if event == "attempt_finished" and record["outcome"] != "sick":  # a sick one was just explained
         return f"{who} {record['outcome']}: {record['reason']}"
     return None

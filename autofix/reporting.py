@@ -49,7 +49,7 @@ class AttemptReport(BaseModel):
 class Report(BaseModel):
     """The result of :func:`autofix.run`."""
 
-    status: Literal["healthy", "fixed", "unverified", "unfixed"]
+    status: Literal["healthy", "fixed", "unverified", "unfixed", "interrupted"]
     winner: str | None
     keep: str | None = None  # the attempt the user should keep (may be a0, or its continuation)
     keep_reason: str = ""  # why: the comparison at equal steps, or what was healthy
@@ -78,12 +78,16 @@ class Report(BaseModel):
         for a in self.attempts:
             arrow = f" <- {a.parent}" if a.parent else ""
             what = a.decision["reason"] if a.decision else a.reason
+            if a.outcome == "running" and not what:  # an interrupted run: nothing judged it yet
+                what = "stopped by the interrupt; resumes from its last checkpoint"
             lines.append(f"  {a.id}{arrow:7} {a.outcome:<12} {what}")
         lines.append(f"report: {Path(self.output, 'report.json')}   journal: {Path(self.output, 'journal.jsonl')}")
         return "\n".join(lines)
 
     def _headline(self) -> str:
         n = sum(1 for a in self.attempts if a.trial_id is not None)
+        if self.status == "interrupted":
+            return f"autofix: INTERRUPTED after {n} attempt(s): {self.ended_because}"
         keep = f"; keep {self.keep}: {self.keep_reason}" if self.keep else ""
         if self.winner is None:
             return f"autofix: UNFIXED after {n} attempt(s) ({self.ended_because}){keep}"
@@ -136,9 +140,13 @@ def _attempt_report(engine: Engine, a: Attempt) -> AttemptReport:
     )
 
 
-def build_report(engine: Engine, name: str, output: str, duration_s: float, ended_because: str) -> Report:
-    """The report of a finished run."""
+def build_report(engine: Engine, name: str, output: str, duration_s: float, ended_because: str,
+                 status: str | None = None) -> Report:
+    """The report of a finished run; ``status="interrupted"``: of a run stopped to be resumed,
+    with no verdict (its attempts as they stood)."""
     verdict = settle.verdict(engine.attempts, engine.plan.metric, engine.plan.mode)
+    if status == "interrupted":
+        verdict = settle.Verdict(status, None, None, "the run was interrupted before it could be settled")
     return Report(
         status=verdict.status, winner=verdict.winner, keep=verdict.keep, keep_reason=verdict.reason,
         name=name, metric=engine.plan.metric, mode=engine.plan.mode,

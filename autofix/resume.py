@@ -19,9 +19,11 @@ from typing import Any
 from autofix import controller
 from autofix.engine import Engine
 from autofix.errors import InputError, Problem
+from autofix.interrupt import Interrupts
 from autofix.journal import read_journal
+from autofix.raysession import DRIVER_LOG, ray_logs, ray_session
 from autofix.reporting import Report
-from autofix.runner import SPEC_COPY, assemble, conclude, ray_session, trainable_of
+from autofix.runner import SPEC_COPY, assemble, conclude, failures, journal_signal, trainable_of
 from autofix.rundir import lock_run
 from autofix.spec import Spec, load_spec
 
@@ -34,8 +36,19 @@ def _check(out: Path) -> None:
         raise InputError([Problem(where, None, "DIR", f"not an autofix run directory (no {SPEC_COPY})")])
     if not (out / "tune" / "tuner.pkl").is_file():
         raise InputError([Problem(where, None, "DIR", "the run never reached Ray Tune: nothing to resume; start it again")])
-    if (out / "report.json").is_file():
-        raise InputError([Problem(where, None, "DIR", "this run already finished (report.json exists)")])
+    status = _reported_status(out)
+    if status is not None and status != "interrupted":
+        raise InputError([Problem(where, None, "DIR", f"this run already finished ({status}, see report.json)")])
+
+
+def _reported_status(out: Path) -> str | None:
+    """The status in ``report.json`` (None: no report; an interrupted run may be resumed)."""
+    try:
+        return str(json.loads((out / "report.json").read_text()).get("status"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError):
+        return "unreadable report"
 
 
 def _saved_spec(out: Path) -> "Spec":
@@ -108,17 +121,20 @@ def resume(directory: str | os.PathLike, *, address: str | None = None, verbose:
 
     try:
         controller.ON_RESTORE = reattach
-        with ray_session(spec, address, verbose):
-            from ray import tune
+        with Interrupts(journal_signal(journal, out)) as stop, failures(out, verbose):
+            with ray_session(spec, address, verbose, out / DRIVER_LOG), ray_logs(out, verbose):
+                stop.rearm()
+                if not stop.signal:
+                    from ray import tune
 
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable_of(spec),
-                                       resume_unfinished=True, resume_errored=False)
-            tuner.fit()
-        if restored:
-            engine = restored[-1]
-        elif (state := _saved_engine_state(experiment)) is not None:
-            engine.load_state_dict(state)
-        return conclude(spec, engine, out, journal, time.monotonic() - started)
+                    tuner = tune.Tuner.restore(str(experiment), trainable=trainable_of(spec),
+                                               resume_unfinished=True, resume_errored=False)
+                    tuner.fit()
+            if restored:
+                engine = restored[-1]
+            elif (state := _saved_engine_state(experiment)) is not None:
+                engine.load_state_dict(state)
+            return conclude(spec, engine, out, journal, time.monotonic() - started, interrupted=stop.signal)
     finally:
         controller.ON_RESTORE = None
         journal.close()

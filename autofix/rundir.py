@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autofix.errors import InputError, Problem
@@ -34,16 +34,37 @@ LOCK = ".lock"
 
 @dataclass
 class RunDir:
-    """A claimed run directory: its resolved path and the open, locked lock file."""
+    """A claimed run directory: its resolved path, the open, locked lock file, and the folders
+    this claim created (the run directory itself and any missing parents, outermost first)."""
 
     path: Path
     _fd: int | None = None
+    created: list[Path] = field(default_factory=list)
 
     def release(self) -> None:
         """Drop the lock (the process ending drops it too)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def discard(self) -> None:
+        """Undo the claim of a run that never started (Ray refused the connection, the data could
+        not be built on the cluster): remove what this run wrote, and the folders this claim
+        created; a folder that existed before is emptied of this run's files, never removed.
+
+        Only called before any trial ran: everything in the folder is then this run's (a claimed
+        folder was empty, or an autofix run directory cleared by ``--overwrite``).
+        """
+        self.release()
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            for folder in reversed(self.created[:-1]):  # parents, innermost first, only if empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            return
+        _clear(self.path, keep=())
 
 
 def _refuse(path: str, message: str) -> InputError:
@@ -81,7 +102,7 @@ def _resolve(raw: str | os.PathLike) -> Path:
     return out
 
 
-def _lock(out: Path, shown: str) -> RunDir:
+def _lock(out: Path, shown: str, created: list[Path] | None = None) -> RunDir:
     """Take the exclusive lock of ``out`` or refuse, naming the process that holds it."""
     if fcntl is None:  # pragma: no cover - Windows
         return RunDir(out)
@@ -99,7 +120,7 @@ def _lock(out: Path, shown: str) -> RunDir:
                              "wait for it to end or stop it first") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-    return RunDir(out, fd)
+    return RunDir(out, fd, created or [])
 
 
 def lock_run(directory: str | os.PathLike) -> RunDir:
@@ -108,10 +129,10 @@ def lock_run(directory: str | os.PathLike) -> RunDir:
     return _lock(out, str(directory))
 
 
-def _clear(out: Path) -> None:
-    """Remove every entry of ``out`` but its lock; links are unlinked, never followed."""
+def _clear(out: Path, keep: tuple[str, ...] = (LOCK,)) -> None:
+    """Remove every entry of ``out`` but ``keep`` (its lock); links are unlinked, never followed."""
     for entry in out.iterdir():
-        if entry.name == LOCK:
+        if entry.name in keep:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -141,10 +162,11 @@ def claim(raw: str | os.PathLike, spec_dir: str | os.PathLike | None, overwrite:
         run = _lock(out, shown)
         _clear(out)
     else:
+        created = [p for p in reversed([out, *out.parents]) if not p.exists()]
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _refuse(shown, f"cannot create the directory: {exc.strerror or exc}") from None
-        run = _lock(out, shown)
+        run = _lock(out, shown, created)
     (out / MARKER).write_text(json.dumps({"autofix_run": 1, "created": round(time.time(), 3)}) + "\n")
     return run

@@ -9,26 +9,32 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pydantic
 
-from autofix import settle
+from autofix import preflight, settle
+from autofix.ending import ended_because, interrupted_because
 from autofix.engine import Engine, Plan
+from autofix.errors import InputError, RunFailed
+from autofix.interrupt import Interrupts
 from autofix.journal import Journal
 from autofix.ledger import Ledger
 from autofix.policy import load_policies
+from autofix.raysession import DRIVER_LOG, cluster_address, ray_logs, ray_session
 from autofix.reporting import Report, build_report
 from autofix.rundir import RunDir, claim
 from autofix.spec import Spec, load_spec
 from autofix.symptoms import build_detectors
 from autofix.training import TrainingSpec
 
-__all__ = ["SPEC_COPY", "assemble", "conclude", "prepare", "ray_session", "run", "trainable_of"]
+__all__ = ["SPEC_COPY", "assemble", "conclude", "failures", "journal_signal", "prepare", "ray_session", "run",
+           "trainable_of"]
 
 SPEC_COPY = "spec.json"  # the validated spec, kept in the run directory for `autofix resume`
 
@@ -43,14 +49,19 @@ for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRAT
 
 
 def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool = False,
-            echo: Callable[[dict], None] | None = None) -> tuple[Spec, Engine, RunDir, Journal]:
+            echo: Callable[[dict], None] | None = None,
+            address: str | None = None) -> tuple[Spec, Engine, RunDir, Journal]:
     """Everything that can fail on user input, done before Ray starts.
 
-    The run directory is claimed (:func:`autofix.rundir.claim`: validated, locked, cleared only
-    if it is an autofix run directory and ``overwrite`` is set); the caller releases it.
+    The spec and its policy files are validated, the managed model and data built once
+    (:mod:`autofix.preflight`; on the cluster instead when an address is given, see :func:`run`),
+    and the run directory is claimed (:func:`autofix.rundir.claim`: validated, locked, cleared
+    only if it is an autofix run directory and ``overwrite`` is set); the caller releases it.
     """
     spec = load_spec(spec)
     load_policies(spec.policy_paths())  # policy files are input too: checked before anything
+    if not cluster_address(spec, address):
+        preflight.check(spec)
     target = output if output is not None else Path("runs", f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = claim(target, spec.base_dir, overwrite)
     out = run_dir.path  # resolved: Tune pickles the engine and its journal path
@@ -68,7 +79,10 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
 def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) -> tuple[Engine, Journal]:
     """The engine of a run and its journal (appending to ``out/journal.jsonl``)."""
     policies = load_policies(spec.policy_paths())
-    detectors = build_detectors(spec.watched_loss, spec.symptom_params())
+    params = spec.symptom_params()
+    # Slow progress is judged on the run's own success bar unless the spec sets another.
+    params["slow_progress"] = {"min_drop": spec.success.min_drop, **params.get("slow_progress", {})}
+    detectors = build_detectors(spec.watched_loss, params)
     ledger = Ledger(spec.ledger_path()) if spec.ledger_path() else None
     journal = Journal(out / "journal.jsonl", echo=echo)
     plan = Plan(
@@ -117,27 +131,96 @@ def run(spec: Any, output: str | os.PathLike | None = None, *, address: str | No
         on_spec: Callable[[Spec], None] | None = None) -> Report:
     """Run the remediation loop for ``spec`` (a YAML path, a dict or a :class:`Spec`).
 
-    Returns the :class:`~autofix.reporting.Report` (also written to ``OUTPUT/report.json``).
-    Raises :class:`~autofix.errors.InputError` on bad input, before anything starts.
+    Returns the :class:`~autofix.reporting.Report` (also written to ``OUTPUT/report.json``); its
+    status is ``interrupted`` when SIGINT or SIGTERM stopped the run (``autofix resume``
+    continues it). Raises :class:`~autofix.errors.InputError` on bad input, before any trial
+    starts and with no run directory left behind, and :class:`~autofix.errors.RunFailed` when
+    Ray fails under the run (the full traceback in ``OUTPUT/driver.log``).
     """
-    spec, engine, run_dir, journal = prepare(spec, output, overwrite, echo)
+    spec, engine, run_dir, journal = prepare(spec, output, overwrite, echo, address)
     out = run_dir.path
     engine.observer = observer
     if on_spec is not None:
         on_spec(spec)
     started = time.monotonic()
     try:
-        with ray_session(spec, address, verbose):
-            _fit(spec, engine, out, verbose)
-        return conclude(spec, engine, out, journal, time.monotonic() - started)
+        with Interrupts(journal_signal(journal, out)) as stop, failures(out, verbose):
+            with joined(spec, address, verbose, run_dir), ray_logs(out, verbose):
+                stop.rearm()
+                if not stop.signal:
+                    _fit(spec, engine, out, verbose)
+            return conclude(spec, engine, out, journal, time.monotonic() - started, interrupted=stop.signal)
     finally:
         journal.close()
         run_dir.release()
 
 
-def conclude(spec: Spec, engine: Engine, out: Path, journal: Journal, elapsed: float) -> Report:
-    """End the run: settle every attempt, write report.json and report.html, journal the end."""
-    ended = _ended_because(spec, engine, elapsed)
+@contextlib.contextmanager
+def joined(spec: Spec, address: str | None, verbose: bool, run_dir: RunDir) -> Iterator[None]:
+    """Inside :func:`ray_session`, with the cluster check done: when Ray refuses the connection
+    or the model and data cannot be built on the cluster, nothing has run yet, so the run
+    directory this run created is removed again (never a folder that existed before)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(ray_session(spec, address, verbose, run_dir.path / DRIVER_LOG))
+            if cluster_address(spec, address):
+                preflight.check_remote(spec)
+        except BaseException:
+            stack.close()  # Ray shut down first: nothing of it may hold the folder's files
+            run_dir.discard()
+            raise
+        yield
+
+
+@contextlib.contextmanager
+def failures(out: Path, verbose: bool) -> Iterator[None]:
+    """Ray or autofix failing under a run: the traceback goes to ``OUTPUT/driver.log`` and a
+    :class:`RunFailed` of one line names it (with ``-v`` the exception passes unchanged)."""
+    try:
+        yield
+    except (InputError, RunFailed):
+        raise
+    except Exception as exc:
+        if verbose:
+            raise
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if out.is_dir():
+            log = out / DRIVER_LOG
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(text)
+        else:  # nothing ran and the run directory was removed again: the temp folder keeps it
+            with tempfile.NamedTemporaryFile("w", prefix="autofix-error-", suffix=".log", delete=False) as f:
+                f.write(text)
+            log = Path(f.name)
+        raise RunFailed(_one_line(exc), str(log)) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else '(no message)'}"
+
+
+def journal_signal(journal: Journal, out: Path) -> Callable[[str, bool], None]:
+    """What a SIGINT/SIGTERM does first: journal it (the terminal shows the journal's line)."""
+    def on_signal(name: str, force: bool) -> None:
+        journal("run_interrupted", signal=name, force=force, resume=f"autofix resume {out}")
+    return on_signal
+
+
+def conclude(spec: Spec, engine: Engine, out: Path, journal: Journal, elapsed: float,
+             interrupted: str | None = None) -> Report:
+    """End the run: settle every attempt, write report.json and report.html, journal the end.
+
+    An interrupted run is not ended: its attempts stay as they were (running ones resume from
+    their last checkpoint), nothing is learnt, and report.json says ``interrupted``."""
+    if interrupted:
+        resume = f"autofix resume {out}" if (out / "tune" / "tuner.pkl").is_file() else None
+        ended = interrupted_because(interrupted, resume)
+        report = build_report(engine, spec.name, str(out), elapsed, ended, status="interrupted")
+        report.write(out / "report.json")
+        journal("run_finished", status=report.status, winner=None, reason=ended)
+        return report
+    ended = ended_because(engine, spec.budget, elapsed)
     engine.finish(ended)
     _learn(spec, engine)
     report = build_report(engine, spec.name, str(out), elapsed, ended)
@@ -221,68 +304,3 @@ def _storage(spec: Spec, out: Path) -> tuple[str, str]:
     return storage, experiment
 
 
-@contextlib.contextmanager
-def ray_session(spec: Spec, address: str | None, verbose: bool) -> Iterator[None]:
-    """Join the given cluster, or start an embedded local Ray bound to loopback."""
-    import ray
-
-    if ray.is_initialized():  # the caller (a notebook, the test session) owns Ray
-        yield
-        return
-    address = address or spec.ray.address or os.environ.get("RAY_ADDRESS")
-    if not verbose:  # no Ray log spam by default (-v shows it)
-        logging.getLogger("ray").setLevel(logging.ERROR)
-    with contextlib.ExitStack() as stack:
-        if address:
-            ray.init(address=address, log_to_driver=verbose)
-        else:
-            dashboard = stack.enter_context(_dashboard_for_train(spec.ray.distributed is not None))
-            ray.init(num_cpus=spec.ray.num_cpus, log_to_driver=verbose, _node_ip_address="127.0.0.1",
-                     logging_level=logging.INFO if verbose else logging.ERROR, **dashboard)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-
-
-@contextlib.contextmanager
-def _dashboard_for_train(train: bool) -> Iterator[dict[str, Any]]:
-    """The dashboard arguments of an embedded ``ray.init``: on, on loopback, for Ray Train.
-
-    Train's placement-group cleaner asks the State API (a dashboard module) whether a stopped
-    run's controller is gone; without the dashboard the group is never released and the next
-    attempt waits forever (shared/notes/ray-tune.md). The cleaner finds the API through
-    ``RAY_API_SERVER_ADDRESS``, else by auto-detection, which fails ("Found multiple active Ray
-    instances") on a host running several Rays: so the port is chosen here and the variable
-    set before Ray starts, for every process Ray spawns to inherit; restored afterwards.
-    """
-    if not train:
-        yield {"include_dashboard": False}
-        return
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    key, previous = "RAY_API_SERVER_ADDRESS", os.environ.get("RAY_API_SERVER_ADDRESS")
-    os.environ[key] = f"http://127.0.0.1:{port}"
-    try:
-        yield {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
-    finally:
-        if previous is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = previous
-
-
-def _ended_because(spec: Spec, engine: Engine, elapsed: float) -> str:
-    if engine.winner is not None:
-        return f"settled: keep {engine.winner}"
-    if engine.halted is not None:
-        return engine.halted
-    budget = spec.budget
-    if budget.wall_clock_s is not None and elapsed >= budget.wall_clock_s:
-        return f"wall-clock budget of {budget.wall_clock_s:g} s spent"
-    if engine.queue:
-        return f"max_attempts={budget.max_attempts} reached"
-    return "no policy had a remedy left for the last attempt"

@@ -7,6 +7,7 @@ imported and their ``args`` bound before anything starts.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from autofix.errors import InputError, Problem
 from autofix.refs import resolve
 from autofix.sources import load_yaml, problems_from_validation, source_from_data
 from autofix.symptoms import SYMPTOMS
-from autofix.training import BUILTIN_DATASETS, Strict, TrainingSpec
+from autofix.training import BUILTIN_DATASETS, Strict, TrainingSpec, harness_metric_names, harness_reports
 
 __all__ = ["BUILTIN_DATASETS", "Spec", "TrainingSpec", "load_spec"]
 
@@ -117,6 +118,13 @@ class Spec(Strict):
     ledger: bool | str = True
     """Policy-effectiveness ledger: True = $AUTOFIX_HOME/ledger.jsonl (~/.autofix), a path, or False."""
     _base_dir: str = PrivateAttr(default=".")
+    _source: Any = PrivateAttr(default=None)  # the parsed file: where each field was written
+
+    def where(self, *loc: str) -> tuple[str, int | None]:
+        """The file and line a field was written at (``where("training", "model", "factory")``)."""
+        if self._source is None:
+            return "<spec>", None
+        return self._source.path, self._source.line_of(tuple(loc))
 
     @property
     def base_dir(self) -> str:
@@ -129,6 +137,31 @@ class Spec(Strict):
         if value is not None:
             resolve(value)
         return value
+
+    @field_validator("knobs")
+    @classmethod
+    def _knobs_exist(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # A knob whose target is not in the trainable's config could never be patched: every
+        # policy answering through it would be skipped at run time ("the config has no ...").
+        config = info.data.get("config")
+        if not value or not isinstance(config, dict):
+            return value
+        missing = [f"'{path}' -> '{target}'" for path, target in value.items() if not _has_path(config, target)]
+        if missing:
+            keys = ", ".join(_leaf_paths(config)) or "none"
+            raise ValueError(f"{', '.join(missing)}: not a key of the trainable's 'config'; its keys are: {keys}")
+        return value
+
+    @field_validator("metric", "loss_metric")
+    @classmethod
+    def _reported(cls, value: str | None, info: ValidationInfo) -> str | None:
+        training = info.data.get("training")
+        if value is None or training is None or harness_reports(value, training.probes.enabled):
+            return value
+        names = harness_metric_names(training.probes.enabled)
+        close = difflib.get_close_matches(value, names.split(", "), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{value!r} is not a metric the managed harness reports{hint}; it reports: {names}")
 
     @field_validator("ray")
     @classmethod
@@ -190,6 +223,24 @@ class Spec(Strict):
         return [str(Path(self.base_dir, p).resolve()) for p in ["."] + self.python_path]
 
 
+def _has_path(config: dict[str, Any], path: str) -> bool:
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _leaf_paths(config: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of a config's values (``optimizer.lr``), in the config's order."""
+    out: list[str] = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        out.extend(_leaf_paths(value, path + ".") if isinstance(value, dict) and value else [path])
+    return out
+
+
 def _check_policy_files(spec: Spec, source: Any) -> None:
     """A policy file the spec names must exist: said here with the spec's file, line and field
     (loading it later could only name the missing path, not where the spec asked for it)."""
@@ -227,6 +278,7 @@ def load_spec(spec: "str | os.PathLike | dict | Spec", base_dir: "str | os.PathL
     try:
         spec = Spec.model_validate(source.data)
         spec._base_dir = str(base)
+        spec._source = source
         if not isinstance(spec_input, dict):
             _check_policy_files(spec, source)
         return spec

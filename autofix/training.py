@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from autofix.refs import check_args, is_ref, resolve
 
-__all__ = ["BUILTIN_DATASETS", "OPTIMIZERS", "TrainingSpec"]
+__all__ = ["BUILTIN_DATASETS", "HARNESS_METRICS", "OPTIMIZERS", "PROBE_FAMILIES", "PROBE_METRICS", "TrainingSpec",
+           "harness_metric_names", "harness_reports"]
 
 # Kept here (not imported from the harness) so loading a spec does not import torch;
 # tests/test_spec.py checks it equals autofix.harness.DATASETS.
@@ -21,6 +22,37 @@ BUILTIN_DATASETS = ("blobs", "circles", "classification", "digits", "fake")
 OPTIMIZERS = ("adagrad", "adam", "adamw", "rmsprop", "sgd")
 SCHEDULERS = ("cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine")
 ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh")
+
+
+# What the managed harness reports (autofix.harness.loop, autofix.probes): a spec's `metric` and
+# `loss_metric` must be one of them. tests/test_preflight.py checks this list against the keys a
+# real harness run reports, both ways. Some appear only for classification (accuracy, chance).
+HARNESS_METRICS = (
+    "chance_accuracy", "chance_balanced_accuracy", "chance_macro_f1", "epoch", "grad_norm", "grad_norm_max",
+    "input_ndim", "label_entropy", "lr", "planned_steps", "step", "train_loss", "val_accuracy",
+    "val_balanced_accuracy", "val_loss", "val_macro_f1",
+)
+PROBE_METRICS = (  # with training.probes.enabled (the default)
+    "chance_loss", "dead_frac_max", "grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac",
+    "init_loss", "input_abs_max", "input_mean", "input_std", "label_classes", "label_frac_max", "pred_classes",
+    "pred_frac_max", "probe_age", "saturated_frac_max", "update_expected", "update_ratio_global",
+    "update_ratio_max", "update_ratio_median", "update_resolution", "val_recall_min",
+)
+PROBE_FAMILIES = ("dead_frac/", "grad_norm/", "saturated_frac/", "update_ratio/", "val_recall/")  # + layer/class
+
+
+def harness_reports(name: str, probes: bool = True) -> bool:
+    """Whether the managed harness can report a metric called ``name`` (``train_workers``: with
+    ``ray.distributed``, which is validated after the metric, so accepted either way)."""
+    if name in HARNESS_METRICS or name == "train_workers":
+        return True
+    return probes and (name in PROBE_METRICS or (name.startswith(PROBE_FAMILIES) and "/" != name[-1]))
+
+
+def harness_metric_names(probes: bool = True) -> str:
+    """The metrics the harness reports, for an error message."""
+    names = list(HARNESS_METRICS) + (list(PROBE_METRICS) + [f"{f}<name>" for f in PROBE_FAMILIES] if probes else [])
+    return ", ".join(names)
 
 
 class Strict(BaseModel):

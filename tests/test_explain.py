@@ -68,3 +68,18 @@ def test_explain_unknown_lists_what_exists(capsys):
     assert main(["explain", "plateu"]) == 2
     err = capsys.readouterr().err
     assert "plateau" in err and "reweight_classes" in err
+
+
+# A name that is both a symptom and a policy: `policies explain` shows the policy, `explain` the
+# symptom; each says the other exists.
+@pytest.mark.parametrize("argv, first, also", [
+    (["policies", "explain", "overfitting"], "policy overfitting  (", "autofix explain overfitting"),
+    (["explain", "overfitting"], "symptom overfitting: ", "autofix policies explain overfitting"),
+    (["policies", "explain", "plateau-high-lr"], "policy plateau-high-lr  (", None),
+    (["policies", "explain", "plateau"], "symptom plateau: ", None),  # no policy of that name
+])
+def test_policies_explain_prefers_the_policy_of_a_shared_name(capsys, argv, first, also):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(first), out.splitlines()[0]
+    assert (also in out) if also else ("is also a" not in out)

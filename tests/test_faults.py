@@ -90,3 +90,26 @@ def test_a_sigkilled_worker_is_resumed_from_its_checkpoint(ray_session, tmp_path
     assert _launches(out) == ["a0"]  # the retry is Tune's, inside a0: no attempt launched twice
     epochs = [e for e, _ in report.attempts[0].series]
     assert epochs == sorted(set(epochs)) and epochs[-1] == 10  # replayed reports judged once
+
+
+def test_a_trial_that_raises_is_one_line_naming_its_traceback_file(ray_session, tmp_path, capfd):
+    """No traceback without -v: the terminal gets one line per event; the trial's traceback is in
+    the file the line names (inside the run directory), Ray's own log in OUTPUT/driver.log."""
+    from autofix.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"name": "raises", "trainable": "failing_trainable:train_fn",
+                                "python_path": [str(FIXTURES)], "config": {"lr": 1.0}, "metric": "loss",
+                                "ledger": False, "budget": {"max_attempts": 2}}))
+    out = tmp_path / "out"
+    code = main(["run", str(spec), "-o", str(out), "--plain"])
+    captured = capfd.readouterr()
+    assert code == 1
+    assert "Traceback" not in captured.out + captured.err and captured.err.strip() == ""
+    (line,) = [line for line in captured.out.splitlines() if line.startswith("[a0] error:")]
+    assert "the trial raised: ValueError: boom: the data loader fell over; full traceback: " in line
+    path = line.rsplit("full traceback: ", 1)[1]
+    assert path.startswith(f"{out}/tune/a0-") and 'raise ValueError("boom' in open(path).read()  # the frames
+    assert "Trial task failed" in (out / "driver.log").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["ended_because"].startswith("a0 failed (the trial raised: ValueError: boom")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -40,13 +41,18 @@ def test_embedded_ray_binds_to_loopback_without_a_dashboard(monkeypatch):
     from autofix.spec import load_spec
 
     calls: list[dict] = []
-    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw),
-                                 shutdown=lambda: None)
+    fake = types.SimpleNamespace(is_initialized=lambda: False, shutdown=lambda: None,
+                                 init=lambda **kw: calls.append({**kw, "env": dict(os.environ)}))
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     spec = load_spec({"name": "x", "trainable": "os:getcwd"})
     with ray_session(spec, None, verbose=False):
         pass
+    # Ray 2.60 keeps 127.0.0.1 only in its single-node mode: set for every process it starts, then
+    # restored (what listens where is measured in tests/test_interrupts.py).
+    assert calls[0]["env"]["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
     assert calls and calls[0]["_node_ip_address"] == "127.0.0.1"
     assert calls[0]["include_dashboard"] is False
     assert "address" not in calls[0]

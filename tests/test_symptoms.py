@@ -228,11 +228,12 @@ def test_plateau(series, params, expected):
 
 # -- the measured curves: which detectors fire, over the whole run ---------------------------
 
+# A curve still stuck at its planned end (report 15, step 345) has also progressed too little.
 @pytest.mark.parametrize("series, expected", [
     pytest.param(HEALTHY, {}, id="healthy-adam-nothing-fires"),
-    pytest.param(STUCK, {"plateau": 6}, id="stuck-adam-lr1-plateau-only"),
-    pytest.param(SGD_SLOW, {"plateau": 6}, id="sgd-too-slow-plateau-only"),
-    pytest.param(ADAM_TINY, {"plateau": 6}, id="adam-lr1e-5-plateau-only"),
+    pytest.param(STUCK, {"plateau": 6, "slow_progress": 15}, id="stuck-adam-lr1-plateau-then-slow-progress"),
+    pytest.param(SGD_SLOW, {"plateau": 6, "slow_progress": 15}, id="sgd-too-slow-plateau-then-slow-progress"),
+    pytest.param(ADAM_TINY, {"plateau": 6, "slow_progress": 15}, id="adam-lr1e-5-plateau-then-slow-progress"),
 ])
 def test_measured_curves_fire_only_expected_detectors(series, expected):
     fired = {name: at for name in SYMPTOMS if (at := first_firing(name, series)) is not None}

@@ -11,6 +11,7 @@ from autofix.symptoms.data import LabelImbalance, UnnormalizedInput
 from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
 from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
 from autofix.symptoms.loss import DivergingLoss, NonFiniteLoss, OscillatingLoss, Plateau
+from autofix.symptoms.progress import SlowProgress
 
 # isort-style order (ruff RUF022): constants, then classes, then functions; alphabetical in each.
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Params",
     "Plateau",
     "SaturatedActivations",
+    "SlowProgress",
     "UnchangedWeights",
     "UnnormalizedInput",
     "VanishingGradients",
@@ -47,6 +49,8 @@ SYMPTOMS: dict[str, type[Detector]] = {
         DyingReLU, SaturatedActivations,
         LabelImbalance, UnnormalizedInput,
         Overfitting, ClassCollapse, ChanceLevel,
+        # the attempt's end: no other symptom, and the loss fell too little
+        SlowProgress,
     )
 }
 

@@ -90,6 +90,11 @@ class Detector:
         """The finding at the history's last iteration, or None when the symptom is absent."""
         raise NotImplementedError
 
+    def check_ended(self, history: History) -> Finding | None:
+        """The finding once the attempt has ended (its last report is its last): only symptoms
+        of an end, such as ``slow_progress``, say more here than :meth:`check`."""
+        return None
+
     def finding(self, history: History, reason: str, **evidence: float) -> Finding:
         return Finding(
             symptom=self.name,

@@ -82,14 +82,17 @@ class LoopbackCluster:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def _start(self, args: list[str], head: bool) -> Node:
+    def _start(self, args: list[str], head: bool, fixed: dict[str, int] | None = None) -> Node:
+        # Every port explicit: Ray's fixed defaults (the dashboard agent's 52365) are taken on a
+        # host that runs another Ray, and then `ray job submit` fails with "No available agent".
         ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
                  "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+        chosen = {p: (fixed or {}).get(p) or free_port() for p in ports}
         # A temp dir per node, as on separate machines: nodes sharing one would unpack a job's
         # working_dir into the same folder, replacing it under the running driver's feet.
         temp = self.temp_dir / f"n{len(self.nodes)}"
         cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-               "--disable-usage-stats", f"--temp-dir={temp}", *args, *(f"{p}={free_port()}" for p in ports)]
+               "--disable-usage-stats", f"--temp-dir={temp}", *args, *(f"{p}={n}" for p, n in chosen.items())]
         log = self.temp_dir / f"node{len(self.nodes)}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(cmd, env=client_env(**FAST_HEALTH_CHECKS), stdout=out, stderr=subprocess.STDOUT,
@@ -98,12 +101,13 @@ class LoopbackCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self) -> Node:
+    def start_head(self, agent_listen_port: int | None = None) -> Node:
+        """The head; ``agent_listen_port``: its dashboard agent's HTTP port (default: a free one)."""
         return self._start([
             "--head", f"--port={self.port}",
             f"--ray-client-server-port={free_port()}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-        ], head=True)
+        ], head=True, fixed={"--dashboard-agent-listen-port": agent_listen_port} if agent_listen_port else None)
 
     def add_worker(self) -> Node:
         return self._start([f"--address={self.address}"], head=False)

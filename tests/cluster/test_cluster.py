@@ -79,12 +79,15 @@ def test_a_ray_job_runs_autofix_on_the_cluster(cluster, tmp_path):
     shutil.copy(FIXTURES / "cluster_trainable.py", work)
     spec = write_spec(work / "spec.yaml", name="job", trainable="cluster_trainable:node_fn",
                       config={"lr": 5.0, "epochs": 8, "sleep_s": 0.2, "log": str(log)},
-                      knobs={"optimizer.lr": "lr"}, metric="loss", ledger=False,
+                      knobs={"optimizer.lr": "lr"}, metric="loss", ledger=True,
                       budget={"max_attempts": 3, "wall_clock_s": 200})
     job_id = f"autofix-{uuid.uuid4().hex[:8]}"
-    # The README's command, verbatim but for the paths.
+    home = tmp_path / "autofix-home"  # the ledger's folder, carried into the job (docs/faults.md)
+    runtime_env = json.dumps({"env_vars": {"AUTOFIX_HOME": str(home)}})
+    # The README's command, verbatim but for the paths and the ledger's home.
     submit = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
-              "--working-dir", str(work), "--", "autofix", "run", spec.name, "-o", str(out), "--plain"]
+              "--working-dir", str(work), "--runtime-env-json", runtime_env,
+              "--", "autofix", "run", spec.name, "-o", str(out), "--plain"]
     done = subprocess.run(submit, env=client_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ask = ("from ray.job_submission import JobSubmissionClient as C; "
@@ -96,6 +99,8 @@ def test_a_ray_job_runs_autofix_on_the_cluster(cluster, tmp_path):
     winner = next(a for a in report["attempts"] if a["id"] == report["winner"])
     assert report["attempts"][0]["outcome"] == "sick" and winner["config"]["lr"] < 5.0
     assert {r["node"] for r in lines(log)} <= {n["id"] for n in cluster.nodes_seen}  # ran on the cluster
+    ledger = [json.loads(line) for line in (home / "ledger.jsonl").read_text().splitlines()]
+    assert any(r["attempt"] == winner["id"] and r["healed"] for r in ledger), ledger
 
 
 def _wait(predicate, timeout_s: float) -> bool:

@@ -744,9 +744,12 @@ def test_overrides_reach_the_new_detectors():
 
 # -- the registry -----------------------------------------------------------------------------
 
-def test_registry_holds_all_fourteen_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW)
-    assert len(SYMPTOMS) == 14
+CODE = ("missing_zero_grad", "loss_broadcast", "detached_loss", "nan_metric")  # symptoms/code.py
+
+
+def test_registry_holds_all_eighteen_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(CODE)
+    assert len(SYMPTOMS) == 18
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 
@@ -780,9 +783,9 @@ def test_every_symptom_documents_itself(name):
     assert isinstance(cls.fixable, bool) and isinstance(cls.advice, str)
 
 
-def test_no_update_is_the_only_unfixable_symptom():
+def test_only_training_code_bugs_are_unfixable():
     unfixable = [name for name, cls in SYMPTOMS.items() if not cls.fixable]
-    assert unfixable == ["no_update"]
+    assert unfixable == ["no_update", *CODE]
     advice = SYMPTOMS["no_update"].advice
     assert len(advice) > 200
     for cause in ("optimizer.step()", "zero_grad()", "backward()", "detach", "requires_grad", "learning rate"):

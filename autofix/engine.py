@@ -222,9 +222,9 @@ class Engine(Decisions):
         findings = [f for d in self.detectors if (f := d.check(attempt.history)) is not None]
         nan = self._detector("nan_metric")
         if nan is not None and not any(f.symptom == nan.name for f in findings):
-            key = config_key(attempt.config)
-            others = [a.history for a in self.attempts.values() if a is not attempt and config_key(a.config) != key]
-            found = nan.across(attempt.history, others) if others else None
+            # A generator: only a report with a NaN score reads the other attempts.
+            others = (a.history for a in self.attempts.values() if a is not attempt and a.config != attempt.config)
+            found = nan.across(attempt.history, others)
             findings += [found] if found is not None else []
         attempt.active = [f.symptom for f in findings]
         seen = {f.symptom for f in attempt.findings}

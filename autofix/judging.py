@@ -42,6 +42,8 @@ class Inputs:
         """One report as autofix reads it: a declared role copied under autofix's name, the
         spec's chance figures, and ``init_loss`` (the loss) on an attempt's first report when
         it stands at step 0 (the untrained model). What the trainable reported always wins."""
+        if not first and self == _NOTHING:  # the managed harness: every report, unchanged (hot path)
+            return metrics
         out = dict(metrics)
         for role, name in self.metrics.items():
             if name in metrics and ROLES[role] not in metrics:
@@ -70,6 +72,9 @@ class Inputs:
         return out
 
 
+_NOTHING = Inputs()
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -81,6 +86,7 @@ class Gap:
     name: str
     loses: str
     fix: str
+    trained: bool = False  # only a report after training has started can carry it
 
     def line(self) -> str:
         return f"{self.loses} - {self.fix}"
@@ -123,26 +129,29 @@ _GAPS: list[tuple[Callable[[dict], bool], Gap]] = [
          "report autofix.judge_inputs(...), or set judge.num_classes")),
     (_prefix("grad_norm"),
      Gap("gradients", "no gradient metrics: vanishing/exploding/dying not detectable",
-         "add `Probe(model, optimizer)` and report probe.epoch_metrics()")),
+         "add `Probe(model, optimizer)` and report probe.epoch_metrics()", trained=True)),
     (_has("stale_grad_checks", "optimizer_steps", "update_ratio_global"),
      Gap("updates", "no update metrics: missing optimizer.step()/zero_grad() and detached losses not "
-                    "detectable", "give `Probe` the optimizer: Probe(model, optimizer)")),
+                    "detectable", "give `Probe` the optimizer: Probe(model, optimizer)", trained=True)),
     (_has("label_frac_max"),
      Gap("labels", "no label distribution: label_imbalance not detectable",
          "report autofix.judge_inputs(..., train_labels=...)")),
     (_has("pred_frac_max"),
      Gap("predictions", "no prediction shares: class_collapse not detectable", "report autofix.judge_inputs(...)")),
     (_has("train_loss"),
-     Gap("train_loss", "no train_loss: overfitting not detectable", "report train_loss")),
+     Gap("train_loss", "no train_loss: overfitting not detectable", "report train_loss", trained=True)),
 ]
 
 
 def gaps(history: History) -> list[Gap]:
-    """The judgement inputs an attempt's reports lack (all its reports so far, as completed)."""
+    """The judgement inputs an attempt's reports lack (all its reports so far, as completed);
+    before any report of training (an attempt stopped at step 0) those only training brings
+    are not judged missing."""
     seen: dict[str, float] = {}
     for iteration in history.iterations:
         seen.update(history.rows_view(iteration))
-    return [gap for present, gap in _GAPS if not present(seen)]
+    trained = any(history.position(i) > 0 for i in history.iterations)
+    return [gap for present, gap in _GAPS if not present(seen) and (trained or not gap.trained)]
 
 
 def judged_by(history: History, judge: Judge, metric: str, mode: str) -> list[str]:

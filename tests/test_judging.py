@@ -90,6 +90,13 @@ def test_gaps_name_each_missing_input(drop, missing):
     assert all(" - " in g.line() for g in found)
 
 
+def test_gaps_of_an_attempt_stopped_before_training_leave_out_what_training_brings():
+    row = {"val_loss": 2.3, "step": 0.0, "planned_steps": 100.0}
+    assert [g.name for g in gaps(History({0: row}))] == ["scores", "init_loss", "classes", "labels", "predictions"]
+    trained = [g.name for g in gaps(History({0: row, 1: {**row, "step": 10.0}}))]
+    assert {"gradients", "updates", "train_loss"} <= set(trained)
+
+
 def test_gaps_read_every_report_so_far():
     history = History({0: {"val_loss": 2.3, "init_loss": 2.3}, 1: {k: v for k, v in MANAGED_LIKE.items()
                                                                   if k != "init_loss"}})

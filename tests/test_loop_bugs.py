@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import FIXTURES
 from torch import nn
 from torch.nn import functional as F
 
+import autofix
 from autofix.engine import Engine, Plan
 from autofix.lineage import Outcome
 from autofix.metrics import History
@@ -303,3 +305,31 @@ def test_the_worker_counts_loss_broadcast_warnings(output, target, counted, size
     if sizes:
         assert (captured["loss_broadcast_input_numel"], captured["loss_broadcast_target_numel"]) == sizes
     assert len([w for w in shown if "target size" in str(w.message)]) == (1 if counted else 0)  # shown once
+
+
+# -- end to end: a user's own Tune trainable on Ray ---------------------------------------------
+
+@pytest.mark.ray
+@pytest.mark.parametrize("bug, symptom", [
+    ("none", None),
+    ("zero_grad", "missing_zero_grad"),
+    ("broadcast", "loss_broadcast"),
+    ("detached", "detached_loss"),
+    ("detached_raises", "detached_loss"),
+    ("nan_metric", "nan_metric"),
+])
+def test_a_custom_loops_bug_is_named_in_its_first_attempt(ray_session, tmp_path, bug, symptom):
+    spec = {"name": "loop-bugs", "trainable": "loop_bugs:train_fn", "config": {"bug": bug, "lr": 0.05, "epochs": 4},
+            "knobs": {"optimizer.lr": "lr"}, "python_path": [str(FIXTURES)], "ledger": False,
+            "budget": {"max_attempts": 3, "wall_clock_s": 300}}
+    report = autofix.run(spec, tmp_path / "out")
+    launched = [a for a in report.attempts if a.trial_id is not None]
+    assert len(launched) == 1, report.summary()
+    a0 = report.attempts[0]
+    assert report.judged_by and report.judged_by[0].startswith("healthy: val_loss falls")
+    if symptom is None:
+        assert report.status == "healthy" and report.missing_inputs == [] and a0.findings == []
+        return
+    assert report.status == "unfixed"
+    assert a0.outcome == "sick" and a0.decision["finding"]["symptom"] == symptom and a0.decision["child"] is None
+    assert "not fixable by configuration" in report.ended_because and "Check" in report.ended_because

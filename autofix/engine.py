@@ -279,8 +279,8 @@ class Engine(Decisions):
         """A report of the run left alone: no policy acts on it, but a hard symptom shows it is
         broken, and then it is stopped (a broken run is no bar for a fix to clear)."""
         hard = next((f for f in findings if severity(f.symptom) == HARD), None)
-        if hard is None:
-            return CONTINUE
+        if hard is None or attempt.history.position(attempt.history.last_iteration) <= attempt.start_step:
+            return CONTINUE  # before its first step (the loss-at-init check) nothing is shown broken yet
         attempt.stopped_on = HARD
         return self._end(attempt, Outcome.SICK, f"the run left alone is broken: {hard.symptom} ({hard.reason})",
                          stop=True)

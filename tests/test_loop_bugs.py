@@ -282,6 +282,14 @@ def test_a_remedy_skipped_for_want_of_a_knob_names_the_knob(aliases, child_patch
         assert [c.path for c in a0.decision.patch] == [child_patch]
     skipped = [s for e, d in events if e in ("decision", "policy_exhausted") for s in d.get("skipped") or []]
     assert all("map `" in s for s in skipped if "the config has no" in s)
+    from autofix.htmlreport import render_html
+    from autofix.reporting import build_report
+
+    report = build_report(eng, "hints", "/tmp/hints", 1.0, "done")
+    assert report.attempts[0].hints == a0.hints
+    assert sum(line.strip().startswith("hint ") for line in report.summary().splitlines()) == len(a0.hints)
+    page = render_html(report)
+    assert all(f"hint: {h}".replace("'", "&#x27;") in page for h in a0.hints) and "judged by" in page
 
 
 # -- the worker's capture of PyTorch's broadcast warning ----------------------------------------
@@ -333,3 +341,57 @@ def test_a_custom_loops_bug_is_named_in_its_first_attempt(ray_session, tmp_path,
     assert report.status == "unfixed"
     assert a0.outcome == "sick" and a0.decision["finding"]["symptom"] == symptom and a0.decision["child"] is None
     assert "not fixable by configuration" in report.ended_because and "Check" in report.ended_because
+
+
+# -- do no harm: a hard stop before the first step proves nothing about training ------------------
+
+def _curve(first: float, last: float, n: int = 8, nan_at: int | None = None, init: bool = False) -> list[dict]:
+    rows = []
+    for i in range(n):
+        loss = first + (last - first) * (i / (n - 1)) ** 0.5
+        row = {"epoch": i, "val_loss": math.nan if i == nan_at else loss, "step": 25.0 * i, "planned_steps": 175.0,
+               "val_accuracy": 0.1 + 0.8 * i / (n - 1), "chance_accuracy": 0.1}
+        if init and i == 0:
+            row.update(init_loss=first, chance_loss=math.log(10))
+        rows.append(row)
+    return rows
+
+
+def _run(eng: Engine, trial: str, rows: list[dict]) -> Any:
+    attempt = eng.suggest(trial)
+    for i, row in enumerate(rows):
+        if eng.observe(trial, i, row).stop:
+            break
+    eng.complete(trial)
+    return attempt
+
+
+@pytest.mark.parametrize("alone, status, keep", [
+    (_curve(500.0, 0.3, init=True), "healthy", "a2"),  # left alone it learns, better than the fix: a false alarm
+    (_curve(500.0, 1.5, init=True), "fixed", "a1"),  # left alone it learns less: the fix beats it
+    (_curve(500.0, 0.3, nan_at=3, init=True), "fixed", "a1"),  # broken once it trains: nothing to compare
+])
+def test_a_hard_stop_at_initialization_is_compared_with_the_run_left_alone(alone, status, keep):
+    from autofix import settle
+
+    config = {"optimizer": {"name": "sgd", "lr": 0.001}, "init": None}
+    eng = Engine(Plan(config=config), build_detectors("val_loss"), load_policies(["builtin"]))
+    a0 = _run(eng, "t0", alone[:1])  # the loss at init is 217x ln(10): stopped at step 0
+    assert a0.outcome == Outcome.SICK and a0.decision.finding.metric == "init_loss" and a0.decision.child == "a1"
+    assert settle.reference_state(a0) == settle.SOFT_STOPPED  # not shown broken: it never trained
+    a1 = _run(eng, "t1", _curve(2.3, 0.5))
+    assert a1.outcome == Outcome.HEALTHY and eng.queue == ["a2"]  # a0 continued, unpatched
+    control = _run(eng, "t2", alone)
+    assert control.role == "control" and control.patch == []
+    verdict = settle.verdict(eng.attempts, "val_loss", "min")
+    assert (verdict.status, verdict.keep) == (status, keep)
+
+
+def test_a_code_bug_at_initialization_is_broken_at_once():
+    from autofix import settle
+
+    eng, _ = _engine()
+    a0 = eng.suggest("t0")
+    assert eng.observe("t0", 0, {**_row(0), "loss_broadcast_warnings": 1.0}).stop
+    eng.complete("t0")
+    assert settle.reference_state(a0) == settle.BROKEN and eng.halted

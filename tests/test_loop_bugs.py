@@ -395,3 +395,30 @@ def test_a_code_bug_at_initialization_is_broken_at_once():
     assert eng.observe("t0", 0, {**_row(0), "loss_broadcast_warnings": 1.0}).stop
     eng.complete("t0")
     assert settle.reference_state(a0) == settle.BROKEN and eng.halted
+
+
+def _done(aid: str, loss: float, role: str = "treatment", **scores: float):
+    from autofix.lineage import Attempt
+
+    attempt = Attempt(id=aid, parent=None, config={}, role=role, outcome=Outcome.HEALTHY)
+    attempt.history.record(0, {"val_loss": 2.3, "step": 0.0})
+    attempt.history.record(1, {"val_loss": loss, "step": 100.0, **scores})
+    return attempt
+
+
+@pytest.mark.parametrize("metric, mode, fix, alone, beats", [
+    ("val_loss", "min", {"val_accuracy": 0.635}, {"val_accuracy": 0.815}, False),  # a lower loss, a worse model
+    ("val_loss", "min", {"val_accuracy": 0.80}, {"val_accuracy": 0.815}, True),  # within the 0.02 margin
+    ("val_loss", "min", {"val_macro_f1": 0.7, "val_accuracy": 0.5}, {"val_macro_f1": 0.6, "val_accuracy": 0.9},
+     True),  # macro-F1 decides first (a reweighted model trades accuracy for the minority classes)
+    ("val_loss", "min", {}, {"val_accuracy": 0.815}, True),  # a score only one side reports: no guard
+    ("val_macro_f1", "max", {"val_macro_f1": 0.9, "val_accuracy": 0.5}, {"val_macro_f1": 0.8, "val_accuracy": 0.9},
+     True),  # the watched metric is a score: the user's choice
+])
+def test_a_fix_must_not_buy_its_loss_with_a_worse_classifier(metric, mode, fix, alone, beats):
+    from autofix import settle
+
+    cand, ref = _done("a1", 1.3, **fix), _done("a0", 61.0, **alone)  # the fix's loss is far lower
+    compared = settle.compare(cand, ref, metric, mode)
+    assert compared["beats"] is beats
+    assert ("but its" in compared["why"]) is (not beats)

@@ -92,6 +92,9 @@ def test_loop_check_needs_an_optimizer_and_resets_every_epoch():
     assert check.epoch_metrics() == {"optimizer_steps": 3.0, "gradless_steps": 0.0,
                                      "stale_grad_checks": 2.0, "stale_grad_steps": 2.0}
     assert check.epoch_metrics() == {}
+    model(torch.randn(4, 3)).sum().backward()  # an epoch's first backward is not checked (as after a restore)
+    opt.step()
+    assert check.epoch_metrics() == {"optimizer_steps": 1.0, "gradless_steps": 0.0}
     check.remove()
     model(torch.randn(4, 3)).sum().backward()
     opt.step()

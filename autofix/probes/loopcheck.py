@@ -14,7 +14,8 @@ Two bugs no hyperparameter can cure show in how gradients meet ``optimizer.step(
   optimizer's parameters has a ``.grad``.
 
 Counts only, per epoch: ``stale_grad_steps`` of ``stale_grad_checks`` (first backwards after a
-step), ``gradless_steps`` of ``optimizer_steps``. No tensor is read, so nothing syncs.
+step, the epoch's first excluded), ``gradless_steps`` of ``optimizer_steps``. No tensor is read, so
+nothing syncs.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class LoopCheck:
             self.stale += 1
 
     def epoch_metrics(self) -> dict[str, float]:
-        """This epoch's counts (none before the first optimizer step), then reset."""
+        """This epoch's counts (none before the first optimizer step), then reset. An epoch's first
+        backward is not checked: a run restored from a checkpoint then counts as one that was not."""
+        self._armed = None
         out: dict[str, float] = {}
         if self.steps:
             out.update(optimizer_steps=float(self.steps), gradless_steps=float(self.gradless))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["InputError", "Report", "Spec", "get_checkpoint", "load_spec", "report", "run"]
+__all__ = ["InputError", "Report", "Spec", "get_checkpoint", "judge_inputs", "load_spec", "report", "run"]
 __version__ = "0.1.0"
 
 from autofix.errors import InputError
@@ -36,6 +36,14 @@ def get_checkpoint(config: Any = None) -> str | None:
     from autofix.trial import get_checkpoint as _get
 
     return _get(config)
+
+
+def judge_inputs(y_true: Any, outputs: Any, train_labels: Any = None, *, cross_entropy: bool = True) -> dict:
+    """Scores and chance figures of a classifier's evaluation, to report with its loss; see
+    :func:`autofix.scoring.judge_inputs`."""
+    from autofix.scoring import judge_inputs as _judge_inputs
+
+    return _judge_inputs(y_true, outputs, train_labels, cross_entropy=cross_entropy)
 
 
 def __getattr__(name: str) -> Any:

@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from autofix.actions import Change, NotApplicable, get_path
+from autofix.actions import Change, KnobMissing, NotApplicable, get_path
 from autofix.lineage import CONTROL, Attempt, Decision, config_key
 from autofix.policy import Policy, metrics_lookup, step_policies
 from autofix.symptoms import HARD, SOFT, SYMPTOMS, Finding
 from autofix.verdict import health, planned_steps
 
-__all__ = ["Decisions", "gain", "severity"]
+__all__ = ["Decisions", "gain", "knob_hint", "severity"]
 
 
 def severity(symptom: str) -> str:
@@ -105,7 +105,7 @@ class Decisions:
                 return self._halt(attempt, policy, finding, action)
             # A repeatable action (``times``) raced against itself is a ladder: lr x0.1, x0.01, ...
             ladder = next((p for p in reversed(picks) if p[0] is action), None)
-            why_not = self._why_not(attempt, action, keys, ladder[1] if ladder else None)
+            why_not = self._why_not(attempt, action, keys, ladder[1] if ladder else None, (policy, finding))
             if isinstance(why_not, str):
                 skipped.append(f"{action.describe()}: {why_not}")
                 continue
@@ -117,11 +117,18 @@ class Decisions:
             self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, skipped=skipped)
         return None
 
-    def _why_not(self, attempt: Attempt, action: Any, racing: set[str],
-                 base: dict | None = None) -> str | tuple[dict, list]:
-        """The patched config and its changes, or why this candidate cannot be launched."""
+    def _why_not(self, attempt: Attempt, action: Any, racing: set[str], base: dict | None = None,
+                 asked: tuple[Policy, Finding] | None = None) -> str | tuple[dict, list]:
+        """The patched config and its changes, or why this candidate cannot be launched (a path
+        no knob maps also leaves the attempt a hint naming it: :func:`knob_hint`)."""
         try:
             config, changes = action.apply(base if base is not None else attempt.config, self.plan.aliases)
+        except KnobMissing as why:
+            hint = knob_hint(why.path, action, *asked) if asked else str(why)
+            if hint not in attempt.hints:
+                attempt.hints.append(hint)
+                self.journal("knob_hint", attempt=attempt.id, path=why.path, hint=hint)
+            return f"{why}: {hint}"
         except NotApplicable as why:
             return str(why)
         if base is not None:  # a ladder step: its patch is still relative to the parent
@@ -235,6 +242,13 @@ class Decisions:
         healthy = [(g, i) for i, g in gains.items() if g is not None and g >= self.plan.min_drop]
         # The best of them: a divergence often starts a report or two before it is flagged.
         return attempt.checkpoints[max(healthy)[1]] if healthy else None
+
+
+def knob_hint(path: str, action: Any, policy: Policy, finding: Finding) -> str:
+    """What mapping ``path`` under ``knobs`` would let autofix do (a skipped remedy, named)."""
+    does = action.summary.rstrip(".")
+    return (f"map `{path}` in `knobs` to let autofix {does[:1].lower()}{does[1:]} "
+            f"({action.describe()}: policy '{policy.name}' on {finding.symptom})")
 
 
 def gain(first: float | None, last: float | None, mode: str) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from autofix import settle
 from autofix.decisions import Decisions, gain, severity
+from autofix.judging import Inputs, gaps, judged_by
 from autofix.lineage import CONTROL, Attempt, Decision, Outcome, config_key
 from autofix.metrics import as_float
 from autofix.policy import PolicySet
@@ -43,6 +44,7 @@ class Plan:
     soft_share: float = 0.5  # ... and this share of the planned steps (autofix.spec.PatienceSpec)
     accuracy_metric: str = "val_accuracy"  # judged against the best constant predictor
     f1_metric: str = "val_macro_f1"
+    inputs: Inputs = field(default_factory=Inputs)  # a custom trainable's declared judgement inputs
 
     @property
     def judge(self) -> Judge:
@@ -81,6 +83,7 @@ class Engine(Decisions):
         self.winner: str | None = None
         self.halted: str | None = None  # set when a policy stops the whole run
         self.deadline: float | None = None  # epoch seconds; set by a resumed run (what is left of wall_clock_s)
+        self.judgement: dict[str, list[str]] | None = None  # how the run is judged, what it lacks (a0's reports)
         self._enqueue(Attempt(id="a0", parent=None, config=plan.config))
 
     @property
@@ -110,10 +113,11 @@ class Engine(Decisions):
             previous = attempt.history.last_iteration
             if previous is not None:
                 attempt.checkpoints[previous] = checkpoint
+        judged = attempt.history.last_iteration
+        metrics = self.plan.inputs.complete(metrics, self.plan.loss_metric, first=judged is None)
         bad = self._check_stream(metrics)
         if bad:
             return self._end(attempt, Outcome.ERROR, bad, stop=True)
-        judged = attempt.history.last_iteration
         attempt.history.record(iteration, metrics)
         if judged is not None and iteration <= judged:
             # A restored trial replays reports after its checkpoint: already judged once.
@@ -124,6 +128,8 @@ class Engine(Decisions):
         if self.halted is not None:
             return self._end(attempt, Outcome.STOPPED, self.halted, stop=True)
         findings = self._detect(attempt)
+        if attempt.id == "a0" and self.judgement is None and attempt.history.position(iteration) > 0:
+            self._judged(attempt)
         if attempt.role == CONTROL:
             verdict = self._measure(attempt, findings)
             self._settle()
@@ -152,9 +158,10 @@ class Engine(Decisions):
             return
         if error is not None:
             attempt.error = error
-            where = f"; full traceback: {log}" if log else ""
-            self._end(attempt, Outcome.ERROR,
-                      f"the trial raised: {error.strip().splitlines()[-1] if error.strip() else error}{where}")
+            if not self._code_error(attempt, error):
+                where = f"; full traceback: {log}" if log else ""
+                self._end(attempt, Outcome.ERROR,
+                          f"the trial raised: {error.strip().splitlines()[-1] if error.strip() else error}{where}")
             self._settle()
             return
         verdict = health(attempt.history, self.judge)
@@ -217,6 +224,12 @@ class Engine(Decisions):
 
     def _detect(self, attempt: Attempt) -> list[Finding]:
         findings = [f for d in self.detectors if (f := d.check(attempt.history)) is not None]
+        nan = self._detector("nan_metric")
+        if nan is not None and not any(f.symptom == nan.name for f in findings):
+            # A generator: only a report with a NaN score reads the other attempts.
+            others = (a.history for a in self.attempts.values() if a is not attempt and a.config != attempt.config)
+            found = nan.across(attempt.history, others)
+            findings += [found] if found is not None else []
         attempt.active = [f.symptom for f in findings]
         seen = {f.symptom for f in attempt.findings}
         for f in findings:
@@ -235,6 +248,36 @@ class Engine(Decisions):
             self.journal("finding", attempt=attempt.id, **f.to_dict())
         return found
 
+    def _detector(self, name: str) -> Detector | None:
+        return next((d for d in self.detectors if d.name == name), None)
+
+    def _code_error(self, attempt: Attempt, error: str) -> bool:
+        """A trial that raised on a known training-loop bug (``detached_loss``): a finding and its
+        policy's decision (stop the run), as for a report; False for any other error."""
+        detector = self._detector("detached_loss")
+        finding = detector.from_error(attempt.history, error) if detector is not None else None
+        if finding is None:
+            return False
+        if attempt.history.last_iteration is None:  # raised before its first report: it stood at step 0
+            attempt.history.record(0, {"step": 0.0})
+        attempt.findings.append(finding)
+        attempt.active = [finding.symptom]
+        self.journal("finding", attempt=attempt.id, **finding.to_dict())
+        decision = self._decide(attempt, [finding], at_end=True)
+        if decision is None:
+            return False
+        attempt.stopped_on = decision.severity
+        self._end(attempt, Outcome.SICK, decision.reason)
+        return True
+
+    def _judged(self, attempt: Attempt) -> None:
+        """Say once, at a0's first report of training, how the run is judged and, one line per
+        missing input, what autofix cannot judge without it (:mod:`autofix.judging`)."""
+        missing = [gap.line() for gap in gaps(attempt.history)]
+        self.judgement = {"judged_by": judged_by(attempt.history, self.judge, self.plan.metric, self.plan.mode),
+                          "missing": missing}
+        self.journal("judgement_inputs", attempt=attempt.id, **self.judgement)
+
     @staticmethod
     def _blocking(attempt: Attempt) -> list[str]:
         """Active symptoms that keep an attempt whose loss fell, off chance, from being healthy:
@@ -250,8 +293,8 @@ class Engine(Decisions):
         """A report of the run left alone: no policy acts on it, but a hard symptom shows it is
         broken, and then it is stopped (a broken run is no bar for a fix to clear)."""
         hard = next((f for f in findings if severity(f.symptom) == HARD), None)
-        if hard is None:
-            return CONTINUE
+        if hard is None or attempt.history.position(attempt.history.last_iteration) <= attempt.start_step:
+            return CONTINUE  # before its first step (the loss-at-init check) nothing is shown broken yet
         attempt.stopped_on = HARD
         return self._end(attempt, Outcome.SICK, f"the run left alone is broken: {hard.symptom} ({hard.reason})",
                          stop=True)
@@ -325,6 +368,8 @@ class Engine(Decisions):
         return text + (f"; still active: {', '.join(attempt.active)}" if attempt.active else "")
 
     def _end(self, attempt: Attempt, outcome: str, reason: str, stop: bool = False) -> Verdict:
+        if attempt.id == "a0" and self.judgement is None and attempt.history.last_iteration is not None:
+            self._judged(attempt)  # a0 ended before its first report of training
         attempt.outcome, attempt.reason = outcome, reason
         self.journal("attempt_finished", attempt=attempt.id, outcome=outcome, reason=reason,
                      improvement=self.improvement(attempt), answers=attempt.answers,
@@ -348,10 +393,12 @@ class Engine(Decisions):
     # -- resumable state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"attempts": [a.to_dict() for a in self.attempts.values()], "queue": list(self.queue),
-                "by_trial": dict(self.by_trial), "winner": self.winner, "halted": self.halted}
+                "by_trial": dict(self.by_trial), "winner": self.winner, "halted": self.halted,
+                "judgement": self.judgement}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.attempts = {d["id"]: Attempt.from_dict(d) for d in state["attempts"]}
         self.queue, self.by_trial, self.winner = list(state["queue"]), dict(state["by_trial"]), state["winner"]
         self.halted = state.get("halted")
+        self.judgement = state.get("judgement")
         self.launched = {config_key(a.config): a.id for a in self.attempts.values()}

@@ -58,6 +58,8 @@ def render_html(report: Report, tune_dir: str | Path | None = None) -> str:
              ("metric", f"{report.metric} ({report.mode})"),
              ("success", f"the loss falls by {report.min_drop:.0%} from its first report, not at chance; a fix "
                          "must beat the run left alone at the same step"),
+             ("judged by", "; ".join(report.judged_by) or "-"),
+             *(("not judged", line) for line in report.missing_inputs),
              ("ended because", report.ended_because), ("duration", f"{report.duration_s:.1f} s")]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     return (
@@ -180,6 +182,7 @@ def _card(report: Report, a: AttemptReport) -> str:
         out.extend(f"<div class=\"muted\">skipped: {e(s)}</div>" for s in d.get("skipped") or [])
     else:
         out.append(f"<div>outcome: {e(a.reason)}</div>")
+    out.extend(f"<div class=\"muted\">hint: {e(h)}</div>" for h in a.hints)
     if a.error:
         trace = "\n".join(_ANSI.sub("", a.error).strip().splitlines()[-12:])
         out.append(f"<details><summary>the trial's error (last lines)</summary><pre>{e(trace)}</pre></details>")

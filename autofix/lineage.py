@@ -96,6 +96,7 @@ class Attempt:
     stopped_on: str | None = None  # "hard" / "soft": the severity of the symptom that stopped it
     compared: dict[str, Any] | None = None  # a healthy fix against the run left alone, same step
     noted: list[str] = field(default_factory=list)  # policies whose "no budget" was journaled
+    hints: list[str] = field(default_factory=list)  # skipped remedies: the knob to map (decisions.knob_hint)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("history", "findings", "decision", "patch", "checkpoints")}

@@ -36,6 +36,11 @@ def event_line(record: dict[str, Any]) -> str | None:
         return f"{who} epoch {record['iteration']}: {record['symptom']}: {record['reason']}"
     if event == "decision":
         return f"{who} {record['reason']}"
+    if event == "judgement_inputs":
+        lines = ["judged by: " + "; ".join(record["judged_by"])]
+        return "\n".join(lines + [f"not judged: {line}" for line in record["missing"]])
+    if event == "knob_hint":
+        return f"{who} skipped a remedy: {record['hint']}"
     if event == "attempt_retried":  # Tune retries a raising trial (ray.max_failures)
         return f"{who} raised ({record['error']}); Ray Tune retries it (failure {record['failures']})"
     if event == "run_interrupted":

@@ -44,6 +44,7 @@ class AttemptReport(BaseModel):
     stopped_on: str | None = None  # "hard" | "soft": the severity of the symptom that stopped it
     compared: dict[str, Any] | None = None  # a healthy fix against the run left alone, at the same step
     last_step: float | None = None  # optimizer steps at its last report
+    hints: list[str] = []  # remedies skipped for want of a knob: the path to map, and what it would do
 
 
 class Report(BaseModel):
@@ -61,6 +62,8 @@ class Report(BaseModel):
     duration_s: float
     ended_because: str
     attempts: list[AttemptReport]
+    judged_by: list[str] = []  # how the run was judged (autofix.judging.judged_by)
+    missing_inputs: list[str] = []  # judgement inputs the trainable did not report: what each costs, and the fix
 
     def attempt(self, attempt_id: str) -> AttemptReport:
         """An attempt by id; KeyError listing the ids there are."""
@@ -75,12 +78,16 @@ class Report(BaseModel):
     def summary(self) -> str:
         """A short readable account for the terminal."""
         lines = [self._headline()]
+        if self.judged_by:
+            lines.append("judged by: " + "; ".join(self.judged_by))
+        lines += [f"not judged: {line}" for line in self.missing_inputs]
         for a in self.attempts:
             arrow = f" <- {a.parent}" if a.parent else ""
             what = a.decision["reason"] if a.decision else a.reason
             if a.outcome == "running" and not what:  # an interrupted run: nothing judged it yet
                 what = "stopped by the interrupt; resumes from its last checkpoint"
             lines.append(f"  {a.id}{arrow:7} {a.outcome:<12} {what}")
+            lines += [f"  {'':7} {'hint':<12} {hint}" for hint in a.hints]
         lines.append(f"report: {Path(self.output, 'report.json')}   journal: {Path(self.output, 'journal.jsonl')}")
         return "\n".join(lines)
 
@@ -136,7 +143,7 @@ def _attempt_report(engine: Engine, a: Attempt) -> AttemptReport:
         series=[(i, v) for i, v in a.history.series(engine.plan.metric)],
         last_metrics=rows[max(rows)] if rows else {}, race=list(a.race), reports=a.reports,
         role=a.role, stopped_on=a.stopped_on, compared=a.compared,
-        last_step=a.history.position(a.history.last_iteration) if rows else None,
+        last_step=a.history.position(a.history.last_iteration) if rows else None, hints=list(a.hints),
     )
 
 
@@ -153,4 +160,6 @@ def build_report(engine: Engine, name: str, output: str, duration_s: float, ende
         min_drop=engine.plan.min_drop, output=output, duration_s=round(duration_s, 3),
         ended_because=ended_because,
         attempts=[_attempt_report(engine, a) for a in engine.attempts.values()],
+        judged_by=list((engine.judgement or {}).get("judged_by", [])),
+        missing_inputs=list((engine.judgement or {}).get("missing", [])),
     )

@@ -24,6 +24,7 @@ from autofix.engine import Engine, Plan
 from autofix.errors import InputError, RunFailed
 from autofix.interrupt import Interrupts
 from autofix.journal import Journal
+from autofix.judging import Inputs
 from autofix.ledger import Ledger
 from autofix.policy import load_policies
 from autofix.raysession import DRIVER_LOG, cluster_address, ray_logs, ray_session
@@ -90,6 +91,7 @@ def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) 
         min_drop=spec.success.min_drop, max_attempts=spec.budget.max_attempts,
         max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs), parallel=spec.budget.max_concurrent,
         soft_min_steps=spec.patience.min_steps, soft_share=spec.patience.share,
+        inputs=spec.judge.inputs() if spec.judge is not None else Inputs(),
     )
     engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
                     ranker=ledger.ranker() if ledger else None)

@@ -3,9 +3,11 @@
 The *reference* is the user's run left alone: ``a0``, kept training beside its candidate fixes
 (``budget.max_concurrent`` >= 2), or continued from its last checkpoint by a *control* attempt
 when it was stopped on soft evidence. A healthy fix is *fixed* only when its metric beats the
-reference's at the fix's own last step (:func:`autofix.verdict.value_at`), or when the
-reference is broken (stopped on a hard symptom, or its code raised): a broken run has nothing
-to compare with. Otherwise a healthy fix is *unverified*, and the report says so.
+reference's at the fix's own last step (:func:`autofix.verdict.value_at`), and a watched loss is
+not bought with a worse macro-F1 or accuracy (:data:`SCORES`), or when the reference is broken
+(stopped on a hard symptom after it trained, or on a training-code bug, or its code raised): a
+broken run has nothing to compare with. Otherwise a healthy fix is *unverified*, and the report
+says so.
 
 Pure functions over the lineage: no torch, no ray.
 """
@@ -16,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from autofix.lineage import CONTROL, TREATMENT, Attempt, Outcome
-from autofix.verdict import beats, finite, value_at
+from autofix.symptoms import SYMPTOMS
+from autofix.verdict import CHANCE_MARGIN, beats, finite, value_at
 
-__all__ = ["BROKEN", "ENDED", "HEALTHY", "RUNNING", "SOFT_STOPPED", "Verdict", "compare", "ledger_outcomes",
+__all__ = ["BROKEN", "ENDED", "HEALTHY", "RUNNING", "SCORES", "SOFT_STOPPED", "Verdict", "compare", "ledger_outcomes",
            "reference", "reference_state", "verdict"]
 
 BROKEN = "broken"  # stopped on a hard symptom, or raised: nothing to compare with
@@ -49,11 +52,24 @@ def reference_state(ref: Attempt) -> str:
         return RUNNING
     if ref.outcome == Outcome.HEALTHY:
         return HEALTHY
-    if ref.outcome == Outcome.ERROR or (ref.outcome == Outcome.SICK and ref.stopped_on != "soft"):
+    if ref.outcome == Outcome.ERROR or (ref.outcome == Outcome.SICK and ref.stopped_on != "soft" and _shown_broken(ref)):
         return BROKEN
     if ref.outcome == Outcome.SICK:
         return SOFT_STOPPED
     return ENDED
+
+
+def _shown_broken(ref: Attempt) -> bool:
+    """A hard stop shows the run left alone broken once it has trained. One before its first
+    step (the loss-at-init check) only predicts it: an N(0, 1)-initialised CNN that this check
+    stops at step 0 reached 0.825 accuracy left alone (benchmarks/zoo custom_normal_init, seed 1),
+    so such a run is continued to compare with, as after a soft stop. A bug in the training code
+    (a symptom no config cures) is broken wherever it shows."""
+    last = ref.history.last_iteration
+    if last is not None and ref.history.position(last) > ref.start_step:
+        return True
+    symptom = ref.decision.finding.symptom if ref.decision is not None else None
+    return not getattr(SYMPTOMS.get(symptom or ""), "fixable", True)
 
 
 def _last(attempt: Attempt, metric: str) -> tuple[float, float | None]:
@@ -78,9 +94,31 @@ def compare(candidate: Attempt, ref: Attempt, metric: str, mode: str) -> dict[st
         return None
     better = beats(value, reference_value, mode)
     how = "beats" if better else "does not beat"
-    return {**entry, "reference_value": reference_value, "beats": better,
-            "why": f"{metric} {_num(value)} {how} {_num(reference_value)} of the run left alone "
-                   f"({ref.id}) at the same step {step:g}"}
+    why = f"{metric} {_num(value)} {how} {_num(reference_value)} of the run left alone ({ref.id}) at the same step {step:g}"
+    worse = _worse_score(candidate, ref, metric, step) if better else None
+    if worse is not None:  # a lower loss bought with a worse classifier is no fix
+        better, why = False, f"{why}, but {worse}"
+    return {**entry, "reference_value": reference_value, "beats": better, "why": why}
+
+
+SCORES = ("val_macro_f1", "val_accuracy")  # guarded when the watched metric is not one of them
+
+
+def _worse_score(candidate: Attempt, ref: Attempt, metric: str, step: float) -> str | None:
+    """Why the candidate's score is worse than the run left alone's at ``step`` (by more than
+    CHANCE_MARGIN): macro-F1, else accuracy, when both report it and the watched metric is not a
+    score. A fix that lowered the cross-entropy from 61 to 1.3 while its accuracy fell from 0.815
+    to 0.635 (an N(0, 1)-initialised CNN, benchmarks/zoo custom_normal_init, seed 1) is not fixed."""
+    if metric in SCORES:
+        return None
+    for name in SCORES:
+        mine, theirs = finite(value_at(candidate.history, name, step)), finite(value_at(ref.history, name, step))
+        if mine is None or theirs is None:
+            continue
+        if mine < theirs - CHANCE_MARGIN:
+            return f"its {name} {mine:.4g} is below {theirs:.4g} of the run left alone (- {CHANCE_MARGIN:g})"
+        return None
+    return None
 
 
 def _num(value: Any) -> str:

@@ -50,6 +50,38 @@ class PatienceSpec(Strict):
     share: float = Field(default=0.5, ge=0, le=1)
 
 
+class JudgeMetrics(Strict):
+    """Your metric names for the roles autofix judges (it reads them as ``val_accuracy``, ...)."""
+
+    accuracy: str | None = Field(default=None, min_length=1)
+    macro_f1: str | None = Field(default=None, min_length=1)
+    balanced_accuracy: str | None = Field(default=None, min_length=1)
+
+
+class JudgeSpec(Strict):
+    """What a custom trainable's runs are judged on, declared instead of (or besides) reported.
+
+    ``metrics`` names your accuracy / macro-F1 / balanced-accuracy metrics; ``num_classes``
+    gives the chance figures that need no labels (balanced accuracy 1/K, macro-F1 <= 1/K, and
+    ln K for a ``cross_entropy`` loss: its value at chance and the bar of the loss-at-init
+    check); ``chance_accuracy`` / ``chance_macro_f1`` give the exact figures of the best
+    constant predictor. ``autofix.judge_inputs`` computes all of them from your labels instead.
+    """
+
+    metrics: JudgeMetrics = Field(default_factory=JudgeMetrics)
+    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)
+    cross_entropy: bool = True
+    chance_accuracy: float | None = Field(default=None, ge=0, le=1)
+    chance_macro_f1: float | None = Field(default=None, ge=0, le=1)
+
+    def inputs(self) -> Any:
+        """The plain-values form the engine reads (:class:`autofix.judging.Inputs`)."""
+        from autofix.judging import Inputs
+
+        roles = {k: v for k, v in self.metrics.model_dump().items() if v is not None}
+        return Inputs(roles, self.num_classes, self.cross_entropy, self.chance_accuracy, self.chance_macro_f1)
+
+
 class BudgetSpec(Strict):
     max_attempts: int = Field(default=6, ge=1, le=1000)
     max_concurrent: int = Field(default=1, ge=1, le=1000)
@@ -105,6 +137,8 @@ class Spec(Strict):
     trainable: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     knobs: dict[str, str] = Field(default_factory=dict)
+    judge: JudgeSpec | None = None
+    """What a custom trainable is judged on (``autofix.judging``); the managed harness reports it all."""
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
     loss_metric: str | None = None
@@ -162,6 +196,14 @@ class Spec(Strict):
         close = difflib.get_close_matches(value, names.split(", "), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"{value!r} is not a metric the managed harness reports{hint}; it reports: {names}")
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_is_custom(cls, value: JudgeSpec | None, info: ValidationInfo) -> JudgeSpec | None:
+        if value is not None and info.data.get("training") is not None:
+            raise ValueError("'judge' declares what a custom 'trainable' reports; the managed 'training' "
+                             "reports every judgement input itself (remove 'judge')")
+        return value
 
     @field_validator("ray")
     @classmethod

@@ -8,11 +8,15 @@ harness as a Ray Train ``TorchTrainer`` (DDP) and relays rank 0's reports and ch
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import re
 import sys
 import threading
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import ray
 import ray.tune
@@ -47,6 +51,7 @@ def report(metrics: Mapping[str, Any], checkpoint: "str | os.PathLike | ray.tune
         if number is None and not isinstance(value, str):
             raise TypeError(f"autofix.report: metric '{key}' must be a number, got {type(value).__name__} {value!r}")
         clean[key] = number if number is not None else value
+    clean.update(_CAPTURED)  # what the worker's warnings said about the loop (see _loop_warnings)
     if checkpoint is not None and not isinstance(checkpoint, ray.tune.Checkpoint):
         path = Path(checkpoint)
         if not path.is_dir():
@@ -280,14 +285,60 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     run_training(loop_config["training"], _report, restore_dir=loop_config["restore"], parallel=parallel)
 
 
+# PyTorch's warning when a loss broadcasts its target (torch.nn.functional: mse_loss, l1_loss,
+# smooth_l1_loss, huber_loss, ...): "Using a target size (torch.Size([64, 1])) that is different
+# to the input size (torch.Size([64, 10])). This will likely lead to incorrect results due to
+# broadcasting."
+_BROADCAST = r"Using a target size .* that is different to the input size"
+_SIZES = re.compile(r"target size \(torch\.Size\(\[([\d, ]*)\]\)\) that is different to the input size "
+                    r"\(torch\.Size\(\[([\d, ]*)\]\)\)")
+_CAPTURED: dict[str, float] = {}  # added to every report of the running custom trainable
+
+
+def _numel(dims: str) -> float:
+    return float(math.prod(int(d) for d in dims.split(",") if d.strip()))
+
+
+@contextlib.contextmanager
+def _loop_warnings() -> Iterator[None]:
+    """Count PyTorch's loss-broadcast warnings while a custom trainable runs (every one, not only
+    the first per line, so a reused worker sees them in each attempt): ``autofix.report`` adds
+    ``loss_broadcast_warnings`` and the sizes it named (:class:`autofix.symptoms.LossBroadcast`).
+    The first one is shown as usual, the repeats are not."""
+    _CAPTURED.clear()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message=_BROADCAST, category=UserWarning)
+        shown = warnings.showwarning
+
+        def capture(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                    line: str | None = None) -> None:
+            sizes = _SIZES.search(str(message))
+            if sizes is not None:
+                repeat = "loss_broadcast_warnings" in _CAPTURED
+                _CAPTURED["loss_broadcast_warnings"] = _CAPTURED.get("loss_broadcast_warnings", 0.0) + 1.0
+                _CAPTURED["loss_broadcast_target_numel"] = _numel(sizes.group(1))
+                _CAPTURED["loss_broadcast_input_numel"] = _numel(sizes.group(2))
+                if repeat:
+                    return
+            shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = capture
+        try:
+            yield
+        finally:
+            _CAPTURED.clear()
+
+
 def make_custom_trainable(ref: str) -> Callable[[dict[str, Any]], Any]:
-    """Wrap a user's ``module:function`` so it is imported inside the worker, after the path is set."""
+    """Wrap a user's ``module:function`` so it is imported inside the worker, after the path is
+    set, and its loss-broadcast warnings are counted into its reports."""
 
     def custom_trainable(config: dict[str, Any]) -> Any:
         from autofix.refs import resolve
 
         _enter(config)
-        return resolve(ref)(config)
+        with _loop_warnings():
+            return resolve(ref)(config)
 
     custom_trainable.__name__ = ref.split(":")[-1].replace(".", "_")
     return custom_trainable

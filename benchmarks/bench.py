@@ -45,9 +45,14 @@ SUBSET = ("adam_lr_high", "sgd_lr_low", "dying_relu", "imbalance_95_5", "late_ex
 # Do no harm: slow-learning controls ported from Keras, a converged run with its own plateau
 # schedule, and an imbalanced SimpleCNN judged on macro-F1; autofix against each run left alone.
 DO_NO_HARM = tuple(c.name for c in load_cases() if c.block == "do-no-harm")
+# A user's own Tune trainable (zoo/custom_loops.py: the seed's SimpleCNN on CIFAR-like images),
+# judged and managed through autofix.report, judge_inputs and Probe: loop bugs, imbalance with
+# and without the class-weight knob, LR too high with and without the probe. autofix only.
+CUSTOM_LOOPS = tuple(c.name for c in load_cases() if c.block == "custom-loops")
 FULL = (
     Block("native-small", 0.0, "small", None, 5),
     Block("do-no-harm", 0.0, "small", DO_NO_HARM, 5, ("autofix",)),
+    Block("custom-loops", 0.0, "small", CUSTOM_LOOPS, 3, ("autofix",)),
     Block("padded-large", PAD_S, "large", SUBSET, 2),
     Block("padded-small", PAD_S, "small", SUBSET, 2),
     Block("native-large", 0.0, "large", SUBSET, 2),
@@ -55,6 +60,7 @@ FULL = (
 QUICK = (
     Block("native-small", 0.0, "small", ("adam_lr_high", "late_exponential"), 1),
     Block("do-no-harm", 0.0, "small", ("slow_tanh_4x6_circles", "converged_scheduler"), 1, ("autofix",)),
+    Block("custom-loops", 0.0, "small", ("custom_no_zero_grad_sgd", "custom_imbalance_no_knob"), 1, ("autofix",)),
     Block("padded-large", PAD_S, "large", ("adam_lr_high",), 1),
 )
 

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    LEFT_ALONE, REFERENCE_SCORES, Budget, Case, MethodResult, load_cases, ray_runtime_env, training_config,
+    LEFT_ALONE, REFERENCE_SCORES, Budget, Case, MethodResult, case_config, load_cases, ray_runtime_env,
 )
 
 __all__ = ["Block", "Item", "decode", "encode", "row", "run_items"]
@@ -55,7 +55,7 @@ def row(result: MethodResult, case: Case, block: Block) -> dict:
     """The JSON row of one run: the result plus what the figures need about its case."""
     row = result.to_dict()
     row.update(block=block.name, kind=case.kind, fault=case.fault,
-               case_epochs=int(training_config(case, 0)["epochs"]),
+               case_epochs=int(case_config(case, 0)["epochs"]),
                budget_epochs=Budget.for_case(case).max_epochs_total,
                diagnosis_correct=(result.diagnosis in case.expect) if result.method == "autofix" else None,
                reference=REFERENCE_SCORES.get((case.name, result.seed)))

@@ -96,6 +96,19 @@ def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
     out.append(_t("training-loop bug: zero relaunches (autofix)", all(r["relaunches"] == 0 for r in bug) if bug else None,
                   f"relaunches {[r['relaunches'] for r in bug]}; searches' median epochs there: "
                   + ", ".join(f"{k} {v}" for k, v in burned.items() if v is not None)))
+    named = [r for r in bug if r.get("first_named") is not None]
+    missed = [f"{r['case']} s{r['seed']}: {r['diagnosis']} in {r['trials']} attempt(s)" for r in named
+              if not (r["first_named"] and r["trials"] == 1)]
+    out.append(_t("every loop-bug case named in its first attempt, 1 attempt in all (autofix)",
+                  not missed if named else None,
+                  f"{len(named) - len(missed)}/{len(named)} named at once" + (f"; missed: {'; '.join(missed[:6])}"
+                                                                               if missed else "")))
+    skipped = sum(r.get("skipped_remedies") or 0 for r in af)
+    hinted = sum(r.get("skipped_hinted") or 0 for r in af)
+    out.append(_t("every remedy skipped for want of a knob names the knob to map (autofix)",
+                  hinted == skipped if skipped else None,
+                  f"{hinted}/{skipped} skipped remedies name their knob; paths: "
+                  + (", ".join(sorted({k for r in af for k in r.get("knob_hints") or []})) or "none")))
     extra = [r["total_epochs"] - r["case_epochs"] for r in ctrl]
     out.append(_t("healthy controls: zero extra compute (autofix)",
                   all(e <= 0 for e in extra) and all(r["relaunches"] == 0 for r in ctrl) if ctrl else None,

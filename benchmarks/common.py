@@ -20,8 +20,8 @@ from patches import apply_overrides, changed_keys, patch_size
 
 __all__ = [
     "BENCH_DIR", "LEFT_ALONE", "Budget", "Case", "Judge", "MethodResult", "REFERENCE_SCORES", "ZOO_DIR",
-    "apply_overrides", "bench_trainable", "changed_keys", "claim_ok", "finite", "judge_for", "left_alone",
-    "load_case_spec",
+    "apply_overrides", "bench_trainable", "case_config", "case_series", "changed_keys", "claim_ok", "finite",
+    "is_custom", "judge_for", "left_alone", "load_case_spec",
     "load_cases", "patch_size", "preload_worker", "ray_runtime_env", "reference_config",
     "reference_score", "train_series", "training_config",
 ]
@@ -52,9 +52,11 @@ class Case:
     epoch counts (late-onset and overfitting cases are healthy early by construction, so only
     finishing healthy is a fix)."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Dotted overrides on the spec file's ``training`` (several cases share one spec file)."""
+    """Dotted overrides on the spec file's ``training`` (a custom trainable's: its ``config``);
+    several cases share one spec file."""
     block: str = "zoo"
-    """'zoo': the sick zoo every method runs; 'do-no-harm': autofix against the run left alone."""
+    """'zoo': the sick zoo every method runs; 'do-no-harm': autofix against the run left alone;
+    'custom-loops': a user's own Tune trainable (spec ``trainable``), autofix only."""
 
     @property
     def spec_path(self) -> Path:
@@ -95,7 +97,8 @@ def load_case_spec(case: Case) -> dict[str, Any]:
     load_spec(case.spec_path)  # validates; raises InputError naming file/line/field
     spec = yaml.safe_load(case.spec_path.read_text())
     if case.overrides:  # a shared spec file: each case names itself
-        spec["training"] = apply_overrides(spec["training"], case.overrides)
+        section = "config" if "trainable" in spec else "training"
+        spec[section] = apply_overrides(spec[section], case.overrides)
         spec["name"] = case.name.replace("_", "-")
         load_spec(spec, base_dir=ZOO_DIR, name=f"{case.spec_path} (case {case.name})")
     return spec
@@ -110,6 +113,33 @@ def training_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]
         raise ValueError(f"case {case.name!r}: spec {case.spec} has no managed 'training'")
     raw = {**spec["training"], "seed": int(seed), "min_epoch_s": float(pad_s) if pad_s else None}
     return TrainingSpec.model_validate(raw).model_dump(mode="json")
+
+
+def is_custom(case: Case) -> bool:
+    """The case runs a user's own Tune trainable (spec ``trainable``), not the managed harness."""
+    return "trainable" in yaml.safe_load(case.spec_path.read_text())
+
+
+def case_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]:
+    """The config attempt a0 runs: the managed ``training`` (:func:`training_config`) or the
+    custom trainable's ``config``, with ``seed`` set (a custom loop has no epoch padding)."""
+    if not is_custom(case):
+        return training_config(case, seed, pad_s)
+    return {**load_case_spec(case)["config"], "seed": int(seed)}
+
+
+def case_series(case: Case, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every report of ``config`` trained in-process (no Ray): the managed harness, or the custom
+    trainable's module's ``run_loop(config, report)`` (the bench's convention for zoo loops)."""
+    if not is_custom(case):
+        return train_series(config)
+    import importlib
+
+    _zoo_on_path()
+    module = importlib.import_module(load_case_spec(case)["trainable"].split(":")[0])
+    series: list[dict[str, Any]] = []
+    module.run_loop(config, lambda metrics, _ckpt=None, **position: series.append({**metrics, **position}))
+    return series
 
 
 def finite(value: Any) -> float | None:
@@ -134,7 +164,7 @@ class Judge:
         """With ``case.judge_at == 'final'``: only a report with this ``epoch`` can be healthy
         (None: the case spec's ``training.epochs``)."""
         if case.judge_at == "final" and final_epoch is None:
-            self.final_epoch = int(load_case_spec(case)["training"].get("epochs", 15))
+            self.final_epoch = int(case_config(case, 0).get("epochs", 15))
         elif case.judge_at != "final":
             self.final_epoch = None
 
@@ -174,7 +204,7 @@ class Budget:
         """autofix's ``budget.max_attempts`` x the case's epochs."""
         spec = load_case_spec(case)
         attempts = int((spec.get("budget") or {}).get("max_attempts", 6))
-        epochs = int((spec.get("training") or {}).get("epochs", 15))
+        epochs = int(case_config(case, 0).get("epochs", 15))
         return cls(max_trials=attempts, max_epochs_total=attempts * epochs)
 
 
@@ -214,6 +244,16 @@ class MethodResult:
     """A healthy/fixed claim holds (not below the run left alone - 0.02, not at chance); None: no claim."""
     skipped: bool = False
     """Not run (the bench's time budget ran out before it): excluded from every figure."""
+    first_named: bool | None = None
+    """autofix: a0's own decision named one of the case's expected symptoms and launched nothing."""
+    skipped_remedies: int = 0
+    """autofix: remedies skipped because no knob maps their path ..."""
+    skipped_hinted: int = 0
+    """... and how many of those name the path to map (a knob hint)."""
+    knob_hints: list[str] = field(default_factory=list)
+    """autofix: the paths its knob hints asked to map."""
+    missing_inputs: int | None = None
+    """autofix: judgement inputs the trainable did not report (lines told at the first report)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,16 +287,16 @@ def train_series(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def reference_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]:
-    """The case's healthy reference config: its training config with ``reference`` applied."""
+    """The case's healthy reference config: its config with ``reference`` applied."""
     from autofix.training import TrainingSpec
 
-    config = apply_overrides(training_config(case, seed, pad_s), case.reference)
-    return TrainingSpec.model_validate(config).model_dump(mode="json")
+    config = apply_overrides(case_config(case, seed, pad_s), case.reference)
+    return config if is_custom(case) else TrainingSpec.model_validate(config).model_dump(mode="json")
 
 
 def reference_score(case: Case, seed: int) -> float:
     """Best judged metric of the reference run; raises if the reference fails the judge itself."""
-    series = train_series(reference_config(case, seed))
+    series = case_series(case, reference_config(case, seed))
     scores = [s for s in (finite(r.get(case.judge_metric)) for r in series[1:]) if s is not None]
     if not scores:
         raise RuntimeError(f"reference of case {case.name!r} (seed {seed}) reported no finite {case.judge_metric}")
@@ -281,7 +321,7 @@ CLAIM_SLACK = 0.02  # a healthy/fixed claim may not keep a model below the run l
 
 def left_alone(case: Case, seed: int) -> dict[str, float | None]:
     """The case's own config trained untouched to its planned end: what autofix must not make worse."""
-    last = train_series(training_config(case, seed))[-1]
+    last = case_series(case, case_config(case, seed))[-1]
     return {"score": finite(last.get(case.judge_metric)), "chance": finite(last.get(CHANCE_KEY[case.judge_metric]))}
 
 

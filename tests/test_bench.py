@@ -18,7 +18,8 @@ from autofix.spec import load_spec  # noqa: E402
 from autofix.symptoms import SYMPTOMS  # noqa: E402
 from autofix.training import TrainingSpec  # noqa: E402
 from common import (  # noqa: E402
-    Case, Judge, apply_overrides, changed_keys, load_cases, patch_size, reference_config, training_config,
+    Case, Judge, apply_overrides, case_config, changed_keys, is_custom, load_cases, patch_size, reference_config,
+    training_config,
 )
 
 CASES = load_cases()
@@ -111,6 +112,12 @@ def test_zoo_composition():
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_every_zoo_spec_loads_and_its_reference_validates(case):
     spec = load_spec(case.spec_path)
+    if is_custom(case):  # a user's own Tune trainable: its config, autofix only
+        assert spec.trainable is not None and case.block == "custom-loops"
+        config = case_config(case, seed=3)
+        assert config["seed"] == 3 and set(config) == set(spec.config)
+        assert (reference_config(case, seed=3) != config) == (case.kind != "healthy")
+        return
     assert spec.training is not None
     config = training_config(case, seed=3, pad_s=0.25)
     assert config["seed"] == 3 and config["min_epoch_s"] == 0.25

@@ -62,7 +62,7 @@ def test_custom_trainable_is_healed_through_its_own_lr_key(ray_session, tmp_path
     winner = report.attempt(report.winner)
     assert winner.config["lr"] < 20.0
     assert all(c["path"] == "optimizer.lr" for a in report.attempts for c in a.patch)
-    offline = diagnose(str(tmp_path / "out" / "tune"), metric="loss")  # no relaunch, from the logs
+    offline = diagnose(str(tmp_path / "out" / "tune"), metric="val_loss")  # no relaunch, from the logs
     seen = {f.symptom for s in offline.trials if s.name.startswith(("a0", "a1")) for f in s.findings}
     assert seen & {"nonfinite_loss", "diverging_loss"}, seen
 

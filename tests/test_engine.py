@@ -796,12 +796,13 @@ def test_journal_receives_every_event():
     eng, journal = stuck_a0_then_healthy_a1()
     run_attempt(eng, "t2", CONTROL_STAYS_STUCK, start=8)
     assert journal.names() == [
-        "attempt_launched", "finding", "decision", "attempt_finished",
+        "attempt_launched", "judgement_inputs", "finding", "decision", "attempt_finished",
         "attempt_launched", "attempt_finished", "control_queued",
         "attempt_launched", "finding", "finding", "compared", "settled", "attempt_finished",
     ]
-    (launched, finding, decision, finished, launched1, finished1, queued,
+    (launched, judged, finding, decision, finished, launched1, finished1, queued,
      launched2, plateau, slow, compared, settled, finished2) = (d for _, d in journal.events)
+    assert judged["attempt"] == "a0" and judged["judged_by"][0].startswith("healthy: val_loss falls >= 30%")
     # the control is measured, never acted on: its findings are recorded all the same
     assert (plateau["symptom"], slow["symptom"], slow["iteration"]) == ("plateau", "slow_progress", 15)
     assert launched == {"attempt": "a0", "parent": None, "trial_id": "t0", "start": "cold", "patch": [],

@@ -745,9 +745,12 @@ def test_overrides_reach_the_new_detectors():
 
 # -- the registry -----------------------------------------------------------------------------
 
-def test_registry_holds_all_fifteen_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END)
-    assert len(SYMPTOMS) == 15
+CODE = ("missing_zero_grad", "loss_broadcast", "detached_loss", "nan_metric")  # symptoms/code.py
+
+
+def test_registry_holds_all_nineteen_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(CODE)
+    assert len(SYMPTOMS) == 19
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 
@@ -781,9 +784,9 @@ def test_every_symptom_documents_itself(name):
     assert isinstance(cls.fixable, bool) and isinstance(cls.advice, str)
 
 
-def test_no_update_is_the_only_unfixable_symptom():
+def test_only_training_code_bugs_are_unfixable():
     unfixable = [name for name, cls in SYMPTOMS.items() if not cls.fixable]
-    assert unfixable == ["no_update"]
+    assert unfixable == ["no_update", *CODE]
     advice = SYMPTOMS["no_update"].advice
     assert len(advice) > 200
     for cause in ("optimizer.step()", "zero_grad()", "backward()", "detach", "requires_grad", "learning rate"):

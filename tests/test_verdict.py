@@ -51,6 +51,12 @@ AT_CHANCE_ROWS = [
     pytest.param(row(DIGITS, val_loss=2.1869), JUDGE, "val_loss", id="loss-at-0.95-entropy"),
     pytest.param(row(DIGITS, val_loss=2.18), JUDGE, None, id="loss-below-0.95-entropy"),
     pytest.param(row(DIGITS, val_loss=3.5), JUDGE, "val_loss", id="loss-above-entropy"),
+    # An overconfident model (an N(0, 1) init: huge logits) is no chance level when a score says so
+    pytest.param(row(DIGITS, val_loss=61.0, val_accuracy=0.815), JUDGE, None, id="loss-above-entropy-accuracy-above"),
+    pytest.param(row(DIGITS, val_loss=61.0, val_accuracy=0.11), JUDGE, "val_accuracy",
+                 id="loss-above-entropy-accuracy-at-chance"),
+    pytest.param({"label_entropy": 2.302, "val_loss": 61.0, "val_accuracy": 0.815}, JUDGE, "val_loss",
+                 id="loss-above-entropy-accuracy-without-its-chance-figure"),
     pytest.param({"val_loss": 0.0, "label_entropy": 0.0}, JUDGE, None, id="zero-entropy-single-class"),
     pytest.param(row(DIGITS, val_loss=math.nan), JUDGE, None, id="nan-loss-is-not-a-chance-verdict"),
     # non-finite outputs: a NaN/Inf accuracy or F1 is at chance, whatever the chance figures

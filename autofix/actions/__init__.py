@@ -6,7 +6,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from autofix.actions.base import Action, Change, NotApplicable, get_path, has_path, resolve_path, set_path
+from autofix.actions.base import Action, Change, KnobMissing, NotApplicable, get_path, has_path, resolve_path, set_path
 from autofix.actions.config import Scale, Set, StopRun
 from autofix.actions.data import Augment, NormalizeInputs, ReweightClasses
 from autofix.actions.model import AddBatchNorm, AddDropout, Reinitialize, SwapActivation
@@ -18,6 +18,7 @@ __all__ = [
     "Action",
     "ActionSpec",
     "Change",
+    "KnobMissing",
     "NotApplicable",
     "get_path",
     "has_path",

@@ -15,13 +15,22 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Action", "Change", "NotApplicable", "get_path", "has_path", "resolve_path", "set_path"]
+__all__ = ["Action", "Change", "KnobMissing", "NotApplicable", "get_path", "has_path", "resolve_path", "set_path"]
 
 _MISSING = object()
 
 
 class NotApplicable(Exception):
     """The action cannot change this config; the message says why."""
+
+
+class KnobMissing(NotApplicable):
+    """The config has no key for the policy path ``path``: a custom trainable that did not map it
+    under ``knobs`` (the engine turns this into a hint naming the path to map)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def resolve_path(path: str, config: dict, aliases: dict[str, str]) -> str:
     real = aliases.get(path, path)
     if not has_path(config, real):
         hint = f" (for '{path}')" if real != path else ""
-        raise NotApplicable(f"the config has no '{real}'{hint}; map it under 'knobs' in the spec")
+        raise KnobMissing(f"the config has no '{real}'{hint}; map it under 'knobs' in the spec", path)
     return real
 
 

@@ -21,8 +21,9 @@ from autofix.harness.data import Batches
 from autofix.probes import class_ids
 from autofix.verdict import BALANCED_ACCURACY, CHANCE_ACCURACY, CHANCE_BALANCED, CHANCE_F1, LABEL_ENTROPY
 
-__all__ = ["chance_metrics", "class_targets", "evaluate", "initial_loss_metrics", "num_classes", "predict",
+__all__ = ["NONFINITE_OUTPUTS", "chance_metrics", "class_targets", "evaluate", "initial_loss_metrics", "num_classes", "predict",
            "prediction_metrics", "steps_per_epoch", "train_labels", "val_targets"]
+NONFINITE_OUTPUTS = "val_nonfinite_outputs"  # 1.0 when some validation output was NaN/Inf
 MAX_RECALL_CLASSES = 20  # per-class val_recall keys beyond this would flood the result rows
 
 
@@ -64,6 +65,8 @@ def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> d
     metrics = {"val_loss": total / count if count else float("nan")}
     if not preds or any(t is None for t in targets) or not finite:
         metrics.update(val_accuracy=float("nan"), val_macro_f1=float("nan"))
+        if not finite:  # NaN scores of NaN outputs, not of a metric's code (symptoms.code.NanMetric)
+            metrics[NONFINITE_OUTPUTS] = 1.0
         return metrics
     pred, true = torch.cat(preds).cpu().numpy(), torch.cat(targets).cpu().numpy()  # a DDP rank's GPU
     metrics["val_accuracy"] = float((pred == true).mean())

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from autofix.probes.budget import DEFAULT_MAX_EPOCHS_BETWEEN, DEFAULT_MAX_OVERHEAD, Budget
+from autofix.probes.loopcheck import LoopCheck
 from autofix.probes.report import Layout, Queue, report
 from autofix.probes.stats import (
     DEFAULT_EVERY_STEPS, SATURATION_THRESHOLD, activation_kind, input_stats, label_metrics,
@@ -41,6 +42,11 @@ class Probe:
             (:mod:`autofix.probes.budget`). None: no budget, ``every_steps`` alone decides.
         max_epochs_between: sampled epochs are at most this many epochs apart (default 5).
         clock: seconds as a float for the budget's timing; ``time.perf_counter`` by default.
+
+    With ``optimizer``, every step is also checked for training-loop bugs at no device cost
+    (:class:`~autofix.probes.loopcheck.LoopCheck`: a missing ``zero_grad``, steps no gradient
+    reached): ``stale_grad_steps``/``stale_grad_checks`` and ``gradless_steps``/``optimizer_steps``,
+    counted over every step of the epoch, so never carried.
 
     Keeps one reusable copy of the trainable weights. Nothing here raises into training: a
     statistic that fails is skipped for that step.
@@ -80,6 +86,7 @@ class Probe:
                               [(name or type(m).__name__, m, kind) for name, m in modules
                                if (kind := activation_kind(m)) is not None])
         self._hooks = [self._hook(i, kind) for i, (_, _, kind) in enumerate(self._layout.acts)]
+        self._loop = LoopCheck(self._params, optimizer) if enabled else None
         self.errors: list[str] = []  # the first statistics that failed (and were skipped)
         self._labels: dict[str, float] = {}
         self._handles: list[Any] = []
@@ -229,6 +236,8 @@ class Probe:
         if self._last is not None:
             out["probe_age"] = float(self._age)
         out.update(self._labels)
+        if self._loop is not None:
+            out.update(self._loop.epoch_metrics())
         self.budget.close_epoch(start, self._step_in_epoch, self._clock() - start)
         self._reset()
         return out

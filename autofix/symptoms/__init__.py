@@ -7,6 +7,7 @@ from typing import Any
 from autofix.errors import AutofixError
 from autofix.symptoms.activations import DyingReLU, SaturatedActivations
 from autofix.symptoms.base import HARD, SOFT, Detector, Finding, Params
+from autofix.symptoms.code import DetachedLoss, LossBroadcast, MissingZeroGrad, NanMetric
 from autofix.symptoms.data import LabelImbalance, UnnormalizedInput
 from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
 from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
@@ -20,12 +21,16 @@ __all__ = [
     "SYMPTOMS",
     "ChanceLevel",
     "ClassCollapse",
+    "DetachedLoss",
     "Detector",
     "DivergingLoss",
     "DyingReLU",
     "ExplodingGradients",
     "Finding",
     "LabelImbalance",
+    "LossBroadcast",
+    "MissingZeroGrad",
+    "NanMetric",
     "NonFiniteLoss",
     "OscillatingLoss",
     "Overfitting",
@@ -51,6 +56,8 @@ SYMPTOMS: dict[str, type[Detector]] = {
         Overfitting, ClassCollapse, ChanceLevel,
         # the attempt's end: no other symptom, and the loss fell too little
         SlowProgress,
+        # the training code itself: bugs no config cures (stop_run)
+        MissingZeroGrad, LossBroadcast, DetachedLoss, NanMetric,
     )
 }
 

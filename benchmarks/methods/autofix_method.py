@@ -9,16 +9,18 @@ space, so its result does not depend on ``space``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from common import (
-    LEFT_ALONE, ZOO_DIR, Budget, Case, MethodResult, changed_keys, claim_ok, finite, judge_for, left_alone,
-    load_case_spec, training_config,
+    LEFT_ALONE, ZOO_DIR, Budget, Case, MethodResult, case_config, changed_keys, claim_ok, finite, is_custom,
+    judge_for, left_alone, load_case_spec,
 )
 
 __all__ = ["run_autofix"]
@@ -53,7 +55,7 @@ class _Log:
 
 def _spec(case: Case, seed: int, pad_s: float, budget: Budget) -> dict[str, Any]:
     spec = load_case_spec(case)
-    spec["training"] = training_config(case, seed, pad_s)
+    spec["config" if is_custom(case) else "training"] = case_config(case, seed, pad_s)
     spec["ledger"] = False  # every run starts from the shipped policies alone
     spec["python_path"] = [str(ZOO_DIR)]  # a dict spec resolves factories from the cwd otherwise
     spec["budget"] = {**(spec.get("budget") or {}), "max_attempts": budget.max_trials,
@@ -106,16 +108,30 @@ def _judge_claim(case: Case, seed: int, report: Any, result: MethodResult) -> No
     result.claim_ok = claim_ok(report.status, result.kept_score, alone)
 
 
+def _skipped_remedies(journal: Path, result: MethodResult) -> None:
+    """Remedies skipped because no knob maps their path (decisions and exhausted policies), and
+    how many of them name the path to map (autofix.decisions.knob_hint)."""
+    skipped: list[str] = []
+    for line in journal.read_text().splitlines() if journal.exists() else []:
+        record = json.loads(line)
+        if record.get("event") in ("decision", "policy_exhausted"):
+            skipped += [s for s in record.get("skipped") or [] if "the config has no" in s]
+    result.skipped_remedies = len(skipped)
+    result.skipped_hinted = sum("in `knobs` to let autofix" in s for s in skipped)
+    result.knob_hints = sorted({s.split("map `", 1)[1].split("`", 1)[0] for s in skipped if "map `" in s})
+
+
 def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget) -> MethodResult:
     """Run autofix on ``case`` and judge every report it produced (``space`` is not used)."""
     import autofix
 
     result = MethodResult(method="autofix", case=case.name, seed=seed, space=space, pad_s=pad_s)
-    user_config = training_config(case, seed, pad_s)
+    user_config = case_config(case, seed, pad_s)
     log, out = _Log(), tempfile.mkdtemp(prefix="afb-")
     started = time.monotonic()
     try:
         report = autofix.run(_spec(case, seed, pad_s, budget), output=out, overwrite=True, observer=log)
+        _skipped_remedies(Path(out, "journal.jsonl"), result)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     result.wall_s = round(time.monotonic() - started, 3)
@@ -137,6 +153,9 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
         epochs = {e.iteration: _epoch(e.row) for e in log.events if e.attempt == "a0"}
         at_epoch = epochs.get(found_at, float(found_at))
         result.detection_reports = max(1, int(at_epoch - (case.onset_epoch or 1) + 1))
+    result.first_named = first.decision is not None and result.diagnosis in case.expect and (
+        first.decision.get("child") is None)
+    result.missing_inputs = len(report.missing_inputs)
     _judge_claim(case, seed, report, result)
     if case.kind == "healthy":
         from autofix.symptoms import SYMPTOMS

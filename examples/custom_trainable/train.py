@@ -1,7 +1,9 @@
-"""A user's own Ray Tune function trainable, healed by autofix through its ``lr`` key.
+"""A user's own Ray Tune function trainable, judged and healed by autofix through its ``lr`` key.
 
-Nothing here is autofix-specific except ``autofix.report`` (instead of ``ray.tune.report``):
-a two-layer MLP on scikit-learn's ``make_classification``, trained with plain SGD.
+``train_fn`` is the loop of the README's "Custom trainables" section: ``autofix.report`` (with
+``step``/``planned_steps``) instead of ``ray.tune.report``, ``Probe`` for the gradient and update
+streams, ``autofix.judge_inputs`` for the scores and chance figures. ``build`` is ordinary code:
+a two-layer MLP on scikit-learn's ``make_classification``, trained with SGD.
 """
 
 import torch
@@ -10,36 +12,30 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import autofix
+from autofix.probes import Probe
 
 
-def _data(seed: int):
-    x, y = make_classification(n_samples=1200, n_features=20, n_informative=8, n_classes=3,
-                               random_state=seed)
-    xtr, xva, ytr, yva = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
-    as_t = lambda a, t: torch.tensor(a, dtype=t)  # noqa: E731
-    return as_t(xtr, torch.float32), as_t(ytr, torch.long), as_t(xva, torch.float32), as_t(yva, torch.long)
-
-
-def train_fn(config: dict) -> None:
-    """Reports ``loss`` (validation) and ``accuracy`` once before training and after each epoch."""
+def build(config: dict):
+    """The model, its optimizer and the (train, validation) tensors."""
     torch.manual_seed(config.get("seed", 0))
-    xtr, ytr, xva, yva = _data(config.get("seed", 0))
+    x, y = make_classification(n_samples=1200, n_features=20, n_informative=8, n_classes=3,
+                               random_state=config.get("seed", 0))
+    xtr, xva, ytr, yva = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 3))
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config.get("momentum", 0.9))
-    loss_fn = nn.CrossEntropyLoss()
+    as_t = lambda a, t: torch.tensor(a, dtype=t)  # noqa: E731
+    return model, opt, (as_t(xtr, torch.float32), as_t(ytr, torch.long)), (as_t(xva, torch.float32), as_t(yva, torch.long))
 
-    def evaluate(epoch: int) -> None:
+
+def train_fn(config):
+    model, opt, (xtr, ytr), (xva, yva) = build(config)
+    probe, loss_fn, n = Probe(model, opt), torch.nn.CrossEntropyLoss(), len(xtr.split(32))
+    for epoch in range(config["epochs"] + 1):  # epoch 0: the untrained model
+        for x, y in (zip(xtr.split(32), ytr.split(32)) if epoch else []):
+            with probe.step(x):
+                opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()  # noqa: E702
         with torch.no_grad():
-            out = model(xva)
-            acc = (out.argmax(1) == yva).float().mean().item()
-            autofix.report({"epoch": epoch, "loss": loss_fn(out, yva).item(), "accuracy": acc})
-
-    evaluate(0)
-    for epoch in range(1, config["epochs"] + 1):
-        for idx in torch.randperm(len(xtr)).split(config.get("batch_size", 32)):
-            opt.zero_grad()
-            loss = loss_fn(model(xtr[idx]), ytr[idx])
-            if torch.isfinite(loss):
-                loss.backward()
-                opt.step()
-        evaluate(epoch)
+            out, train_loss = model(xva), loss_fn(model(xtr), ytr).item()
+        autofix.report({"epoch": epoch, "val_loss": loss_fn(out, yva).item(), "train_loss": train_loss,
+                        **probe.epoch_metrics(), **autofix.judge_inputs(yva, out, train_labels=ytr)},
+                       step=epoch * n, planned_steps=config["epochs"] * n)

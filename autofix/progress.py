@@ -36,6 +36,8 @@ def event_line(record: dict[str, Any]) -> str | None:
         return f"{who} epoch {record['iteration']}: {record['symptom']}: {record['reason']}"
     if event == "decision":
         return f"{who} {record['reason']}"
+    if event == "notice":  # something autofix cannot check for this run, said once at its start
+        return f"notice: {record['text']}"
     if event == "attempt_retried":  # Tune retries a raising trial (ray.max_failures)
         return f"{who} raised ({record['error']}); Ray Tune retries it (failure {record['failures']})"
     if event == "attempt_finished" and record["outcome"] != "sick":  # a sick one was just explained

@@ -28,6 +28,7 @@ NEW = [
     "label_imbalance", "unnormalized_input", "overfitting", "class_collapse", "chance_level",
 ]
 OLD = ["nonfinite_loss", "diverging_loss", "oscillating_loss", "plateau"]
+MODEL = ["nonfinite_at_init", "output_loss_mismatch"]
 
 Report = dict[str, float]
 
@@ -744,9 +745,9 @@ def test_overrides_reach_the_new_detectors():
 
 # -- the registry -----------------------------------------------------------------------------
 
-def test_registry_holds_all_fourteen_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW)
-    assert len(SYMPTOMS) == 14
+def test_registry_holds_all_sixteen_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(MODEL)
+    assert len(SYMPTOMS) == 16
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 

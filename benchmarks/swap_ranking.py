@@ -11,7 +11,7 @@ ported-models bench does not use (100, 101). Each candidate is the patch the pol
 activation, so the ``nonfinite`` scope would swap the same modules). A candidate *heals* a model when its final val_loss is <= 0.7 x its epoch-0
 value and its final val_accuracy is within 0.05 of the best any candidate reached on that model
 and seed (the bench judge's rule, with the best candidate as the reference). Candidates are
-ranked by models healed, then by median final accuracy.
+ranked by runs healed over all families, then by mean final accuracy (a NaN counts as 0).
 """
 
 from __future__ import annotations
@@ -103,22 +103,27 @@ def summarize(rows: list[dict]) -> dict:
     out: dict = {}
     for family in [*FAMILIES, "all"]:
         part = [r for r in rows if family in ("all", r["family"])]
-        out[family] = {c: {"healed": sum(r["healed"] for r in part if r["candidate"] == c),
-                           "runs": sum(1 for r in part if r["candidate"] == c),
-                           "median_accuracy": round(statistics.median(
-                               [r["final_accuracy"] or 0.0 for r in part if r["candidate"] == c]), 3)}
-                       for c in CANDIDATES}
-    out["ranking"] = sorted(CANDIDATES, key=lambda c: (-out["all"][c]["healed"], -out["all"][c]["median_accuracy"]))
+        out[family] = {}
+        for c in CANDIDATES:
+            acc = [r["final_accuracy"] or 0.0 for r in part if r["candidate"] == c]
+            out[family][c] = {"healed": sum(r["healed"] for r in part if r["candidate"] == c), "runs": len(acc),
+                              "median_accuracy": round(statistics.median(acc), 3),
+                              "mean_accuracy": round(statistics.mean(acc), 4)}
+    out["ranking"] = sorted(CANDIDATES, key=lambda c: (-out["all"][c]["healed"], -out["all"][c]["mean_accuracy"]))
     return out
 
 
 def markdown(data: dict) -> str:
     s = data["summary"]
     lines = [f"# Swap candidates ranked ({data['date_utc']}, commit {data['commit']})", "",
-             f"`{data['command']}`, {data['wall_s']:.0f} s. Healed / runs (median final val_accuracy).", "",
+             f"`{data['command']}`, {data['wall_s']:.0f} s. Healed / runs (median, mean final val_accuracy).", "",
+             *([f"Rows trained by `{data['trained']['command']}` at commit {data['trained']['commit']}, "
+                f"{data['trained']['date_utc']}, load average {data['trained']['load_avg']}.", ""]
+               if data.get("trained") else []),
              "| candidate | " + " | ".join([*FAMILIES, "all"]) + " |", "|---|" + "---|" * (len(FAMILIES) + 1)]
     for c in s["ranking"]:
-        cells = [f"{s[f][c]['healed']}/{s[f][c]['runs']} ({s[f][c]['median_accuracy']})" for f in [*FAMILIES, "all"]]
+        cells = [f"{s[f][c]['healed']}/{s[f][c]['runs']} ({s[f][c]['median_accuracy']}, {s[f][c]['mean_accuracy']})"
+                 for f in [*FAMILIES, "all"]]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", "Ranking: " + " > ".join(s["ranking"])]
     return "\n".join(lines) + "\n"
@@ -129,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="100,101")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO_DIR / "benchmarks/results/swap_ranking"))
+    parser.add_argument("--rows", help="summarise the rows of an earlier run's JSON instead of training again")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(f, i, s, c) for f, models in FAMILIES.items() for i in range(len(models)) for s in seeds
             for c in CANDIDATES]
     started = time.time()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(_train, jobs))
+    trained = None
+    if args.rows:
+        earlier = json.loads(Path(args.rows).read_text())
+        rows, started = earlier["rows"], time.time() - earlier["wall_s"]
+        trained = earlier.get("trained") or {k: earlier[k] for k in ("date_utc", "commit", "command", "load_avg")}
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            rows = list(pool.map(_train, jobs))
     _healed(rows)
     import subprocess
 
@@ -145,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/swap_ranking.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "wall_s": round(time.time() - started, 1), "load_avg": [round(x, 2) for x in os.getloadavg()],
             "rows": rows, "summary": summarize(rows)}
+    if trained:
+        data["trained"] = trained  # the rows come from this earlier run
     Path(args.out + ".json").write_text(json.dumps(data, indent=1))
     Path(args.out + ".md").write_text(markdown(data))
     print(markdown(data))

@@ -45,9 +45,13 @@ SUBSET = ("adam_lr_high", "sgd_lr_low", "dying_relu", "imbalance_95_5", "late_ex
 # Do no harm: slow-learning controls ported from Keras, a converged run with its own plateau
 # schedule, and an imbalanced SimpleCNN judged on macro-F1; autofix against each run left alone.
 DO_NO_HARM = tuple(c.name for c in load_cases() if c.block == "do-no-harm")
+# Ported models: Keras-style MLPs broken the ways converted models are, and healthy controls of
+# the same style; autofix against each run left alone (benchmarks/zoo/ported.py).
+PORTED = tuple(c.name for c in load_cases() if c.block == "ported-models")
 FULL = (
     Block("native-small", 0.0, "small", None, 5),
     Block("do-no-harm", 0.0, "small", DO_NO_HARM, 5, ("autofix",)),
+    Block("ported-models", 0.0, "small", PORTED, 3, ("autofix",)),
     Block("padded-large", PAD_S, "large", SUBSET, 2),
     Block("padded-small", PAD_S, "small", SUBSET, 2),
     Block("native-large", 0.0, "large", SUBSET, 2),
@@ -55,6 +59,8 @@ FULL = (
 QUICK = (
     Block("native-small", 0.0, "small", ("adam_lr_high", "late_exponential"), 1),
     Block("do-no-harm", 0.0, "small", ("slow_tanh_4x6_circles", "converged_scheduler"), 1, ("autofix",)),
+    Block("ported-models", 0.0, "small", ("ported_exp_5x8_blobs", "ported_ok_sig3_tanh_4x6_blobs"), 1,
+          ("autofix",)),
     Block("padded-large", PAD_S, "large", ("adam_lr_high",), 1),
 )
 

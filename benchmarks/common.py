@@ -214,6 +214,11 @@ class MethodResult:
     """A healthy/fixed claim holds (not below the run left alone - 0.02, not at chance); None: no claim."""
     skipped: bool = False
     """Not run (the bench's time budget ran out before it): excluded from every figure."""
+    head_changed: list[str] | None = None
+    """autofix attempts whose model's output head differs from the user's (module kinds or initial
+    weights) although no output action (``architecture.output_activation``) is in their config."""
+    lr_at_init: int | None = None
+    """Decisions that answered a loss non-finite since before any step with a learning-rate patch."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

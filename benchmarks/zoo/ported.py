@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "INITIALIZERS", "Exponential", "HardSigmoid", "glorot_uniform_", "keras_mlp"]
+__all__ = ["ACTIVATIONS", "INITIALIZERS", "Exponential", "HardSigmoid", "glorot_uniform_", "keras_mlp",
+           "keras_sequential"]
 
 _TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras VarianceScaling)
 
@@ -130,21 +131,25 @@ def _activation(name: str) -> nn.Module | None:
     return make() if make is not None else None
 
 
-def keras_mlp(in_features: int, num_classes: int, widths: Sequence[int], activation: str | Sequence[str] = "tanh",
-              output: str = "linear", kernel_initializer: str | float = "glorot_uniform",
-              bias_initializer: str | float = "zeros") -> nn.Sequential:
-    """``Sequential([Dense(w, activation) for w in widths] + [Dense(num_classes, output)])`` as
-    ported: each Dense is an ``nn.Linear`` initialised with Keras' ``kernel_initializer`` and
-    ``bias_initializer`` (a name or a constant), followed by its activation module (none for
-    ``linear``). ``activation`` is one name or one per hidden layer. ``output='linear'`` gives
-    logits (a from-logits loss); ``softmax`` / ``sigmoid`` / ``relu`` give what a Keras model
-    trained with ``categorical_crossentropy`` on probabilities ends with."""
-    names = [activation] * len(widths) if isinstance(activation, str) else list(activation)
-    if len(names) != len(widths):
-        raise ValueError(f"{len(names)} activations for {len(widths)} hidden layers")
+def keras_sequential(in_features: int, num_classes: int, units: Sequence[int],
+                     activations: str | Sequence[str] = "tanh", output: str = "linear",
+                     kernel_initializer: str | float = "glorot_uniform",
+                     bias_initializer: str | float = "zeros") -> nn.Sequential:
+    """A Keras ``Sequential`` of ``Dense`` layers as a converter writes it out: each Dense an
+    ``nn.Linear`` initialised with Keras' ``kernel_initializer`` and ``bias_initializer`` (a name
+    or a constant) followed by its activation module (none for ``linear``), then
+    ``Dense(num_classes, output)``. ``activations`` is one name or one per hidden layer;
+    ``output='linear'`` gives logits (a from-logits loss), ``softmax`` / ``sigmoid`` / ``relu``
+    what a Keras model trained with ``categorical_crossentropy`` on probabilities ends with.
+
+    Its arguments are named as in the Keras model's config, none as an autofix architecture knob:
+    autofix must change it by surgery on the built model, as on any converted model."""
+    names = [activations] * len(units) if isinstance(activations, str) else list(activations)
+    if len(names) != len(units):
+        raise ValueError(f"{len(names)} activations for {len(units)} hidden layers")
     layers: list[nn.Module] = []
     size = in_features
-    for width, name in zip(widths, names):
+    for width, name in zip(units, names):
         layers.append(_dense(size, int(width), kernel_initializer, bias_initializer))
         act = _activation(name)
         layers += [act] if act is not None else []
@@ -153,3 +158,13 @@ def keras_mlp(in_features: int, num_classes: int, widths: Sequence[int], activat
     head = _activation(output)
     layers += [head] if head is not None else []
     return nn.Sequential(*layers)
+
+
+def keras_mlp(in_features: int, num_classes: int, widths: Sequence[int], activation: str | Sequence[str] = "tanh",
+              output: str = "linear", kernel_initializer: str | float = "glorot_uniform",
+              bias_initializer: str | float = "zeros") -> nn.Sequential:
+    """:func:`keras_sequential` with its hidden activation as an ``activation`` argument, the
+    factory of the do-no-harm controls: autofix passes ``architecture.activation`` to it (a factory
+    that takes the knob builds the model the way its author meant)."""
+    return keras_sequential(in_features, num_classes, widths, activation, output, kernel_initializer,
+                            bias_initializer)

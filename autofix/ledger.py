@@ -3,8 +3,9 @@
 Every attempt launched to answer a finding is recorded when it ends (healthy or not), in an
 append-only JSON-lines file that outlives runs (default ``$AUTOFIX_HOME/ledger.jsonl``,
 ``~/.autofix`` when unset). When a policy has several candidate actions left, the engine tries
-them in the order of their smoothed success rate for that symptom, (healed + 1) / (tried + 2):
-with no evidence every candidate scores 1/2 and the policy's own order decides.
+them in the order of their smoothed success rate for that symptom, (healed + 1) / (tried + 2),
+counted once a candidate has 5 local outcomes: until then it scores 1/2 and the policy's own
+(measured) order decides.
 
 Only verdicts that compare like with like are learnt (:func:`autofix.settle.ledger_outcomes`):
 a fix *healed* when it was healthy and beat its parent at the same step count. Rows carry the
@@ -21,9 +22,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-__all__ = ["VERSION", "Ledger", "default_ledger_path"]
+__all__ = ["MIN_OUTCOMES", "VERSION", "Ledger", "default_ledger_path"]
 
 VERSION = 2
+MIN_OUTCOMES = 5
+"""Local outcomes a candidate needs before its measured rate may reorder a policy's candidates:
+the shipped order was measured on many runs (benchmarks/swap_ranking.py), one or two local
+outcomes are noise next to it (our choice)."""
 
 
 def default_ledger_path() -> Path:
@@ -73,13 +78,17 @@ class Ledger:
         return {k: (v[0], v[1]) for k, v in counts.items()}
 
     def ranker(self):
-        """A ``(symptom, policy, [(index, action)]) -> [index]`` function over a snapshot of the stats."""
+        """A ``(symptom, policy, [(index, action)]) -> [index]`` function over a snapshot of the stats.
+
+        A candidate's measured rate counts once it has :data:`MIN_OUTCOMES` outcomes here; until
+        then it scores the neutral 1/2, so the policy's shipped (measured) order holds.
+        """
         stats = self.stats()
 
         def rank(symptom: str, policy: str, candidates: list) -> list[int]:
             def score(item) -> float:
                 tried, healed = stats.get((symptom, policy, item[1].describe()), (0, 0))
-                return (healed + 1) / (tried + 2)
+                return (healed + 1) / (tried + 2) if tried >= MIN_OUTCOMES else 0.5
 
             return [i for i, _ in sorted(candidates, key=lambda c: -score(c))]  # stable: policy order on ties
 

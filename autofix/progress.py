@@ -41,6 +41,8 @@ def event_line(record: dict[str, Any]) -> str | None:
         return "\n".join(lines + [f"not judged: {line}" for line in record["missing"]])
     if event == "knob_hint":
         return f"{who} skipped a remedy: {record['hint']}"
+    if event == "notice":  # something autofix cannot check for this run, said once at its start
+        return f"notice: {record['text']}"
     if event == "attempt_retried":  # Tune retries a raising trial (ray.max_failures)
         return f"{who} raised ({record['error']}); Ray Tune retries it (failure {record['failures']})"
     if event == "run_interrupted":

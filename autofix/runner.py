@@ -34,8 +34,8 @@ from autofix.spec import Spec, load_spec
 from autofix.symptoms import build_detectors
 from autofix.training import TrainingSpec
 
-__all__ = ["SPEC_COPY", "assemble", "conclude", "failures", "journal_signal", "prepare", "ray_session", "run",
-           "trainable_of"]
+__all__ = ["SPEC_COPY", "assemble", "conclude", "failures", "journal_signal", "notices", "prepare", "ray_session",
+           "run", "trainable_of"]
 
 SPEC_COPY = "spec.json"  # the validated spec, kept in the run directory for `autofix resume`
 
@@ -74,7 +74,18 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
         raise
     journal("run_started", name=spec.name, output=str(out), policies=engine.policies.sources,
             config=engine.plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
+    for text in notices(spec):
+        journal("notice", text=text)
     return spec, engine, run_dir, journal
+
+
+def notices(spec: Spec) -> list[str]:
+    """What autofix cannot check for this run and says so once, at its start."""
+    loss = spec.training.loss if spec.training is not None else None
+    if loss is not None and loss.expects is None and ":" in loss.name:
+        return [f"loss {loss.name!r} declares no loss.expects (logits | probabilities | log_probs): the check "
+                "that the model's outputs fit the loss (output_loss_mismatch) is skipped"]
+    return []
 
 
 def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) -> tuple[Engine, Journal]:
@@ -102,8 +113,9 @@ def _config_checker(spec: Spec) -> Callable[[dict], str | None]:
     """Managed configs are re-validated after every patch; custom ones are the user's own.
 
     A patch that touches the model (architecture surgery, re-initialisation) is also tried on
-    the driver by building the model once: a change the model cannot take (a functional
-    ``F.relu`` cannot be swapped) is skipped with its reason instead of burning an attempt.
+    the driver by building the model once, as a trial would (same data, seed and first batch):
+    a change the model cannot take (a functional ``F.relu`` cannot be swapped, the head already
+    ends as asked) is skipped with its reason instead of burning an attempt.
     """
     if spec.training is None:
         return lambda config: None
@@ -116,10 +128,10 @@ def _config_checker(spec: Spec) -> Callable[[dict], str | None]:
             return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False))
         if all(config.get(k) == base.get(k) for k in ("model", "architecture", "init")):
             return None
-        from autofix.harness.builders import build_model
+        from autofix.harness.assemble import preview_model
 
         try:
-            build_model(config["model"], config.get("architecture"), config.get("init"))
+            preview_model(config)  # the trial's data, seed and first batch: the same surgery
         except (ValueError, TypeError, RuntimeError) as exc:
             return str(exc)
         return None

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from autofix.refs import check_args, is_ref, resolve
 
-__all__ = ["BUILTIN_DATASETS", "HARNESS_METRICS", "OPTIMIZERS", "PROBE_FAMILIES", "PROBE_METRICS", "TrainingSpec",
-           "harness_metric_names", "harness_reports"]
+__all__ = ["BUILTIN_DATASETS", "FAULT_FAMILIES", "FAULT_METRICS", "HARNESS_METRICS", "LOSSES", "OPTIMIZERS",
+           "PROBE_FAMILIES", "PROBE_METRICS", "TrainingSpec", "harness_metric_names", "harness_reports"]
 
 # Kept here (not imported from the harness) so loading a spec does not import torch;
 # tests/test_spec.py checks it equals autofix.harness.DATASETS.
@@ -22,6 +22,10 @@ BUILTIN_DATASETS = ("blobs", "circles", "classification", "digits", "fake")
 OPTIMIZERS = ("adagrad", "adam", "adamw", "rmsprop", "sgd")
 SCHEDULERS = ("cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine")
 ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh")
+# What each built-in loss takes from the model (autofix.harness.losses.EXPECTS; None: any
+# numbers), kept here so loading a spec does not import torch; tests/test_spec.py compares them.
+LOSSES: dict[str, str | None] = {"bce_with_logits": "logits", "categorical_crossentropy": "probabilities",
+                                 "cross_entropy": "logits", "mse": None, "nll": "log_probs"}
 
 
 # What the managed harness reports (autofix.harness.loop, autofix.probes): a spec's `metric` and
@@ -37,9 +41,14 @@ PROBE_METRICS = (  # with training.probes.enabled (the default)
     "gradless_steps", "init_loss", "input_abs_max", "input_mean", "input_std", "label_classes", "label_frac_max",
     "optimizer_steps", "pred_classes", "pred_frac_max", "probe_age", "saturated_frac_max", "stale_grad_checks",
     "stale_grad_steps", "update_expected", "update_ratio_global", "update_ratio_max", "update_ratio_median",
+    "output_classes", "output_lse_dev", "output_max", "output_min", "output_sum_dev", "output_zero_rows",
     "update_resolution", "val_recall_min",
 )
-PROBE_FAMILIES = ("dead_frac/", "grad_norm/", "saturated_frac/", "update_ratio/", "val_recall/")  # + layer/class
+PROBE_FAMILIES = ("dead_frac/", "grad_norm/", "loss_expects/", "saturated_frac/", "update_ratio/",
+                  "val_recall/")  # + layer/class/kind
+# Reported only when the untrained model's output is not finite (autofix.harness.anatomy).
+FAULT_METRICS = ("nonfinite_output_activation", "nonfinite_output_index")
+FAULT_FAMILIES = ("nonfinite_module/", "nonfinite_output/")
 
 
 def harness_reports(name: str, probes: bool = True) -> bool:
@@ -47,12 +56,16 @@ def harness_reports(name: str, probes: bool = True) -> bool:
     ``ray.distributed``, which is validated after the metric, so accepted either way)."""
     if name in HARNESS_METRICS or name == "train_workers":
         return True
-    return probes and (name in PROBE_METRICS or (name.startswith(PROBE_FAMILIES) and "/" != name[-1]))
+    if name in FAULT_METRICS or name in PROBE_METRICS:
+        return probes
+    return probes and name.startswith(PROBE_FAMILIES + FAULT_FAMILIES) and "/" != name[-1]
 
 
 def harness_metric_names(probes: bool = True) -> str:
     """The metrics the harness reports, for an error message."""
-    names = list(HARNESS_METRICS) + (list(PROBE_METRICS) + [f"{f}<name>" for f in PROBE_FAMILIES] if probes else [])
+    families = PROBE_FAMILIES + FAULT_FAMILIES
+    names = list(HARNESS_METRICS) + (list(PROBE_METRICS + FAULT_METRICS) + [f"{f}<name>" for f in families]
+                                     if probes else [])
     return ", ".join(names)
 
 
@@ -109,10 +122,44 @@ class DataSpec(FactorySpec):
 
 
 class LossSpec(Strict):
-    name: Literal["bce_with_logits", "cross_entropy", "mse", "nll"] = "cross_entropy"
+    """A built-in loss by name, or a ``"module:callable"`` returning one (called with ``args``)."""
+
+    name: str = Field(default="cross_entropy", description=f"one of {', '.join(LOSSES)}, or 'module:callable'")
     args: dict[str, Any] = Field(default_factory=dict)
     class_weights: Literal["balanced"] | list[float] | None = None
     """'balanced': scikit-learn ``compute_class_weight`` on the training labels, into the loss."""
+    expects: Literal["logits", "log_probs", "probabilities"] | None = None
+    """What the loss takes from the model: a custom loss says it here, so autofix can check that
+    the model's outputs fit (``output_loss_mismatch``); without it that check is skipped. A
+    built-in loss's is known (cross_entropy, bce_with_logits: logits; nll: log_probs;
+    categorical_crossentropy: probabilities); giving another one is an error."""
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value in LOSSES:
+            return value
+        if not is_ref(value):
+            raise ValueError(f"expected a built-in loss ({', '.join(LOSSES)}) or 'module:callable', got {value!r}")
+        resolve(value)
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _binds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if isinstance(name, str) and is_ref(name):
+            check_args(resolve(name), value)
+        return value
+
+    @field_validator("expects")
+    @classmethod
+    def _agrees(cls, value: str | None, info: ValidationInfo) -> str | None:
+        known = LOSSES.get(info.data.get("name") or "", "")
+        if value is not None and known != "" and value != known:
+            raise ValueError(f"loss {info.data['name']!r} takes {known or 'any numbers'}, not {value}: "
+                             "leave 'expects' out for a built-in loss")
+        return value
 
 
 class OptimizerSpec(Strict):
@@ -142,18 +189,26 @@ class AugmentSpec(Strict):
 
 
 class InitSpec(Strict):
-    """Re-initialise the weights of matching layers before training."""
+    """Re-initialise the weights of matching layers before training (outside the output head)."""
 
-    scheme: Literal["default", "kaiming", "orthogonal", "xavier"] = "kaiming"
+    scheme: Literal["default", "kaiming", "lecun_normal", "orthogonal", "xavier"] = "kaiming"
     pattern: str | None = None
     """Regular expression on qualified module names (``net\\.0``); None = every matching type."""
     types: list[str] = Field(default_factory=lambda: ["Conv1d", "Conv2d", "Linear"])
+    head: bool = False
+    """Also re-initialise the output head (the last weight layer on the forward path)."""
 
 
 class ArchitectureSpec(Strict):
-    """Surgery on ``nn.Sequential`` models (or factory args of the same names when accepted)."""
+    """Surgery on the built model, guided by its traced forward path (or factory args of the
+    same names when accepted): hidden layers only, except ``output_activation``."""
 
     activation: Literal["elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh"] | None = None
+    activation_scope: Literal["hidden", "nonfinite"] = "hidden"
+    """'hidden': every hidden activation module; 'nonfinite': only those of the kind of the first
+    hidden activation whose output is non-finite on the untrained model's first batch."""
+    output_activation: Literal["identity", "log_softmax", "sigmoid", "softmax"] | None = None
+    """What follows the output layer: identity (logits), softmax, log_softmax or sigmoid."""
     batch_norm: bool = False
     dropout: float | None = Field(default=None, ge=0, lt=1)
 

@@ -49,10 +49,14 @@ DO_NO_HARM = tuple(c.name for c in load_cases() if c.block == "do-no-harm")
 # judged and managed through autofix.report, judge_inputs and Probe: loop bugs, imbalance with
 # and without the class-weight knob, LR too high with and without the probe. autofix only.
 CUSTOM_LOOPS = tuple(c.name for c in load_cases() if c.block == "custom-loops")
+# Ported models: Keras-style MLPs broken the ways converted models are, and healthy controls of
+# the same style; autofix against each run left alone (benchmarks/zoo/ported.py).
+PORTED = tuple(c.name for c in load_cases() if c.block == "ported-models")
 FULL = (
     Block("native-small", 0.0, "small", None, 5),
     Block("do-no-harm", 0.0, "small", DO_NO_HARM, 5, ("autofix",)),
     Block("custom-loops", 0.0, "small", CUSTOM_LOOPS, 3, ("autofix",)),
+    Block("ported-models", 0.0, "small", PORTED, 3, ("autofix",)),
     Block("padded-large", PAD_S, "large", SUBSET, 2),
     Block("padded-small", PAD_S, "small", SUBSET, 2),
     Block("native-large", 0.0, "large", SUBSET, 2),
@@ -61,6 +65,8 @@ QUICK = (
     Block("native-small", 0.0, "small", ("adam_lr_high", "late_exponential"), 1),
     Block("do-no-harm", 0.0, "small", ("slow_tanh_4x6_circles", "converged_scheduler"), 1, ("autofix",)),
     Block("custom-loops", 0.0, "small", ("custom_no_zero_grad_sgd", "custom_imbalance_no_knob"), 1, ("autofix",)),
+    Block("ported-models", 0.0, "small", ("ported_exp_5x8_blobs", "ported_ok_sig3_tanh_4x6_blobs"), 1,
+          ("autofix",)),
     Block("padded-large", PAD_S, "large", ("adam_lr_high",), 1),
 )
 

@@ -36,6 +36,29 @@ def _ratio_target(by_block: dict, blocks: list[str], key: str, rival: str, facto
     return _t(label, all(verdicts) if verdicts else None, "; ".join(parts) or "no such block in this run")
 
 
+def _ported(af: list[dict]) -> list[dict[str, Any]]:
+    """Issue 14's targets on models autofix did not write (block "ported-models"), and its two
+    invariants on every autofix run that measured them."""
+    out = []
+    ported = [r for r in af if r["block"] == "ported-models"]
+    broken = [r for r in ported if r["kind"] != "healthy"]
+    healed = sum(r["healed"] for r in broken)
+    out.append(_t("ported models: >= 90% of the broken cases healed (independent judge)",
+                  healed >= 0.9 * len(broken) if broken else None, f"{healed}/{len(broken)} runs healed"))
+    ctrl = [r for r in ported if r["kind"] == "healthy"]
+    touched = [f"{r['case']} s{r['seed']}" for r in ctrl if r["false_alarm"]]
+    out.append(_t("ported models: 0 healthy cases touched", not touched if ctrl else None,
+                  f"{len(touched)}/{len(ctrl)} control runs touched" + (f": {', '.join(touched[:6])}" if touched else "")))
+    measured = [r for r in af if r.get("head_changed") is not None]
+    heads = [f"{r['case']} s{r['seed']} {r['head_changed']}" for r in measured if r["head_changed"]]
+    out.append(_t("no patch changes the output head except an output action", not heads if measured else None,
+                  f"{len(measured) - len(heads)}/{len(measured)} runs clean" + (f"; {'; '.join(heads[:6])}" if heads else "")))
+    lr = [f"{r['case']} s{r['seed']}" for r in af if r.get("lr_at_init")]
+    out.append(_t("no learning-rate action answers a loss non-finite since iteration 0",
+                  not lr if measured else None, f"{len(lr)} run(s) with one" + (f": {', '.join(lr[:6])}" if lr else "")))
+    return out
+
+
 def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
     """Each target with its verdict and the measured numbers behind it."""
     af = _unique_autofix(runs)
@@ -91,6 +114,7 @@ def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
     out.append(_t("late-onset: autofix total compute <= 1.1x one healthy run",
                   all(v <= 1.1 for v in late.values()) if late else None,
                   ", ".join(f"{b} {v}x" for b, v in late.items())))
+    out += _ported(af)
     bug = [r for r in af if r["kind"] == "loop_bug"]
     burned = {b: g[m]["loop_bug_epochs"] for b, g in by_block.items() for m in g if m != "autofix" and g[m]["runs"]}
     out.append(_t("training-loop bug: zero relaunches (autofix)", all(r["relaunches"] == 0 for r in bug) if bug else None,

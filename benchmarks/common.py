@@ -254,6 +254,11 @@ class MethodResult:
     """autofix: the paths its knob hints asked to map."""
     missing_inputs: int | None = None
     """autofix: judgement inputs the trainable did not report (lines told at the first report)."""
+    head_changed: list[str] | None = None
+    """autofix attempts whose model's output head differs from the user's (module kinds or initial
+    weights) although no output action (``architecture.output_activation``) is in their config."""
+    lr_at_init: int | None = None
+    """Decisions that answered a loss non-finite since before any step with a learning-rate patch."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -71,8 +71,8 @@ def changed_keys(user_config: dict[str, Any], config: dict[str, Any]) -> list[st
             continue
         kept = {k for k in inside if k not in defaults or (old.get(k, new.get(k)) != defaults[k])}
         changed -= inside - kept
-        if not kept:
-            changed.add(sorted(inside)[0])
+        if not kept:  # named by the section's first field (init.scheme), not the alphabet
+            changed.add(next((k for k in defaults if k in inside), sorted(inside)[0]))
     return sorted(changed)
 
 

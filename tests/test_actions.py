@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from typing import Any
 
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 
 from autofix.actions import ACTIONS, ActionSpec, Change, NotApplicable, get_path, has_path, set_path
 from autofix.actions.config import Scale, Set
-from autofix.actions.optim import SwitchOptimizer
+from autofix.actions.model import SetOutputActivation, SwapActivation
+from autofix.actions.optim import ACCEPTS, SwitchOptimizer
 from autofix.actions.schedule import AddScheduler
 
 SPEC = pydantic.TypeAdapter(ActionSpec)
@@ -235,19 +237,75 @@ def test_switch_to_the_optimizer_in_use_is_not_applicable(config, aliases, to):
 
 
 @pytest.mark.parametrize("config, aliases, action, real, expected", [
-    pytest.param({"optimizer": {"name": "Adam", "lr": 1.0, "kwargs": {"weight_decay": 0.01, "amsgrad": True}}}, {},
+    pytest.param({"optimizer": {"name": "Adam", "lr": 1.0, "kwargs": {"weight_decay": 0.01, "amsgrad": True,
+                                                                     "betas": [0.8, 0.9]}}}, {},
                  {"to": "sgd", "momentum": 0.9}, "optimizer",
-                 {"name": "sgd", "lr": 0.01, "kwargs": {"weight_decay": 0.01, "momentum": 0.9}}, id="adam-to-sgd"),
+                 {"name": "sgd", "lr": 1.0, "kwargs": {"weight_decay": 0.01, "momentum": 0.9}}, id="adam-to-sgd"),
+    pytest.param({"optimizer": {"name": "SGD", "lr": 0.5, "kwargs": {"momentum": 0.9, "nesterov": True}}}, {},
+                 {"to": "adam"}, "optimizer", {"name": "adam", "lr": 0.5, "kwargs": {}}, id="sgd-to-adam-keeps-lr"),
     pytest.param({"optimizer": {"name": "SGD", "lr": 0.5, "kwargs": {"momentum": 0.9}}}, {},
-                 {"to": "adam"}, "optimizer", {"name": "adam", "lr": 1e-3, "kwargs": {}}, id="sgd-to-adam"),
-    pytest.param({"optimizer": {"name": "adam", "lr": 1e-3}}, {}, {"to": "adamw", "lr": 3e-4}, "optimizer",
-                 {"name": "adamw", "lr": 3e-4, "kwargs": {}}, id="adam-to-adamw"),
+                 {"to": "rmsprop"}, "optimizer", {"name": "rmsprop", "lr": 0.5, "kwargs": {"momentum": 0.9}},
+                 id="sgd-to-rmsprop-keeps-momentum"),
+    pytest.param({"optimizer": {"name": "adam", "lr": 2e-3, "kwargs": {"eps": 1e-7, "betas": [0.9, 0.99]}}}, {},
+                 {"to": "adamw"}, "optimizer",
+                 {"name": "adamw", "lr": 2e-3, "kwargs": {"eps": 1e-7, "betas": [0.9, 0.99]}}, id="adam-to-adamw"),
+    pytest.param({"optimizer": {"name": "sgd", "lr": 1e-5, "kwargs": {"weight_decay": 1e-4}}}, {},
+                 {"to": "adam", "lr": 1e-3}, "optimizer",
+                 {"name": "adam", "lr": 1e-3, "kwargs": {"weight_decay": 1e-4}}, id="the-policy-sets-the-lr"),
     pytest.param({"opt": "sgd"}, {"optimizer": "opt"}, {"to": "adam"}, "opt", "adam", id="custom-name-key"),
 ])
-def test_switch_to_another_optimizer_applies(config, aliases, action, real, expected):
+def test_switch_to_another_optimizer_keeps_the_rate_and_the_kwargs_it_accepts(config, aliases, action, real,
+                                                                              expected):
     patched, changes = SwitchOptimizer(**action).apply(config, aliases)
     assert get_path(patched, real) == expected
     assert changes == [Change("optimizer", get_path(config, real), expected)]
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTS))
+def test_the_kwargs_a_switch_keeps_are_those_torch_accepts(name):
+    from autofix.harness.builders import OPTIMIZERS
+
+    accepted = set(inspect.signature(OPTIMIZERS[name]).parameters) - {"params", "lr"}
+    assert ACCEPTS[name] == accepted  # none rejected by the new optimiser, none of the user's dropped
+
+
+# -- swap_activation and set_output_activation --------------------------------------------------
+
+@pytest.mark.parametrize("action, expected", [
+    ({"to": "selu"}, {"architecture.activation": "selu"}),
+    ({"to": "selu", "init": "matching"}, {"architecture.activation": "selu", "init.scheme": "lecun_normal"}),
+    ({"to": "tanh", "init": "matching"}, {"architecture.activation": "tanh", "init.scheme": "xavier"}),
+    ({"to": "relu", "init": "matching", "scope": "nonfinite"},
+     {"architecture.activation": "relu", "architecture.activation_scope": "nonfinite", "init.scheme": "kaiming"}),
+    ({"to": "elu", "init": "orthogonal"}, {"architecture.activation": "elu", "init.scheme": "orthogonal"}),
+])
+def test_swap_activation_patches_the_activation_and_its_matching_init(action, expected):
+    config = {"architecture": {"activation": None, "activation_scope": "hidden"}, "init": None}
+    patched, changes = SwapActivation(**action).apply(config)
+    assert {k: get_path(patched, k) for k in expected} == expected
+    assert get_path(patched, "init.head", False) is False  # a hidden-layer remedy keeps the head's weights
+    assert [c.path for c in changes] == list(dict.fromkeys(k.rsplit(".", 1)[0] if k.startswith("init") else k
+                                                           for k in expected))
+
+
+@pytest.mark.parametrize("loss, to, expected", [
+    ({"name": "categorical_crossentropy"}, "matching", "softmax"),
+    ({"name": "nll"}, "matching", "log_softmax"),
+    ({"name": "cross_entropy"}, "matching", "identity"),
+    ({"name": "bce_with_logits"}, "matching", "identity"),
+    ({"name": "pkg.losses:focal", "expects": "probabilities"}, "matching", "softmax"),
+    ({"name": "nll"}, "sigmoid", "sigmoid"),
+])
+def test_set_output_activation_matches_the_loss(loss, to, expected):
+    patched, changes = SetOutputActivation(to=to).apply({"loss": loss, "architecture": {"output_activation": None}})
+    assert patched["architecture"]["output_activation"] == expected
+    assert changes == [Change("architecture.output_activation", None, expected)]
+
+
+@pytest.mark.parametrize("loss", [{"name": "mse"}, {"name": "pkg.losses:mine"}])
+def test_set_output_activation_needs_a_loss_that_says_what_it_takes(loss):
+    with pytest.raises(NotApplicable, match="says nothing of its inputs"):
+        SetOutputActivation().apply({"loss": loss, "architecture": {"output_activation": None}})
 
 
 # -- validation of action specs (the YAML form) ----------------------------------------------

@@ -179,6 +179,27 @@ def test_report_targets_from_rows():
     assert "| do-no-harm | s | 1 | 1/1 | healthy 1 | 0/1 | -0.08 |" in text
 
 
+@pytest.mark.parametrize("healed, touched, heads, lr, met", [
+    (9, [False, False], [[], []], 0, [True, True, True, True]),
+    (8, [False, False], [[], []], 0, [False, True, True, True]),        # 8/10 < 90%
+    (9, [False, True], [[], []], 0, [True, False, True, True]),         # a control relaunched
+    (9, [False, False], [["a1"], []], 0, [True, True, False, True]),    # a hidden-layer patch changed the head
+    (9, [False, False], [[], []], 1, [True, True, True, False]),        # an LR cut answered a NaN at init
+])
+def test_ported_models_targets_from_rows(healed, touched, heads, lr, met):
+    from bench_targets import targets
+
+    rows = [_row("autofix", f"b{i}", "config", i < healed, 300, block="ported-models", head_changed=[], diagnosis_correct=True,
+                 lr_at_init=lr if i == 0 else 0) for i in range(10)]
+    rows += [_row("autofix", f"h{i}", "healthy", True, 300, block="ported-models", false_alarm=t, head_changed=h,
+                  lr_at_init=0) for i, (t, h) in enumerate(zip(touched, heads))]
+    verdicts = {t["target"]: t["met"] for t in targets(rows, {})}
+    names = ["ported models: >= 90% of the broken cases healed (independent judge)",
+             "ported models: 0 healthy cases touched", "no patch changes the output head except an output action",
+             "no learning-rate action answers a loss non-finite since iteration 0"]
+    assert [verdicts[n] for n in names] == met
+
+
 @pytest.mark.ray
 def test_autofix_method_stops_on_the_loop_bug_without_relaunching(ray_session):
     from common import Budget

@@ -37,7 +37,7 @@ SPIKE = [2.3, 2.0, 4.7, 5.0]
 NAN_AT_3 = [2.3, 1.9, 1.5, math.nan, 1.2]
 # swings by 0.5 around 1.95 and never falls the 30% of a healthy run
 OSCILLATION = curve("2.3 1.7 2.2 1.7 2.2 1.7 2.2 1.7 2.2 1.7 2.2 1.7 2.2 1.7 2.2 1.7")
-ALWAYS_NAN = [math.nan] * 8
+NAN_AFTER_INIT = [2.3] + [math.nan] * 8  # NaN from the first step on (a NaN before any step is the model's)
 
 SPR, PLANNED = 23, 345  # the digits runs: 23 optimizer steps per epoch, 15 epochs
 PATIENCE_REPORT = 8  # the first report at or past max(100, 0.5 x 345) = 172.5 steps
@@ -152,8 +152,12 @@ def test_healthy_curve_is_kept_without_a_child():
 @pytest.mark.parametrize("cfg, series, stop_at, policy, severity, patch", [
     pytest.param(config(lr=1e-3), NAN_AT_3, 3, "nonfinite-lower-lr", "hard",
                  [{"path": "optimizer.lr", "from": 1e-3, "to": 1e-4}], id="nan-stops-immediately"),
-    pytest.param(config(lr=1e-3), [math.inf], 0, "nonfinite-lower-lr", "hard",
-                 [{"path": "optimizer.lr", "from": 1e-3, "to": 1e-4}], id="inf-on-first-report"),
+    pytest.param(config(lr=1e-3), [2.3, math.inf], 1, "nonfinite-lower-lr", "hard",
+                 [{"path": "optimizer.lr", "from": 1e-3, "to": 1e-4}], id="inf-after-the-first-step"),
+    pytest.param(config(lr=1e-3, init=None), [math.inf], 0, "nonfinite-at-init", "hard",
+                 [{"path": "init", "from": None, "to": {"scheme": "lecun_normal", "pattern": None,
+                                                        "types": ["Conv1d", "Conv2d", "Linear"], "head": False}}],
+                 id="inf-before-any-step-is-no-learning-rates"),
     pytest.param(config(lr=1e-3), SPIKE, 2, "diverging-lower-lr", "hard",
                  [{"path": "optimizer.lr", "from": 1e-3, "to": 1e-4}], id="spike"),
     pytest.param(config(lr=0.05), OSCILLATION, 8, "oscillating-lower-lr", "soft",
@@ -358,16 +362,16 @@ def nan_policy(tmp_path: Path, for_steps: int = 0, cooldown: int = 0, warm: bool
 
 
 @pytest.mark.parametrize("spr, for_steps, stop_at, held", [
-    pytest.param(10, 0, 0, 0, id="0-fires-at-the-first-match"),
-    pytest.param(10, 10, 1, 10, id="10-steps-2-reports"),
-    pytest.param(10, 15, 2, 20, id="15-steps-3-reports"),
-    pytest.param(100, 15, 1, 100, id="15-steps-2-reports-of-100"),
-    pytest.param(1, 5, 5, 5, id="5-steps-6-reports-of-1"),
-    pytest.param(None, 3, 3, 3, id="no-step-a-report-is-one-step"),
+    pytest.param(10, 0, 1, 0, id="0-fires-at-the-first-match"),
+    pytest.param(10, 10, 2, 10, id="10-steps-2-reports"),
+    pytest.param(10, 15, 3, 20, id="15-steps-3-reports"),
+    pytest.param(100, 15, 2, 100, id="15-steps-2-reports-of-100"),
+    pytest.param(1, 5, 6, 5, id="5-steps-6-reports-of-1"),
+    pytest.param(None, 3, 4, 3, id="no-step-a-report-is-one-step"),
 ])
 def test_for_steps_counts_the_steps_a_match_held(tmp_path, spr, for_steps, stop_at, held):
     eng = engine(config(lr=1.0), policies=nan_policy(tmp_path, for_steps))
-    a0, stopped = run_attempt(eng, "t0", ALWAYS_NAN, spr=spr, complete=False)
+    a0, stopped = run_attempt(eng, "t0", NAN_AFTER_INIT, spr=spr, complete=False)
     assert stopped == stop_at
     assert a0.decision.reason.startswith(f"nonfinite_loss held {held} step(s)")
 
@@ -384,12 +388,12 @@ def test_a_break_in_the_symptom_resets_the_pending_state(tmp_path):
     assert pending == [None, [10, 10], None, [30, 30], None, [50, 50], [50, 60]]
 
 
-@pytest.mark.parametrize("cooldown, child_stop_at", [(0, 0), (10, 1), (25, 3)])
+@pytest.mark.parametrize("cooldown, child_stop_at", [(0, 1), (15, 2), (25, 3)])
 def test_cooldown_delays_the_same_policy_on_the_child_by_steps(tmp_path, cooldown, child_stop_at):
     eng = engine(config(lr=1.0), policies=nan_policy(tmp_path, cooldown=cooldown))
-    _, a0_stop = run_attempt(eng, "t0", ALWAYS_NAN, spr=10)
-    a1, a1_stop = run_attempt(eng, "t1", ALWAYS_NAN, spr=10)
-    assert (a0_stop, a1_stop) == (0, child_stop_at)
+    _, a0_stop = run_attempt(eng, "t0", NAN_AFTER_INIT, spr=10)
+    a1, a1_stop = run_attempt(eng, "t1", NAN_AFTER_INIT, spr=10)
+    assert (a0_stop, a1_stop) == (1, child_stop_at)
     assert a1.cooldown == ({"lower": float(cooldown)} if cooldown else {})
 
 
@@ -414,7 +418,7 @@ def test_max_attempts_is_enforced(max_attempts):
         if attempt is None:
             break
         launched.append(attempt.id)
-        for i, v in enumerate(ALWAYS_NAN):
+        for i, v in enumerate(NAN_AFTER_INIT):
             if eng.observe(f"t{t}", i, row(i, v)).stop:
                 break
         eng.complete(f"t{t}")

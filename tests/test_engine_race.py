@@ -227,3 +227,27 @@ def test_a_soft_decision_at_the_end_of_a0_cannot_keep_it_running(tmp_path, max_a
     assert "keeps training" not in a0.decision.reason
     feed(eng, "t1", HEALTHY)
     assert [eng.attempts[a].role for a in eng.queue] == [CONTROL], "room left to continue a0"
+
+
+# -- swap candidates race, each with its matching initialisation ---------------------------------
+
+EXP_AT_INIT = {"nonfinite_output_index": 5.0, "nonfinite_output/5": 0.02, "nonfinite_module/Exponential": 1.0,
+               "nonfinite_output_activation": 1.0}
+
+
+@pytest.mark.parametrize("parallel, racers", [
+    (1, [("selu", "lecun_normal")]),
+    (2, [("selu", "lecun_normal"), ("leaky_relu", "kaiming")]),
+    (3, [("selu", "lecun_normal"), ("leaky_relu", "kaiming"), ("tanh", "xavier")]),
+])
+def test_the_swap_candidates_race_in_their_measured_order_when_slots_allow(parallel, racers):
+    cfg = config(lr=0.1, architecture={"activation": None, "activation_scope": "hidden", "output_activation": None},
+                 init=None)
+    eng = engine(cfg, parallel=parallel)
+    a0 = eng.suggest("t0")
+    assert eng.observe("t0", 0, row(0, math.nan, train_loss=math.nan, **EXP_AT_INIT)).stop
+    assert a0.decision.policy == "nonfinite-at-init-activation" and a0.stopped_on == "hard"
+    children = [eng.attempts[c] for c in eng.queue]
+    assert [(c.config["architecture"]["activation"], c.config["init"]["scheme"]) for c in children] == racers
+    assert all(c.config["architecture"]["activation_scope"] == "nonfinite" and c.config["optimizer"]["lr"] == 0.1
+               for c in children)  # never the learning rate

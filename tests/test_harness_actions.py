@@ -210,10 +210,12 @@ def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) ->
 
 
 @pytest.mark.parametrize(("init", "changed"), [
-    ({"scheme": "kaiming"}, {"0", "2", "4"}),
+    ({"scheme": "kaiming"}, {"0", "2"}),  # the output layer (4) is the head: left alone
+    ({"scheme": "kaiming", "head": True}, {"0", "2", "4"}),
     ({"scheme": "xavier", "pattern": r"^2$"}, {"2"}),
     ({"scheme": "orthogonal", "pattern": r"^[02]$"}, {"0", "2"}),
-    ({"scheme": "default", "pattern": "4"}, {"4"}),
+    ({"scheme": "default", "pattern": "4", "head": True}, {"4"}),
+    ({"scheme": "lecun_normal", "pattern": "^[24]$"}, {"2"}),
 ])
 def test_init_changes_exactly_the_matching_layers(init: dict[str, Any], changed: set[str]) -> None:
     spec = {"factory": "models:large_init_mlp", "args": {"depth": 2}}
@@ -286,11 +288,21 @@ def test_dropout_before_hidden_linears() -> None:
                           "Dropout", "Linear"]
 
 
-@pytest.mark.parametrize("knob", [{"activation": "selu"}, {"batch_norm": True}, {"dropout": 0.3}])
-def test_surgery_on_an_unsupported_model_raises(knob: dict[str, Any]) -> None:
+@pytest.mark.parametrize("knob, found", [
+    ({"activation": "selu"}, "found no hidden activation module to replace"),
+    ({"batch_norm": True}, "found no hidden Linear/Conv layer followed by an activation module"),
+])
+def test_surgery_on_a_model_with_functional_activations_says_what_it_found(knob: dict[str, Any], found: str) -> None:
     spec = {"factory": "autofix.harness.models:simple_cnn"}  # nn.Module with F.relu, no Sequential
-    with pytest.raises(ValueError, match="must be an nn.Sequential .* or its factory must accept"):
+    with pytest.raises(ValueError, match=found) as err:
         build_model(spec, knob)
+    assert "conv1 Conv2d, pool MaxPool2d | head: fc1 Linear" in str(err.value)  # the traced path
+
+
+def test_dropout_reaches_a_linear_that_is_a_plain_attribute() -> None:
+    model = build_model({"factory": "autofix.harness.models:simple_cnn"}, {"dropout": 0.3})
+    assert kinds(model.fc1) == ["Dropout", "Linear"]  # wrapped in place: forward() still calls fc1
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
 # --- schedulers --------------------------------------------------------------------------------

@@ -131,20 +131,27 @@ def test_explain_names_what_a_policy_answers_and_does(capsys):
     assert "available symptoms: " in capsys.readouterr().err
 
 
-def test_ledger_ranks_by_measured_success_and_prints_a_table(tmp_path, capsys):
+@pytest.mark.parametrize("first_fails, second_heals, order", [
+    (5, 1, [1, 2, 0]),  # the first candidate failed 5 times here: its measured rate now counts
+    (4, 1, [0, 1, 2]),  # 4 local outcomes are not enough to overrule the shipped (measured) order
+    (0, 5, [1, 0, 2]),  # 5 local heals lift the second candidate above the unmeasured ones
+    (0, 4, [0, 1, 2]),
+])
+def test_ledger_reorders_a_policy_only_after_5_local_outcomes(tmp_path, capsys, first_fails, second_heals, order):
     ledger = Ledger(tmp_path / "ledger.jsonl")
     policy = load_policies(["builtin"]).get("class-collapse")
     first, second = policy.then[0].describe(), policy.then[1].describe()
-    for healed in (False, False, False):
-        ledger.record("r", "a1", "class_collapse", policy.name, first, healed)
-    ledger.record("r", "a2", "class_collapse", policy.name, second, True)
+    for _ in range(first_fails):
+        ledger.record("r", "a1", "class_collapse", policy.name, first, False)
+    for _ in range(second_heals):
+        ledger.record("r", "a2", "class_collapse", policy.name, second, True)
     rank = ledger.ranker()
-    assert rank("class_collapse", policy.name, list(enumerate(policy.then)))[:2] == [1, 2]  # proven first
+    assert rank("class_collapse", policy.name, list(enumerate(policy.then))) == order
     assert rank("plateau", policy.name, list(enumerate(policy.then))) == [0, 1, 2]  # no evidence: policy order
     assert rank("class_collapse", "another-policy", list(enumerate(policy.then))) == [0, 1, 2]  # other context
     assert main(["ledger", "--path", str(ledger.path)]) == 0
     out = capsys.readouterr().out
-    assert "class_collapse" in out and "100%" in out and "0%" in out
+    assert "class_collapse" in out and ("100%" in out if second_heals else "0%" in out)
 
 
 @pytest.mark.parametrize("line, counted", [

@@ -107,7 +107,7 @@ NONFINITE_ROWS = [
     pytest.param(STUCK, {}, None, id="stuck-adam-lr1"),
     pytest.param(SGD_SLOW, {}, None, id="sgd-too-slow"),
     pytest.param(ADAM_TINY, {}, None, id="adam-lr1e-5"),
-    pytest.param([math.nan], {}, 0, id="nan-first-report"),
+    pytest.param([math.nan], {}, None, id="nan-first-report-is-nonfinite_at_init"),  # the untrained model: no step to blame
     pytest.param(NAN_AT_3, {}, 3, id="nan-mid-run"),
     pytest.param(INF_AT_2, {}, 2, id="inf"),
     pytest.param(NEG_INF_AT_1, {}, 1, id="minus-inf"),
@@ -332,7 +332,7 @@ LOSS_SYMPTOMS = ["diverging_loss", "nonfinite_loss", "oscillating_loss", "platea
 def test_report_without_the_metric_changes_nothing(detector):
     """A report that lacks the watched metric (or carries it only as a string) is not judged."""
     det = SYMPTOMS[detector]("val_loss")
-    bad = {"nonfinite_loss": [math.nan], "diverging_loss": SPIKE, "oscillating_loss": LARGE_OSCILLATION,
+    bad = {"nonfinite_loss": [2.3, math.nan], "diverging_loss": SPIKE, "oscillating_loss": LARGE_OSCILLATION,
            "plateau": STUCK}[detector]
     history = History().extend(enumerate(reports(bad)))
     assert det.check(history) is not None
@@ -344,7 +344,7 @@ def test_report_without_the_metric_changes_nothing(detector):
 
 @pytest.mark.parametrize("detector", LOSS_SYMPTOMS)
 def test_metric_param_picks_another_stream(detector):
-    bad = {"nonfinite_loss": [math.nan], "diverging_loss": SPIKE, "oscillating_loss": LARGE_OSCILLATION,
+    bad = {"nonfinite_loss": [2.3, math.nan], "diverging_loss": SPIKE, "oscillating_loss": LARGE_OSCILLATION,
            "plateau": STUCK}[detector]
     history = History().extend((i, {"val_loss": HEALTHY[i], "train_loss": v, "step": i * DIGITS_STEPS})
                                for i, v in enumerate(bad))
@@ -414,7 +414,8 @@ def test_build_detectors_rejects_unknown_symptoms(overrides, named):
 def test_hard_symptoms_are_those_no_slow_learner_shows():
     hard = sorted(name for name, cls in SYMPTOMS.items() if cls.severity == HARD)
     code = ["detached_loss", "loss_broadcast", "missing_zero_grad", "nan_metric"]  # training-code bugs
-    assert hard == sorted(["diverging_loss", "exploding_gradients", "no_update", "nonfinite_loss", *code])
+    assert hard == sorted(["diverging_loss", "exploding_gradients", "no_update", "nonfinite_at_init", "nonfinite_loss",
+                           *code])
 
 
 @pytest.mark.parametrize("name", sorted(SYMPTOMS))

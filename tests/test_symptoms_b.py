@@ -29,6 +29,7 @@ NEW = [
 ]
 OLD = ["nonfinite_loss", "diverging_loss", "oscillating_loss", "plateau"]
 END = ["slow_progress"]  # judged at an attempt's end (autofix/symptoms/progress.py)
+MODEL = ["nonfinite_at_init", "output_loss_mismatch"]
 
 Report = dict[str, float]
 
@@ -748,9 +749,9 @@ def test_overrides_reach_the_new_detectors():
 CODE = ("missing_zero_grad", "loss_broadcast", "detached_loss", "nan_metric")  # symptoms/code.py
 
 
-def test_registry_holds_all_nineteen_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(CODE)
-    assert len(SYMPTOMS) == 19
+def test_registry_holds_all_twenty_one_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE)
+    assert len(SYMPTOMS) == 21
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from autofix.actions.base import Action, Change, KnobMissing, NotApplicable, get_path, has_path, resolve_path, set_path
 from autofix.actions.config import Scale, Set, StopRun
 from autofix.actions.data import Augment, NormalizeInputs, ReweightClasses
-from autofix.actions.model import AddBatchNorm, AddDropout, Reinitialize, SwapActivation
+from autofix.actions.model import AddBatchNorm, AddDropout, Reinitialize, SetOutputActivation, SwapActivation
 from autofix.actions.optim import ClipGradients, SwitchOptimizer, WeightDecay
 from autofix.actions.schedule import AddScheduler, Warmup
 
@@ -30,7 +30,8 @@ ACTIONS: dict[str, type[Action]] = {
     cls.name: cls
     for cls in (
         AddBatchNorm, AddDropout, AddScheduler, Augment, ClipGradients, NormalizeInputs, Reinitialize,
-        ReweightClasses, Scale, Set, StopRun, SwapActivation, SwitchOptimizer, Warmup, WeightDecay,
+        ReweightClasses, Scale, Set, SetOutputActivation, StopRun, SwapActivation, SwitchOptimizer, Warmup,
+        WeightDecay,
     )
 }
 

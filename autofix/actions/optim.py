@@ -8,23 +8,38 @@ from pydantic import Field
 
 from autofix.actions.base import Action, Change, NotApplicable, get_path, resolve_path
 
-__all__ = ["ClipGradients", "SwitchOptimizer", "WeightDecay"]
+__all__ = ["ACCEPTS", "ClipGradients", "SwitchOptimizer", "WeightDecay"]
 
-# AUTOTRAINER's base learning rates per optimiser family (0.01 for SGD, 0.001 otherwise).
-DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
+# The keyword arguments each torch.optim class takes besides params and lr (torch 2.x
+# signatures; tests/test_actions.py checks them against the installed torch): a switch keeps
+# every one of the user's kwargs the new optimiser accepts.
+ACCEPTS: dict[str, frozenset[str]] = {
+    "adagrad": frozenset({"lr_decay", "weight_decay", "initial_accumulator_value", "eps", "foreach", "maximize",
+                          "differentiable", "fused"}),
+    "adam": frozenset({"betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable",
+                       "differentiable", "fused", "decoupled_weight_decay"}),
+    "adamw": frozenset({"betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
+                        "differentiable", "fused"}),
+    "rmsprop": frozenset({"alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach",
+                          "maximize", "differentiable"}),
+    "sgd": frozenset({"momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach",
+                      "differentiable", "fused"}),
+}
 
 
 class SwitchOptimizer(Action):
-    """Replace the optimiser (e.g. SGD -> Adam), with a learning rate sensible for the new one.
+    """Replace the optimiser (e.g. SGD -> Adam), keeping what the user chose.
 
-    ``lr`` defaults to AUTOTRAINER's base rate for the target family (SGD 0.01, Adam 1e-3);
-    keyword arguments that the new optimiser would not accept (``momentum`` for Adam) are
-    dropped, ``weight_decay`` is kept. A "switch" to the optimiser already in use is not
-    applicable: it would only reset the learning rate and drop the user's kwargs.
+    A switch keeps the learning rate and every keyword argument the new optimiser accepts
+    (Adam's ``eps`` goes to AdamW or RMSprop, ``betas`` to AdamW, ``weight_decay`` everywhere);
+    the others are dropped (``momentum`` for Adam). ``lr`` sets a learning rate instead (a policy
+    that switches to Adam at AUTOTRAINER's 1e-3 says so), ``momentum`` SGD's momentum. A
+    "switch" to the optimiser already in use is not applicable: it would only reset the
+    learning rate and drop the user's kwargs.
     """
 
     name = "switch_optimizer"
-    summary = "Switch to another optimiser with a sensible learning rate."
+    summary = "Switch to another optimiser, keeping the learning rate and the kwargs it accepts."
     action: Literal["switch_optimizer"] = "switch_optimizer"
     to: Literal["adagrad", "adam", "adamw", "rmsprop", "sgd"]
     lr: float | None = Field(default=None, gt=0)
@@ -37,11 +52,14 @@ class SwitchOptimizer(Action):
         if isinstance(current, str) and current.lower() == self.to:
             raise NotApplicable(f"the optimizer already is {self.to}: switching to it changes nothing")
         if not isinstance(old, dict):
-            return self.set_value(config, aliases, "optimizer", self.to)  # a custom trainable's name key
-        kwargs = {k: v for k, v in (old.get("kwargs") or {}).items() if k == "weight_decay"}
+            changes = self.set_value(config, aliases, "optimizer", self.to)  # a custom trainable's name key
+            if self.lr is not None and "optimizer.lr" in aliases:
+                changes += self.set_value(config, aliases, "optimizer.lr", self.lr)
+            return changes
+        kwargs = {k: v for k, v in (old.get("kwargs") or {}).items() if k in ACCEPTS[self.to]}
         if self.to == "sgd" and self.momentum is not None:
             kwargs["momentum"] = self.momentum
-        new = {**old, "name": self.to, "lr": self.lr or DEFAULT_LR[self.to], "kwargs": kwargs}
+        new = {**old, "name": self.to, "lr": self.lr if self.lr is not None else old.get("lr"), "kwargs": kwargs}
         return self.set_value(config, aliases, "optimizer", new)
 
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autofix.harness.builders import LossFn, build_data, build_loss, build_model
+from autofix.harness.builders import LossFn, build_data, build_loss, build_model, normalize_config
 from autofix.harness.data import Batches
 from autofix.harness.distributed import Parallel, per_rank_batch
 from autofix.harness.transforms import input_transforms
 from autofix.harness.weighting import dataset_labels, loss_weight_kwargs, output_width, sampler_weights
 
-__all__ = ["Run", "build_run"]
+__all__ = ["Run", "build_run", "first_batch", "preview_model"]
 
 
 @dataclass
@@ -52,12 +54,38 @@ def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int,
             Batches(val, max(size, eval_batch), shuffle=False, seed=seed, transform=val_tf, device=device))
 
 
+def first_batch(batches: Batches) -> Any:
+    """The inputs of the first training batch (epoch 0), which surgery traces the model with.
+
+    Taken under a forked RNG so the model's initial weights are those of a run built without
+    it (a sampler draws from the global generator)."""
+    with torch.random.fork_rng(devices=[]):
+        x, _ = next(iter(batches.epoch(0)))
+    return x.cpu() if isinstance(x, torch.Tensor) else x  # the model is built on the CPU
+
+
+def preview_model(config: dict[str, Any]) -> nn.Module:
+    """The model a trial of ``config`` builds, built here with the same seed and first batch
+    (the driver's check of a patch before it is launched); the caller's RNG states are kept."""
+    cfg = normalize_config(config)
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg["seed"])
+            np.random.seed(cfg["seed"])
+            train, val = build_data(cfg["data"], cfg["seed"])
+            batches, _ = _batches(cfg, train, val, 1, None)
+            return build_model(cfg["model"], cfg.get("architecture"), cfg.get("init"), first_batch(batches))
+    finally:
+        np.random.set_state(state)
+
+
 def build_run(cfg: dict[str, Any], eval_batch: int, parallel: Parallel | None = None) -> Run:
     """Data, batches, model and loss for ``cfg`` (validation batches at least ``eval_batch``);
     with ``parallel``, the training batches are this rank's shard."""
     train, val = build_data(cfg["data"], cfg["seed"])
     train_batches, val_batches = _batches(cfg, train, val, eval_batch, parallel)
-    model = build_model(cfg["model"], cfg.get("architecture"), cfg.get("init"))
+    model = build_model(cfg["model"], cfg.get("architecture"), cfg.get("init"), first_batch(train_batches))
     loss_spec = cfg["loss"]
     extra = {}
     if loss_spec.get("class_weights") is not None:

@@ -16,8 +16,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from autofix.harness.anatomy import trace
 from autofix.harness.data import DATASETS
 from autofix.harness.initialize import reinitialize
+from autofix.harness.losses import CLASS_ID_LOSSES, EXPECTS, CategoricalCrossentropy
 from autofix.harness.schedules import SCHEDULERS, build_scheduler
 from autofix.harness.surgery import apply_architecture, factory_kwargs, requested
 from autofix.probes import DEFAULT_EVERY_STEPS
@@ -37,6 +39,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 LOSSES: dict[str, type[nn.Module]] = {
     "bce_with_logits": nn.BCEWithLogitsLoss,
+    "categorical_crossentropy": CategoricalCrossentropy,
     "cross_entropy": nn.CrossEntropyLoss,
     "mse": nn.MSELoss,
     "nll": nn.NLLLoss,
@@ -75,6 +78,8 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
     # whether the config came from the schema (all keys) or was written by hand.
     arch = cfg.get("architecture") or {}
     cfg["architecture"] = {"activation": arch.get("activation"),
+                           "activation_scope": arch.get("activation_scope") or "hidden",
+                           "output_activation": arch.get("output_activation"),
                            "batch_norm": bool(arch.get("batch_norm", False)),
                            "dropout": arch.get("dropout")}
     return cfg
@@ -105,21 +110,24 @@ def resolve(ref: str) -> Any:
 
 
 def build_model(spec: dict[str, Any], architecture: dict[str, Any] | None = None,
-                init: dict[str, Any] | None = None) -> nn.Module:
+                init: dict[str, Any] | None = None, sample: Any = None) -> nn.Module:
     """Call the model factory with ``**args``, then apply the architecture and init knobs.
 
     Architecture knobs the factory takes as keyword arguments (``activation=``,
-    ``batch_norm=``, ``dropout=``) are passed to it, overriding ``args``; the others are done by
+    ``batch_norm=``, ...) are passed to it, overriding ``args``; the others are done by
     surgery on the built model (:mod:`autofix.harness.surgery`). ``init`` re-initialises the
-    matching layers last (:mod:`autofix.harness.initialize`).
+    matching layers last, outside the output head (:mod:`autofix.harness.initialize`).
+    ``sample``: an input batch the surgery traces the forward path with (the harness passes the
+    first training batch); without one the path comes from ``torch.fx``.
     """
     factory = resolve(spec["factory"])
     knobs = requested(architecture)
     passed = factory_kwargs(factory, knobs)
     model = factory(**{**spec.get("args", {}), **passed})
-    model = apply_architecture(model, {k: v for k, v in knobs.items() if k not in passed})
+    model = apply_architecture(model, {k: v for k, v in knobs.items() if k not in passed}, sample)
     if init:
-        reinitialize(model, init)
+        head = set() if init.get("head") else trace(model, sample).head_ids()
+        reinitialize(model, init, head)
     return model
 
 
@@ -140,34 +148,48 @@ def build_data(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
 
 
 class LossFn:
-    """A torch loss plus the target conversion that lets class-id labels feed every loss kind.
+    """A loss plus the target conversion that lets class-id labels feed every loss kind.
 
-    * cross_entropy / nll: targets as int64 class ids (nll expects log-probabilities; feeding
-      it raw logits is a classic bug, left as is so autofix can see it).
+    * cross_entropy / nll / categorical_crossentropy: targets as int64 class ids (nll expects
+      log-probabilities, categorical_crossentropy probabilities; feeding them raw logits is a
+      classic bug, left as is so autofix can see it).
     * mse: class ids become one-hot rows when the model has several outputs, else floats.
     * bce_with_logits: class ids become floats shaped like a single-output model's logits
       (one-hot for several outputs, i.e. multi-label style).
+    * a ``"module:callable"``: the factory is called with ``args`` and gets the targets as they
+      come; what it expects of the outputs is the spec's ``loss.expects``.
+
+    ``expects``: ``logits`` | ``probabilities`` | ``log_probs``, or None when unknown (mse, or a
+    custom loss that does not say).
     """
 
-    def __init__(self, name: str, args: dict[str, Any]) -> None:
-        key = name.lower()
-        if key not in LOSSES:
-            raise ValueError(f"loss {name!r} is not one of {', '.join(sorted(LOSSES))}")
-        self.name = key
+    def __init__(self, name: str, args: dict[str, Any], expects: str | None = None) -> None:
         # Class weights arrive as JSON lists; torch wants tensors.
         kwargs = {
             k: torch.tensor(v, dtype=torch.float32) if isinstance(v, list) else v
             for k, v in args.items()
         }
+        if ":" in name:
+            self.name = name
+            self.module = resolve(name)(**kwargs)
+            self.expects = expects
+            return
+        key = name.lower()
+        if key not in LOSSES:
+            raise ValueError(f"loss {name!r} is not one of {', '.join(sorted(LOSSES))} or a 'module:callable'")
+        self.name = key
         self.module = LOSSES[key](**kwargs)
+        self.expects = EXPECTS[key]
 
     def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of logits ``out`` against targets ``y`` after converting ``y`` for this loss."""
+        """Loss of the outputs ``out`` against targets ``y`` after converting ``y`` for this loss."""
         return self.module(out, self.targets(out, y))
 
     def targets(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Convert ``y`` into what this loss expects for outputs shaped like ``out``."""
-        if self.name in ("cross_entropy", "nll"):
+        if ":" in self.name:
+            return y  # the user's loss takes the targets as the data gives them
+        if self.name in CLASS_ID_LOSSES:
             # Float 2-D targets are class probabilities, which cross_entropy accepts as is.
             return y if y.is_floating_point() and y.dim() > 1 else y.long()
         if not y.is_floating_point() and out.dim() == 2 and out.shape[1] > 1:
@@ -178,7 +200,7 @@ class LossFn:
 def build_loss(spec: dict[str, Any], extra: dict[str, Any] | None = None) -> LossFn:
     """Loss from ``{"name", "args"}`` plus ``extra`` keyword arguments (computed class weights,
     see :func:`autofix.harness.weighting.loss_weight_kwargs`)."""
-    return LossFn(spec["name"], {**spec.get("args", {}), **(extra or {})})
+    return LossFn(spec["name"], {**spec.get("args", {}), **(extra or {})}, spec.get("expects"))
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:

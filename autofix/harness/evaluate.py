@@ -18,10 +18,12 @@ from torch.utils.data import Dataset, TensorDataset
 
 from autofix.harness.builders import LossFn
 from autofix.harness.data import Batches
+from autofix.harness.losses import CLASS_ID_LOSSES
 from autofix.probes import class_ids
 from autofix.verdict import BALANCED_ACCURACY, CHANCE_ACCURACY, CHANCE_BALANCED, CHANCE_F1, LABEL_ENTROPY
 
-__all__ = ["NONFINITE_OUTPUTS", "chance_metrics", "class_targets", "evaluate", "initial_loss_metrics", "num_classes", "predict",
+__all__ = ["NONFINITE_OUTPUTS", "chance_metrics", "class_targets", "evaluate", "initial_loss_metrics", "num_classes",
+           "output_metrics", "predict",
            "prediction_metrics", "steps_per_epoch", "train_labels", "val_targets"]
 NONFINITE_OUTPUTS = "val_nonfinite_outputs"  # 1.0 when some validation output was NaN/Inf
 MAX_RECALL_CLASSES = 20  # per-class val_recall keys beyond this would flood the result rows
@@ -53,7 +55,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> d
     ``argmax`` of NaN logits is class 0, which scored NaN models at 0.36-0.55.
     """
     model.eval()
-    total, count, preds, targets, finite = 0.0, 0, [], [], True
+    total, count, preds, targets, finite, outs = 0.0, 0, [], [], True, []
     with torch.no_grad():
         for x, y in val.epoch(0):
             out = model(x)
@@ -62,7 +64,10 @@ def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> d
             count += len(y)
             preds.append(predict(out))
             targets.append(class_targets(y, loss_fn.name))
+            outs.append(out)
     metrics = {"val_loss": total / count if count else float("nan")}
+    if probes and outs:
+        metrics.update(output_metrics(torch.cat(outs), getattr(loss_fn, "expects", None)))
     if not preds or any(t is None for t in targets) or not finite:
         metrics.update(val_accuracy=float("nan"), val_macro_f1=float("nan"))
         if not finite:  # NaN scores of NaN outputs, not of a metric's code (symptoms.code.NanMetric)
@@ -75,6 +80,29 @@ def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> d
     if probes:
         metrics.update(prediction_metrics(pred, true))
     return metrics
+
+
+def output_metrics(out: torch.Tensor, expects: str | None) -> dict[str, float]:
+    """What the loss is fed, over the validation outputs (rows = samples, columns = classes):
+    ``output_min`` / ``output_max`` (finite values), ``output_sum_dev`` (largest |row sum - 1|),
+    ``output_zero_rows`` (share of rows summing to <= 0), ``output_lse_dev`` (largest |log-sum-exp
+    of a row|), ``output_classes`` and ``loss_expects/<kind>`` = 1; ``{}`` when the loss says
+    nothing of its inputs (mse, a custom loss without ``loss.expects``) or the outputs are not
+    rows of scores."""
+    if expects is None or out.dim() != 2 or not out.numel():
+        return {}
+    out = out.detach().float().cpu()
+    ok = torch.isfinite(out)
+    rows = ok.all(dim=1)
+    if not bool(rows.any()):
+        return {f"loss_expects/{expects}": 1.0, "output_classes": float(out.shape[1])}
+    good, values = out[rows], out[ok]
+    sums = good.sum(dim=1)
+    return {f"loss_expects/{expects}": 1.0, "output_classes": float(out.shape[1]),
+            "output_min": float(values.min()), "output_max": float(values.max()),
+            "output_sum_dev": float((sums - 1).abs().max()),
+            "output_zero_rows": float((sums <= 0).float().mean()),
+            "output_lse_dev": float(torch.logsumexp(good, dim=1).abs().max())}
 
 
 def val_targets(val: Batches, loss_name: str) -> np.ndarray | None:
@@ -139,7 +167,7 @@ def steps_per_epoch(dataset: Dataset, batch_size: int) -> int | None:
 
 def num_classes(out: torch.Tensor, loss_name: str) -> int | None:
     """Classes whose uniform prediction gives the chance loss; None for a regression loss."""
-    if loss_name in ("cross_entropy", "nll"):
+    if loss_name in CLASS_ID_LOSSES:
         return int(out.shape[1]) if out.dim() >= 2 else None
     # binary cross-entropy at logit 0 costs ln 2 per output, whatever the number of outputs
     return 2 if loss_name == "bce_with_logits" else None

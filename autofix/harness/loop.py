@@ -9,6 +9,7 @@ update, activation, input, label and prediction statistics to every report.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from autofix.harness.anatomy import nonfinite_metrics
 from autofix.harness.assemble import build_run
 from autofix.harness.builders import LossFn, build_optimizer, normalize_config
 from autofix.harness.checkpoint import STATE_FILE, prepare, save_checkpoint
 from autofix.harness.distributed import Parallel, all_finite
+from autofix.harness.losses import CLASS_ID_LOSSES
 from autofix.harness.evaluate import (
     chance_metrics, evaluate, initial_loss_metrics, num_classes, train_labels, val_targets,
 )
@@ -84,7 +87,7 @@ class _Trainer:
         balanced sampler teaches other shares than the validation set has."""
         name = self.loss_fn.name
         natural = self.cfg["loss"].get("class_weights") is None and self.cfg["data"].get("sampler") != "balanced"
-        entropy = natural and (name in ("cross_entropy", "nll") or (
+        entropy = natural and (name in CLASS_ID_LOSSES or (
             name == "bce_with_logits" and output_width(self.model, self.train_set) == 1))
         true = val_targets(self.val, name)
         return chance_metrics(labels, true, entropy) if true is not None else {}
@@ -103,11 +106,11 @@ class _Trainer:
     def initial_metrics(self) -> dict[str, Any]:
         """Epoch 0: losses of the untrained model and the gradients of one (probed) batch."""
         self.model.eval()
+        losses, worst = [], None  # the first batch whose loss is not finite: what the probe traces
         with torch.no_grad():
-            losses = [
-                float(self.loss_fn(self.model(x), y))
-                for x, y in islice(self.train.epoch(0), _EPOCH0_TRAIN_BATCHES)
-            ]
+            for x, y in islice(self.train.epoch(0), _EPOCH0_TRAIN_BATCHES):
+                losses.append(float(self.loss_fn(self.model(x), y)))
+                worst = x if worst is None and not math.isfinite(losses[-1]) else worst
         self.model.train()
         x, y = next(iter(self.train.epoch(0)))
         self.optimizer.zero_grad(set_to_none=True)
@@ -123,6 +126,7 @@ class _Trainer:
                    "input_ndim": float(x.dim())}
         if self.probe.enabled:
             metrics.update(self.probe.epoch_metrics())
+            metrics.update(nonfinite_metrics(self.model, worst if worst is not None else x))
             metrics.update(initial_loss_metrics(metrics["train_loss"],
                                                 num_classes(out, self.loss_fn.name)))
         return metrics

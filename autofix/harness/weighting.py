@@ -27,7 +27,8 @@ from autofix.harness.evaluate import class_targets, train_labels
 __all__ = ["balanced_class_weights", "dataset_labels", "loss_weight_kwargs", "output_width",
            "sampler_weights"]
 
-_WEIGHTED_LOSSES = {"cross_entropy": "weight", "nll": "weight", "bce_with_logits": "pos_weight"}
+_WEIGHTED_LOSSES = {"bce_with_logits": "pos_weight", "categorical_crossentropy": "weight", "cross_entropy": "weight",
+                    "nll": "weight"}
 
 
 def dataset_labels(dataset: Dataset, loss_name: str, knob: str) -> torch.Tensor:

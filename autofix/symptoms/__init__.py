@@ -12,6 +12,7 @@ from autofix.symptoms.data import LabelImbalance, UnnormalizedInput
 from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
 from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
 from autofix.symptoms.loss import DivergingLoss, NonFiniteLoss, OscillatingLoss, Plateau
+from autofix.symptoms.outputs import NonFiniteAtInit, OutputLossMismatch
 from autofix.symptoms.progress import SlowProgress
 
 # isort-style order (ruff RUF022): constants, then classes, then functions; alphabetical in each.
@@ -31,8 +32,10 @@ __all__ = [
     "LossBroadcast",
     "MissingZeroGrad",
     "NanMetric",
+    "NonFiniteAtInit",
     "NonFiniteLoss",
     "OscillatingLoss",
+    "OutputLossMismatch",
     "Overfitting",
     "Params",
     "Plateau",
@@ -47,6 +50,8 @@ __all__ = [
 SYMPTOMS: dict[str, type[Detector]] = {
     cls.name: cls
     for cls in (
+        # the model as built, before it trains
+        NonFiniteAtInit, OutputLossMismatch,
         # the loss curve alone
         NonFiniteLoss, DivergingLoss, OscillatingLoss, Plateau,
         # probe streams: gradients and updates, activations, data, what is learned

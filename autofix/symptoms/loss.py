@@ -17,6 +17,7 @@ from pydantic import Field
 
 from autofix.metrics import History
 from autofix.symptoms.base import HARD, Detector, Finding, Params, window_steps
+from autofix.symptoms.outputs import at_init, nonfinite_since_init
 
 __all__ = ["DivergingLoss", "NonFiniteLoss", "OscillatingLoss", "Plateau"]
 
@@ -28,6 +29,10 @@ class NonFiniteLoss(Detector):
 
     ``max_abs`` optionally also treats a huge finite loss as non-finite; AUTOTRAINER uses
     1e3, off by default here because regression losses can be that large when healthy.
+
+    Not on a report made before any step, nor while the loss has been non-finite on every
+    report since one: that is the untrained model's own NaN (``nonfinite_at_init``), which no
+    learning rate can change.
     """
 
     name = "nonfinite_loss"
@@ -39,8 +44,8 @@ class NonFiniteLoss(Detector):
 
     def check(self, history: History) -> Finding | None:
         value = history.last(self.metric)
-        if value is None:
-            return None
+        if value is None or at_init(history.last_row()) or nonfinite_since_init(history, self.metric):
+            return None  # the untrained model's own NaN: nonfinite_at_init's finding, no step to blame
         limit = self.params.max_abs
         if math.isfinite(value) and (limit is None or abs(value) < limit):
             return None

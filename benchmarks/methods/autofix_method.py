@@ -121,6 +121,80 @@ def _skipped_remedies(journal: Path, result: MethodResult) -> None:
     result.knob_hints = sorted({s.split("map `", 1)[1].split("`", 1)[0] for s in skipped if "map `" in s})
 
 
+_LR_PATHS = ("optimizer.lr", "scheduler")
+
+
+def _built(config: dict[str, Any]) -> Any:
+    """The model a trial of ``config`` starts from (its seed; the trial's first batch where the
+    harness can take one). Also runs against autofix versions without ``preview_model``."""
+    import torch
+
+    try:
+        from autofix.harness.assemble import preview_model
+    except ImportError:  # an autofix without it (the baseline): the factory, then the config's surgery
+        from autofix.harness.builders import build_model, normalize_config
+
+        cfg = normalize_config(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg["seed"])
+            return build_model(cfg["model"], cfg.get("architecture"), cfg.get("init"))
+    return preview_model(config)
+
+
+def _head(config: dict[str, Any]) -> list[tuple[str, list]]:
+    """The output head of the model ``config`` builds: the last leaf module holding a weight
+    matrix and every leaf registered after it (the zoo's models run their leaves in registration
+    order), each as its kind and initial parameters."""
+    leaves = [m for m in _built(config).modules() if next(m.children(), None) is None]
+    last = max((i for i, m in enumerate(leaves) if any(p.dim() >= 2 for p in m.parameters())), default=None)
+    if last is None:
+        return []
+    return [(type(m).__name__, [p.detach().clone() for p in m.parameters()]) for m in leaves[last:]
+            if type(m).__name__ != "Identity"]
+
+
+def _same_head(a: list, b: list) -> bool:
+    import torch
+
+    return [k for k, _ in a] == [k for k, _ in b] and all(
+        len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb)) for (_, pa), (_, pb) in zip(a, b))
+
+
+def _head_changes(launched: list, by_id: dict) -> list[str]:
+    """Attempts whose output head is not the user's while their config carries no output action."""
+    user = by_id["a0"].config
+    mine = _head(user)
+    out = []
+    for attempt in launched:
+        config = attempt.config
+        if attempt.id == "a0" or (config.get("architecture") or {}).get("output_activation") != (
+                (user.get("architecture") or {}).get("output_activation")):
+            continue
+        try:
+            changed = not _same_head(_head(config), mine)
+        except (ValueError, TypeError, RuntimeError):  # a model that cannot be built never trained either
+            continue
+        if changed:
+            out.append(attempt.id)
+    return out
+
+
+def _lr_at_init(report: Any, log: _Log) -> int:
+    """Decisions answering a loss non-finite since the untrained model's report with an LR patch."""
+    count = 0
+    for attempt in report.attempts:
+        decision = attempt.decision or {}
+        patches = [decision.get("patch") or []] + [e.get("patch") or [] for e in decision.get("race") or []]
+        if not any(c["path"] in _LR_PATHS for patch in patches for c in patch):
+            continue
+        rows = [e.row for e in log.events if e.attempt == attempt.id
+                and e.iteration <= decision["finding"]["iteration"]]
+        losses = [finite(r.get("val_loss")) for r in rows]
+        at_init = rows and (rows[0].get("step") == 0 or rows[0].get("epoch") == 0)
+        count += bool(at_init and all(v is None for v in losses))
+    return count
+
+
 def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget) -> MethodResult:
     """Run autofix on ``case`` and judge every report it produced (``space`` is not used)."""
     import autofix
@@ -157,6 +231,8 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
         first.decision.get("child") is None)
     result.missing_inputs = len(report.missing_inputs)
     _judge_claim(case, seed, report, result)
+    result.head_changed = _head_changes(launched, by_id)
+    result.lr_at_init = _lr_at_init(report, log)
     if case.kind == "healthy":
         from autofix.symptoms import SYMPTOMS
 

@@ -1,7 +1,7 @@
 """The only module that touches ``ray.tune``'s control plane: a Searcher and a TrialScheduler
 sharing one :class:`~autofix.engine.Engine`.
 
-Measured on Ray 2.60 (shared/notes/ray-tune.md): only a scheduler can stop a running trial
+Measured on Ray 2.60 (docs/ray-tune.md): only a scheduler can stop a running trial
 (``on_trial_result`` -> ``STOP``), only a searcher can add one (``suggest``). The scheduler
 runs first, so a sick trial's patched child is already queued when Tune asks the searcher for
 the next config; with ``num_samples=-1`` the searcher ends the run by answering ``FINISHED``.

@@ -165,7 +165,7 @@ def _dashboard_for_train(train: bool) -> Iterator[dict[str, Any]]:
 
     Train's placement-group cleaner asks the State API (a dashboard module) whether a stopped
     run's controller is gone; without the dashboard the group is never released and the next
-    attempt waits forever (shared/notes/ray-tune.md). The cleaner finds the API through
+    attempt waits forever (docs/ray-tune.md). The cleaner finds the API through
     ``RAY_API_SERVER_ADDRESS``, else by auto-detection, which fails ("Found multiple active Ray
     instances") on a host running several Rays: so the port is chosen here and the variable
     set before Ray starts, for every process Ray spawns to inherit; restored afterwards.

@@ -39,7 +39,7 @@ __all__ = ["SPEC_COPY", "assemble", "conclude", "failures", "journal_signal", "n
 
 SPEC_COPY = "spec.json"  # the validated spec, kept in the run directory for `autofix resume`
 
-# Quiet by default (shared/notes/ray-tune.md, "Quiet tests"); users can still override them.
+# Quiet by default (docs/ray-tune.md, "Quiet tests"); users can still override them.
 for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
                      "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
                      # Experiment state (with the engine's lineage) saved at least every second, so

@@ -42,14 +42,14 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    gt: float | None = None
-    ge: float | None = None
-    lt: float | None = None
-    le: float | None = None
-    eq: Any = None
-    ne: Any = None
-    in_: list[Any] | None = Field(default=None, alias="in")
-    not_in: list[Any] | None = None
+    gt: float | None = None  # greater than
+    ge: float | None = None  # greater than or equal
+    lt: float | None = None  # less than
+    le: float | None = None  # less than or equal
+    eq: Any = None  # equal
+    ne: Any = None  # not equal (a missing value passes)
+    in_: list[Any] | None = Field(default=None, alias="in")  # one of
+    not_in: list[Any] | None = None  # none of (a missing value passes)
 
     @model_validator(mode="after")
     def _some(self) -> "Condition":
@@ -89,8 +89,8 @@ class When(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    symptom: str
-    where: dict[str, Condition] = Field(default_factory=dict)
+    symptom: str  # the symptom answered
+    where: dict[str, Condition] = Field(default_factory=dict)  # config path, evidence.KEY or metrics.KEY
 
     @field_validator("symptom")
     @classmethod
@@ -112,16 +112,16 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(pattern=_NAME, max_length=80)
-    description: str = ""
-    enabled: bool = True
-    when: When | None = None
-    for_steps: int = Field(default=0, ge=0, le=10_000_000)
-    cooldown_steps: int = Field(default=0, ge=0, le=10_000_000)
-    max_fires: int | None = Field(default=None, ge=1, le=100)
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    labels: dict[str, str] = Field(default_factory=dict)
-    then: list[ActionSpec] = Field(default_factory=list, max_length=50)
+    name: str = Field(pattern=_NAME, max_length=80)  # [a-z0-9_.-]
+    description: str = ""  # one line
+    enabled: bool = True  # false switches off a policy of that name
+    when: When | None = None  # the finding answered
+    for_steps: int = Field(default=0, ge=0, le=10_000_000)  # optimizer steps the finding must hold
+    cooldown_steps: int = Field(default=0, ge=0, le=10_000_000)  # steps a relaunch trains before it fires again
+    max_fires: int | None = Field(default=None, ge=1, le=100)  # per lineage; default: sum of times
+    priority: int = Field(default=0, ge=-1000, le=1000)  # higher is considered first
+    labels: dict[str, str] = Field(default_factory=dict)  # free-form tags
+    then: list[ActionSpec] = Field(default_factory=list, max_length=50)  # candidate actions, in order
     _source: str = PrivateAttr(default="")
 
     @property
@@ -220,8 +220,8 @@ class PolicyFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1]
-    policies: list[Policy] = Field(default_factory=list)
+    version: Literal[1]  # the policy format
+    policies: list[Policy] = Field(default_factory=list)  # the policies of the file
 
 
 class PolicySet:

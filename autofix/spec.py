@@ -31,7 +31,7 @@ __all__ = ["BUILTIN_DATASETS", "Spec", "TrainingSpec", "load_spec"]
 class SuccessSpec(Strict):
     """Healed means: the watched metric improved by ``min_drop`` of its first report, no symptom active."""
 
-    min_drop: float = Field(default=0.3, gt=0, le=1)
+    min_drop: float = Field(default=0.3, gt=0, le=1)  # share of its first report the watched loss must fall by
 
 
 class PatienceSpec(Strict):
@@ -46,16 +46,16 @@ class PatienceSpec(Strict):
     soft evidence before it has taken 100 steps.
     """
 
-    min_steps: int = Field(default=100, ge=0, le=10_000_000)
-    share: float = Field(default=0.5, ge=0, le=1)
+    min_steps: int = Field(default=100, ge=0, le=10_000_000)  # optimizer steps a soft symptom waits at least
+    share: float = Field(default=0.5, ge=0, le=1)  # share of the planned steps it waits when that is longer
 
 
 class JudgeMetrics(Strict):
     """Your metric names for the roles autofix judges (it reads them as ``val_accuracy``, ...)."""
 
-    accuracy: str | None = Field(default=None, min_length=1)
-    macro_f1: str | None = Field(default=None, min_length=1)
-    balanced_accuracy: str | None = Field(default=None, min_length=1)
+    accuracy: str | None = Field(default=None, min_length=1)  # your accuracy metric
+    macro_f1: str | None = Field(default=None, min_length=1)  # your macro-F1 metric
+    balanced_accuracy: str | None = Field(default=None, min_length=1)  # your balanced-accuracy metric
 
 
 class JudgeSpec(Strict):
@@ -68,11 +68,11 @@ class JudgeSpec(Strict):
     constant predictor. ``autofix.judge_inputs`` computes all of them from your labels instead.
     """
 
-    metrics: JudgeMetrics = Field(default_factory=JudgeMetrics)
-    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)
-    cross_entropy: bool = True
-    chance_accuracy: float | None = Field(default=None, ge=0, le=1)
-    chance_macro_f1: float | None = Field(default=None, ge=0, le=1)
+    metrics: JudgeMetrics = Field(default_factory=JudgeMetrics)  # your names for the judged scores
+    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)  # K: chance figures 1/K and ln K
+    cross_entropy: bool = True  # the loss is an unweighted cross-entropy
+    chance_accuracy: float | None = Field(default=None, ge=0, le=1)  # the best constant predictor's accuracy
+    chance_macro_f1: float | None = Field(default=None, ge=0, le=1)  # the best constant predictor's macro-F1
 
     def inputs(self) -> Any:
         """The plain-values form the engine reads (:class:`autofix.judging.Inputs`)."""
@@ -83,10 +83,10 @@ class JudgeSpec(Strict):
 
 
 class BudgetSpec(Strict):
-    max_attempts: int = Field(default=6, ge=1, le=1000)
-    max_concurrent: int = Field(default=1, ge=1, le=1000)
-    max_epochs: int | None = Field(default=None, ge=1)
-    wall_clock_s: float | None = Field(default=1800, gt=0, allow_inf_nan=False)
+    max_attempts: int = Field(default=6, ge=1, le=1000)  # trials launched in all (fixes, races, controls)
+    max_concurrent: int = Field(default=1, ge=1, le=1000)  # trials at once; >= 2 races fixes
+    max_epochs: int | None = Field(default=None, ge=1)  # epochs of all trials together
+    wall_clock_s: float | None = Field(default=1800, gt=0, allow_inf_nan=False)  # the run's wall-clock limit
 
 
 class DistributedSpec(Strict):
@@ -96,9 +96,9 @@ class DistributedSpec(Strict):
     its shard of the data; rank 0's metrics and checkpoints are the attempt's.
     """
 
-    workers: int = Field(ge=1, le=1024)
-    backend: Literal["gloo", "nccl"] = "gloo"
-    use_gpu: bool = False
+    workers: int = Field(ge=1, le=1024)  # DDP processes per attempt
+    backend: Literal["gloo", "nccl"] = "gloo"  # torch.distributed backend
+    use_gpu: bool = False  # one GPU per worker
 
     @model_validator(mode="after")
     def _nccl_on_gpus(self) -> "DistributedSpec":
@@ -108,11 +108,11 @@ class DistributedSpec(Strict):
 
 
 class RaySpec(Strict):
-    address: str | None = None
-    num_cpus: int | None = Field(default=None, ge=1)
-    cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
-    max_failures: int = Field(default=0, ge=0, le=100)
+    address: str | None = None  # a cluster to join; none: an embedded Ray on 127.0.0.1
+    num_cpus: int | None = Field(default=None, ge=1)  # CPUs of the embedded Ray
+    cpus_per_trial: float = Field(default=1, gt=0)  # CPUs per trial (per worker with distributed)
+    gpus_per_trial: float = Field(default=0, ge=0)  # GPUs per trial
+    max_failures: int = Field(default=0, ge=0, le=100)  # Tune retries of a failed trial
     distributed: DistributedSpec | None = None
     """Each attempt as a Ray Train DDP run (managed ``training`` only); None: one process."""
     storage_path: str | None = Field(default=None, min_length=1)
@@ -131,24 +131,24 @@ SymptomsSpec = create_model(
 class Spec(Strict):
     """A whole run. Exactly one of ``training`` (managed) or ``trainable`` (custom) is given."""
 
-    version: Literal[1] = 1
+    version: Literal[1] = 1  # the spec format
     name: str = Field(default="autofix-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-    training: TrainingSpec | None = None
-    trainable: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-    knobs: dict[str, str] = Field(default_factory=dict)
+    training: TrainingSpec | None = None  # managed training: autofix owns the loop
+    trainable: str | None = None  # or a Ray Tune function trainable, 'module:function'
+    config: dict[str, Any] = Field(default_factory=dict)  # the custom trainable's config
+    knobs: dict[str, str] = Field(default_factory=dict)  # policy path -> your config key
     judge: JudgeSpec | None = None
     """What a custom trainable is judged on (``autofix.judging``); the managed harness reports it all."""
-    metric: str = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    loss_metric: str | None = None
-    success: SuccessSpec = Field(default_factory=SuccessSpec)
-    patience: PatienceSpec = Field(default_factory=PatienceSpec)
-    symptoms: SymptomsSpec = Field(default_factory=lambda: SymptomsSpec())
-    policies: list[str] = Field(default_factory=lambda: ["builtin"])
-    budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    ray: RaySpec = Field(default_factory=RaySpec)
-    python_path: list[str] = Field(default_factory=list)
+    metric: str = "val_loss"  # what success is judged on
+    mode: Literal["min", "max"] = "min"  # max needs loss_metric
+    loss_metric: str | None = None  # the loss the detectors read (default: metric)
+    success: SuccessSpec = Field(default_factory=SuccessSpec)  # what healthy means
+    patience: PatienceSpec = Field(default_factory=PatienceSpec)  # how long soft symptoms wait
+    symptoms: SymptomsSpec = Field(default_factory=lambda: SymptomsSpec())  # detector parameters, by symptom
+    policies: list[str] = Field(default_factory=lambda: ["builtin"])  # policy files/dirs in order; builtin = shipped
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)  # attempts, concurrency, epochs, time
+    ray: RaySpec = Field(default_factory=RaySpec)  # where and how trials run
+    python_path: list[str] = Field(default_factory=list)  # folders (from the spec's) to import from
     ledger: bool | str = True
     """Policy-effectiveness ledger: True = $AUTOFIX_HOME/ledger.jsonl (~/.autofix), a path, or False."""
     _base_dir: str = PrivateAttr(default=".")

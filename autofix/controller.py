@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -58,7 +59,7 @@ class AutofixSearcher(Searcher):
         self.engine = engine
         self.sys_path = sys_path
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Ray omits FINISHED (a str)
         interrupt.poll()  # a Ctrl-C that came before Tune's handler existed
         if self.engine.done:
             return Searcher.FINISHED

@@ -21,13 +21,18 @@ A mixin of :class:`autofix.engine.Engine`: it reads and writes the engine's line
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from autofix.actions import Change, KnobMissing, NotApplicable, get_path
 from autofix.lineage import CONTROL, Attempt, Decision, config_key
 from autofix.policy import Policy, metrics_lookup, step_policies
 from autofix.symptoms import HARD, SOFT, SYMPTOMS, Finding
-from autofix.verdict import health, planned_steps
+from autofix.verdict import Judge, health, planned_steps
+
+if TYPE_CHECKING:
+    from autofix.engine import Plan
+    from autofix.policy import PolicySet
 
 __all__ = ["Decisions", "gain", "knob_hint", "severity"]
 
@@ -39,6 +44,23 @@ def severity(symptom: str) -> str:
 
 class Decisions:
     """Policy evaluation and launching, over the engine's attributes (see the module)."""
+
+    if TYPE_CHECKING:  # the engine's attributes and methods this mixin uses (autofix.engine.Engine)
+        plan: Plan
+        policies: PolicySet
+        journal: Callable[..., None]
+        ranker: Callable[[str, str, list], list] | None
+        check_config: Callable[[dict], str | None] | None
+        attempts: dict[str, Attempt]
+        queue: list[str]
+        launched: dict[str, str]
+        halted: str | None
+
+        @property
+        def judge(self) -> Judge: ...
+        def _enqueue(self, attempt: Attempt) -> None: ...
+        def _launched_count(self) -> int: ...
+        def _reserve(self) -> int: ...
 
     def patience(self, attempt: Attempt) -> float:
         """Optimizer steps an attempt trains before a soft symptom may act on it."""

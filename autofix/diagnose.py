@@ -2,9 +2,10 @@
 
 No relaunch and no Ray: the per-epoch metrics are read back from files and replayed report by
 report through the real :class:`~autofix.engine.Engine` (its detectors, policies, patience,
-cooldowns and ledger order), so what it prints is what ``autofix run`` would have done. ``PATH`` is an autofix run directory (``report.json`` + ``tune/``),
-a Ray Tune experiment directory (trial folders with ``result.json`` and/or ``progress.csv``),
-one trial folder, or a CSV of per-epoch metrics (a header row of metric names).
+cooldowns and ledger order), so what it prints is what ``autofix run`` would have done.
+``PATH`` is an autofix run directory (``report.json`` + ``tune/``), a Ray Tune experiment
+directory (trial folders with ``result.json`` and/or ``progress.csv``), one trial folder, or a
+CSV of per-epoch metrics (a header row of metric names).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ __all__ = ["DiagnosisResult", "PolicyHit", "TrialDiagnosis", "attempt_rows", "di
 DEFAULT_METRICS = ("val_loss", "loss", "train_loss")
 RESULT_FILES = ("result.json", "progress.csv")
 Rows = dict[int, dict[str, float]]
+Kind = Literal["autofix-run", "tune-experiment", "trial", "csv"]
+TrialVerdict = Literal["healthy", "sick", "unhealthy"]
 
 
 class PolicyHit(BaseModel):
@@ -56,7 +59,7 @@ class TrialDiagnosis(BaseModel):
     first: float | None
     last: float | None
     improvement: float | None
-    verdict: Literal["healthy", "sick", "unhealthy"]
+    verdict: TrialVerdict
     findings: list[Finding]  # the first finding of each symptom, as the engine records them
     policies: list[PolicyHit]
     notes: list[str] = []  # policies that matched but could not act, and why (no config: pass --spec)
@@ -66,7 +69,7 @@ class DiagnosisResult(BaseModel):
     """What :func:`diagnose` found, trial by trial."""
 
     path: str
-    kind: Literal["autofix-run", "tune-experiment", "trial", "csv"]
+    kind: Kind
     policies: list[str]
     policy_count: int
     min_drop: float
@@ -91,8 +94,9 @@ def diagnose(path: str, spec: str | None = None, policies: list[str] | None = No
     policy_set = load_policies(policy_paths)
     kind, trials = _discover(Path(path))
     base = loaded.base_config() if loaded else {}
-    ctx = {"overrides": loaded.symptom_params() if loaded else {}, "aliases": dict(loaded.knobs) if loaded else {},
-           "min_drop": loaded.success.min_drop if loaded else 0.3, "spec": loaded}
+    ctx: dict[str, Any] = {"overrides": loaded.symptom_params() if loaded else {},
+                           "aliases": dict(loaded.knobs) if loaded else {},
+                           "min_drop": loaded.success.min_drop if loaded else 0.3, "spec": loaded}
     problems: list[Problem] = []
     results = []
     for name, source, rows, config in trials:
@@ -109,7 +113,7 @@ def diagnose(path: str, spec: str | None = None, policies: list[str] | None = No
 Trial = tuple[str, str, Rows, dict[str, Any]]
 
 
-def _discover(path: Path) -> tuple[str, list[Trial]]:
+def _discover(path: Path) -> tuple[Kind, list[Trial]]:
     if not path.exists():
         raise InputError([Problem(str(path), None, "PATH", "no such file or directory")])
     if path.is_file():
@@ -257,7 +261,8 @@ def _diagnose_trial(name: str, source: str, rows: Rows, config: dict[str, Any], 
                     policies: PolicySet, ctx: dict[str, Any]) -> TrialDiagnosis:
     attempt, fired_at, at_end = _replay(rows, config, metric, policies, ctx)
     values = [v for _, v in attempt.history.series(metric)]
-    verdict = {Outcome.HEALTHY: "healthy", Outcome.SICK: "sick"}.get(attempt.outcome, "unhealthy")
+    verdicts: dict[str, TrialVerdict] = {Outcome.HEALTHY: "healthy", Outcome.SICK: "sick"}
+    verdict = verdicts.get(attempt.outcome, "unhealthy")
     hits = []
     if attempt.decision is not None:
         d = attempt.decision
@@ -302,6 +307,7 @@ def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet
         if engine.observe("diagnosed", iteration, row).stop:
             return attempt, iteration, False
     engine.complete("diagnosed")
+    assert attempt is not None  # a0, suggested above
     return attempt, attempt.history.last_iteration, attempt.decision is not None
 
 
@@ -324,7 +330,7 @@ def format_diagnosis(result: DiagnosisResult, as_json: bool = False) -> str:
         lines += [f"\n{t.name}: {t.verdict.upper()}  metric {t.metric_note}, {t.reports} reports, "
                   f"{_g(t.first)} -> {_g(t.last)}{gain}", f"  source: {t.source}"]
         lines += [f"  epoch {f.iteration:>4}  {f.symptom:<22} {f.reason}" for f in t.findings] or ["  no symptom found"]
-        for n, h in enumerate(t.policies):
+        for h in t.policies:
             when = "when it ended unhealthy" if h.at_end else f"at epoch {h.iteration}"
             lines.append(f"  autofix would act {when}: {h.policy} (on {h.symptom}, for {h.for_steps} steps): "
                          f"{h.action}")

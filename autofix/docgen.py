@@ -242,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository's folder")
     parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from what would be written")
     args = parser.parse_args(argv)
-    stale = []
+    stale: list[Path] = []
     for rel, text in render().items():
         path = args.root / rel
         if args.check:
             if not path.exists() or path.read_text() != text:
-                stale.append(str(rel))
+                stale.append(rel)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

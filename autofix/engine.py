@@ -10,16 +10,17 @@ launches more than ``max_attempts``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from autofix import settle
 from autofix.decisions import Decisions, gain, severity
 from autofix.judging import Inputs, gaps, judged_by
-from autofix.lineage import CONTROL, Attempt, Decision, Outcome, config_key
+from autofix.lineage import CONTROL, Attempt, Outcome, config_key
 from autofix.metrics import as_float
 from autofix.policy import PolicySet
-from autofix.symptoms import HARD, SYMPTOMS, Detector, Finding
+from autofix.symptoms import HARD, SYMPTOMS, DetachedLoss, Detector, Finding, NanMetric
 from autofix.verdict import Judge, health
 
 __all__ = ["Engine", "Plan", "Verdict"]
@@ -68,7 +69,7 @@ class Engine(Decisions):
 
     def __init__(self, plan: Plan, detectors: list[Detector], policies: PolicySet,
                  journal: Journal | None = None, check_config: Callable[[dict], str | None] | None = None,
-                 ranker: Callable[[str, list], list] | None = None) -> None:
+                 ranker: Callable[[str, str, list], list] | None = None) -> None:
         self.plan = plan
         self.check_config = check_config
         self.ranker = ranker
@@ -114,7 +115,7 @@ class Engine(Decisions):
             if previous is not None:
                 attempt.checkpoints[previous] = checkpoint
         judged = attempt.history.last_iteration
-        metrics = self.plan.inputs.complete(metrics, self.plan.loss_metric, first=judged is None)
+        metrics = dict(self.plan.inputs.complete(metrics, self.plan.loss_metric, first=judged is None))
         bad = self._check_stream(metrics)
         if bad:
             return self._end(attempt, Outcome.ERROR, bad, stop=True)
@@ -225,7 +226,7 @@ class Engine(Decisions):
     def _detect(self, attempt: Attempt) -> list[Finding]:
         findings = [f for d in self.detectors if (f := d.check(attempt.history)) is not None]
         nan = self._detector("nan_metric")
-        if nan is not None and not any(f.symptom == nan.name for f in findings):
+        if isinstance(nan, NanMetric) and not any(f.symptom == nan.name for f in findings):
             # A generator: only a report with a NaN score reads the other attempts.
             others = (a.history for a in self.attempts.values() if a is not attempt and a.config != attempt.config)
             found = nan.across(attempt.history, others)
@@ -255,7 +256,7 @@ class Engine(Decisions):
         """A trial that raised on a known training-loop bug (``detached_loss``): a finding and its
         policy's decision (stop the run), as for a report; False for any other error."""
         detector = self._detector("detached_loss")
-        finding = detector.from_error(attempt.history, error) if detector is not None else None
+        finding = detector.from_error(attempt.history, error) if isinstance(detector, DetachedLoss) else None
         if finding is None:
             return False
         if attempt.history.last_iteration is None:  # raised before its first report: it stood at step 0
@@ -348,7 +349,7 @@ class Engine(Decisions):
         warm = ref.checkpoints[last] if last is not None else None
         control = Attempt(id=f"a{len(self.attempts)}", parent=ref.id, config=ref.config, role=CONTROL,
                           start="warm" if warm else "cold", warm_from=warm)
-        if warm:
+        if warm and last is not None:
             control.history.extend((i, m) for i, m in ref.history.rows().items() if i <= last)
             control.start_step = control.history.position(last)
         self.attempts[control.id] = control

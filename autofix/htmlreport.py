@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from autofix.reporting import AttemptReport, Report
 from autofix.diagnose import attempt_rows
+from autofix.reporting import AttemptReport, Report
 
 __all__ = ["render_html", "write_html"]
 
@@ -107,7 +107,7 @@ def _plot_attempt(ax: Any, a: AttemptReport, by_id: dict[str, AttemptReport], co
         ax.plot(bad, [0.97] * len(bad), marker="^", ms=9, color=color, ls="", transform=ax.get_xaxis_transform())
     if a.decision:
         it = a.decision["finding"]["iteration"]
-        y = next((v for x, v in zip(xs, ys) if x == it and math.isfinite(v)), None)
+        y = next((v for x, v in zip(xs, ys, strict=True) if x == it and math.isfinite(v)), None)
         y = y if y is not None else next((v for v in reversed(ys) if math.isfinite(v)), None)
         if y is not None:
             ax.plot([it], [y], marker="X", ms=12, color="#c0392b", mec="black", ls="", zorder=5)
@@ -216,7 +216,7 @@ def _curves(rows: dict[int, dict[str, float]], name: str) -> str:
     groups = [[m for m in group if any(m in r for r in rows.values())] for group in CURVES]
     groups = [g for g in groups if g] or [sorted({k for r in rows.values() for k in r})[:1]]
     fig = _figure(10, 4)
-    for ax, group in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups):
+    for ax, group in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True):
         for m in group:
             xs = [i for i in rows if m in rows[i]]
             ax.plot(xs, [rows[i][m] if math.isfinite(rows[i][m]) else math.nan for i in xs], marker="o", ms=3, label=m)

@@ -58,7 +58,7 @@ class Decision:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Decision":
+    def from_dict(cls, d: dict[str, Any]) -> Decision:
         return cls(**{**d, "finding": Finding.from_dict(d["finding"]),
                       "patch": [Change.from_dict(c) for c in d["patch"]]})
 
@@ -99,7 +99,8 @@ class Attempt:
     hints: list[str] = field(default_factory=list)  # skipped remedies: the knob to map (decisions.knob_hint)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("history", "findings", "decision", "patch", "checkpoints")}
+        skip = ("history", "findings", "decision", "patch", "checkpoints")
+        d = {k: v for k, v in self.__dict__.items() if k not in skip}
         d["patch"] = [c.to_dict() for c in self.patch]
         d["findings"] = [f.to_dict() for f in self.findings]
         d["decision"] = self.decision.to_dict() if self.decision else None
@@ -108,7 +109,7 @@ class Attempt:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Attempt":
+    def from_dict(cls, d: dict[str, Any]) -> Attempt:
         d = dict(d)
         d["patch"] = [Change.from_dict(c) for c in d["patch"]]
         d["findings"] = [Finding.from_dict(f) for f in d["findings"]]

@@ -9,8 +9,9 @@ evaluated as code.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -22,11 +23,11 @@ from autofix.symptoms import SYMPTOMS
 
 __all__ = [
     "BUILTIN",
+    "SHIPPED_POLICIES",
     "Condition",
     "Policy",
     "PolicyFile",
     "PolicySet",
-    "SHIPPED_POLICIES",
     "load_policies",
     "metrics_lookup",
     "step_policies",
@@ -52,7 +53,7 @@ class Condition(BaseModel):
     not_in: list[Any] | None = None  # none of (a missing value passes)
 
     @model_validator(mode="after")
-    def _some(self) -> "Condition":
+    def _some(self) -> Condition:
         if not self.model_fields_set:
             raise ValueError("a condition needs at least one of gt, ge, lt, le, eq, ne, in, not_in")
         return self
@@ -130,7 +131,7 @@ class Policy(BaseModel):
         return self._source
 
     @model_validator(mode="after")
-    def _complete(self) -> "Policy":
+    def _complete(self) -> Policy:
         # A bare ``{name, enabled: false}`` entry only switches off a policy of that name.
         if self.enabled and (self.when is None or not self.then):
             raise ValueError("an enabled policy needs 'when' and a non-empty 'then'")
@@ -183,9 +184,9 @@ def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float])
     return lookup
 
 
-def step_policies(policies: "PolicySet", pending: dict[str, list[float]], findings: list,
+def step_policies(policies: PolicySet, pending: dict[str, list[float]], findings: list,
                   lookup: Callable[[str], Any], row: dict[str, float], step: float,
-                  at_end: bool = False) -> list[tuple["Policy", Any, float]]:
+                  at_end: bool = False) -> list[tuple[Policy, Any, float]]:
     """Advance each policy's state at a report made at optimizer step ``step``; return
     ``(policy, matching finding, steps held)`` for the policies that match this report.
 
@@ -244,7 +245,7 @@ class PolicySet:
         return next((p for p in self.policies if p.name == name), None)
 
 
-def load_policies(paths: list[str | Path]) -> PolicySet:
+def load_policies(paths: Sequence[str | Path]) -> PolicySet:
     """Load and compose policy files and directories; raise one InputError listing every problem."""
     problems: list[Problem] = []
     merged: dict[str, Policy] = {}
@@ -254,8 +255,9 @@ def load_policies(paths: list[str | Path]) -> PolicySet:
             if not policy.enabled and policy.when is None and policy.name not in merged:
                 # A bare switch-off with nothing to switch off is almost always a typo.
                 known = ", ".join(sorted(merged)) or "none"
-                problems.append(Problem(policy.source.rsplit(":", 1)[0], int(policy.source.rsplit(":", 1)[1] or 0) or None,
-                                        "name", f"no earlier policy of this name to disable; defined so far: {known}",
+                file, _, line = policy.source.rpartition(":")
+                problems.append(Problem(file, int(line or 0) or None, "name",
+                                        f"no earlier policy of this name to disable; defined so far: {known}",
                                         f"policy '{policy.name}'"))
                 continue
             merged.pop(policy.name, None)  # a later definition wins and takes the later place
@@ -267,7 +269,7 @@ def load_policies(paths: list[str | Path]) -> PolicySet:
     return PolicySet(list(merged.values()), [str(f) for f in files])
 
 
-def _expand(paths: list[str | Path], problems: list[Problem]) -> list[Path]:
+def _expand(paths: Sequence[str | Path], problems: list[Problem]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
         path = SHIPPED_POLICIES if str(raw) == BUILTIN else Path(raw)
@@ -297,7 +299,8 @@ def _load_file(path: Path, problems: list[Problem]) -> list[Policy]:
     items = source.data.get("policies")
     if not isinstance(items, list):
         if items is not None:
-            problems.append(Problem(source.path, source.line_of(("policies",)), "policies", "expected a list of policies"))
+            problems.append(Problem(source.path, source.line_of(("policies",)), "policies",
+                                    "expected a list of policies"))
         return []
     return _load_items(items, source, problems)
 
@@ -318,7 +321,8 @@ def _load_items(items: list, source: Source, problems: list[Problem]) -> list[Po
             continue
         line = source.line_of(("policies", i))
         if policy.name in seen:
-            problems.append(Problem(source.path, line, "name", f"duplicate policy name (first on line {seen[policy.name]})", context))
+            problems.append(Problem(source.path, line, "name",
+                                    f"duplicate policy name (first on line {seen[policy.name]})", context))
             continue
         seen[policy.name] = line or 0
         policy._source = f"{source.path}:{line}"

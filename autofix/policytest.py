@@ -81,7 +81,7 @@ class PolicyTest(BaseModel):
     @field_validator("series")
     @classmethod
     def _parses(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
+        for text in value.values():
             parse_series(text)
         return value
 
@@ -119,6 +119,7 @@ def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
                 soft_min_steps=patience.min_steps, soft_share=patience.share)
     engine = Engine(plan, build_detectors(test.metric, test.symptoms), policies)
     attempt = engine.suggest("t")
+    assert attempt is not None  # a0, queued by the engine
     for name, times in test.fired.items():
         policy = policies.get(name)
         if policy is None:
@@ -145,7 +146,9 @@ def _check(test: PolicyTest, policies) -> list[str]:
         return [str(exc)]
     want = test.expect
     if want is None:
-        return [] if got is None else [f"expected no decision, got policy '{got[1].policy}' at {got[0]}: {got[1].reason}"]
+        if got is None:
+            return []
+        return [f"expected no decision, got policy '{got[1].policy}' at {got[0]}: {got[1].reason}"]
     if got is None:
         return [f"expected {want.symptom} -> '{want.policy}' at {want.at}, got no decision"]
     at, decision = got

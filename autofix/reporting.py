@@ -108,7 +108,7 @@ class Report(BaseModel):
                     f"{self.keep_reason}")
         return f"autofix: FIXED in {n} attempt(s), winner {w.id}: {gain}; changed {diff}; {self.keep_reason}"
 
-    def _gain(self, w: "AttemptReport") -> str:
+    def _gain(self, w: AttemptReport) -> str:
         """The winner's watched metric: a relative fall for a loss; for a max-mode metric (F1,
         accuracy) its values only, never a relative rise from an untrained epoch 0."""
         first, last = w.series[0][1], w.series[-1][1]
@@ -153,7 +153,7 @@ def build_report(engine: Engine, name: str, output: str, duration_s: float, ende
     with no verdict (its attempts as they stood)."""
     verdict = settle.verdict(engine.attempts, engine.plan.metric, engine.plan.mode)
     if status == "interrupted":
-        verdict = settle.Verdict(status, None, None, "the run was interrupted before it could be settled")
+        verdict = settle.Verdict("interrupted", None, None, "the run was interrupted before it could be settled")
     return Report(
         status=verdict.status, winner=verdict.winner, keep=verdict.keep, keep_reason=verdict.reason,
         name=name, metric=engine.plan.metric, mode=engine.plan.mode,

@@ -13,8 +13,9 @@ import os
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pydantic
 
@@ -203,9 +204,9 @@ def failures(out: Path, verbose: bool) -> Iterator[None]:
             with open(log, "a", encoding="utf-8") as f:
                 f.write(text)
         else:  # nothing ran and the run directory was removed again: the temp folder keeps it
-            with tempfile.NamedTemporaryFile("w", prefix="autofix-error-", suffix=".log", delete=False) as f:
-                f.write(text)
-            log = Path(f.name)
+            with tempfile.NamedTemporaryFile("w", prefix="autofix-error-", suffix=".log", delete=False) as tmp:
+                tmp.write(text)
+            log = Path(tmp.name)
         raise RunFailed(_one_line(exc), str(log)) from exc
 
 
@@ -254,6 +255,7 @@ def _learn(spec: Spec, engine: Engine) -> None:
         return
     ledger = Ledger(path)
     for attempt, healed in settle.ledger_outcomes(engine.attempts, engine.plan.metric, engine.plan.mode):
+        assert attempt.answers and attempt.policy and attempt.action  # set together when a policy launched it
         ledger.record(spec.name, attempt.id, attempt.answers, attempt.policy, attempt.action, healed=healed)
 
 
@@ -270,7 +272,7 @@ def trainable_of(spec: Spec) -> Any:
         # the trial only waits on them. Tune rejects {"cpu": 0} alone, and any CPU here would
         # make 2 workers on a 2-CPU Ray wait forever for 2.01 CPUs.
         return tune.with_resources(trainable, {"cpu": 0, "memory": 1})
-    trainable = managed_trainable if spec.training is not None else make_custom_trainable(spec.trainable)
+    trainable = managed_trainable if spec.trainable is None else make_custom_trainable(spec.trainable)
     return tune.with_resources(trainable, {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial})
 
 

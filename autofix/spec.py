@@ -11,12 +11,10 @@ import difflib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
-from pydantic import (
-    ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator,
-)
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator
 
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
@@ -101,7 +99,7 @@ class DistributedSpec(Strict):
     use_gpu: bool = False  # one GPU per worker
 
     @model_validator(mode="after")
-    def _nccl_on_gpus(self) -> "DistributedSpec":
+    def _nccl_on_gpus(self) -> DistributedSpec:
         if self.backend == "nccl" and not self.use_gpu:
             raise ValueError("backend 'nccl' runs on GPUs only: set use_gpu: true or use backend 'gloo'")
         return self
@@ -122,10 +120,13 @@ class RaySpec(Strict):
 
 # One optional field per registered detector, typed by its own Params: errors get exact
 # locations (symptoms.plateau.window) and an unknown symptom lists the known ones.
-SymptomsSpec = create_model(
-    "SymptomsSpec", __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-    **{name: (cls.Params | None, None) for name, cls in sorted(SYMPTOMS.items())},
-)
+if TYPE_CHECKING:  # fields made from the registry at import time, which a type checker cannot see
+    SymptomsSpec = pydantic.BaseModel
+else:
+    SymptomsSpec = create_model(
+        "SymptomsSpec", __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+        **{name: (cls.Params | None, None) for name, cls in sorted(SYMPTOMS.items())},
+    )
 
 
 class Spec(Strict):
@@ -224,7 +225,7 @@ class Spec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _shape(self) -> "Spec":
+    def _shape(self) -> Spec:
         if (self.training is None) == (self.trainable is None):
             raise ValueError("give exactly one of 'training' (managed) or 'trainable' (custom function)")
         if self.training is not None and (self.config or self.knobs):
@@ -293,7 +294,7 @@ def _check_policy_files(spec: Spec, source: Any) -> None:
         raise InputError(missing)
 
 
-def load_spec(spec: "str | os.PathLike | dict | Spec", base_dir: "str | os.PathLike | None" = None,
+def load_spec(spec: str | os.PathLike | dict | Spec, base_dir: str | os.PathLike | None = None,
               name: str = "<dict>") -> Spec:
     """A spec from a YAML path, a dict or a Spec; InputError naming file, line and field otherwise.
 
@@ -307,9 +308,10 @@ def load_spec(spec: "str | os.PathLike | dict | Spec", base_dir: "str | os.PathL
     if isinstance(spec, dict):
         source, base = source_from_data(spec, name), Path(base_dir).resolve() if base_dir else Path.cwd()
     else:
-        source, base = load_yaml(spec), Path(spec).resolve().parent
+        source, base = load_yaml(Path(spec)), Path(spec).resolve().parent
     if not isinstance(source.data, dict):
-        raise InputError([Problem(source.path, 1, "", f"expected a mapping of spec fields, got {type(source.data).__name__}")])
+        raise InputError([Problem(source.path, 1, "",
+                                  f"expected a mapping of spec fields, got {type(source.data).__name__}")])
     extra = source.data.get("python_path", [])
     # Only well-formed entries here: anything else is reported by validation below (file,
     # line, field) instead of crashing in Path() before it (python_path: [1] raised TypeError).

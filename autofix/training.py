@@ -116,7 +116,8 @@ class DataSpec(FactorySpec):
         if value in BUILTIN_DATASETS:
             return value
         if not is_ref(value):
-            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', got {value!r}")
+            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', "
+                             f"got {value!r}")
         resolve(value)
         return value
 

@@ -15,8 +15,9 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import ray
 import ray.tune
@@ -30,7 +31,7 @@ __all__ = ["RESERVED", "get_checkpoint", "make_custom_trainable", "make_distribu
 RESERVED = "__autofix__"  # config key autofix adds: attempt id, warm-start checkpoint, import path
 
 
-def report(metrics: Mapping[str, Any], checkpoint: "str | os.PathLike | ray.tune.Checkpoint | None" = None, *,
+def report(metrics: Mapping[str, Any], checkpoint: str | os.PathLike | ray.tune.Checkpoint | None = None, *,
            step: int | None = None, planned_steps: int | None = None) -> None:
     """Report one round of metrics (and optionally a checkpoint directory) to autofix via Tune.
 
@@ -154,7 +155,8 @@ def make_distributed_trainable(workers: int, backend: str, use_gpu: bool,
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": cpus_per_worker}),
             run_config=RunConfig(name=_TRAIN_RUN, storage_path=storage.trial_fs_path,
-                                 storage_filesystem=storage.storage_filesystem, callbacks=[relay.callback()]),
+                                 storage_filesystem=storage.storage_filesystem,
+                                 callbacks=[relay.callback()]),  # type: ignore[list-item]  # a Train UserCallback
         )
         relay.run(trainer.fit)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
@@ -36,4 +36,7 @@ ACTIONS: dict[str, type[Action]] = {
 }
 
 # The YAML form of one candidate action: the ``action`` key picks the class.
-ActionSpec = Annotated[Union[tuple(ACTIONS.values())], Field(discriminator="action")]
+if TYPE_CHECKING:  # to a type checker one candidate is an Action; pydantic gets the real union
+    ActionSpec = Action
+else:  # a union built from the registry at import time, which `X | Y` syntax cannot spell
+    ActionSpec = Annotated[Union[tuple(ACTIONS.values())], Field(discriminator="action")]  # noqa: UP007

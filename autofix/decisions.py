@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autofix.actions import Change, KnobMissing, NotApplicable, get_path
@@ -34,7 +35,21 @@ if TYPE_CHECKING:
     from autofix.engine import Plan
     from autofix.policy import PolicySet
 
-__all__ = ["Decisions", "gain", "knob_hint", "severity"]
+__all__ = ["Decisions", "Patched", "gain", "knob_hint", "severity"]
+
+
+@dataclass(frozen=True)
+class Patched:
+    """A candidate action applied to an attempt's config: the patched config and its changes,
+    or (``why_not`` non-empty) the reason it cannot be launched."""
+
+    config: dict
+    changes: list[Change]
+    why_not: str = ""
+
+    @classmethod
+    def refused(cls, why_not: str) -> Patched:
+        return cls({}, [], why_not)
 
 
 def severity(symptom: str) -> str:
@@ -127,22 +142,22 @@ class Decisions:
                 return self._halt(attempt, policy, finding, action)
             # A repeatable action (``times``) raced against itself is a ladder: lr x0.1, x0.01, ...
             ladder = next((p for p in reversed(picks) if p[0] is action), None)
-            why_not = self._why_not(attempt, action, keys, ladder[1] if ladder else None, (policy, finding))
-            if isinstance(why_not, str):
-                skipped.append(f"{action.describe()}: {why_not}")
+            patched = self._patched(attempt, action, keys, ladder[1] if ladder else None, (policy, finding))
+            if patched.why_not:
+                skipped.append(f"{action.describe()}: {patched.why_not}")
                 continue
-            keys.add(config_key(why_not[0]))
-            picks.append((action, *why_not))
+            keys.add(config_key(patched.config))
+            picks.append((action, patched.config, patched.changes))
         if picks:
             return self._fire(attempt, policy, finding, picks, skipped, at_end, held)
         if skipped:
             self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, skipped=skipped)
         return None
 
-    def _why_not(self, attempt: Attempt, action: Any, racing: set[str], base: dict | None = None,
-                 asked: tuple[Policy, Finding] | None = None) -> str | tuple[dict, list]:
-        """The patched config and its changes, or why this candidate cannot be launched (a path
-        no knob maps also leaves the attempt a hint naming it: :func:`knob_hint`)."""
+    def _patched(self, attempt: Attempt, action: Any, racing: set[str], base: dict | None = None,
+                 asked: tuple[Policy, Finding] | None = None) -> Patched:
+        """The candidate applied to the attempt's config, or why it cannot be launched (a path no
+        knob maps also leaves the attempt a hint naming it: :func:`knob_hint`)."""
         try:
             config, changes = action.apply(base if base is not None else attempt.config, self.plan.aliases)
         except KnobMissing as why:
@@ -150,17 +165,17 @@ class Decisions:
             if hint not in attempt.hints:
                 attempt.hints.append(hint)
                 self.journal("knob_hint", attempt=attempt.id, path=why.path, hint=hint)
-            return f"{why}: {hint}"
+            return Patched.refused(f"{why}: {hint}")
         except NotApplicable as why:
-            return str(why)
+            return Patched.refused(str(why))
         if base is not None:  # a ladder step: its patch is still relative to the parent
             changes = [Change(c.path, get_path(attempt.config, c.path, None), c.new) for c in changes]
         key = config_key(config)
         twin = self.launched.get(key)
         if twin is not None or key in racing:
-            return f"that config already ran as {twin}" if twin else "another racer has that config"
+            return Patched.refused(f"that config already ran as {twin}" if twin else "another racer has that config")
         invalid = self.check_config(config) if self.check_config else None
-        return f"the patched config is invalid: {invalid}" if invalid else (config, changes)
+        return Patched.refused(f"the patched config is invalid: {invalid}") if invalid else Patched(config, changes)
 
     def _keeps_running(self, attempt: Attempt, soft: bool, at_end: bool) -> bool:
         """A soft decision on the user's own run keeps it training beside its fixes when a slot is

@@ -23,16 +23,9 @@ from autofix.engine import Engine, Plan
 from autofix.lineage import CONTROL, Outcome
 from autofix.policy import load_policies
 from autofix.symptoms import build_detectors
+from curves import ADAM_TINY, HEALTHY, SGD_SLOW, STUCK, curve
 
 
-def curve(text: str) -> list[float]:
-    return [float(x) for x in text.split()]
-
-
-HEALTHY = curve("2.305 2.096 1.297 .568 .388 .295 .248 .242 .186 .207 .167 .191 .144 .131 .135 .173")
-STUCK = curve("2.305 2.541 2.366 2.336 2.367 2.385 2.359 2.381 2.369 2.384 2.421 2.384 2.332 2.329 2.363 2.442")
-SGD_SLOW = curve("2.305 2.304 2.302 2.301 2.299 2.298 2.296 2.295 2.293 2.292 2.290 2.289 2.287 2.285 2.283 2.280")
-ADAM_TINY = curve("2.305 2.304 2.303 2.302 2.301 2.300 2.299 2.298 2.296 2.295 2.294 2.293 2.292 2.290 2.289 2.287")
 SPIKE = [2.3, 2.0, 4.7, 5.0]
 NAN_AT_3 = [2.3, 1.9, 1.5, math.nan, 1.2]
 # swings by 0.5 around 1.95 and never falls the 30% of a healthy run

@@ -130,11 +130,6 @@ class Probe:
             self._stride, self._phase = self.every_steps, 0
         self._step_in_epoch = 0
 
-    @property
-    def sampling(self) -> bool:
-        """True between :meth:`before_step` of a sampled step and the end of that step."""
-        return self._open
-
     def before_step(self, x: Any = None, force: bool = False) -> bool:
         """Call before the forward pass; on a sampled step (or ``force``) hook activations.
 

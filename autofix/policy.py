@@ -166,11 +166,6 @@ class Policy(BaseModel):
         """Candidate index of each successive fire, in the policy's own order (``times`` each)."""
         return [i for i, a in enumerate(self.then) for _ in range(a.times)]
 
-    def candidate(self, fire: int) -> Any | None:
-        """The action answering this policy's ``fire``-th fire (0-based) in a lineage."""
-        order = self.schedule()
-        return self.then[order[fire]] if fire < len(order) else None
-
 
 def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float]) -> Callable[[str], Any]:
     """What ``where`` conditions read: ``metrics.x`` from the last report ``row``, any other path

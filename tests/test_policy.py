@@ -11,8 +11,6 @@ from typing import Any
 import pydantic
 import pytest
 
-from autofix.actions.config import Scale
-from autofix.actions.schedule import AddScheduler
 from autofix.errors import InputError
 from autofix.policy import SHIPPED_POLICIES, Condition, Policy, PolicySet, load_policies, step_policies
 from autofix.symptoms import SYMPTOMS, Finding
@@ -103,19 +101,24 @@ THEN = [
 ]
 
 
-@pytest.mark.parametrize("fire, expected", [
-    (0, (Scale, 0.1)), (1, (Scale, 0.1)), (2, (Scale, 0.1)),
-    (3, (AddScheduler, None)),
-    (4, (Scale, 10.0)), (5, (Scale, 10.0)),
-    (6, None), (100, None),
+@pytest.mark.parametrize("then, expected", [
+    (THEN, [0, 0, 0, 1, 2, 2]),  # scale x0.1 three times, the scheduler once, scale x10 twice
+    (THEN[:1], [0, 0, 0]),
+    (THEN[1:], [0, 1, 1]),
 ])
-def test_candidate_walks_then_with_times(fire, expected):
-    got = policy(then=THEN).candidate(fire)
-    if expected is None:
-        assert got is None
-    else:
-        assert type(got) is expected[0]
-        assert got.factor == expected[1]
+def test_schedule_walks_then_with_times(then, expected):
+    assert policy(then=then).schedule() == expected
+
+
+@pytest.mark.parametrize("used, expected", [
+    ([], [0, 1, 2]),
+    ([0, 0], [0, 1, 2]),
+    ([0, 0, 0], [1, 2]),             # the first candidate's times are spent
+    ([1], [0, 2]),                   # a later candidate used first (the ledger's order)
+    ([0, 0, 0, 1, 2, 2], []),
+])
+def test_remaining_spends_one_time_per_use(used, expected):
+    assert policy(then=THEN).remaining(used) == expected
 
 
 @pytest.mark.parametrize("fields, limit", [

@@ -15,12 +15,13 @@ symptom, policy, patch) is compared with the expectation::
         series: {val_loss: "2.3 2.0 1.2 0.5 0.3 0.2"}
         expect: null
 
-Series are space-separated numbers; ``nan``, ``inf``, ``_`` (no value) and ``VALUExN`` (N
-repeats) are understood. Report ``i`` stands at optimizer step ``i x steps_per_report`` (default
-1) of ``planned_steps`` (default: the series' length in steps), so ``for_steps``, detector
-windows and the patience of soft symptoms (``patience: {min_steps, share}``, the spec's
-defaults otherwise) count steps as in a run. ``fired: {policy: n}`` starts the lineage as if
-that policy had already fired n times (to test later candidates).
+Series are space-separated numbers in promtool's expanding notation: ``a+bxn`` is the n+1 values
+``a, a+b, ..., a+n*b``, ``axn`` is n+1 copies of ``a``, ``_`` is no value (``_xn``: n of them);
+``nan`` and ``inf`` are understood (:func:`parse_series`). Report ``i`` stands at optimizer step
+``i x steps_per_report`` (default 1) of ``planned_steps`` (default: the series' length in
+steps), so ``for_steps``, detector windows and the patience of soft symptoms (``patience:
+{min_steps, share}``, the spec's defaults otherwise) count steps as in a run. ``fired: {policy:
+n}`` starts the lineage as if that policy had already fired n times (to test later candidates).
 """
 
 from __future__ import annotations
@@ -42,15 +43,29 @@ __all__ = ["PolicyTestFile", "parse_series", "run_policy_tests"]
 
 
 def parse_series(text: str) -> list[float | None]:
-    """``"2.3 nan _ 1.0x3"`` -> ``[2.3, nan, None, 1.0, 1.0, 1.0]``."""
+    """Series values in ``promtool test rules``' expanding notation.
+
+    ``a+bxn`` is the n+1 values ``a, a+b, ..., a+n*b`` (``a-bxn`` counts down) and ``axn`` is
+    ``a+0xn``: n+1 copies of ``a``; ``_`` is a report without the metric and ``_xn`` n of them
+    (a missing value cannot increment); ``nan`` and ``inf`` are values. So
+    ``"2.3 _ 1-0.5x2 0x2"`` -> ``[2.3, None, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0]``.
+    """
     out: list[float | None] = []
     for token in str(text).split():
-        value, _, times = token.partition("x")
-        count = int(times) if times else 1
-        if count < 1 or count > 100_000:
-            raise ValueError(f"repeat count must be in 1..100000, got {token!r}")
-        number = None if value == "_" else float(value)
-        out.extend([number] * count)
+        head, sep, times = token.rpartition("x")
+        if not sep:
+            out.append(None if token == "_" else float(token))
+            continue
+        if not times.isdigit() or int(times) > 100_000:
+            raise ValueError(f"repeat count must be a whole number in 0..100000, got {token!r}")
+        n = int(times)
+        if head == "_":
+            out.extend([None] * n)
+            continue
+        # the step's sign: the last + or - that is neither the value's own sign nor an exponent's
+        cut = max((i for i, c in enumerate(head) if c in "+-" and i > 0 and head[i - 1] not in "eE"), default=0)
+        start, step = (float(head[:cut]), float(head[cut:])) if cut else (float(head), 0.0)
+        out.extend(start + i * step for i in range(n + 1))
     return out
 
 

@@ -100,3 +100,25 @@ def test_readme_is_a_front_door() -> None:
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 250
     assert "`make run`" in text and "`make test`" in text
+
+
+def _block(text: str, first_line: str) -> str:
+    """The fenced YAML block of the README that starts with ``first_line``."""
+    match = re.search(r"```yaml\n(" + re.escape(first_line) + r"\n.*?)```", text, re.S)
+    assert match, f"README.md: no yaml block starting {first_line!r}"
+    return match.group(1)
+
+
+def test_the_tour_policy_and_its_test_work_as_shown(tmp_path: Path) -> None:
+    """The README's policy passes its own test file, and the test fails once the policy changes."""
+    from autofix.policytest import run_policy_tests
+
+    readme = (ROOT / "README.md").read_text()
+    policy = _block(readme, "# my_policies.yaml")
+    (tmp_path / "my_policies.yaml").write_text(policy)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "my_policies.test.yaml").write_text(_block(readme, "# tests/my_policies.test.yaml"))
+    assert run_policy_tests([tmp_path / "tests"])[:2] == (2, 0)
+    (tmp_path / "my_policies.yaml").write_text(policy.replace("factor: 0.1", "factor: 0.5"))
+    count, failed, failures = run_policy_tests([tmp_path / "tests"])
+    assert (count, failed) == (2, 1) and "optimizer.lr" in " ".join(failures)

@@ -22,15 +22,8 @@ from autofix.sources import Source, load_yaml, problems_from_validation
 from autofix.symptoms import SYMPTOMS
 
 __all__ = [
-    "BUILTIN",
-    "SHIPPED_POLICIES",
-    "Condition",
-    "Policy",
-    "PolicyFile",
-    "PolicySet",
-    "load_policies",
-    "metrics_lookup",
-    "step_policies",
+    "BUILTIN", "SHIPPED_POLICIES", "Condition", "Policy", "PolicyFile", "PolicySet", "load_policies",
+    "metrics_lookup", "step_policies",
 ]
 
 SHIPPED_POLICIES = Path(__file__).resolve().parent / "policies"  # inside the package: wheels ship it

@@ -25,19 +25,8 @@ from autofix.harness.surgery import apply_architecture, factory_kwargs, requeste
 from autofix.probes import DEFAULT_EVERY_STEPS
 
 __all__ = [
-    "LOSSES",
-    "OPTIMIZERS",
-    "SCHEDULERS",
-    "LossFn",
-    "build_data",
-    "build_loss",
-    "build_model",
-    "build_optimizer",
-    "build_scheduler",
-    "normalize_config",
-    "optimizer_class",
-    "optimizer_kwargs",
-    "resolve",
+    "LOSSES", "OPTIMIZERS", "SCHEDULERS", "LossFn", "build_data", "build_loss", "build_model", "build_optimizer",
+    "build_scheduler", "normalize_config", "optimizer_class", "optimizer_kwargs", "resolve",
 ]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {

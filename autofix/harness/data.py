@@ -19,16 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from autofix.harness.distributed import shard_order
 
-__all__ = [
-    "DATASETS",
-    "Batches",
-    "blobs",
-    "circles",
-    "classification",
-    "digits",
-    "fake",
-    "split_arrays",
-]
+__all__ = ["DATASETS", "Batches", "blobs", "circles", "classification", "digits", "fake", "split_arrays"]
 
 Pair = tuple[TensorDataset, TensorDataset]
 

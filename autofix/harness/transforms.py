@@ -20,15 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = [
-    "STD_FLOOR",
-    "Augment",
-    "Chain",
-    "Standardize",
-    "fit_standardizer",
-    "input_shape",
-    "input_transforms",
-]
+__all__ = ["STD_FLOOR", "Augment", "Chain", "Standardize", "fit_standardizer", "input_shape", "input_transforms"]
 
 STD_FLOOR = 1e-8
 """A std below this marks a constant feature: it gets scale 1, like scikit-learn's

@@ -35,7 +35,7 @@ from common import (  # noqa: E402
 METHODS = ("autofix", "asha", "pbt", "random_repair")
 PAD_S = 0.25
 
-# Declared subsets (the full cross product does not fit 60 min on 2 cores: see the README);
+# Declared subsets (the full cross product does not fit 60 min on 2 cores: see docs/benchmarks.md);
 # their items run seed-major after the full block, and items the time budget does not reach
 # are recorded as skipped.
 # Four of the digits cases, a late-onset one and the loop bug; the controls are in the

@@ -292,8 +292,10 @@ class Engine(Decisions):
 
     def _measure(self, attempt: Attempt, findings: list[Finding]) -> Verdict:
         """A report of the run left alone: no policy acts on it, but a hard symptom shows it is
-        broken, and then it is stopped (a broken run is no bar for a fix to clear)."""
-        hard = next((f for f in findings if severity(f.symptom) == HARD), None)
+        broken, and then it is stopped (a broken run is no bar for a fix to clear). A recoverable
+        one (a loss spike) does not: the run left alone may come back, so it trains on."""
+        hard = next((f for f in findings if severity(f.symptom) == HARD
+                     and not getattr(SYMPTOMS.get(f.symptom), "recoverable", False)), None)
         if hard is None or attempt.history.position(attempt.history.last_iteration) <= attempt.start_step:
             return CONTINUE  # before its first step (the loss-at-init check) nothing is shown broken yet
         attempt.stopped_on = HARD

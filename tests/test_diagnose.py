@@ -24,7 +24,7 @@ def _trial(result, prefix: str):
 def _assert_diverging_findings(t) -> None:
     assert t.metric == "val_loss"
     assert [(f.symptom, f.iteration) for f in t.findings] == [("diverging_loss", 5), ("nonfinite_loss", 6)]
-    assert t.findings[0].evidence == {"first": 2.3, "last": 7.9, "ratio": pytest.approx(7.9 / 2.3)}
+    assert t.findings[0].evidence == {"first": 2.3, "last": 7.9, "ratio": pytest.approx(7.9 / 2.3), "since_step": 0.0}
 
 
 def _assert_found_but_not_acted(t) -> None:

@@ -689,6 +689,10 @@ CONTROL_STAYS_STUCK = STUCK[8:]
 CONTROL_HEALS_BETTER = [1.5, 1.0, .5, .3, .2, .15, .12, .10]  # 0.10 at step 345: better than a1's 0.173
 CONTROL_HEALS_WORSE = [1.5, 1.0, .6, .4, .3, .25, .22, .20]  # 0.20 at step 345
 CONTROL_BREAKS = [2.3, math.nan]
+# A loss spike (diverging_loss's climbed-back arm: 0.1 -> 2.0) that comes back, to 0.09 at step
+# 345: a recoverable hard symptom does not end the run left alone (the ported-models zoo's
+# exponential MLP spiked so and reached 0.997 accuracy left alone).
+CONTROL_SPIKES_AND_RECOVERS = [1.5, 0.5, 0.1, 2.0, 0.3, 0.12, 0.10, 0.09]
 
 
 @pytest.mark.parametrize("control_series, status, winner, keep, beats", [
@@ -696,6 +700,7 @@ CONTROL_BREAKS = [2.3, math.nan]
     pytest.param(CONTROL_HEALS_BETTER, "healthy", "a2", "a2", False, id="control-heals-better-keep-it"),
     pytest.param(CONTROL_HEALS_WORSE, "fixed", "a1", "a1", True, id="control-heals-worse-fix-verified"),
     pytest.param(CONTROL_BREAKS, "fixed", "a1", "a1", True, id="control-breaks-fix-verified"),
+    pytest.param(CONTROL_SPIKES_AND_RECOVERS, "healthy", "a2", "a2", False, id="control-spikes-and-recovers"),
 ])
 def test_a_fix_is_fixed_only_if_it_beats_the_control_at_the_same_step(control_series, status, winner, keep, beats):
     eng, journal = stuck_a0_then_healthy_a1()

@@ -117,6 +117,16 @@ def test_nonfinite_loss(series, params, expected):
     assert first_firing("nonfinite_loss", series, params) == expected
 
 
+# val_loss falls to 0.2 by report 4, then climbs back to 1.9 (>= 0.5 x 2.3 above its best)
+SPIKE_BACK = [2.3, 1.2, 0.6, 0.3, 0.2, 0.6, 1.4, 1.7, 1.9]
+FALLING = [2.3, 1.1, 0.5, 0.25, 0.15, 0.1, 0.07, 0.05, 0.04]  # the training loss of the same run
+
+
+def with_train(val: list[float], train: list[float]) -> list[dict[str, float]]:
+    """Digits-paced reports of val_loss and train_loss."""
+    return [{**row, "train_loss": t} for row, t in zip(reports(val), train, strict=True)]
+
+
 DIVERGING_ROWS = [
     pytest.param(HEALTHY, {}, None, id="healthy-adam"),
     pytest.param(STUCK, {}, None, id="stuck-adam-lr1"),
@@ -154,6 +164,18 @@ DIVERGING_ROWS = [
     # 23 steps hold 2 rises: 1.8 -> 2.2 -> 2.8 is 1.0, above 0.4 x 2.3
     pytest.param(RISE_NO_PROGRESS, {"rising_steps": 23, "min_reports": 2, "min_rise": 0.4}, 7,
                  id="rising_steps-23-min_reports-2"),
+    # A validation loss that climbs while the training loss keeps falling to new lows is
+    # overfitting's, on every arm (the ported-models zoo's exponential MLP: val 0.018 -> 0.59
+    # while train fell to 0.004, 0.997 accuracy left alone); a training loss that stops falling
+    # or rises with it keeps it divergence.
+    pytest.param(with_train(SPIKE_BACK, FALLING), {}, None, id="climbed-back-while-train-falls-is-overfitting"),
+    pytest.param(with_train(SPIKE_BACK, FALLING[:5] + [0.9, 1.2, 1.5, 1.8]), {}, 6,
+                 id="climbed-back-with-train-rising-is-divergence"),
+    pytest.param(with_train(SPIKE_BACK, FALLING), {"train_metric": "val_loss"}, 6, id="train_metric-is-the-metric"),
+    pytest.param(with_train([2.3, 2.0, 4.7], [2.3, 2.1, 2.0]), {}, None, id="2x-spike-while-train-falls"),
+    pytest.param(with_train([2.3, 2.0, 4.7], [2.3, 1.9, 2.2]), {}, 2, id="2x-spike-train-above-its-best"),
+    pytest.param(with_train([2.3, 2.0, 4.7], [2.3, 2.1, 2.0]), {"train_slack": 0.0}, None,
+                 id="train_slack-0-a-new-best-still-counts"),
 ]
 
 
@@ -265,8 +287,8 @@ def test_regression_scale_loss(detector, series, expected):
 @pytest.mark.parametrize("detector, series, params, evidence_keys", [
     ("nonfinite_loss", INF_AT_2, {}, {"value"}),
     ("nonfinite_loss", [2.3, 2e3], {"max_abs": 1e3}, {"value"}),
-    ("diverging_loss", SPIKE, {}, {"first", "last", "ratio"}),
-    ("diverging_loss", LATE_DIVERGENCE, {}, {"first", "start", "last", "rise", "steps"}),
+    ("diverging_loss", SPIKE, {}, {"first", "last", "ratio", "since_step"}),
+    ("diverging_loss", LATE_DIVERGENCE, {}, {"first", "start", "last", "rise", "steps", "since_step"}),
     ("oscillating_loss", LARGE_OSCILLATION, {}, {"reversals", "window", "window_steps", "swing_floor", "amplitude"}),
     ("plateau", STUCK, {}, {"first", "last", "best_before", "best_recent", "improvement", "total_drop",
                             "window_steps"}),

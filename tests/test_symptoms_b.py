@@ -270,6 +270,12 @@ NO_UPDATE_ROWS = [
     pytest.param(edit(HEALTHY, 1, 2, update_ratio_global=0.0), {}, None, id="one-zero-step-of-a-warm-up"),
     pytest.param(edit(NO_STEP, 1, train_loss=math.nan), {}, None, id="step-skipped-for-a-nan-loss"),
     pytest.param(edit(NO_STEP, 1, grad_norm=math.inf), {}, None, id="step-skipped-for-an-inf-gradient"),
+    # every gradient entry exactly zero: the model passes no gradient (dead at init, a loss flat
+    # on its outputs); the loop is not shown broken, on either arm
+    pytest.param(edit(NO_STEP, 1, grad_zero_frac=1.0), {}, None, id="every-gradient-zero-is-the-models"),
+    pytest.param(edit(drop(NO_STEP, "update_ratio"), 1, grad_zero_frac=1.0), {}, None,
+                 id="every-gradient-zero-repeat-arm"),
+    pytest.param(edit(NO_STEP, 1, grad_zero_frac=0.999), {}, 2, id="some-gradient-reached-yet-no-update"),
     pytest.param(edit(HEALTHY, 0, 1, update_ratio_global=0.0), {"for_reports": 1}, None,
                  id="epoch-0-has-no-step"),
     # judged by step, not by report: a second report still at step 0 has no step either

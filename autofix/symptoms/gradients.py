@@ -304,7 +304,8 @@ class UnchangedWeights(ProbeDetector):
     * **zero updates**: ``update_ratio_global`` is exactly 0.0 on each of the last
       ``for_reports`` measured reports, each with a finite ``train_loss`` and ``grad_norm``
       where reported (the harness skips the step of a non-finite loss or gradient, which
-      ``nonfinite_loss`` and ``exploding_gradients`` own) - a missing ``optimizer.step()``;
+      ``nonfinite_loss`` and ``exploding_gradients`` own) and not every gradient entry exactly 0
+      (``grad_zero_frac`` 1: dead units or a flat loss, the model's) - a missing ``optimizer.step()``;
     * **zero effective updates**: one of ``loss_metrics`` is bit-for-bit the same, and not 0, on
       each of the last ``window`` reports while steps that should show were taken (None
       disables this arm). The validation loss is computed on a fixed set in eval mode: it
@@ -385,8 +386,13 @@ def _visible(row: dict[str, Any]) -> bool:
 
 
 def _finite_step(row: dict[str, Any]) -> bool:
-    """The harness took its steps: it skips those of a non-finite loss or gradient (their symptoms')."""
-    return all(math.isfinite(row[k]) for k in ("train_loss", "grad_norm") if k in row)
+    """The harness took its steps: it skips those of a non-finite loss or gradient (their symptoms'),
+    and a gradient reached the parameters. Every gradient entry exactly zero (``grad_zero_frac``
+    1) makes a zero update the model's, not the loop's: a network dead at He init or a loss
+    flat on its outputs (the ported-models zoo's ReLU-output and linear-output cases, seed 1,
+    were stopped as loop bugs), which ``dying_relu`` and ``output_loss_mismatch`` answer."""
+    finite = all(math.isfinite(row[k]) for k in ("train_loss", "grad_norm") if k in row)
+    return finite and row.get("grad_zero_frac") != 1.0
 
 
 def _no_step(step: float, row: dict[str, Any]) -> bool:

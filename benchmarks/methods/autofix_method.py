@@ -231,7 +231,8 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
         first.decision.get("child") is None)
     result.missing_inputs = len(report.missing_inputs)
     _judge_claim(case, seed, report, result)
-    result.head_changed = _head_changes(launched, by_id)
+    if "model" in by_id["a0"].config:  # the managed harness builds the model; a custom trainable's is its own
+        result.head_changed = _head_changes(launched, by_id)
     result.lr_at_init = _lr_at_init(report, log)
     if case.kind == "healthy":
         from autofix.symptoms import SYMPTOMS

@@ -1,9 +1,11 @@
 """The engine's policy state machine: which policy fires on a report, and what it launches.
 
-Per attempt and policy the state machine is Prometheus's: *inactive* (no matching finding),
-*pending* (matching since some step, for fewer than ``for_steps`` optimizer steps), *firing*.
-A firing policy stops the attempt and queues a child whose config is the parent's with the
-policy's next candidate action applied; with ``parallel`` > 1 it launches up to that many
+Per attempt and policy the state machine is Prometheus's (:mod:`autofix.alerts`): *inactive*
+(no matching finding), *pending* (matching since ``active_at``, for fewer than ``for_steps``
+optimizer steps), *firing* (since ``fired_at``); each transition is journaled
+(``policy_pending``, ``policy_firing``, ``policy_resolved``). A firing policy that may act
+stops the attempt and queues a child whose config is the parent's with the policy's next
+candidate action applied; with ``parallel`` > 1 it launches up to that many
 candidates at once as siblings (a *race*). Fire counts and candidate positions are per lineage
 (a child inherits its parent's), so a lineage never loops.
 
@@ -99,7 +101,10 @@ class Decisions:
         lookup = metrics_lookup(attempt.config, self.plan.aliases, last)
         hard = any(severity(f.symptom) == HARD for f in findings)
         firing: list[tuple[Policy, Finding, float]] = []
-        for policy, match, held in step_policies(self.policies, attempt.pending, findings, lookup, last, step, at_end):
+        matching, moved = step_policies(self.policies, attempt.alerts, findings, lookup, last, step, at_end)
+        for change in moved:  # pending, firing, resolved: Prometheus's alert states, journaled
+            self.journal(change.event, attempt=attempt.id, **change.to_dict())
+        for policy, match, held in matching:
             if step < attempt.cooldown.get(policy.name, float("-inf")):
                 continue
             if not self._eligible(attempt, match.symptom, step, hard, at_end):

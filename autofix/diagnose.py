@@ -63,6 +63,7 @@ class TrialDiagnosis(BaseModel):
     findings: list[Finding]  # the first finding of each symptom, as the engine records them
     policies: list[PolicyHit]
     notes: list[str] = []  # policies that matched but could not act, and why (no config: pass --spec)
+    alerts: list[dict[str, Any]] = []  # each policy's transitions (pending, firing, resolved), in order
 
 
 class DiagnosisResult(BaseModel):
@@ -274,6 +275,7 @@ def _diagnose_trial(name: str, source: str, rows: Rows, config: dict[str, Any], 
         first=values[0] if values else None, last=values[-1] if values else None,
         improvement=_improvement(values), verdict=verdict, policies=hits,
         findings=sorted(attempt.findings, key=lambda f: f.iteration), notes=list(dict.fromkeys(ctx["notes"])),
+        alerts=ctx["alerts"],
     )
 
 
@@ -290,16 +292,19 @@ def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet
     ledger = spec.ledger_path() if spec else None
     ranker = Ledger(ledger).ranker() if ledger else None
     notes: list[str] = []
+    alerts: list[dict[str, Any]] = []
 
-    def journal(event: str, **data: Any) -> None:  # what the engine could not do, and why
+    def journal(event: str, **data: Any) -> None:  # what the engine could not do, and each policy's state
         if event == "policy_exhausted":
             notes.append(f"{data['policy']}: " + "; ".join(data.get("skipped", [])))
+        elif event.startswith("policy_"):
+            alerts.append({k: v for k, v in data.items() if k != "attempt"})
 
     # Slow progress is judged on the run's success bar, as in a run (autofix.runner.assemble).
     overrides = {**ctx["overrides"], "slow_progress": {"min_drop": ctx["min_drop"],
                                                        **ctx["overrides"].get("slow_progress", {})}}
     engine = Engine(plan, build_detectors(metric, overrides), policies, journal=journal, ranker=ranker)
-    ctx["notes"] = notes
+    ctx["notes"], ctx["alerts"] = notes, alerts
     attempt = engine.suggest("diagnosed")
     for iteration, row in rows.items():
         if metric not in row:
@@ -335,6 +340,7 @@ def format_diagnosis(result: DiagnosisResult, as_json: bool = False) -> str:
             lines.append(f"  autofix would act {when}: {h.policy} (on {h.symptom}, for {h.for_steps} steps): "
                          f"{h.action}")
         lines += [f"  could not act: {n}" for n in t.notes]
+        lines += [f"  policy {a['policy']}: {a['from']} -> {a['to']} at step {a['step']:g}" for a in t.alerts]
     counts = {v: sum(t.verdict == v for t in result.trials) for v in ("sick", "unhealthy", "healthy")}
     lines.append("\n" + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "\n".join(lines)

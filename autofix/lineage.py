@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autofix.actions import Change
+from autofix.alerts import PolicyState
 from autofix.metrics import History
 from autofix.symptoms import Finding
 
@@ -86,7 +87,7 @@ class Attempt:
     history: History = field(default_factory=History)
     used: dict[str, list[int]] = field(default_factory=dict)  # candidate indexes tried per policy, lineage-wide
     fires: dict[str, int] = field(default_factory=dict)  # fires per policy, lineage-wide
-    pending: dict[str, list[float]] = field(default_factory=dict)  # policy -> [match began, latest fresh match], steps
+    alerts: dict[str, PolicyState] = field(default_factory=dict)  # policy -> its state (autofix.alerts)
     cooldown: dict[str, float] = field(default_factory=dict)  # policy -> step before which it may not fire
     reports: int = 0  # reports judged in this attempt (a warm restart's seeded history excluded)
     checkpoints: dict[int, str] = field(default_factory=dict)  # iteration -> checkpoint path
@@ -99,8 +100,9 @@ class Attempt:
     hints: list[str] = field(default_factory=list)  # skipped remedies: the knob to map (decisions.knob_hint)
 
     def to_dict(self) -> dict[str, Any]:
-        skip = ("history", "findings", "decision", "patch", "checkpoints")
+        skip = ("history", "findings", "decision", "patch", "checkpoints", "alerts")
         d = {k: v for k, v in self.__dict__.items() if k not in skip}
+        d["alerts"] = {name: state.to_dict() for name, state in self.alerts.items()}
         d["patch"] = [c.to_dict() for c in self.patch]
         d["findings"] = [f.to_dict() for f in self.findings]
         d["decision"] = self.decision.to_dict() if self.decision else None
@@ -116,6 +118,10 @@ class Attempt:
         d["decision"] = Decision.from_dict(d["decision"]) if d["decision"] else None
         d["history"] = History({int(k): v for k, v in d["history"].items()})
         d["checkpoints"] = {int(k): v for k, v in d["checkpoints"].items()}
+        # A lineage saved before the alert states kept ``pending``: policy -> [match began, latest]
+        legacy = {name: {"state": "pending", "active_at": span[0], "last_match_at": span[1]}
+                  for name, span in d.pop("pending", {}).items()}
+        d["alerts"] = {name: PolicyState.from_dict(v) for name, v in (d.get("alerts") or legacy).items()}
         return cls(**d)
 
 

@@ -17,6 +17,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from autofix.actions import ActionSpec, get_path
+from autofix.alerts import AlertState, PolicyState, Transition
 from autofix.errors import InputError, Problem
 from autofix.sources import Source, load_yaml, problems_from_validation
 from autofix.symptoms import SYMPTOMS
@@ -172,36 +173,39 @@ def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float])
     return lookup
 
 
-def step_policies(policies: PolicySet, pending: dict[str, list[float]], findings: list,
+def step_policies(policies: PolicySet, states: dict[str, PolicyState], findings: list,
                   lookup: Callable[[str], Any], row: dict[str, float], step: float,
-                  at_end: bool = False) -> list[tuple[Policy, Any, float]]:
-    """Advance each policy's state at a report made at optimizer step ``step``; return
-    ``(policy, matching finding, steps held)`` for the policies that match this report.
+                  at_end: bool = False) -> tuple[list[tuple[Policy, Any, float]], list[Transition]]:
+    """Advance each policy's state (:mod:`autofix.alerts`) at a report made at optimizer step
+    ``step``; return ``(policy, matching finding, steps held)`` for the policies that match this
+    report, and the state transitions it caused (pending, firing, resolved).
 
-    ``pending`` (updated in place) maps a pending policy to ``[step its match began, step of
-    its latest fresh match]``; a policy whose match breaks leaves it. *Held* is the span between
-    the two: how long the evidence has held. A report whose probe statistics were carried
-    forward (``probe_age`` > 0) is no new evidence for a symptom that reads them: its pending
-    policies keep their state (and may fire on what they held), none starts or resets (unless
-    the attempt is ending).
+    ``states`` (updated in place) holds each policy's :class:`~autofix.alerts.PolicyState`; a
+    policy whose match breaks resolves to inactive. *Held* is the span from the step its match
+    began to its latest fresh match. A report whose probe statistics were carried forward
+    (``probe_age`` > 0) is no new evidence for a symptom that reads them: its policies keep their
+    state (and may act on what they held), none starts, resolves or moves (unless the attempt is
+    ending).
     """
     stale = (row.get("probe_age") or 0) > 0 and not at_end
-    matching = []
+    matching: list[tuple[Policy, Any, float]] = []
+    moved: list[Transition] = []
     for policy in policies:
         # Most reports have no finding: skip building a search per policy (engine hot path).
         match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None) if findings else None
+        state = states.get(policy.name)
         if stale and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
-            state = pending.get(policy.name)
-            if match is not None and state is not None:
-                matching.append((policy, match, state[1] - state[0]))
+            if match is not None and state is not None and state.state is not AlertState.INACTIVE:
+                matching.append((policy, match, state.held))
             continue
         if match is None:
-            pending.pop(policy.name, None)
+            if state is not None:
+                moved += state.resolve(policy.name, step)
             continue
-        state = pending.setdefault(policy.name, [step, step])
-        state[1] = step
-        matching.append((policy, match, state[1] - state[0]))
-    return matching
+        state = states.setdefault(policy.name, PolicyState())
+        moved += state.match(policy.name, step, policy.for_steps)
+        matching.append((policy, match, state.held))
+    return matching, moved
 
 
 class PolicyFile(BaseModel):

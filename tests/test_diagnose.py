@@ -62,6 +62,10 @@ def test_with_a_config_autofix_acts_once_at_the_divergence(path, spec, metric):
     assert [(f.symptom, f.iteration) for f in t.findings] == [("diverging_loss", 5)] and t.reports == 6
     assert ("autofix would act at epoch 5: diverging-lower-lr (on diverging_loss, for 0 steps): "
             "scale(path=optimizer.lr, factor=0.1") in format_diagnosis(result, as_json=False)
+    # each policy's state, as Prometheus's alerts: the one that acted went pending and fired at once
+    acted = [(a["from"], a["to"]) for a in t.alerts if a["policy"] == "diverging-lower-lr"]
+    assert acted == [("inactive", "pending"), ("pending", "firing")]
+    assert "policy diverging-lower-lr: pending -> firing at step" in format_diagnosis(result, as_json=False)
 
 
 def test_healthy_csv_finds_nothing():

@@ -36,6 +36,11 @@ SPR, PLANNED = 23, 345  # the digits runs: 23 optimizer steps per epoch, 15 epoc
 PATIENCE_REPORT = 8  # the first report at or past max(100, 0.5 x 345) = 172.5 steps
 
 
+
+def span(state: Any) -> list[float] | None:
+    """A policy's current match as [step it began, step of its latest fresh match]; None: inactive."""
+    return None if state is None or state.active_at is None else [state.active_at, state.last_match_at]
+
 def config(lr: float = 1.0, name: str = "adam", **extra: Any) -> dict[str, Any]:
     """A managed-training config, as the spec dumps it."""
     return {"optimizer": {"name": name, "lr": lr}, "scheduler": None, "batch_size": 64, "epochs": 16, **extra}
@@ -376,7 +381,7 @@ def test_a_break_in_the_symptom_resets_the_pending_state(tmp_path):
     stops, pending = [], []
     for i, v in enumerate(series):
         stops.append(eng.observe("t0", i, row(i, v, 10)).stop)
-        pending.append(copy.deepcopy(a0.pending.get("lower")))
+        pending.append(span(a0.alerts.get("lower")))
     assert stops == [False] * 6 + [True]
     assert pending == [None, [10, 10], None, [30, 30], None, [50, 50], [50, 60]]
 
@@ -605,7 +610,7 @@ def test_replayed_reports_are_not_judged_again(tmp_path, replayed):
         assert not eng.observe("t0", i, row(i, v, 10)).stop
     verdicts = [eng.observe("t0", i, row(i, math.nan, 10)).stop for i in replayed]
     assert verdicts == [False] * len(replayed)
-    assert a0.outcome == Outcome.RUNNING and a0.reports == 4 and a0.pending == {"lower": [10, 30]}
+    assert a0.outcome == Outcome.RUNNING and a0.reports == 4 and span(a0.alerts["lower"]) == [10, 30]
 
 
 def test_max_epochs_stops_a_running_attempt():
@@ -798,12 +803,21 @@ def test_journal_receives_every_event():
     eng, journal = stuck_a0_then_healthy_a1()
     run_attempt(eng, "t2", CONTROL_STAYS_STUCK, start=8)
     assert journal.names() == [
-        "attempt_launched", "judgement_inputs", "finding", "decision", "attempt_finished",
+        "attempt_launched", "judgement_inputs", "finding", "policy_pending", "policy_pending", "policy_firing",
+        "decision", "attempt_finished",
         "attempt_launched", "attempt_finished", "control_queued",
         "attempt_launched", "finding", "finding", "compared", "settled", "attempt_finished",
     ]
+    # Prometheus's alert states: both plateau policies go pending at step 138; the first fires at
+    # 184, the first report after it held its for_steps, and acts; the control's reports move none
+    alerts = [(n, d["policy"], d["step"], d["active_at"], d["fired_at"]) for n, d in journal.events
+              if n.startswith("policy_")]
+    assert alerts == [("policy_pending", "plateau-high-lr", 138.0, 138.0, None),
+                      ("policy_pending", "plateau-fallback", 138.0, 138.0, None),
+                      ("policy_firing", "plateau-high-lr", 184.0, 138.0, 184.0)]
     (launched, judged, finding, decision, finished, launched1, finished1, queued,
-     launched2, plateau, slow, compared, settled, finished2) = (d for _, d in journal.events)
+     launched2, plateau, slow, compared, settled, finished2) = (d for n, d in journal.events
+                                                               if not n.startswith("policy_"))
     assert judged["attempt"] == "a0" and judged["judged_by"][0].startswith("healthy: val_loss falls >= 30%")
     # the control is measured, never acted on: its findings are recorded all the same
     assert (plateau["symptom"], slow["symptom"], slow["iteration"]) == ("plateau", "slow_progress", 15)

@@ -233,6 +233,10 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
     _judge_claim(case, seed, report, result)
     result.head_changed = _head_changes(launched, by_id)
     result.lr_at_init = _lr_at_init(report, log)
+    if hasattr(report, "isolation"):  # an autofix with the isolation ladder (issue 18)
+        from bench_isolation import measure
+
+        measure(report, result)
     if case.kind == "healthy":
         from autofix.symptoms import SYMPTOMS
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from autofix import settle
 from autofix.isolation import DATA, MODEL, TRAINING_STEP, RungResult, attempt_examples, conclude, rung_budget
-from autofix.lineage import ISOLATION, TREATMENT, Attempt, Decision
+from autofix.lineage import ISOLATION, TREATMENT, Attempt, Decision, Outcome
 from autofix.policy import metrics_lookup
 from autofix.symptoms import SOFT, Finding
 from autofix.symptoms.isolation import GENERIC, BaselineLearns, UnexplainedFailure, unexplained
@@ -159,15 +160,26 @@ class Ladder:
         examined.findings.append(finding)
         examined.active = [finding.symptom]
         self.journal("finding", attempt=examined.id, **finding.to_dict())
-        if self._decide(examined, [finding], at_end=True) is None:
+        if self._decide_after(examined, [finding]) is None:
             self._fall_back(examined)
 
     def _fall_back(self, examined: Attempt) -> None:
-        """Nothing conclusive: the generic findings go to their own policies, as without a ladder."""
+        """Nothing conclusive: the generic findings go to their own policies, as without a ladder;
+        when none can launch a fix, the run left alone is continued (the ladder stopped it)."""
         generic = [f for f in examined.findings if f.symptom in examined.active
                    and f.symptom not in (UnexplainedFailure.name, BaselineLearns.name)]
         examined.active = [f.symptom for f in generic]
-        self._decide(examined, generic, at_end=True)
+        if self._decide_after(examined, generic) is None and examined is settle.reference(self.attempts):
+            self._continue(examined)
+
+    def _decide_after(self, examined: Attempt, findings: list[Finding]) -> Decision | None:
+        """The policies' decision on the examined attempt as at the report the ladder stopped it on:
+        still running, so the budget reserve for continuing the run left alone counts once."""
+        outcome, examined.outcome = examined.outcome, Outcome.RUNNING
+        try:
+            return self._decide(examined, findings, at_end=True)
+        finally:
+            examined.outcome = outcome
 
 
 def ladder_record(attempts: dict[str, Attempt]) -> dict[str, Any]:

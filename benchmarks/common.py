@@ -340,7 +340,10 @@ CLAIM_SLACK = 0.02  # a healthy/fixed claim may not keep a model below the run l
 
 def left_alone(case: Case, seed: int) -> dict[str, float | None]:
     """The case's own config trained untouched to its planned end: what autofix must not make worse."""
-    last = case_series(case, case_config(case, seed))[-1]
+    try:
+        last = case_series(case, case_config(case, seed))[-1]
+    except RuntimeError:  # a training step that raises (isolation zoo: frozen parameters): nothing to keep
+        return {"score": None, "chance": None}
     return {"score": finite(last.get(case.judge_metric)), "chance": finite(last.get(CHANCE_KEY[case.judge_metric]))}
 
 

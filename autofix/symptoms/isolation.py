@@ -58,7 +58,10 @@ class UnexplainedFailure(Detector):
     """The attempt is not healthy and no symptom names a cause (:func:`unexplained`).
 
     **Soft**: it acts after the run's patience, only while the attempt is unhealthy, or at the
-    attempt's end; never on a healthy run. Its shipped policy runs the isolation ladder."""
+    attempt's end; never on a healthy run. Its shipped policy runs the isolation ladder, the
+    experiments of Karpathy's "A Recipe for Training Neural Networks" (2019: overfit one batch,
+    input-independent baselines). No parameters; :data:`GENERIC` and :data:`COLLAPSE_MAJORITY`
+    are our choices, documented where they are defined."""
 
     name = "unexplained_failure"
     summary = "Unhealthy, and no symptom names a cause (or one survived two remedies)."
@@ -68,8 +71,10 @@ class UnexplainedFailure(Detector):
 
 
 class BaselineLearns(Detector):
-    """A simple model learns the data the user's model does not: the model is at fault (the
-    isolation ladder's ``simple_model`` rung); answered by model remedies."""
+    """A simple model learns the data the user's model does not, or fits the one batch it cannot:
+    the model is at fault (the isolation ladder's ``simple_model`` or ``overfit_batch`` rung, after
+    Karpathy's "input-independent baseline" and "overfit one batch"); answered by model remedies.
+    Its thresholds are the rungs' (:mod:`autofix.isolation`)."""
 
     name = "baseline_learns"
     summary = "A simple model learns this data; the user's model does not."

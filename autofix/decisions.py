@@ -79,7 +79,7 @@ class Decisions:
              held: float) -> Decision | None:
         """Try the policy's candidates in lineage order; queue the first new, applicable patch(es)."""
         if any(getattr(a, "isolates", False) for a in policy.then):  # a ladder, not a patch (autofix.ladder)
-            return self._isolate(attempt, policy, finding)
+            return self._isolate(attempt, policy, finding, at_end)
         skipped: list[str] = []
         picks: list[tuple[Any, dict, list]] = []
         keys: set[str] = set()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["DATA", "EVIDENCE", "LADDER_SHARE", "MODEL", "OPTIMIZER", "PARTS", "RUNGS", "RUNG_SHARES", "TRAINING_STEP", "RungResult",
-           "attempt_examples", "conclude", "margin", "overfit_state", "rung_budget"]
+           "attempt_examples", "conclude", "margin", "overfit_state", "refine", "rung_budget"]
 
 TRAINING_STEP, MODEL, DATA = "training_step", "model", "data"
 OPTIMIZER = "optimizer"  # the step works with a reference optimizer: its settings, for the usual policies
@@ -193,3 +193,16 @@ def _shuffled(row: dict[str, Any], user: dict[str, Any]) -> tuple[bool, str | No
         return False, None, f"inconclusive: the real labels are learnt better than shuffled ones ({said})"
     return True, DATA, (f"data bug: the inputs carry no usable signal for these labels ({said}; {need:.3f} needed): "
                         "labels misaligned with inputs, constant inputs or a wrong label column; no relaunch can fix data")
+
+
+def refine(result: RungResult, symptoms: list[str]) -> RungResult:
+    """A rung's verdict in the light of the examined attempt's findings (``symptoms``): a model that
+    cannot fit one batch that a small MLP fits *with the same loss*, whose outputs were found not to
+    be what the loss takes (``output_loss_mismatch``, left unanswered: no remedy could change the
+    head), is fed to the wrong loss: the training step (the output/loss pair), not the model."""
+    if result.part != MODEL or "output_loss_mismatch" not in symptoms:
+        return result
+    return RungResult(result.rung, True, TRAINING_STEP,
+                      f"training step broken: {result.conclusion.split(': ', 1)[-1]}; and its outputs are not what "
+                      "the loss takes (output_loss_mismatch), which no remedy could change: fix the output or the loss",
+                      result.evidence)

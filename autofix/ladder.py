@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from autofix import settle
-from autofix.isolation import DATA, MODEL, TRAINING_STEP, RungResult, attempt_examples, conclude, rung_budget
+from autofix.isolation import DATA, MODEL, TRAINING_STEP, RungResult, attempt_examples, conclude, refine, rung_budget
 from autofix.lineage import ISOLATION, TREATMENT, Attempt, Decision, Outcome
 from autofix.policy import metrics_lookup
 from autofix.symptoms import SOFT, Finding
@@ -42,8 +42,10 @@ class Ladder:
         """The ``unexplained_failure`` finding of this report, if any (journaled when new)."""
         if attempt.role != TREATMENT or self._ladder_ran():
             return []
-        # Advisory findings count as causes too: a lost minority class explains a run at chance.
-        why = unexplained([(f.symptom, f.evidence) for f in findings], self._answered(attempt))
+        # Advisory findings count as causes too (a lost minority class explains a run at chance);
+        # a cause no policy can answer any more (every remedy tried or inapplicable) explains nothing.
+        causes = [(f.symptom, f.evidence) for f in findings if f.symptom in GENERIC or self._answerable(attempt, f)]
+        why = unexplained(causes, self._answered(attempt))
         if why is None or self._named_by_config(attempt):
             return []
         finding = Finding(UnexplainedFailure.name, attempt.history.last_iteration or 0, self.plan.loss_metric,
@@ -54,6 +56,12 @@ class Ladder:
             attempt.findings.append(finding)
             self.journal("finding", attempt=attempt.id, **finding.to_dict())
         return [finding]
+
+    def _answerable(self, attempt: Attempt, finding: Finding) -> bool:
+        """Some enabled policy that matches ``finding`` (its ``where`` included) has a remedy left."""
+        lookup = metrics_lookup(attempt.config, self.plan.aliases, attempt.history.last_row())
+        return any(p.matches(finding.symptom, finding.evidence, lookup) and attempt.fires.get(p.name, 0) < p.fire_limit
+                   and p.remaining(attempt.used.get(p.name, [])) for p in self.policies)
 
     def _named_by_config(self, attempt: Attempt) -> bool:
         """The config alone names a suspect: a policy answering a generic finding reads the config
@@ -80,9 +88,18 @@ class Ladder:
     def _ladder_ran(self) -> bool:
         return any(a.ladder is not None for a in self.attempts.values())
 
-    def _isolate(self, attempt: Attempt, policy: Any, finding: Finding) -> Decision | None:
+    def _isolate(self, attempt: Attempt, policy: Any, finding: Finding, at_end: bool) -> Decision | None:
         """Start the ladder of ``policy`` on ``attempt``; None (other policies act) when it cannot run."""
         if attempt.fires.get(policy.name, 0) >= policy.fire_limit or self._ladder_ran():
+            return None
+        if self._race_width(attempt, True, at_end) == 0:
+            # The ladder stops the attempt; unless it stops the run, a fix and the continuation of
+            # the run left alone must still fit in the budget (as for any soft decision).
+            if policy.name not in attempt.noted:
+                attempt.noted.append(policy.name)
+                self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, symptom=finding.symptom,
+                             skipped=["no attempt left in the budget for what the ladder may lead to (a fix and "
+                                      "the run left alone's continuation): the attempt keeps training"])
             return None
         attempt.fires[policy.name] = policy.fire_limit  # a ladder runs once per lineage
         rungs = [a.rung for a in policy.then if getattr(a, "isolates", False)]
@@ -140,6 +157,7 @@ class Ladder:
         if not result.conclusive and nxt < len(examined.ladder["rungs"]):
             self._queue_rung(examined, nxt)
             return
+        result = refine(result, [f.symptom for f in examined.findings])
         examined.ladder.update(part=result.part, conclusion=result.conclusion, by=attempt.id)
         self.journal("isolation_concluded", attempt=examined.id, part=result.part, conclusion=result.conclusion,
                      **ladder_record(self.attempts)["cost"])

@@ -39,15 +39,12 @@ def measure(report: Any, result: Any) -> None:
     result.ladder_share = cost.get("share")
     seconds, whole = cost.get("seconds"), cost.get("attempt_seconds")
     result.ladder_seconds_share = round(seconds / whole, 4) if seconds is not None and whole else None
-    if ladder.get("part"):
-        result.part = ladder["part"]
-        result.part_attempts = order.index(ladder["attempt"]) + 1 if ladder.get("attempt") in order else None
-    else:
-        for index, attempt in enumerate(users):
-            symptom = ((attempt.decision or {}).get("finding") or {}).get("symptom")
-            if symptom in PART_OF:
-                result.part, result.part_attempts = PART_OF[symptom], index + 1
-                break
+    for index, attempt in enumerate(users):  # the first attempt that named a part: its ladder or its symptom
+        symptom = ((attempt.decision or {}).get("finding") or {}).get("symptom")
+        part = ladder.get("part") if attempt.id == ladder.get("attempt") else PART_OF.get(symptom)
+        if part in ("training_step", "model", "data"):
+            result.part, result.part_attempts = part, index + 1
+            break
     result.lr_init_relaunches = sum(1 for a in users if any(str(c["path"]).split(".")[0] in ("scheduler", "init")
                                                             or c["path"] == "optimizer.lr" for c in a.patch))
 

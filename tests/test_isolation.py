@@ -243,3 +243,31 @@ def test_a_healthy_run_never_gets_a_ladder():
                                  "step": 23.0 * i, "planned_steps": 345.0})
     engine.complete("t0")
     assert engine.attempts["a0"].outcome == "healthy" and not any(a.ladder for a in engine.attempts.values())
+
+
+@pytest.mark.parametrize("part, symptoms, expected", [
+    (MODEL, ["plateau", "output_loss_mismatch"], TRAINING_STEP),  # the outputs are not what the loss takes
+    (MODEL, ["plateau"], MODEL),
+    (DATA, ["output_loss_mismatch"], DATA),  # only a model verdict is re-read
+])
+def test_refine_reads_an_unanswered_output_loss_mismatch_as_the_training_step(part, symptoms, expected):
+    from autofix.isolation import RungResult, refine
+
+    assert refine(RungResult("overfit_batch", True, part, "the model is the problem: x"), symptoms).part == expected
+
+
+def test_a_cause_whose_remedies_are_spent_explains_nothing():
+    """output_loss_mismatch found, its remedy skipped (a softmax inside forward() cannot be replaced):
+    with a plateau the failure is unexplained and the ladder runs, not plateau-fallback."""
+    engine = _engine()
+    engine.check_config = lambda c: "surgery cannot" if (c.get("architecture") or {}).get("output_activation") else None
+    attempt = engine.suggest("t0")
+    for i in range(16):
+        row = {"val_loss": 2.303 - 0.01 * min(i, 8), "val_accuracy": 0.25, "chance_accuracy": 0.1,
+               "output_min": 0.099, "output_max": 0.101, "output_sum_dev": 2.4e-7, "output_zero_rows": 0.0,
+               "output_lse_dev": 2.4, "loss_expects/logits": 1.0, "output_classes": 10.0,
+               "step": 23.0 * i, "planned_steps": 345.0}  # a softmax's outputs (the zoo's double softmax)
+        if engine.observe("t0", i, row).stop:
+            break
+    assert "output_loss_mismatch" in [f.symptom for f in attempt.findings]
+    assert attempt.decision.policy == "isolation-ladder"

@@ -15,9 +15,11 @@ from autofix.symptoms.base import Detector, Finding
 
 __all__ = ["COLLAPSE_MAJORITY", "GENERIC", "BaselineLearns", "UnexplainedFailure", "unexplained"]
 
-GENERIC = ("chance_level", "class_collapse", "plateau", "slow_progress")
+GENERIC = ("chance_level", "class_collapse", "plateau")
 """Findings that say *that* a run does not learn, never *why*: alone they explain nothing (a
-collapse onto one class explains something only beside ``label_imbalance``, which is a cause)."""
+collapse onto one class is generic only without a majority class: :func:`unexplained`).
+``slow_progress`` is not one: its loss did fall, steadily, so the training pipeline works and the
+learning-rate policies that answer it (policies/progress.yaml) are the remedy in question."""
 
 
 def unexplained(active: list[tuple[str, dict[str, float]]],

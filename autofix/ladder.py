@@ -105,7 +105,8 @@ class Ladder:
         rungs = [a.rung for a in policy.then if getattr(a, "isolates", False)]
         examples = attempt_examples(planned_steps(attempt.history), attempt.config.get("batch_size"))
         why_not = NOT_APPLICABLE if not self.plan.managed else (
-            None if examples else "isolation ladder not applicable: the attempt reported no planned steps")
+            None if examples else "isolation ladder not applicable: the attempt's size is unknown (no planned "
+            "steps or no batch size), so its rungs have no budget to stay within")
         if why_not is not None:
             attempt.ladder = {"not_applicable": why_not, "rungs": rungs}
             self.journal("isolation_not_applicable", attempt=attempt.id, policy=policy.name, reason=why_not)

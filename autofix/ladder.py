@@ -66,7 +66,7 @@ class Ladder:
     def _named_by_config(self, attempt: Attempt) -> bool:
         """The config alone names a suspect: a policy answering a generic finding reads the config
         in its ``where`` and every config condition holds (a learning rate far outside the usual
-        range: plateau-low-lr, plateau-high-lr, slow-progress-low-lr). That policy answers it once
+        range: plateau-low-lr, plateau-high-lr, plateau-high-lr-sgd). That policy answers it once
         its finding shows; the failure is not unexplained."""
         lookup = metrics_lookup(attempt.config, self.plan.aliases, attempt.history.last_row())
         for policy in self.policies:

@@ -120,6 +120,8 @@ class Decisions:
     def _act(self, attempt: Attempt, policy: Policy, finding: Finding, at_end: bool,
              held: float) -> Decision | None:
         """Try the policy's candidates in lineage order; queue the first new, applicable patch(es)."""
+        if any(getattr(a, "isolates", False) for a in policy.then):  # a ladder, not a patch (autofix.ladder)
+            return self._isolate(attempt, policy, finding, at_end)
         skipped: list[str] = []
         picks: list[tuple[Any, dict, list]] = []
         keys: set[str] = set()

@@ -75,6 +75,7 @@ class DiagnosisResult(BaseModel):
     policy_count: int
     min_drop: float
     trials: list[TrialDiagnosis]
+    isolation: dict[str, Any] = {}  # an autofix run directory's isolation ladder (report.json), if one ran
 
 
 def diagnose(path: str, spec: str | None = None, policies: list[str] | None = None,
@@ -107,7 +108,16 @@ def diagnose(path: str, spec: str | None = None, policies: list[str] | None = No
     if problems:
         raise InputError(problems)
     return DiagnosisResult(path=str(path), kind=kind, policies=[str(p) for p in policy_paths],
-                           policy_count=len(policy_set), min_drop=ctx["min_drop"], trials=results)
+                           policy_count=len(policy_set), min_drop=ctx["min_drop"], trials=results,
+                           isolation=_recorded_ladder(Path(path)) if kind == "autofix-run" else {})
+
+
+def _recorded_ladder(run: Path) -> dict[str, Any]:
+    """The isolation ladder an autofix run recorded in its report.json (``{}`` when none ran)."""
+    try:
+        return dict(json.loads((run / "report.json").read_text()).get("isolation") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 # -- reading logs --------------------------------------------------------------------------
@@ -150,7 +160,7 @@ def _autofix_trials(run: Path) -> list[Trial]:
     except ValueError as err:
         raise InputError([Problem(str(run / "report.json"), None, "", f"not an autofix report: {err}")]) from None
     trials = []
-    for a in (a for a in report.attempts if a.trial_id is not None):
+    for a in (a for a in report.attempts if a.trial_id is not None and a.role != "isolation"):  # rungs: no series
         rows, source = attempt_rows(report, run / "tune", a.id), str(run / "tune" / f"{a.id}-{a.trial_id}")
         if not rows:  # no Tune files: the report's own series of the watched metric
             rows = {int(i): {report.metric: float(v)} for i, v in a.series}
@@ -341,9 +351,23 @@ def format_diagnosis(result: DiagnosisResult, as_json: bool = False) -> str:
                          f"{h.action}")
         lines += [f"  could not act: {n}" for n in t.notes]
         lines += [f"  policy {a['policy']}: {a['from']} -> {a['to']} at step {a['step']:g}" for a in t.alerts]
+    lines += _isolation_lines(result.isolation)
     counts = {v: sum(t.verdict == v for t in result.trials) for v in ("sick", "unhealthy", "healthy")}
     lines.append("\n" + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "\n".join(lines)
+
+
+def _isolation_lines(ladder: dict[str, Any]) -> list[str]:
+    """The run's isolation ladder as its report recorded it (diagnose replays no rung: no Ray)."""
+    if not ladder.get("attempt"):
+        return []
+    if ladder.get("not_applicable"):
+        return [f"\nisolation: {ladder['not_applicable']}"]
+    cost = ladder.get("cost") or {}
+    share = f" = {cost['share']:.1%} of one attempt" if cost.get("share") is not None else ""
+    lines = [f"\nisolation ladder on {ladder['attempt']}: {ladder.get('conclusion') or 'not concluded'}"]
+    lines += [f"  {r.get('attempt')} {r.get('rung')}: {r.get('conclusion')}" for r in ladder.get("rungs") or []]
+    return lines + [f"  cost: {_g(cost.get('examples'))} examples{share}"]
 
 
 def _g(value: float | None) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 from autofix import settle
 from autofix.decisions import Decisions, gain, severity
 from autofix.judging import Inputs, gaps, judged_by
-from autofix.lineage import CONTROL, Attempt, Outcome, config_key
+from autofix.ladder import Ladder
+from autofix.lineage import CONTROL, ISOLATION, Attempt, Outcome, config_key
 from autofix.metrics import as_float
 from autofix.policy import PolicySet
 from autofix.symptoms import HARD, SYMPTOMS, DetachedLoss, Detector, Finding, NanMetric
@@ -46,6 +47,7 @@ class Plan:
     accuracy_metric: str = "val_accuracy"  # judged against the best constant predictor
     f1_metric: str = "val_macro_f1"
     inputs: Inputs = field(default_factory=Inputs)  # a custom trainable's declared judgement inputs
+    managed: bool = True  # the managed harness runs the trials: the isolation ladder can run (autofix.ladder)
 
     @property
     def judge(self) -> Judge:
@@ -64,7 +66,7 @@ class Verdict:
 CONTINUE = Verdict(False)
 
 
-class Engine(Decisions):
+class Engine(Ladder, Decisions):
     """Owns the lineage of a run; the controller feeds it Tune events and obeys its verdicts."""
 
     def __init__(self, plan: Plan, detectors: list[Detector], policies: PolicySet,
@@ -108,6 +110,9 @@ class Engine(Decisions):
         """Take one report; say whether the trial must stop."""
         attempt = self.attempts[self.by_trial[trial_id]]
         if attempt.outcome != Outcome.RUNNING:
+            return Verdict(True, attempt.reason)
+        if attempt.role == ISOLATION:  # a rung of the isolation ladder: one report, judged by autofix.ladder
+            self._rung_report(attempt, iteration, metrics)
             return Verdict(True, attempt.reason)
         if checkpoint and checkpoint not in attempt.checkpoints.values():
             # Tune shows the scheduler the checkpoint of the *previous* report.
@@ -157,6 +162,9 @@ class Engine(Decisions):
         attempt = self.attempts.get(self.by_trial.get(trial_id, ""))
         if attempt is None or attempt.outcome != Outcome.RUNNING:
             return
+        if attempt.role == ISOLATION:
+            self._rung_failed(attempt, error)
+            return
         if error is not None:
             attempt.error = error
             if not self._code_error(attempt, error):
@@ -177,6 +185,7 @@ class Engine(Decisions):
         findings = [f for f in attempt.findings if f.symptom in attempt.active]
         if all(SYMPTOMS[f.symptom].advisory for f in findings if f.symptom in SYMPTOMS):
             findings += self._ended(attempt)  # unhealthy with no symptom: the end is the finding
+        findings += self._unexplained(attempt, [f for f in findings if f.symptom != "unexplained_failure"])
         decision = self._decide(attempt, findings, at_end=True)
         if decision is not None:
             attempt.stopped_on = decision.severity
@@ -237,7 +246,7 @@ class Engine(Decisions):
             if f.symptom not in seen:
                 attempt.findings.append(f)
                 self.journal("finding", attempt=attempt.id, **f.to_dict())
-        return findings
+        return findings + (self._unexplained(attempt, findings) if findings else [])
 
     def _ended(self, attempt: Attempt) -> list[Finding]:
         """Findings of the attempt's end (slow progress of a run that never reported its plan)."""
@@ -385,7 +394,8 @@ class Engine(Decisions):
         self.launched[config_key(attempt.config)] = attempt.id
 
     def _launched_count(self) -> int:
-        return sum(1 for a in self.attempts.values() if a.trial_id is not None)
+        # Isolation rungs are experiments, not attempts: they do not count against max_attempts.
+        return sum(1 for a in self.attempts.values() if a.trial_id is not None and a.role != ISOLATION)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles the searcher (and this engine) into tuner.pkl: terminal views stay out.

@@ -68,6 +68,7 @@ def render_html(report: Report, tune_dir: str | Path | None = None) -> str:
         f"<h1>autofix report: {e(report.name)}</h1><p>{e(head)}</p><table>{rows}</table>"
         f"<section id=\"chart\"><h2>{e(report.metric)} of every attempt</h2>{_chart_section(report)}</section>"
         f"<section id=\"lineage\"><h2>Lineage</h2>{_tree(report, None)}</section>"
+        f"{_isolation_section(report)}"
         f"<section id=\"winner\"><h2>Winner</h2>{_winner_section(report, tune_dir)}</section>"
         "</body></html>\n"
     )
@@ -187,6 +188,29 @@ def _card(report: Report, a: AttemptReport) -> str:
         trace = "\n".join(_ANSI.sub("", a.error).strip().splitlines()[-12:])
         out.append(f"<details><summary>the trial's error (last lines)</summary><pre>{e(trace)}</pre></details>")
     return "".join(out) + "</div>"
+
+
+# -- isolation ladder ------------------------------------------------------------------------
+def _isolation_section(report: Report) -> str:
+    """The isolation ladder (autofix.ladder): each rung's verdict and numbers, and its cost."""
+    e, ladder = _esc, report.isolation
+    if not ladder.get("attempt"):
+        return ""
+    if ladder.get("not_applicable"):
+        return f"<section id=\"isolation\"><h2>Isolation ladder</h2><p>{e(ladder['not_applicable'])}</p></section>"
+    rows = "".join(
+        f"<tr><td>{e(r.get('attempt'))}</td><td>{e(r.get('rung'))}</td><td>{e(r.get('part') or '-')}</td>"
+        f"<td>{e(r.get('conclusion'))}</td><td>{e(', '.join(f'{k}={_fmt(v)}' for k, v in (r.get('evidence') or {}).items()))}</td>"
+        f"<td>{e(_fmt(r.get('examples')))}</td></tr>" for r in ladder.get("rungs") or [])
+    cost = ladder.get("cost") or {}
+    share = f"{cost['share']:.1%}" if cost.get("share") is not None else "-"
+    return (f"<section id=\"isolation\"><h2>Isolation ladder on {e(ladder['attempt'])}</h2>"
+            f"<p><b>{e(ladder.get('conclusion') or 'not concluded')}</b></p>"
+            "<table><tr><th>attempt</th><th>rung</th><th>part</th><th>conclusion</th><th>evidence</th>"
+            f"<th>examples</th></tr>{rows}</table><p class=\"muted\">cost: {e(_fmt(cost.get('examples')))} examples "
+            f"= {e(share)} of one attempt's {e(_fmt(cost.get('attempt_examples')))} (counted as examples through a "
+            f"model's forward pass, with its backward pass when trained); {e(_fmt(cost.get('seconds')))} s of rung "
+            f"trials against {e(_fmt(cost.get('attempt_seconds')))} s for one attempt</p></section>")
 
 
 # -- winner --------------------------------------------------------------------------------

@@ -17,10 +17,11 @@ from autofix.alerts import PolicyState
 from autofix.metrics import History
 from autofix.symptoms import Finding
 
-__all__ = ["CONTROL", "TREATMENT", "Attempt", "Decision", "Outcome", "config_key"]
+__all__ = ["CONTROL", "ISOLATION", "TREATMENT", "Attempt", "Decision", "Outcome", "config_key"]
 
 TREATMENT = "treatment"  # an attempt with the user's config or a fix: judged and acted on
 CONTROL = "control"  # the user's run left alone (a0 kept running, or continued): measured only
+ISOLATION = "isolation"  # one rung of the isolation ladder (autofix.ladder): an experiment, not a fix
 
 
 class Outcome:
@@ -98,6 +99,9 @@ class Attempt:
     compared: dict[str, Any] | None = None  # a healthy fix against the run left alone, same step
     noted: list[str] = field(default_factory=list)  # policies whose "no budget" was journaled
     hints: list[str] = field(default_factory=list)  # skipped remedies: the knob to map (decisions.knob_hint)
+    rung: dict[str, Any] | None = None  # ISOLATION: the rung run and its sizes (autofix.isolation.rung_budget)
+    rung_result: dict[str, Any] | None = None  # ISOLATION: its verdict (autofix.isolation.RungResult) and cost
+    ladder: dict[str, Any] | None = None  # the ladder run on this attempt (rungs, cost, conclusion), if any
 
     def to_dict(self) -> dict[str, Any]:
         skip = ("history", "findings", "decision", "patch", "checkpoints", "alerts")

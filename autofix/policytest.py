@@ -22,6 +22,9 @@ Series are space-separated numbers in promtool's expanding notation: ``a+bxn`` i
 steps), so ``for_steps``, detector windows and the patience of soft symptoms (``patience:
 {min_steps, share}``, the spec's defaults otherwise) count steps as in a run. ``fired: {policy:
 n}`` starts the lineage as if that policy had already fired n times (to test later candidates).
+``rungs: {rung: {numbers}}`` gives what each isolation rung reports when the decision starts
+the ladder (autofix/ladder.py): the decision compared is then the one the ladder leads to, and
+``expect.part`` its conclusion.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Expect(BaseModel):
     symptom: str
     policy: str
     patch: dict[str, Any] = Field(default_factory=dict)
+    part: str | None = None  # the isolation ladder's conclusion (training_step | model | data | optimizer)
 
 
 class PolicyTest(BaseModel):
@@ -91,6 +95,7 @@ class PolicyTest(BaseModel):
     steps_per_report: int = Field(default=1, ge=1, le=1_000_000)
     planned_steps: int | None = Field(default=None, ge=1)
     patience: dict[str, float] = Field(default_factory=dict)
+    rungs: dict[str, dict[str, float]] = Field(default_factory=dict)  # isolation rung -> the numbers it reports
     expect: Expect | None
 
     @field_validator("series")
@@ -125,7 +130,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
+def _first_decision(test: PolicyTest, policies) -> tuple[int, Any, dict | None] | None:
     from autofix.spec import PatienceSpec
 
     config = test.config if test.knobs else _merge(_managed_defaults(), test.config)
@@ -150,8 +155,24 @@ def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
         if test.metric not in row:
             continue  # no report at this iteration
         if engine.observe("t", i, row).stop and attempt.decision is not None:
-            return i, attempt.decision
+            _feed_rungs(engine, test.rungs)
+            return i, attempt.decision, attempt.ladder
     return None
+
+
+def _feed_rungs(engine: Engine, rungs: dict[str, dict[str, float]]) -> None:
+    """When the decision started an isolation ladder, each queued rung reports the test's numbers
+    for it (``rungs``), as its trial would; the decision that follows the ladder is then the one
+    compared (a hand-over to model policies), or the ladder's own when it stopped the run."""
+    for n in range(len(rungs) + 1):
+        queued = [engine.attempts[i] for i in engine.queue if engine.attempts[i].rung is not None]
+        if not rungs or not queued:
+            return
+        name = queued[0].rung["rung"]
+        if name not in rungs:
+            raise ValueError(f"rungs: no numbers for the isolation rung '{name}' the ladder ran")
+        engine.suggest(f"rung{n}")
+        engine.observe(f"rung{n}", 0, {"epoch": 0, **rungs[name]})
 
 
 def _check(test: PolicyTest, policies) -> list[str]:
@@ -166,7 +187,7 @@ def _check(test: PolicyTest, policies) -> list[str]:
         return [f"expected no decision, got policy '{got[1].policy}' at {got[0]}: {got[1].reason}"]
     if got is None:
         return [f"expected {want.symptom} -> '{want.policy}' at {want.at}, got no decision"]
-    at, decision = got
+    at, decision, ladder = got
     patch = {c.path: c.new for c in decision.patch}
     fails = []
     for label, expected, actual in (("at", want.at, at), ("symptom", want.symptom, decision.finding.symptom),
@@ -175,6 +196,9 @@ def _check(test: PolicyTest, policies) -> list[str]:
             fails.append(f"{label}: expected {expected!r}, got {actual!r}")
     if want.patch and want.patch != patch:
         fails.append(f"patch: expected {want.patch}, got {patch}")
+    part = (ladder or {}).get("part")
+    if want.part is not None and want.part != part:
+        fails.append(f"part: expected {want.part!r}, got {part!r}")
     return fails
 
 

@@ -103,7 +103,7 @@ def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) 
         min_drop=spec.success.min_drop, max_attempts=spec.budget.max_attempts,
         max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs), parallel=spec.budget.max_concurrent,
         soft_min_steps=spec.patience.min_steps, soft_share=spec.patience.share,
-        inputs=spec.judge.inputs() if spec.judge is not None else Inputs(),
+        inputs=spec.judge.inputs() if spec.judge is not None else Inputs(), managed=spec.training is not None,
     )
     engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
                     ranker=ledger.ranker() if ledger else None)

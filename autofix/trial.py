@@ -103,6 +103,9 @@ def managed_trainable(config: dict[str, Any]) -> None:
 
     meta = _enter(config)
     training = {k: v for k, v in config.items() if k != RESERVED}
+    if meta.get("isolate"):  # a rung of the isolation ladder, not a training run
+        _run_rung(training, meta["isolate"])
+        return
     tune_ckpt = ray.tune.get_checkpoint()
     restore = tune_ckpt.to_directory() if tune_ckpt is not None else None
     if restore is None and meta.get("warm_from"):
@@ -113,6 +116,13 @@ def managed_trainable(config: dict[str, Any]) -> None:
         ray.tune.report(metrics, checkpoint=ckpt)
 
     run_training(training, _report, restore_dir=restore)
+
+
+def _run_rung(training: dict[str, Any], rung: dict[str, Any]) -> None:
+    """One rung of the isolation ladder (:mod:`autofix.harness.isolation`), reported to Tune."""
+    from autofix.harness.isolation import run_rung
+
+    run_rung(training, rung, lambda metrics, _ckpt: ray.tune.report(metrics))
 
 
 def _resume_point(config: Mapping[str, Any], training: dict[str, Any]) -> str | None:
@@ -143,6 +153,9 @@ def make_distributed_trainable(workers: int, backend: str, use_gpu: bool,
 
         meta = _enter(config)
         training = {k: v for k, v in config.items() if k != RESERVED}
+        if meta.get("isolate"):  # a rung is a small single-process experiment, run in the trial itself
+            _run_rung(training, meta["isolate"])
+            return
         restore = _resume_point(config, training)
         # Train persists rank 0's checkpoints into this trial's folder of the run's storage (so
         # any node can reach them); the relay hands them to Tune and deletes Train's copies.

@@ -164,10 +164,11 @@ def test_healthy_curve_is_kept_without_a_child():
                  [{"path": "optimizer.lr", "from": 1.0, "to": 0.1}], id="stuck-adam-lr1"),
     pytest.param(config(lr=1e-5), ADAM_TINY, 8, "plateau-low-lr", "soft",
                  [{"path": "optimizer.lr", "from": 1e-5, "to": 1e-4}], id="adam-lr1e-5"),
-    pytest.param(config(lr=0.01, name="sgd"), SGD_SLOW, 9, "plateau-fallback", "soft",
-                 [{"path": "scheduler", "from": None,
-                   "to": {"name": "reduce_on_plateau", "kwargs": {"factor": 0.2, "patience": 5, "min_lr": 1e-5}}}],
-                 id="sgd-too-slow-fallback-held-64-steps"),
+    # No symptom names a cause and SGD at 0.01 is no learning rate out of range: the isolation
+    # ladder (issue 18) answers before plateau-fallback would guess (tests/test_isolation.py: the
+    # fallback acts when the ladder is inconclusive).
+    pytest.param(config(lr=0.01, name="sgd"), SGD_SLOW, 8, "isolation-ladder", "soft", [],
+                 id="sgd-too-slow-isolation-ladder-before-the-fallback"),
     pytest.param(config(lr=1.0, name="SGD"), STUCK, 8, "plateau-high-lr-sgd", "soft",
                  [{"path": "optimizer.lr", "from": 1.0, "to": 0.1}], id="stuck-sgd-case-insensitive"),
 ])

@@ -750,9 +750,12 @@ def test_overrides_reach_the_new_detectors():
 CODE = ("missing_zero_grad", "loss_broadcast", "detached_loss", "nan_metric")  # symptoms/code.py
 
 
-def test_registry_holds_all_twenty_one_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE)
-    assert len(SYMPTOMS) == 21
+ISOLATION = ("unexplained_failure", "baseline_learns")  # symptoms/isolation.py: the isolation ladder's
+
+
+def test_registry_holds_all_twenty_three_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE) | set(ISOLATION)
+    assert len(SYMPTOMS) == 23
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 
@@ -770,7 +773,7 @@ def test_all_is_sorted_and_exports_every_detector():
         assert cls.__name__ in exported and getattr(symptoms_pkg, cls.__name__) is cls
 
 
-SOURCES = re.compile(r"AUTOTRAINER|DeepDiagnosis|Lightning|Ray Tune|Keras|SageMaker")
+SOURCES = re.compile(r"AUTOTRAINER|DeepDiagnosis|Lightning|Ray Tune|Keras|SageMaker|Karpathy")
 
 
 @pytest.mark.parametrize("name", sorted(SYMPTOMS))

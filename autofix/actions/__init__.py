@@ -9,6 +9,7 @@ from pydantic import Field
 from autofix.actions.base import Action, Change, KnobMissing, NotApplicable, get_path, has_path, resolve_path, set_path
 from autofix.actions.config import Scale, Set, StopRun
 from autofix.actions.data import Augment, NormalizeInputs, ReweightClasses
+from autofix.actions.isolate import Isolate
 from autofix.actions.model import AddBatchNorm, AddDropout, Reinitialize, SetOutputActivation, SwapActivation
 from autofix.actions.optim import ClipGradients, SwitchOptimizer, WeightDecay
 from autofix.actions.schedule import AddScheduler, Warmup
@@ -29,7 +30,7 @@ __all__ = [
 ACTIONS: dict[str, type[Action]] = {
     cls.name: cls
     for cls in (
-        AddBatchNorm, AddDropout, AddScheduler, Augment, ClipGradients, NormalizeInputs, Reinitialize,
+        AddBatchNorm, AddDropout, AddScheduler, Augment, ClipGradients, Isolate, NormalizeInputs, Reinitialize,
         ReweightClasses, Scale, Set, SetOutputActivation, StopRun, SwapActivation, SwitchOptimizer, Warmup,
         WeightDecay,
     )

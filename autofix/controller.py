@@ -42,7 +42,7 @@ def iteration_of(result: dict[str, Any]) -> int:
 
 def tune_config(attempt: Attempt, sys_path: list[str]) -> dict[str, Any]:
     """The config a trial receives: the attempt's config plus autofix's reserved metadata."""
-    meta = {"attempt": attempt.id, "warm_from": attempt.warm_from, "sys_path": sys_path}
+    meta: dict[str, Any] = {"attempt": attempt.id, "warm_from": attempt.warm_from, "sys_path": sys_path}
     if attempt.rung is not None:  # the harness runs this isolation rung instead of training (autofix.ladder)
         meta["isolate"] = attempt.rung
     return {**attempt.config, RESERVED: meta}

@@ -200,7 +200,8 @@ def _isolation_section(report: Report) -> str:
         return f"<section id=\"isolation\"><h2>Isolation ladder</h2><p>{e(ladder['not_applicable'])}</p></section>"
     rows = "".join(
         f"<tr><td>{e(r.get('attempt'))}</td><td>{e(r.get('rung'))}</td><td>{e(r.get('part') or '-')}</td>"
-        f"<td>{e(r.get('conclusion'))}</td><td>{e(', '.join(f'{k}={_fmt(v)}' for k, v in (r.get('evidence') or {}).items()))}</td>"
+        f"<td>{e(r.get('conclusion'))}</td>"
+        f"<td>{e(', '.join(f'{k}={_fmt(v)}' for k, v in (r.get('evidence') or {}).items()))}</td>"
         f"<td>{e(_fmt(r.get('examples')))}</td></tr>" for r in ladder.get("rungs") or [])
     cost = ladder.get("cost") or {}
     share = f"{cost['share']:.1%}" if cost.get("share") is not None else "-"

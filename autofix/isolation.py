@@ -30,7 +30,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DATA", "EVIDENCE", "LADDER_SHARE", "MODEL", "OPTIMIZER", "PARTS", "RUNGS", "RUNG_SHARES", "TRAINING_STEP", "RungResult",
+__all__ = ["DATA", "EVIDENCE", "LADDER_SHARE", "MODEL", "OPTIMIZER", "PARTS", "RUNGS", "RUNG_SHARES", "TRAINING_STEP",
+           "RungResult",
            "attempt_examples", "conclude", "margin", "overfit_state", "refine", "rung_budget"]
 
 TRAINING_STEP, MODEL, DATA = "training_step", "model", "data"
@@ -110,7 +111,8 @@ def _num(row: dict[str, Any], key: str) -> float | None:
 def conclude(rung: str, row: dict[str, Any], user: dict[str, Any] | None = None) -> RungResult:
     """The verdict of ``rung`` from its reported ``row``; ``user``: the failing attempt's last
     report (its ``val_accuracy``), which the simple model is compared with."""
-    evidence = {k: float(row[k]) for k in row if (k in EVIDENCE or k.startswith(("reference_", "mlp_"))) and _num(row, k) is not None}
+    evidence = {k: float(row[k]) for k in row
+                if (k in EVIDENCE or k.startswith(("reference_", "mlp_"))) and _num(row, k) is not None}
     if row.get("error"):
         return RungResult(rung, False, None, f"the rung could not run: {row['error']}", evidence)
     judge = {"overfit_batch": _overfit, "simple_model": _simple, "shuffled_labels": _shuffled}[rung]
@@ -137,7 +139,8 @@ def _overfit(row: dict[str, Any], user: dict[str, Any]) -> tuple[bool, str | Non
     if state == "nonfinite":
         return True, TRAINING_STEP, (f"training step broken: the loss on one fixed batch of {batch:g} is not finite "
                                      f"after {row.get('steps', 0):g} steps")
-    said = f"one fixed batch of {batch:g}: loss {first:.4g} -> {last:.4g} in {row.get('steps', 0):g} steps (the batch allows {floor:.4g})"
+    said = (f"one fixed batch of {batch:g}: loss {first:.4g} -> {last:.4g} in {row.get('steps', 0):g} steps "
+            f"(the batch allows {floor:.4g})")
     said += f"; {row['note']}" if row.get("note") else ""
     if state == "reached":
         return False, None, f"training step works: {said}"
@@ -163,11 +166,12 @@ def _simple(row: dict[str, Any], user: dict[str, Any]) -> tuple[bool, str | None
     scores = {k: _num(row, k) for k in ("linear_accuracy", "knn_accuracy")}
     best_name, best = max(((k, v) for k, v in scores.items() if v is not None), key=lambda kv: kv[1],
                           default=(None, None))
-    if chance is None or best is None:
+    if chance is None or best is None or best_name is None:
         return False, None, "inconclusive: the baselines reported no held-out accuracy"
     need = margin(chance, evaluated)
     mine = _num(user, "val_accuracy")
-    said = f"{best_name.split('_')[0]} baseline held-out accuracy {best:.3f} vs chance {chance:.3f} (+{need:.3f} needed)"
+    said = (f"{best_name.split('_')[0]} baseline held-out accuracy {best:.3f} vs chance {chance:.3f} "
+            f"(+{need:.3f} needed)")
     if best < chance + need:
         return False, None, f"inconclusive: the simple models do not learn either ({said})"
     if mine is not None and mine >= best - need:
@@ -191,8 +195,9 @@ def _shuffled(row: dict[str, Any], user: dict[str, Any]) -> tuple[bool, str | No
     said = ", ".join(f"{who} real - shuffled labels {gap:+.3f}" for who, gap in gaps.items())
     if max(gaps.values()) >= need:
         return False, None, f"inconclusive: the real labels are learnt better than shuffled ones ({said})"
-    return True, DATA, (f"data bug: the inputs carry no usable signal for these labels ({said}; {need:.3f} needed): "
-                        "labels misaligned with inputs, constant inputs or a wrong label column; no relaunch can fix data")
+    return True, DATA, (f"data bug: the inputs carry no usable signal for these labels ({said}; {need:.3f} "
+                        "needed): labels misaligned with inputs, constant inputs or a wrong label column; no "
+                        "relaunch can fix data")
 
 
 def refine(result: RungResult, symptoms: list[str]) -> RungResult:

@@ -19,7 +19,8 @@ once), and does not count against ``budget.max_attempts``. Pure Python: no torch
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from autofix import settle
 from autofix.isolation import DATA, MODEL, TRAINING_STEP, RungResult, attempt_examples, conclude, refine, rung_budget
@@ -29,6 +30,10 @@ from autofix.symptoms import SOFT, Finding
 from autofix.symptoms.isolation import GENERIC, BaselineLearns, UnexplainedFailure, unexplained
 from autofix.verdict import finite, planned_steps
 
+if TYPE_CHECKING:
+    from autofix.engine import Plan
+    from autofix.policy import PolicySet
+
 __all__ = ["NOT_APPLICABLE", "Ladder", "ladder_record"]
 
 NOT_APPLICABLE = ("isolation ladder not applicable: a custom trainable cannot run its rungs (they need the "
@@ -37,6 +42,20 @@ NOT_APPLICABLE = ("isolation ladder not applicable: a custom trainable cannot ru
 
 class Ladder:
     """Isolation over the engine's attributes (see the module)."""
+
+    if TYPE_CHECKING:  # the engine's attributes and methods this mixin uses (autofix.engine.Engine)
+        plan: Plan
+        policies: PolicySet
+        journal: Callable[..., None]
+        attempts: dict[str, Attempt]
+        queue: list[str]
+        halted: str | None
+
+        def _continue(self, ref: Attempt) -> None: ...
+        def _decide(self, attempt: Attempt, findings: list[Finding], at_end: bool) -> Decision | None: ...
+        def _end(self, attempt: Attempt, outcome: str, reason: str, stop: bool = False) -> Any: ...
+        def _race_width(self, attempt: Attempt, soft: bool, at_end: bool) -> int: ...
+        def _settle(self) -> None: ...
 
     def _unexplained(self, attempt: Attempt, findings: list[Finding]) -> list[Finding]:
         """The ``unexplained_failure`` finding of this report, if any (journaled when new)."""
@@ -79,7 +98,8 @@ class Ladder:
 
     def _answered(self, attempt: Attempt) -> list[str | None]:
         """The symptom each remedy of the lineage answered, newest first."""
-        out, node = [], attempt
+        out: list[str | None] = []
+        node: Attempt | None = attempt
         while node is not None and node.parent is not None:
             out.append(node.answers)
             node = self.attempts.get(node.parent)
@@ -123,10 +143,10 @@ class Ladder:
         return decision
 
     def _queue_rung(self, examined: Attempt, index: int) -> None:
-        name = examined.ladder["rungs"][index]
-        sizes = rung_budget(name, examined.ladder["attempt_examples"], int(examined.config.get("batch_size") or 1))
+        name = _ladder(examined)["rungs"][index]
+        sizes = rung_budget(name, _ladder(examined)["attempt_examples"], int(examined.config.get("batch_size") or 1))
         rung = Attempt(id=f"a{len(self.attempts)}", parent=examined.id, config=examined.config, role=ISOLATION,
-                       rung={"rung": name, "index": index, **sizes}, policy=examined.ladder["policy"],
+                       rung={"rung": name, "index": index, **sizes}, policy=_ladder(examined)["policy"],
                        action=f"isolate(rung={name})")
         self.attempts[rung.id] = rung
         self.queue.insert(0, rung.id)  # not in self.launched: it shares its config with the attempt examined
@@ -136,17 +156,22 @@ class Ladder:
         """The one report of a rung: judge it, then go on with the ladder."""
         attempt.history.record(iteration, metrics)
         attempt.reports += 1
-        examined = self.attempts[attempt.parent]
+        examined = self._examined(attempt)
         row = {**attempt.history.last_row(), **({"error": metrics["error"]} if metrics.get("error") else {}),
                **({"note": metrics["note"]} if metrics.get("note") else {})}
-        self._rung_done(attempt, examined, conclude(attempt.rung["rung"], row, examined.history.last_row()))
+        self._rung_done(attempt, examined, conclude(_rung(attempt)["rung"], row, examined.history.last_row()))
 
     def _rung_failed(self, attempt: Attempt, error: str | None) -> None:
         """A rung trial that raised or ended without its report: an inconclusive rung."""
         text = (error or "it ended without reporting").strip().splitlines()
-        result = RungResult(attempt.rung["rung"], False, None, f"the rung could not run: {text[-1] if text else ''}")
+        result = RungResult(_rung(attempt)["rung"], False, None, f"the rung could not run: {text[-1] if text else ''}")
         attempt.error = error
-        self._rung_done(attempt, self.attempts[attempt.parent], result)
+        self._rung_done(attempt, self._examined(attempt), result)
+
+    def _examined(self, rung: Attempt) -> Attempt:
+        """The attempt a rung examines: its parent."""
+        assert rung.parent is not None, f"rung {rung.id} has no attempt it examines"
+        return self.attempts[rung.parent]
 
     def _rung_done(self, attempt: Attempt, examined: Attempt, result: RungResult) -> None:
         row = attempt.history.last_row()
@@ -154,12 +179,12 @@ class Ladder:
                                "seconds": finite(row.get("isolation_seconds"))}
         self.journal("rung", attempt=attempt.id, examines=examined.id, **attempt.rung_result)
         self._end(attempt, "concluded" if result.conclusive else "inconclusive", result.conclusion)
-        nxt = attempt.rung["index"] + 1
-        if not result.conclusive and nxt < len(examined.ladder["rungs"]):
+        nxt = _rung(attempt)["index"] + 1
+        if not result.conclusive and nxt < len(_ladder(examined)["rungs"]):
             self._queue_rung(examined, nxt)
             return
         result = refine(result, [f.symptom for f in examined.findings])
-        examined.ladder.update(part=result.part, conclusion=result.conclusion, by=attempt.id)
+        _ladder(examined).update(part=result.part, conclusion=result.conclusion, by=attempt.id)
         self.journal("isolation_concluded", attempt=examined.id, part=result.part, conclusion=result.conclusion,
                      **ladder_record(self.attempts)["cost"])
         if result.part in (TRAINING_STEP, DATA):
@@ -210,11 +235,11 @@ def ladder_record(attempts: dict[str, Attempt]) -> dict[str, Any]:
     rungs = [a for a in attempts.values() if a.role == ISOLATION and a.parent == examined.id]
     examples = sum((a.rung_result or {}).get("examples") or 0.0 for a in rungs)
     seconds = sum((a.rung_result or {}).get("seconds") or 0.0 for a in rungs)
-    whole = examined.ladder.get("attempt_examples")
+    whole = _ladder(examined).get("attempt_examples")
     cost = {"examples": examples, "attempt_examples": whole, "share": examples / whole if whole else None,
             "seconds": round(seconds, 3), "attempt_seconds": _attempt_seconds(examined)}
-    return {"attempt": examined.id, **{k: v for k, v in examined.ladder.items() if k != "attempt_examples"},
-            "rungs": [{"attempt": a.id, **(a.rung_result or {"rung": a.rung["rung"], "conclusion": a.reason})}
+    return {"attempt": examined.id, **{k: v for k, v in _ladder(examined).items() if k != "attempt_examples"},
+            "rungs": [{"attempt": a.id, **(a.rung_result or {"rung": _rung(a)["rung"], "conclusion": a.reason})}
                       for a in rungs], "cost": cost}
 
 
@@ -228,3 +253,15 @@ def _attempt_seconds(attempt: Attempt) -> float | None:
     if not seconds or not planned or not done:
         return None
     return round(seconds * planned / done, 3)
+
+
+def _ladder(attempt: Attempt) -> dict[str, Any]:
+    """The ladder started on ``attempt`` (only called where one was)."""
+    assert attempt.ladder is not None, f"{attempt.id} has no isolation ladder"
+    return attempt.ladder
+
+
+def _rung(attempt: Attempt) -> dict[str, Any]:
+    """The rung ``attempt`` runs (only called on isolation attempts)."""
+    assert attempt.rung is not None, f"{attempt.id} is no isolation rung"
+    return attempt.rung

@@ -165,10 +165,10 @@ def _feed_rungs(engine: Engine, rungs: dict[str, dict[str, float]]) -> None:
     for it (``rungs``), as its trial would; the decision that follows the ladder is then the one
     compared (a hand-over to model policies), or the ladder's own when it stopped the run."""
     for n in range(len(rungs) + 1):
-        queued = [engine.attempts[i] for i in engine.queue if engine.attempts[i].rung is not None]
+        queued = [rung for i in engine.queue if (rung := engine.attempts[i].rung) is not None]
         if not rungs or not queued:
             return
-        name = queued[0].rung["rung"]
+        name = queued[0]["rung"]
         if name not in rungs:
             raise ValueError(f"rungs: no numbers for the isolation rung '{name}' the ladder ran")
         engine.suggest(f"rung{n}")

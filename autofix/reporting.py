@@ -104,10 +104,13 @@ class Report(BaseModel):
         if ladder.get("not_applicable"):
             return [f"isolation: {ladder['not_applicable']}"]
         cost = ladder.get("cost") or {}
-        share = f" = {cost['share']:.1%} of one attempt's {cost['attempt_examples']:g}" if cost.get("share") is not None else ""
-        seconds = f"; {cost['seconds']:g} s (one attempt: {cost['attempt_seconds']:g} s)" if cost.get("attempt_seconds") else ""
+        share = (f" = {cost['share']:.1%} of one attempt's {cost['attempt_examples']:g}"
+                 if cost.get("share") is not None else "")
+        seconds = (f"; {cost['seconds']:g} s (one attempt: {cost['attempt_seconds']:g} s)"
+                   if cost.get("attempt_seconds") else "")
+        rungs = len(ladder.get("rungs") or [])
         return [f"isolation of {ladder['attempt']}: {ladder.get('conclusion') or 'not concluded'}",
-                f"isolation cost: {len(ladder.get('rungs') or [])} rung(s), {cost.get('examples', 0):g} examples{share}{seconds}"]
+                f"isolation cost: {rungs} rung(s), {cost.get('examples', 0):g} examples{share}{seconds}"]
 
     def _headline(self) -> str:
         n = sum(1 for a in self.attempts if a.trial_id is not None and a.role != "isolation")

@@ -241,6 +241,7 @@ def _shuffled_labels(cfg: dict[str, Any], rung: dict[str, Any]) -> dict[str, Any
     for label, ys in (("real", y_raw), ("shuffled", y_raw[perm])):
         row[f"model_{label}_accuracy"] = _train_scored(cfg, x_all, ys, xe, ye, rung)
         ids = class_targets(ys, name)
+        assert ids is not None  # the real labels are class ids (checked above), so is their shuffle
         scores = _baselines(_flat(x_all[:fit]), ids[:fit].numpy(), _flat(xe), ye.numpy())
         row[f"baseline_{label}_accuracy"] = max(scores.values())
     trained = min(rung["steps"] * rung["batch"], rung["steps"] * max(len(x_all), 1))

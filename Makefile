@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-cluster bench bench-quick install browser clean
+.PHONY: run test lint docs test-cluster bench bench-quick install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,17 @@ run: $(STAMP)
 browser:
 	@sh scripts/install-browser.sh
 
-test: $(STAMP) browser
+# ruff and mypy ([tool.ruff], [tool.mypy] in pyproject.toml) and the generated references.
+lint: $(STAMP)
+	$(BIN)/ruff check autofix
+	$(BIN)/mypy
+	$(BIN)/python -m autofix.docgen --check
+
+# Regenerate docs/reference/ (spec and policy references) from the code.
+docs: $(STAMP)
+	$(BIN)/python -m autofix.docgen
+
+test: $(STAMP) browser lint
 	$(BIN)/autofix policies check autofix/policies/
 	$(BIN)/autofix policies test autofix/policies/
 	$(BIN)/python -m pytest
@@ -45,4 +55,4 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick --out benchmarks/results/quick
 
 clean:
-	rm -rf runs out .pytest_cache
+	rm -rf runs out .pytest_cache .ruff_cache .mypy_cache

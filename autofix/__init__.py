@@ -7,7 +7,7 @@ trainables call :func:`report` (and :func:`get_checkpoint`) instead of ``ray.tun
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["InputError", "Report", "Spec", "get_checkpoint", "judge_inputs", "load_spec", "report", "run"]
 __version__ = "0.1.0"
@@ -15,8 +15,11 @@ __version__ = "0.1.0"
 from autofix.errors import InputError
 from autofix.spec import Spec, load_spec
 
+if TYPE_CHECKING:  # at run time it is imported lazily, by the module __getattr__ below
+    from autofix.reporting import Report
 
-def run(spec: Any, output: Any = None, **kwargs: Any) -> "Report":
+
+def run(spec: Any, output: Any = None, **kwargs: Any) -> Report:
     """Heal ``spec``; see :func:`autofix.runner.run`."""
     from autofix.runner import run as _run
 

@@ -1,7 +1,7 @@
 """The only module that touches ``ray.tune``'s control plane: a Searcher and a TrialScheduler
 sharing one :class:`~autofix.engine.Engine`.
 
-Measured on Ray 2.60 (shared/notes/ray-tune.md): only a scheduler can stop a running trial
+Measured on Ray 2.60 (docs/ray-tune.md): only a scheduler can stop a running trial
 (``on_trial_result`` -> ``STOP``), only a searcher can add one (``suggest``). The scheduler
 runs first, so a sick trial's patched child is already queued when Tune asks the searcher for
 the next config; with ``num_samples=-1`` the searcher ends the run by answering ``FINISHED``.
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -41,7 +42,9 @@ def iteration_of(result: dict[str, Any]) -> int:
 
 def tune_config(attempt: Attempt, sys_path: list[str]) -> dict[str, Any]:
     """The config a trial receives: the attempt's config plus autofix's reserved metadata."""
-    meta = {"attempt": attempt.id, "warm_from": attempt.warm_from, "sys_path": sys_path}
+    meta: dict[str, Any] = {"attempt": attempt.id, "warm_from": attempt.warm_from, "sys_path": sys_path}
+    if attempt.rung is not None:  # the harness runs this isolation rung instead of training (autofix.ladder)
+        meta["isolate"] = attempt.rung
     return {**attempt.config, RESERVED: meta}
 
 
@@ -58,7 +61,7 @@ class AutofixSearcher(Searcher):
         self.engine = engine
         self.sys_path = sys_path
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Ray omits FINISHED (a str)
         interrupt.poll()  # a Ctrl-C that came before Tune's handler existed
         if self.engine.done:
             return Searcher.FINISHED

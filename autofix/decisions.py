@@ -1,9 +1,11 @@
 """The engine's policy state machine: which policy fires on a report, and what it launches.
 
-Per attempt and policy the state machine is Prometheus's: *inactive* (no matching finding),
-*pending* (matching since some step, for fewer than ``for_steps`` optimizer steps), *firing*.
-A firing policy stops the attempt and queues a child whose config is the parent's with the
-policy's next candidate action applied; with ``parallel`` > 1 it launches up to that many
+Per attempt and policy the state machine is Prometheus's (:mod:`autofix.alerts`): *inactive*
+(no matching finding), *pending* (matching since ``active_at``, for fewer than ``for_steps``
+optimizer steps), *firing* (since ``fired_at``); each transition is journaled
+(``policy_pending``, ``policy_firing``, ``policy_resolved``). A firing policy that may act
+stops the attempt and queues a child whose config is the parent's with the policy's next
+candidate action applied; with ``parallel`` > 1 it launches up to that many
 candidates at once as siblings (a *race*). Fire counts and candidate positions are per lineage
 (a child inherits its parent's), so a lineage never loops.
 
@@ -21,15 +23,35 @@ A mixin of :class:`autofix.engine.Engine`: it reads and writes the engine's line
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from autofix.actions import Change, KnobMissing, NotApplicable, get_path
 from autofix.lineage import CONTROL, Attempt, Decision, config_key
 from autofix.policy import Policy, metrics_lookup, step_policies
 from autofix.symptoms import HARD, SOFT, SYMPTOMS, Finding
-from autofix.verdict import health, planned_steps
+from autofix.verdict import Judge, health, planned_steps
 
-__all__ = ["Decisions", "gain", "knob_hint", "severity"]
+if TYPE_CHECKING:
+    from autofix.engine import Plan
+    from autofix.policy import PolicySet
+
+__all__ = ["Decisions", "Patched", "gain", "knob_hint", "severity"]
+
+
+@dataclass(frozen=True)
+class Patched:
+    """A candidate action applied to an attempt's config: the patched config and its changes,
+    or (``why_not`` non-empty) the reason it cannot be launched."""
+
+    config: dict
+    changes: list[Change]
+    why_not: str = ""
+
+    @classmethod
+    def refused(cls, why_not: str) -> Patched:
+        return cls({}, [], why_not)
 
 
 def severity(symptom: str) -> str:
@@ -39,6 +61,24 @@ def severity(symptom: str) -> str:
 
 class Decisions:
     """Policy evaluation and launching, over the engine's attributes (see the module)."""
+
+    if TYPE_CHECKING:  # the engine's attributes and methods this mixin uses (autofix.engine.Engine)
+        plan: Plan
+        policies: PolicySet
+        journal: Callable[..., None]
+        ranker: Callable[[str, str, list], list] | None
+        check_config: Callable[[dict], str | None] | None
+        attempts: dict[str, Attempt]
+        queue: list[str]
+        launched: dict[str, str]
+        halted: str | None
+
+        @property
+        def judge(self) -> Judge: ...
+        def _enqueue(self, attempt: Attempt) -> None: ...
+        def _launched_count(self) -> int: ...
+        def _reserve(self) -> int: ...
+        def _isolate(self, attempt: Attempt, policy: Policy, finding: Finding, at_end: bool) -> Decision | None: ...
 
     def patience(self, attempt: Attempt) -> float:
         """Optimizer steps an attempt trains before a soft symptom may act on it."""
@@ -62,7 +102,10 @@ class Decisions:
         lookup = metrics_lookup(attempt.config, self.plan.aliases, last)
         hard = any(severity(f.symptom) == HARD for f in findings)
         firing: list[tuple[Policy, Finding, float]] = []
-        for policy, match, held in step_policies(self.policies, attempt.pending, findings, lookup, last, step, at_end):
+        matching, moved = step_policies(self.policies, attempt.alerts, findings, lookup, last, step, at_end)
+        for change in moved:  # pending, firing, resolved: Prometheus's alert states, journaled
+            self.journal(change.event, attempt=attempt.id, **change.to_dict())
+        for policy, match, held in matching:
             if step < attempt.cooldown.get(policy.name, float("-inf")):
                 continue
             if not self._eligible(attempt, match.symptom, step, hard, at_end):
@@ -78,6 +121,8 @@ class Decisions:
     def _act(self, attempt: Attempt, policy: Policy, finding: Finding, at_end: bool,
              held: float) -> Decision | None:
         """Try the policy's candidates in lineage order; queue the first new, applicable patch(es)."""
+        if any(getattr(a, "isolates", False) for a in policy.then):  # a ladder, not a patch (autofix.ladder)
+            return self._isolate(attempt, policy, finding, at_end)
         skipped: list[str] = []
         picks: list[tuple[Any, dict, list]] = []
         keys: set[str] = set()
@@ -105,22 +150,22 @@ class Decisions:
                 return self._halt(attempt, policy, finding, action)
             # A repeatable action (``times``) raced against itself is a ladder: lr x0.1, x0.01, ...
             ladder = next((p for p in reversed(picks) if p[0] is action), None)
-            why_not = self._why_not(attempt, action, keys, ladder[1] if ladder else None, (policy, finding))
-            if isinstance(why_not, str):
-                skipped.append(f"{action.describe()}: {why_not}")
+            patched = self._patched(attempt, action, keys, ladder[1] if ladder else None, (policy, finding))
+            if patched.why_not:
+                skipped.append(f"{action.describe()}: {patched.why_not}")
                 continue
-            keys.add(config_key(why_not[0]))
-            picks.append((action, *why_not))
+            keys.add(config_key(patched.config))
+            picks.append((action, patched.config, patched.changes))
         if picks:
             return self._fire(attempt, policy, finding, picks, skipped, at_end, held)
         if skipped:
             self.journal("policy_exhausted", attempt=attempt.id, policy=policy.name, skipped=skipped)
         return None
 
-    def _why_not(self, attempt: Attempt, action: Any, racing: set[str], base: dict | None = None,
-                 asked: tuple[Policy, Finding] | None = None) -> str | tuple[dict, list]:
-        """The patched config and its changes, or why this candidate cannot be launched (a path
-        no knob maps also leaves the attempt a hint naming it: :func:`knob_hint`)."""
+    def _patched(self, attempt: Attempt, action: Any, racing: set[str], base: dict | None = None,
+                 asked: tuple[Policy, Finding] | None = None) -> Patched:
+        """The candidate applied to the attempt's config, or why it cannot be launched (a path no
+        knob maps also leaves the attempt a hint naming it: :func:`knob_hint`)."""
         try:
             config, changes = action.apply(base if base is not None else attempt.config, self.plan.aliases)
         except KnobMissing as why:
@@ -128,17 +173,17 @@ class Decisions:
             if hint not in attempt.hints:
                 attempt.hints.append(hint)
                 self.journal("knob_hint", attempt=attempt.id, path=why.path, hint=hint)
-            return f"{why}: {hint}"
+            return Patched.refused(f"{why}: {hint}")
         except NotApplicable as why:
-            return str(why)
+            return Patched.refused(str(why))
         if base is not None:  # a ladder step: its patch is still relative to the parent
             changes = [Change(c.path, get_path(attempt.config, c.path, None), c.new) for c in changes]
         key = config_key(config)
         twin = self.launched.get(key)
         if twin is not None or key in racing:
-            return f"that config already ran as {twin}" if twin else "another racer has that config"
+            return Patched.refused(f"that config already ran as {twin}" if twin else "another racer has that config")
         invalid = self.check_config(config) if self.check_config else None
-        return f"the patched config is invalid: {invalid}" if invalid else (config, changes)
+        return Patched.refused(f"the patched config is invalid: {invalid}") if invalid else Patched(config, changes)
 
     def _keeps_running(self, attempt: Attempt, soft: bool, at_end: bool) -> bool:
         """A soft decision on the user's own run keeps it training beside its fixes when a slot is

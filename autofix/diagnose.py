@@ -2,9 +2,10 @@
 
 No relaunch and no Ray: the per-epoch metrics are read back from files and replayed report by
 report through the real :class:`~autofix.engine.Engine` (its detectors, policies, patience,
-cooldowns and ledger order), so what it prints is what ``autofix run`` would have done. ``PATH`` is an autofix run directory (``report.json`` + ``tune/``),
-a Ray Tune experiment directory (trial folders with ``result.json`` and/or ``progress.csv``),
-one trial folder, or a CSV of per-epoch metrics (a header row of metric names).
+cooldowns and ledger order), so what it prints is what ``autofix run`` would have done.
+``PATH`` is an autofix run directory (``report.json`` + ``tune/``), a Ray Tune experiment
+directory (trial folders with ``result.json`` and/or ``progress.csv``), one trial folder, or a
+CSV of per-epoch metrics (a header row of metric names).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ __all__ = ["DiagnosisResult", "PolicyHit", "TrialDiagnosis", "attempt_rows", "di
 DEFAULT_METRICS = ("val_loss", "loss", "train_loss")
 RESULT_FILES = ("result.json", "progress.csv")
 Rows = dict[int, dict[str, float]]
+Kind = Literal["autofix-run", "tune-experiment", "trial", "csv"]
+TrialVerdict = Literal["healthy", "sick", "unhealthy"]
 
 
 class PolicyHit(BaseModel):
@@ -56,21 +59,23 @@ class TrialDiagnosis(BaseModel):
     first: float | None
     last: float | None
     improvement: float | None
-    verdict: Literal["healthy", "sick", "unhealthy"]
+    verdict: TrialVerdict
     findings: list[Finding]  # the first finding of each symptom, as the engine records them
     policies: list[PolicyHit]
     notes: list[str] = []  # policies that matched but could not act, and why (no config: pass --spec)
+    alerts: list[dict[str, Any]] = []  # each policy's transitions (pending, firing, resolved), in order
 
 
 class DiagnosisResult(BaseModel):
     """What :func:`diagnose` found, trial by trial."""
 
     path: str
-    kind: Literal["autofix-run", "tune-experiment", "trial", "csv"]
+    kind: Kind
     policies: list[str]
     policy_count: int
     min_drop: float
     trials: list[TrialDiagnosis]
+    isolation: dict[str, Any] = {}  # an autofix run directory's isolation ladder (report.json), if one ran
 
 
 def diagnose(path: str, spec: str | None = None, policies: list[str] | None = None,
@@ -91,8 +96,9 @@ def diagnose(path: str, spec: str | None = None, policies: list[str] | None = No
     policy_set = load_policies(policy_paths)
     kind, trials = _discover(Path(path))
     base = loaded.base_config() if loaded else {}
-    ctx = {"overrides": loaded.symptom_params() if loaded else {}, "aliases": dict(loaded.knobs) if loaded else {},
-           "min_drop": loaded.success.min_drop if loaded else 0.3, "spec": loaded}
+    ctx: dict[str, Any] = {"overrides": loaded.symptom_params() if loaded else {},
+                           "aliases": dict(loaded.knobs) if loaded else {},
+                           "min_drop": loaded.success.min_drop if loaded else 0.3, "spec": loaded}
     problems: list[Problem] = []
     results = []
     for name, source, rows, config in trials:
@@ -102,14 +108,23 @@ def diagnose(path: str, spec: str | None = None, policies: list[str] | None = No
     if problems:
         raise InputError(problems)
     return DiagnosisResult(path=str(path), kind=kind, policies=[str(p) for p in policy_paths],
-                           policy_count=len(policy_set), min_drop=ctx["min_drop"], trials=results)
+                           policy_count=len(policy_set), min_drop=ctx["min_drop"], trials=results,
+                           isolation=_recorded_ladder(Path(path)) if kind == "autofix-run" else {})
+
+
+def _recorded_ladder(run: Path) -> dict[str, Any]:
+    """The isolation ladder an autofix run recorded in its report.json (``{}`` when none ran)."""
+    try:
+        return dict(json.loads((run / "report.json").read_text()).get("isolation") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 # -- reading logs --------------------------------------------------------------------------
 Trial = tuple[str, str, Rows, dict[str, Any]]
 
 
-def _discover(path: Path) -> tuple[str, list[Trial]]:
+def _discover(path: Path) -> tuple[Kind, list[Trial]]:
     if not path.exists():
         raise InputError([Problem(str(path), None, "PATH", "no such file or directory")])
     if path.is_file():
@@ -145,7 +160,7 @@ def _autofix_trials(run: Path) -> list[Trial]:
     except ValueError as err:
         raise InputError([Problem(str(run / "report.json"), None, "", f"not an autofix report: {err}")]) from None
     trials = []
-    for a in (a for a in report.attempts if a.trial_id is not None):
+    for a in (a for a in report.attempts if a.trial_id is not None and a.role != "isolation"):  # rungs: no series
         rows, source = attempt_rows(report, run / "tune", a.id), str(run / "tune" / f"{a.id}-{a.trial_id}")
         if not rows:  # no Tune files: the report's own series of the watched metric
             rows = {int(i): {report.metric: float(v)} for i, v in a.series}
@@ -257,7 +272,8 @@ def _diagnose_trial(name: str, source: str, rows: Rows, config: dict[str, Any], 
                     policies: PolicySet, ctx: dict[str, Any]) -> TrialDiagnosis:
     attempt, fired_at, at_end = _replay(rows, config, metric, policies, ctx)
     values = [v for _, v in attempt.history.series(metric)]
-    verdict = {Outcome.HEALTHY: "healthy", Outcome.SICK: "sick"}.get(attempt.outcome, "unhealthy")
+    verdicts: dict[str, TrialVerdict] = {Outcome.HEALTHY: "healthy", Outcome.SICK: "sick"}
+    verdict = verdicts.get(attempt.outcome, "unhealthy")
     hits = []
     if attempt.decision is not None:
         d = attempt.decision
@@ -269,6 +285,7 @@ def _diagnose_trial(name: str, source: str, rows: Rows, config: dict[str, Any], 
         first=values[0] if values else None, last=values[-1] if values else None,
         improvement=_improvement(values), verdict=verdict, policies=hits,
         findings=sorted(attempt.findings, key=lambda f: f.iteration), notes=list(dict.fromkeys(ctx["notes"])),
+        alerts=ctx["alerts"],
     )
 
 
@@ -285,16 +302,19 @@ def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet
     ledger = spec.ledger_path() if spec else None
     ranker = Ledger(ledger).ranker() if ledger else None
     notes: list[str] = []
+    alerts: list[dict[str, Any]] = []
 
-    def journal(event: str, **data: Any) -> None:  # what the engine could not do, and why
+    def journal(event: str, **data: Any) -> None:  # what the engine could not do, and each policy's state
         if event == "policy_exhausted":
             notes.append(f"{data['policy']}: " + "; ".join(data.get("skipped", [])))
+        elif event.startswith("policy_"):
+            alerts.append({k: v for k, v in data.items() if k != "attempt"})
 
     # Slow progress is judged on the run's success bar, as in a run (autofix.runner.assemble).
     overrides = {**ctx["overrides"], "slow_progress": {"min_drop": ctx["min_drop"],
                                                        **ctx["overrides"].get("slow_progress", {})}}
     engine = Engine(plan, build_detectors(metric, overrides), policies, journal=journal, ranker=ranker)
-    ctx["notes"] = notes
+    ctx["notes"], ctx["alerts"] = notes, alerts
     attempt = engine.suggest("diagnosed")
     for iteration, row in rows.items():
         if metric not in row:
@@ -302,6 +322,7 @@ def _replay(rows: Rows, config: dict[str, Any], metric: str, policies: PolicySet
         if engine.observe("diagnosed", iteration, row).stop:
             return attempt, iteration, False
     engine.complete("diagnosed")
+    assert attempt is not None  # a0, suggested above
     return attempt, attempt.history.last_iteration, attempt.decision is not None
 
 
@@ -324,14 +345,29 @@ def format_diagnosis(result: DiagnosisResult, as_json: bool = False) -> str:
         lines += [f"\n{t.name}: {t.verdict.upper()}  metric {t.metric_note}, {t.reports} reports, "
                   f"{_g(t.first)} -> {_g(t.last)}{gain}", f"  source: {t.source}"]
         lines += [f"  epoch {f.iteration:>4}  {f.symptom:<22} {f.reason}" for f in t.findings] or ["  no symptom found"]
-        for n, h in enumerate(t.policies):
+        for h in t.policies:
             when = "when it ended unhealthy" if h.at_end else f"at epoch {h.iteration}"
             lines.append(f"  autofix would act {when}: {h.policy} (on {h.symptom}, for {h.for_steps} steps): "
                          f"{h.action}")
         lines += [f"  could not act: {n}" for n in t.notes]
+        lines += [f"  policy {a['policy']}: {a['from']} -> {a['to']} at step {a['step']:g}" for a in t.alerts]
+    lines += _isolation_lines(result.isolation)
     counts = {v: sum(t.verdict == v for t in result.trials) for v in ("sick", "unhealthy", "healthy")}
     lines.append("\n" + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "\n".join(lines)
+
+
+def _isolation_lines(ladder: dict[str, Any]) -> list[str]:
+    """The run's isolation ladder as its report recorded it (diagnose replays no rung: no Ray)."""
+    if not ladder.get("attempt"):
+        return []
+    if ladder.get("not_applicable"):
+        return [f"\nisolation: {ladder['not_applicable']}"]
+    cost = ladder.get("cost") or {}
+    share = f" = {cost['share']:.1%} of one attempt" if cost.get("share") is not None else ""
+    lines = [f"\nisolation ladder on {ladder['attempt']}: {ladder.get('conclusion') or 'not concluded'}"]
+    lines += [f"  {r.get('attempt')} {r.get('rung')}: {r.get('conclusion')}" for r in ladder.get("rungs") or []]
+    return lines + [f"  cost: {_g(cost.get('examples'))} examples{share}"]
 
 
 def _g(value: float | None) -> str:

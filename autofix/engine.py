@@ -10,16 +10,18 @@ launches more than ``max_attempts``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from autofix import settle
 from autofix.decisions import Decisions, gain, severity
 from autofix.judging import Inputs, gaps, judged_by
-from autofix.lineage import CONTROL, Attempt, Decision, Outcome, config_key
+from autofix.ladder import Ladder
+from autofix.lineage import CONTROL, ISOLATION, Attempt, Outcome, config_key
 from autofix.metrics import as_float
 from autofix.policy import PolicySet
-from autofix.symptoms import HARD, SYMPTOMS, Detector, Finding
+from autofix.symptoms import HARD, SYMPTOMS, DetachedLoss, Detector, Finding, NanMetric
 from autofix.verdict import Judge, health
 
 __all__ = ["Engine", "Plan", "Verdict"]
@@ -45,6 +47,7 @@ class Plan:
     accuracy_metric: str = "val_accuracy"  # judged against the best constant predictor
     f1_metric: str = "val_macro_f1"
     inputs: Inputs = field(default_factory=Inputs)  # a custom trainable's declared judgement inputs
+    managed: bool = True  # the managed harness runs the trials: the isolation ladder can run (autofix.ladder)
 
     @property
     def judge(self) -> Judge:
@@ -63,12 +66,12 @@ class Verdict:
 CONTINUE = Verdict(False)
 
 
-class Engine(Decisions):
+class Engine(Ladder, Decisions):
     """Owns the lineage of a run; the controller feeds it Tune events and obeys its verdicts."""
 
     def __init__(self, plan: Plan, detectors: list[Detector], policies: PolicySet,
                  journal: Journal | None = None, check_config: Callable[[dict], str | None] | None = None,
-                 ranker: Callable[[str, list], list] | None = None) -> None:
+                 ranker: Callable[[str, str, list], list] | None = None) -> None:
         self.plan = plan
         self.check_config = check_config
         self.ranker = ranker
@@ -108,13 +111,16 @@ class Engine(Decisions):
         attempt = self.attempts[self.by_trial[trial_id]]
         if attempt.outcome != Outcome.RUNNING:
             return Verdict(True, attempt.reason)
+        if attempt.role == ISOLATION:  # a rung of the isolation ladder: one report, judged by autofix.ladder
+            self._rung_report(attempt, iteration, metrics)
+            return Verdict(True, attempt.reason)
         if checkpoint and checkpoint not in attempt.checkpoints.values():
             # Tune shows the scheduler the checkpoint of the *previous* report.
             previous = attempt.history.last_iteration
             if previous is not None:
                 attempt.checkpoints[previous] = checkpoint
         judged = attempt.history.last_iteration
-        metrics = self.plan.inputs.complete(metrics, self.plan.loss_metric, first=judged is None)
+        metrics = dict(self.plan.inputs.complete(metrics, self.plan.loss_metric, first=judged is None))
         bad = self._check_stream(metrics)
         if bad:
             return self._end(attempt, Outcome.ERROR, bad, stop=True)
@@ -156,6 +162,9 @@ class Engine(Decisions):
         attempt = self.attempts.get(self.by_trial.get(trial_id, ""))
         if attempt is None or attempt.outcome != Outcome.RUNNING:
             return
+        if attempt.role == ISOLATION:
+            self._rung_failed(attempt, error)
+            return
         if error is not None:
             attempt.error = error
             if not self._code_error(attempt, error):
@@ -176,6 +185,7 @@ class Engine(Decisions):
         findings = [f for f in attempt.findings if f.symptom in attempt.active]
         if all(SYMPTOMS[f.symptom].advisory for f in findings if f.symptom in SYMPTOMS):
             findings += self._ended(attempt)  # unhealthy with no symptom: the end is the finding
+        findings += self._unexplained(attempt, [f for f in findings if f.symptom != "unexplained_failure"])
         decision = self._decide(attempt, findings, at_end=True)
         if decision is not None:
             attempt.stopped_on = decision.severity
@@ -225,7 +235,7 @@ class Engine(Decisions):
     def _detect(self, attempt: Attempt) -> list[Finding]:
         findings = [f for d in self.detectors if (f := d.check(attempt.history)) is not None]
         nan = self._detector("nan_metric")
-        if nan is not None and not any(f.symptom == nan.name for f in findings):
+        if isinstance(nan, NanMetric) and not any(f.symptom == nan.name for f in findings):
             # A generator: only a report with a NaN score reads the other attempts.
             others = (a.history for a in self.attempts.values() if a is not attempt and a.config != attempt.config)
             found = nan.across(attempt.history, others)
@@ -236,7 +246,7 @@ class Engine(Decisions):
             if f.symptom not in seen:
                 attempt.findings.append(f)
                 self.journal("finding", attempt=attempt.id, **f.to_dict())
-        return findings
+        return findings + (self._unexplained(attempt, findings) if findings else [])
 
     def _ended(self, attempt: Attempt) -> list[Finding]:
         """Findings of the attempt's end (slow progress of a run that never reported its plan)."""
@@ -255,7 +265,7 @@ class Engine(Decisions):
         """A trial that raised on a known training-loop bug (``detached_loss``): a finding and its
         policy's decision (stop the run), as for a report; False for any other error."""
         detector = self._detector("detached_loss")
-        finding = detector.from_error(attempt.history, error) if detector is not None else None
+        finding = detector.from_error(attempt.history, error) if isinstance(detector, DetachedLoss) else None
         if finding is None:
             return False
         if attempt.history.last_iteration is None:  # raised before its first report: it stood at step 0
@@ -350,7 +360,7 @@ class Engine(Decisions):
         warm = ref.checkpoints[last] if last is not None else None
         control = Attempt(id=f"a{len(self.attempts)}", parent=ref.id, config=ref.config, role=CONTROL,
                           start="warm" if warm else "cold", warm_from=warm)
-        if warm:
+        if warm and last is not None:
             control.history.extend((i, m) for i, m in ref.history.rows().items() if i <= last)
             control.start_step = control.history.position(last)
         self.attempts[control.id] = control
@@ -384,7 +394,8 @@ class Engine(Decisions):
         self.launched[config_key(attempt.config)] = attempt.id
 
     def _launched_count(self) -> int:
-        return sum(1 for a in self.attempts.values() if a.trial_id is not None)
+        # Isolation rungs are experiments, not attempts: they do not count against max_attempts.
+        return sum(1 for a in self.attempts.values() if a.trial_id is not None and a.role != ISOLATION)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles the searcher (and this engine) into tuner.pkl: terminal views stay out.

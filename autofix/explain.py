@@ -8,6 +8,8 @@ import inspect
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from autofix.actions import ACTIONS
 from autofix.policy import Policy, PolicyFile, PolicySet
 from autofix.symptoms import SYMPTOMS
@@ -49,6 +51,7 @@ def _action(name: str) -> str:
 
 
 def _policy(policy: Policy) -> str:
+    assert policy.when is not None  # a policy without `when` only switches one off: never listed
     where = ", ".join(f"{k} {v.model_dump(exclude_unset=True, by_alias=True)}" for k, v in policy.when.where.items())
     out = [f"policy {policy.name}  ({policy.source})", f"  {policy.description or '(no description)'}",
            f"  when: {policy.when.symptom}{' where ' + where if where else ''}, held for {policy.for_steps} "
@@ -89,7 +92,8 @@ def json_schema(kind: str) -> str:
     """JSON Schema of a spec or a policy file, generated from the pydantic models."""
     from autofix.spec import Spec
 
-    model = {"spec": Spec, "policy": PolicyFile}[kind]
+    models: dict[str, type[BaseModel]] = {"spec": Spec, "policy": PolicyFile}
+    model = models[kind]
     schema = model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"autofix {kind}"

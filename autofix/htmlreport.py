@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from autofix.reporting import AttemptReport, Report
 from autofix.diagnose import attempt_rows
+from autofix.reporting import AttemptReport, Report
 
 __all__ = ["render_html", "write_html"]
 
@@ -68,6 +68,7 @@ def render_html(report: Report, tune_dir: str | Path | None = None) -> str:
         f"<h1>autofix report: {e(report.name)}</h1><p>{e(head)}</p><table>{rows}</table>"
         f"<section id=\"chart\"><h2>{e(report.metric)} of every attempt</h2>{_chart_section(report)}</section>"
         f"<section id=\"lineage\"><h2>Lineage</h2>{_tree(report, None)}</section>"
+        f"{_isolation_section(report)}"
         f"<section id=\"winner\"><h2>Winner</h2>{_winner_section(report, tune_dir)}</section>"
         "</body></html>\n"
     )
@@ -107,7 +108,7 @@ def _plot_attempt(ax: Any, a: AttemptReport, by_id: dict[str, AttemptReport], co
         ax.plot(bad, [0.97] * len(bad), marker="^", ms=9, color=color, ls="", transform=ax.get_xaxis_transform())
     if a.decision:
         it = a.decision["finding"]["iteration"]
-        y = next((v for x, v in zip(xs, ys) if x == it and math.isfinite(v)), None)
+        y = next((v for x, v in zip(xs, ys, strict=True) if x == it and math.isfinite(v)), None)
         y = y if y is not None else next((v for v in reversed(ys) if math.isfinite(v)), None)
         if y is not None:
             ax.plot([it], [y], marker="X", ms=12, color="#c0392b", mec="black", ls="", zorder=5)
@@ -189,6 +190,30 @@ def _card(report: Report, a: AttemptReport) -> str:
     return "".join(out) + "</div>"
 
 
+# -- isolation ladder ------------------------------------------------------------------------
+def _isolation_section(report: Report) -> str:
+    """The isolation ladder (autofix.ladder): each rung's verdict and numbers, and its cost."""
+    e, ladder = _esc, report.isolation
+    if not ladder.get("attempt"):
+        return ""
+    if ladder.get("not_applicable"):
+        return f"<section id=\"isolation\"><h2>Isolation ladder</h2><p>{e(ladder['not_applicable'])}</p></section>"
+    rows = "".join(
+        f"<tr><td>{e(r.get('attempt'))}</td><td>{e(r.get('rung'))}</td><td>{e(r.get('part') or '-')}</td>"
+        f"<td>{e(r.get('conclusion'))}</td>"
+        f"<td>{e(', '.join(f'{k}={_fmt(v)}' for k, v in (r.get('evidence') or {}).items()))}</td>"
+        f"<td>{e(_fmt(r.get('examples')))}</td></tr>" for r in ladder.get("rungs") or [])
+    cost = ladder.get("cost") or {}
+    share = f"{cost['share']:.1%}" if cost.get("share") is not None else "-"
+    return (f"<section id=\"isolation\"><h2>Isolation ladder on {e(ladder['attempt'])}</h2>"
+            f"<p><b>{e(ladder.get('conclusion') or 'not concluded')}</b></p>"
+            "<table><tr><th>attempt</th><th>rung</th><th>part</th><th>conclusion</th><th>evidence</th>"
+            f"<th>examples</th></tr>{rows}</table><p class=\"muted\">cost: {e(_fmt(cost.get('examples')))} examples "
+            f"= {e(share)} of one attempt's {e(_fmt(cost.get('attempt_examples')))} (counted as examples through a "
+            f"model's forward pass, with its backward pass when trained); {e(_fmt(cost.get('seconds')))} s of rung "
+            f"trials against {e(_fmt(cost.get('attempt_seconds')))} s for one attempt</p></section>")
+
+
 # -- winner --------------------------------------------------------------------------------
 def _winner_section(report: Report, tune_dir: str | Path | None) -> str:
     if report.winner is None:
@@ -216,7 +241,7 @@ def _curves(rows: dict[int, dict[str, float]], name: str) -> str:
     groups = [[m for m in group if any(m in r for r in rows.values())] for group in CURVES]
     groups = [g for g in groups if g] or [sorted({k for r in rows.values() for k in r})[:1]]
     fig = _figure(10, 4)
-    for ax, group in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups):
+    for ax, group in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True):
         for m in group:
             xs = [i for i in rows if m in rows[i]]
             ax.plot(xs, [rows[i][m] if math.isfinite(rows[i][m]) else math.nan for i in xs], marker="o", ms=3, label=m)

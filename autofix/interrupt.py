@@ -25,13 +25,14 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["EXIT_INTERRUPTED", "Interrupts", "descendants", "poll"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for a run ended by Ctrl-C
 _SIGNALS = ("SIGINT", "SIGTERM")
-_ACTIVE: "Interrupts | None" = None  # the interrupts of the run in progress (one per process)
+_ACTIVE: Interrupts | None = None  # the interrupts of the run in progress (one per process)
 
 
 def poll() -> None:
@@ -77,7 +78,7 @@ class Interrupts:
         self._saved: dict[int, Any] = {}
         self._env: str | None = None
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         global _ACTIVE
         if threading.current_thread() is not threading.main_thread():
             return self

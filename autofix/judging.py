@@ -15,8 +15,9 @@ keeps both). Pure Python: no torch, no ray.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from autofix.metrics import PLANNED, STEP, History
 from autofix.verdict import BALANCED_ACCURACY, CHANCE_ACCURACY, CHANCE_BALANCED, CHANCE_F1, LABEL_ENTROPY, Judge
@@ -38,7 +39,7 @@ class Inputs:
     chance_accuracy: float | None = None  # the majority class's share of the validation labels
     chance_macro_f1: float | None = None
 
-    def complete(self, metrics: Mapping[str, Any], loss_metric: str, first: bool) -> dict[str, Any]:
+    def complete(self, metrics: Mapping[str, Any], loss_metric: str, first: bool) -> Mapping[str, Any]:
         """One report as autofix reads it: a declared role copied under autofix's name, the
         spec's chance figures, and ``init_loss`` (the loss) on an attempt's first report when
         it stands at step 0 (the untrained model). What the trainable reported always wins."""
@@ -51,7 +52,7 @@ class Inputs:
         for key, value in self._declared().items():
             out.setdefault(key, value)
         loss = metrics.get(loss_metric)
-        if first and INIT_LOSS not in metrics and metrics.get(STEP) == 0 and _finite(loss):
+        if first and INIT_LOSS not in metrics and metrics.get(STEP) == 0 and loss is not None and _finite(loss):
             out[INIT_LOSS] = float(loss)
         return out
 

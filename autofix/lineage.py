@@ -13,13 +13,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autofix.actions import Change
+from autofix.alerts import PolicyState
 from autofix.metrics import History
 from autofix.symptoms import Finding
 
-__all__ = ["CONTROL", "TREATMENT", "Attempt", "Decision", "Outcome", "config_key"]
+__all__ = ["CONTROL", "ISOLATION", "TREATMENT", "Attempt", "Decision", "Outcome", "config_key"]
 
 TREATMENT = "treatment"  # an attempt with the user's config or a fix: judged and acted on
 CONTROL = "control"  # the user's run left alone (a0 kept running, or continued): measured only
+ISOLATION = "isolation"  # one rung of the isolation ladder (autofix.ladder): an experiment, not a fix
 
 
 class Outcome:
@@ -58,7 +60,7 @@ class Decision:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Decision":
+    def from_dict(cls, d: dict[str, Any]) -> Decision:
         return cls(**{**d, "finding": Finding.from_dict(d["finding"]),
                       "patch": [Change.from_dict(c) for c in d["patch"]]})
 
@@ -86,7 +88,7 @@ class Attempt:
     history: History = field(default_factory=History)
     used: dict[str, list[int]] = field(default_factory=dict)  # candidate indexes tried per policy, lineage-wide
     fires: dict[str, int] = field(default_factory=dict)  # fires per policy, lineage-wide
-    pending: dict[str, list[float]] = field(default_factory=dict)  # policy -> [match began, latest fresh match], steps
+    alerts: dict[str, PolicyState] = field(default_factory=dict)  # policy -> its state (autofix.alerts)
     cooldown: dict[str, float] = field(default_factory=dict)  # policy -> step before which it may not fire
     reports: int = 0  # reports judged in this attempt (a warm restart's seeded history excluded)
     checkpoints: dict[int, str] = field(default_factory=dict)  # iteration -> checkpoint path
@@ -97,9 +99,14 @@ class Attempt:
     compared: dict[str, Any] | None = None  # a healthy fix against the run left alone, same step
     noted: list[str] = field(default_factory=list)  # policies whose "no budget" was journaled
     hints: list[str] = field(default_factory=list)  # skipped remedies: the knob to map (decisions.knob_hint)
+    rung: dict[str, Any] | None = None  # ISOLATION: the rung run and its sizes (autofix.isolation.rung_budget)
+    rung_result: dict[str, Any] | None = None  # ISOLATION: its verdict (autofix.isolation.RungResult) and cost
+    ladder: dict[str, Any] | None = None  # the ladder run on this attempt (rungs, cost, conclusion), if any
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("history", "findings", "decision", "patch", "checkpoints")}
+        skip = ("history", "findings", "decision", "patch", "checkpoints", "alerts")
+        d = {k: v for k, v in self.__dict__.items() if k not in skip}
+        d["alerts"] = {name: state.to_dict() for name, state in self.alerts.items()}
         d["patch"] = [c.to_dict() for c in self.patch]
         d["findings"] = [f.to_dict() for f in self.findings]
         d["decision"] = self.decision.to_dict() if self.decision else None
@@ -108,13 +115,17 @@ class Attempt:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Attempt":
+    def from_dict(cls, d: dict[str, Any]) -> Attempt:
         d = dict(d)
         d["patch"] = [Change.from_dict(c) for c in d["patch"]]
         d["findings"] = [Finding.from_dict(f) for f in d["findings"]]
         d["decision"] = Decision.from_dict(d["decision"]) if d["decision"] else None
         d["history"] = History({int(k): v for k, v in d["history"].items()})
         d["checkpoints"] = {int(k): v for k, v in d["checkpoints"].items()}
+        # A lineage saved before the alert states kept ``pending``: policy -> [match began, latest]
+        legacy = {name: {"state": "pending", "active_at": span[0], "last_match_at": span[1]}
+                  for name, span in d.pop("pending", {}).items()}
+        d["alerts"] = {name: PolicyState.from_dict(v) for name, v in (d.get("alerts") or legacy).items()}
         return cls(**d)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = ["PLANNED", "STEP", "History", "as_float"]
 
@@ -95,8 +96,11 @@ class History:
         start = max(0, len(self._order) - count)
         return [(i, self._rows[self._order[i]]) for i in range(len(self._order) - 1, start - 1, -1)]
 
-    def position(self, iteration: int) -> float:
-        """Where the report at ``iteration`` stands in training: its ``step``, else the iteration."""
+    def position(self, iteration: int | None) -> float:
+        """Where the report at ``iteration`` stands in training: its ``step``, else the iteration.
+        ``None`` (the ``last_iteration`` of a history without reports) is a ``KeyError``."""
+        if iteration is None:
+            raise KeyError("no report yet")
         step = self._rows[iteration].get(STEP)
         return step if step is not None and math.isfinite(step) else float(iteration)
 
@@ -133,7 +137,7 @@ class History:
     def rows(self) -> dict[int, dict[str, float]]:
         return {i: dict(self._rows[i]) for i in self._order}
 
-    def extend(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> "History":
+    def extend(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> History:
         for i, m in rows:
             self.record(i, m)
         return self

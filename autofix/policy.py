@@ -9,27 +9,22 @@ evaluated as code.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from autofix.actions import ActionSpec, get_path
+from autofix.alerts import AlertState, PolicyState, Transition
 from autofix.errors import InputError, Problem
 from autofix.sources import Source, load_yaml, problems_from_validation
 from autofix.symptoms import SYMPTOMS
 
 __all__ = [
-    "BUILTIN",
-    "Condition",
-    "Policy",
-    "PolicyFile",
-    "PolicySet",
-    "SHIPPED_POLICIES",
-    "load_policies",
-    "metrics_lookup",
-    "step_policies",
+    "BUILTIN", "SHIPPED_POLICIES", "Condition", "Policy", "PolicyFile", "PolicySet", "load_policies",
+    "metrics_lookup", "step_policies",
 ]
 
 SHIPPED_POLICIES = Path(__file__).resolve().parent / "policies"  # inside the package: wheels ship it
@@ -42,17 +37,17 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    gt: float | None = None
-    ge: float | None = None
-    lt: float | None = None
-    le: float | None = None
-    eq: Any = None
-    ne: Any = None
-    in_: list[Any] | None = Field(default=None, alias="in")
-    not_in: list[Any] | None = None
+    gt: float | None = None  # greater than
+    ge: float | None = None  # greater than or equal
+    lt: float | None = None  # less than
+    le: float | None = None  # less than or equal
+    eq: Any = None  # equal
+    ne: Any = None  # not equal (a missing value passes)
+    in_: list[Any] | None = Field(default=None, alias="in")  # one of
+    not_in: list[Any] | None = None  # none of (a missing value passes)
 
     @model_validator(mode="after")
-    def _some(self) -> "Condition":
+    def _some(self) -> Condition:
         if not self.model_fields_set:
             raise ValueError("a condition needs at least one of gt, ge, lt, le, eq, ne, in, not_in")
         return self
@@ -89,8 +84,8 @@ class When(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    symptom: str
-    where: dict[str, Condition] = Field(default_factory=dict)
+    symptom: str  # the symptom answered
+    where: dict[str, Condition] = Field(default_factory=dict)  # config path, evidence.KEY or metrics.KEY
 
     @field_validator("symptom")
     @classmethod
@@ -112,16 +107,16 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(pattern=_NAME, max_length=80)
-    description: str = ""
-    enabled: bool = True
-    when: When | None = None
-    for_steps: int = Field(default=0, ge=0, le=10_000_000)
-    cooldown_steps: int = Field(default=0, ge=0, le=10_000_000)
-    max_fires: int | None = Field(default=None, ge=1, le=100)
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    labels: dict[str, str] = Field(default_factory=dict)
-    then: list[ActionSpec] = Field(default_factory=list, max_length=50)
+    name: str = Field(pattern=_NAME, max_length=80)  # [a-z0-9_.-]
+    description: str = ""  # one line
+    enabled: bool = True  # false switches off a policy of that name
+    when: When | None = None  # the finding answered
+    for_steps: int = Field(default=0, ge=0, le=10_000_000)  # optimizer steps the finding must hold
+    cooldown_steps: int = Field(default=0, ge=0, le=10_000_000)  # steps a relaunch trains before it fires again
+    max_fires: int | None = Field(default=None, ge=1, le=100)  # per lineage; default: sum of times
+    priority: int = Field(default=0, ge=-1000, le=1000)  # higher is considered first
+    labels: dict[str, str] = Field(default_factory=dict)  # free-form tags
+    then: list[ActionSpec] = Field(default_factory=list, max_length=50)  # candidate actions, in order
     _source: str = PrivateAttr(default="")
 
     @property
@@ -130,7 +125,7 @@ class Policy(BaseModel):
         return self._source
 
     @model_validator(mode="after")
-    def _complete(self) -> "Policy":
+    def _complete(self) -> Policy:
         # A bare ``{name, enabled: false}`` entry only switches off a policy of that name.
         if self.enabled and (self.when is None or not self.then):
             raise ValueError("an enabled policy needs 'when' and a non-empty 'then'")
@@ -165,11 +160,6 @@ class Policy(BaseModel):
         """Candidate index of each successive fire, in the policy's own order (``times`` each)."""
         return [i for i, a in enumerate(self.then) for _ in range(a.times)]
 
-    def candidate(self, fire: int) -> Any | None:
-        """The action answering this policy's ``fire``-th fire (0-based) in a lineage."""
-        order = self.schedule()
-        return self.then[order[fire]] if fire < len(order) else None
-
 
 def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float]) -> Callable[[str], Any]:
     """What ``where`` conditions read: ``metrics.x`` from the last report ``row``, any other path
@@ -183,36 +173,39 @@ def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float])
     return lookup
 
 
-def step_policies(policies: "PolicySet", pending: dict[str, list[float]], findings: list,
+def step_policies(policies: PolicySet, states: dict[str, PolicyState], findings: list,
                   lookup: Callable[[str], Any], row: dict[str, float], step: float,
-                  at_end: bool = False) -> list[tuple["Policy", Any, float]]:
-    """Advance each policy's state at a report made at optimizer step ``step``; return
-    ``(policy, matching finding, steps held)`` for the policies that match this report.
+                  at_end: bool = False) -> tuple[list[tuple[Policy, Any, float]], list[Transition]]:
+    """Advance each policy's state (:mod:`autofix.alerts`) at a report made at optimizer step
+    ``step``; return ``(policy, matching finding, steps held)`` for the policies that match this
+    report, and the state transitions it caused (pending, firing, resolved).
 
-    ``pending`` (updated in place) maps a pending policy to ``[step its match began, step of
-    its latest fresh match]``; a policy whose match breaks leaves it. *Held* is the span between
-    the two: how long the evidence has held. A report whose probe statistics were carried
-    forward (``probe_age`` > 0) is no new evidence for a symptom that reads them: its pending
-    policies keep their state (and may fire on what they held), none starts or resets (unless
-    the attempt is ending).
+    ``states`` (updated in place) holds each policy's :class:`~autofix.alerts.PolicyState`; a
+    policy whose match breaks resolves to inactive. *Held* is the span from the step its match
+    began to its latest fresh match. A report whose probe statistics were carried forward
+    (``probe_age`` > 0) is no new evidence for a symptom that reads them: its policies keep their
+    state (and may act on what they held), none starts, resolves or moves (unless the attempt is
+    ending).
     """
     stale = (row.get("probe_age") or 0) > 0 and not at_end
-    matching = []
+    matching: list[tuple[Policy, Any, float]] = []
+    moved: list[Transition] = []
     for policy in policies:
         # Most reports have no finding: skip building a search per policy (engine hot path).
         match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None) if findings else None
+        state = states.get(policy.name)
         if stale and getattr(SYMPTOMS.get(policy.when.symptom), "sampled", False):
-            state = pending.get(policy.name)
-            if match is not None and state is not None:
-                matching.append((policy, match, state[1] - state[0]))
+            if match is not None and state is not None and state.state is not AlertState.INACTIVE:
+                matching.append((policy, match, state.held))
             continue
         if match is None:
-            pending.pop(policy.name, None)
+            if state is not None:
+                moved += state.resolve(policy.name, step)
             continue
-        state = pending.setdefault(policy.name, [step, step])
-        state[1] = step
-        matching.append((policy, match, state[1] - state[0]))
-    return matching
+        state = states.setdefault(policy.name, PolicyState())
+        moved += state.match(policy.name, step, policy.for_steps)
+        matching.append((policy, match, state.held))
+    return matching, moved
 
 
 class PolicyFile(BaseModel):
@@ -220,8 +213,8 @@ class PolicyFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1]
-    policies: list[Policy] = Field(default_factory=list)
+    version: Literal[1]  # the policy format
+    policies: list[Policy] = Field(default_factory=list)  # the policies of the file
 
 
 class PolicySet:
@@ -244,7 +237,7 @@ class PolicySet:
         return next((p for p in self.policies if p.name == name), None)
 
 
-def load_policies(paths: list[str | Path]) -> PolicySet:
+def load_policies(paths: Sequence[str | Path]) -> PolicySet:
     """Load and compose policy files and directories; raise one InputError listing every problem."""
     problems: list[Problem] = []
     merged: dict[str, Policy] = {}
@@ -254,8 +247,9 @@ def load_policies(paths: list[str | Path]) -> PolicySet:
             if not policy.enabled and policy.when is None and policy.name not in merged:
                 # A bare switch-off with nothing to switch off is almost always a typo.
                 known = ", ".join(sorted(merged)) or "none"
-                problems.append(Problem(policy.source.rsplit(":", 1)[0], int(policy.source.rsplit(":", 1)[1] or 0) or None,
-                                        "name", f"no earlier policy of this name to disable; defined so far: {known}",
+                file, _, line = policy.source.rpartition(":")
+                problems.append(Problem(file, int(line or 0) or None, "name",
+                                        f"no earlier policy of this name to disable; defined so far: {known}",
                                         f"policy '{policy.name}'"))
                 continue
             merged.pop(policy.name, None)  # a later definition wins and takes the later place
@@ -267,7 +261,7 @@ def load_policies(paths: list[str | Path]) -> PolicySet:
     return PolicySet(list(merged.values()), [str(f) for f in files])
 
 
-def _expand(paths: list[str | Path], problems: list[Problem]) -> list[Path]:
+def _expand(paths: Sequence[str | Path], problems: list[Problem]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
         path = SHIPPED_POLICIES if str(raw) == BUILTIN else Path(raw)
@@ -297,7 +291,8 @@ def _load_file(path: Path, problems: list[Problem]) -> list[Policy]:
     items = source.data.get("policies")
     if not isinstance(items, list):
         if items is not None:
-            problems.append(Problem(source.path, source.line_of(("policies",)), "policies", "expected a list of policies"))
+            problems.append(Problem(source.path, source.line_of(("policies",)), "policies",
+                                    "expected a list of policies"))
         return []
     return _load_items(items, source, problems)
 
@@ -318,7 +313,8 @@ def _load_items(items: list, source: Source, problems: list[Problem]) -> list[Po
             continue
         line = source.line_of(("policies", i))
         if policy.name in seen:
-            problems.append(Problem(source.path, line, "name", f"duplicate policy name (first on line {seen[policy.name]})", context))
+            problems.append(Problem(source.path, line, "name",
+                                    f"duplicate policy name (first on line {seen[policy.name]})", context))
             continue
         seen[policy.name] = line or 0
         policy._source = f"{source.path}:{line}"

@@ -15,12 +15,16 @@ symptom, policy, patch) is compared with the expectation::
         series: {val_loss: "2.3 2.0 1.2 0.5 0.3 0.2"}
         expect: null
 
-Series are space-separated numbers; ``nan``, ``inf``, ``_`` (no value) and ``VALUExN`` (N
-repeats) are understood. Report ``i`` stands at optimizer step ``i x steps_per_report`` (default
-1) of ``planned_steps`` (default: the series' length in steps), so ``for_steps``, detector
-windows and the patience of soft symptoms (``patience: {min_steps, share}``, the spec's
-defaults otherwise) count steps as in a run. ``fired: {policy: n}`` starts the lineage as if
-that policy had already fired n times (to test later candidates).
+Series are space-separated numbers in promtool's expanding notation: ``a+bxn`` is the n+1 values
+``a, a+b, ..., a+n*b``, ``axn`` is n+1 copies of ``a``, ``_`` is no value (``_xn``: n of them);
+``nan`` and ``inf`` are understood (:func:`parse_series`). Report ``i`` stands at optimizer step
+``i x steps_per_report`` (default 1) of ``planned_steps`` (default: the series' length in
+steps), so ``for_steps``, detector windows and the patience of soft symptoms (``patience:
+{min_steps, share}``, the spec's defaults otherwise) count steps as in a run. ``fired: {policy:
+n}`` starts the lineage as if that policy had already fired n times (to test later candidates).
+``rungs: {rung: {numbers}}`` gives what each isolation rung reports when the decision starts
+the ladder (autofix/ladder.py): the decision compared is then the one the ladder leads to, and
+``expect.part`` its conclusion.
 """
 
 from __future__ import annotations
@@ -42,15 +46,29 @@ __all__ = ["PolicyTestFile", "parse_series", "run_policy_tests"]
 
 
 def parse_series(text: str) -> list[float | None]:
-    """``"2.3 nan _ 1.0x3"`` -> ``[2.3, nan, None, 1.0, 1.0, 1.0]``."""
+    """Series values in ``promtool test rules``' expanding notation.
+
+    ``a+bxn`` is the n+1 values ``a, a+b, ..., a+n*b`` (``a-bxn`` counts down) and ``axn`` is
+    ``a+0xn``: n+1 copies of ``a``; ``_`` is a report without the metric and ``_xn`` n of them
+    (a missing value cannot increment); ``nan`` and ``inf`` are values. So
+    ``"2.3 _ 1-0.5x2 0x2"`` -> ``[2.3, None, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0]``.
+    """
     out: list[float | None] = []
     for token in str(text).split():
-        value, _, times = token.partition("x")
-        count = int(times) if times else 1
-        if count < 1 or count > 100_000:
-            raise ValueError(f"repeat count must be in 1..100000, got {token!r}")
-        number = None if value == "_" else float(value)
-        out.extend([number] * count)
+        head, sep, times = token.rpartition("x")
+        if not sep:
+            out.append(None if token == "_" else float(token))
+            continue
+        if not times.isdigit() or int(times) > 100_000:
+            raise ValueError(f"repeat count must be a whole number in 0..100000, got {token!r}")
+        n = int(times)
+        if head == "_":
+            out.extend([None] * n)
+            continue
+        # the step's sign: the last + or - that is neither the value's own sign nor an exponent's
+        cut = max((i for i, c in enumerate(head) if c in "+-" and i > 0 and head[i - 1] not in "eE"), default=0)
+        start, step = (float(head[:cut]), float(head[cut:])) if cut else (float(head), 0.0)
+        out.extend(start + i * step for i in range(n + 1))
     return out
 
 
@@ -61,6 +79,7 @@ class Expect(BaseModel):
     symptom: str
     policy: str
     patch: dict[str, Any] = Field(default_factory=dict)
+    part: str | None = None  # the isolation ladder's conclusion (training_step | model | data | optimizer)
 
 
 class PolicyTest(BaseModel):
@@ -76,12 +95,13 @@ class PolicyTest(BaseModel):
     steps_per_report: int = Field(default=1, ge=1, le=1_000_000)
     planned_steps: int | None = Field(default=None, ge=1)
     patience: dict[str, float] = Field(default_factory=dict)
+    rungs: dict[str, dict[str, float]] = Field(default_factory=dict)  # isolation rung -> the numbers it reports
     expect: Expect | None
 
     @field_validator("series")
     @classmethod
     def _parses(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
+        for text in value.values():
             parse_series(text)
         return value
 
@@ -110,7 +130,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
+def _first_decision(test: PolicyTest, policies) -> tuple[int, Any, dict | None] | None:
     from autofix.spec import PatienceSpec
 
     config = test.config if test.knobs else _merge(_managed_defaults(), test.config)
@@ -119,6 +139,7 @@ def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
                 soft_min_steps=patience.min_steps, soft_share=patience.share)
     engine = Engine(plan, build_detectors(test.metric, test.symptoms), policies)
     attempt = engine.suggest("t")
+    assert attempt is not None  # a0, queued by the engine
     for name, times in test.fired.items():
         policy = policies.get(name)
         if policy is None:
@@ -134,8 +155,24 @@ def _first_decision(test: PolicyTest, policies) -> tuple[int, Any] | None:
         if test.metric not in row:
             continue  # no report at this iteration
         if engine.observe("t", i, row).stop and attempt.decision is not None:
-            return i, attempt.decision
+            _feed_rungs(engine, test.rungs)
+            return i, attempt.decision, attempt.ladder
     return None
+
+
+def _feed_rungs(engine: Engine, rungs: dict[str, dict[str, float]]) -> None:
+    """When the decision started an isolation ladder, each queued rung reports the test's numbers
+    for it (``rungs``), as its trial would; the decision that follows the ladder is then the one
+    compared (a hand-over to model policies), or the ladder's own when it stopped the run."""
+    for n in range(len(rungs) + 1):
+        queued = [rung for i in engine.queue if (rung := engine.attempts[i].rung) is not None]
+        if not rungs or not queued:
+            return
+        name = queued[0]["rung"]
+        if name not in rungs:
+            raise ValueError(f"rungs: no numbers for the isolation rung '{name}' the ladder ran")
+        engine.suggest(f"rung{n}")
+        engine.observe(f"rung{n}", 0, {"epoch": 0, **rungs[name]})
 
 
 def _check(test: PolicyTest, policies) -> list[str]:
@@ -145,10 +182,12 @@ def _check(test: PolicyTest, policies) -> list[str]:
         return [str(exc)]
     want = test.expect
     if want is None:
-        return [] if got is None else [f"expected no decision, got policy '{got[1].policy}' at {got[0]}: {got[1].reason}"]
+        if got is None:
+            return []
+        return [f"expected no decision, got policy '{got[1].policy}' at {got[0]}: {got[1].reason}"]
     if got is None:
         return [f"expected {want.symptom} -> '{want.policy}' at {want.at}, got no decision"]
-    at, decision = got
+    at, decision, ladder = got
     patch = {c.path: c.new for c in decision.patch}
     fails = []
     for label, expected, actual in (("at", want.at, at), ("symptom", want.symptom, decision.finding.symptom),
@@ -157,6 +196,9 @@ def _check(test: PolicyTest, policies) -> list[str]:
             fails.append(f"{label}: expected {expected!r}, got {actual!r}")
     if want.patch and want.patch != patch:
         fails.append(f"patch: expected {want.patch}, got {patch}")
+    part = (ladder or {}).get("part")
+    if want.part is not None and want.part != part:
+        fails.append(f"part: expected {want.part!r}, got {part!r}")
     return fails
 
 

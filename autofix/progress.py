@@ -75,7 +75,7 @@ class Progress:
         self.rows: dict[str, Attempt] = {}
         self._live: Any = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.live:
             from rich.console import Console
             from rich.live import Live

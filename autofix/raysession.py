@@ -11,8 +11,9 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from autofix.errors import InputError, Problem
 from autofix.spec import Spec
@@ -86,7 +87,7 @@ def _connect(ray: Any, address: str, verbose: bool) -> None:
     with the hint (Ray's own error names neither the variable nor the fix in one line)."""
     try:
         ray.init(address=address, log_to_driver=verbose)
-    except Exception as exc:  # noqa: BLE001 - only an authentication failure is re-worded
+    except Exception as exc:  # only an authentication failure is re-worded; the rest re-raised
         if not _auth_failure(exc):
             raise
         mode = os.environ.get("RAY_AUTH_MODE", "")
@@ -121,7 +122,7 @@ def loopback_only() -> Iterator[None]:
     try:
         from ray._private import ray_constants
     except ImportError:  # a Ray without it (or a stand-in in tests): the environment alone
-        ray_constants = None
+        ray_constants = None  # type: ignore[assignment]  # read with getattr(..., None) below
     key, previous = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
     os.environ[key] = "0"
@@ -165,7 +166,7 @@ def _dashboard_for_train(train: bool) -> Iterator[dict[str, Any]]:
 
     Train's placement-group cleaner asks the State API (a dashboard module) whether a stopped
     run's controller is gone; without the dashboard the group is never released and the next
-    attempt waits forever (shared/notes/ray-tune.md). The cleaner finds the API through
+    attempt waits forever (docs/ray-tune.md). The cleaner finds the API through
     ``RAY_API_SERVER_ADDRESS``, else by auto-detection, which fails ("Found multiple active Ray
     instances") on a host running several Rays: so the port is chosen here and the variable
     set before Ray starts, for every process Ray spawns to inherit; restored afterwards.

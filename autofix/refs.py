@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["check_args", "is_ref", "resolve"]
 
@@ -28,14 +29,16 @@ def resolve(ref: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module '{module_name}' ({exc}); it is looked up in the spec's folder and 'python_path'") from None
-    except Exception as exc:  # user code failing at import time is still the user's input
+        raise ValueError(f"cannot import module '{module_name}' ({exc}); "
+                         "it is looked up in the spec's folder and 'python_path'") from None
+    except Exception as exc:  # noqa: BLE001 - user code failing at import time is still the user's input
         raise ValueError(f"importing '{module_name}' raised {type(exc).__name__}: {exc}") from None
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
             names = sorted(n for n in dir(target) if not n.startswith("_") and callable(getattr(target, n, None)))
-            raise ValueError(f"'{module_name}' has no attribute '{part}'; callables there: {', '.join(names[:12]) or 'none'}")
+            raise ValueError(f"'{module_name}' has no attribute '{part}'; "
+                             f"callables there: {', '.join(names[:12]) or 'none'}")
         target = getattr(target, part)
     if not callable(target):
         raise ValueError(f"'{ref}' is not callable")

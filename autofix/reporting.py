@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from autofix import settle
 from autofix.engine import Engine
 from autofix.journal import jsonable
+from autofix.ladder import ladder_record
 from autofix.lineage import Attempt
 
 __all__ = ["AttemptReport", "Report", "build_report"]
@@ -45,6 +46,8 @@ class AttemptReport(BaseModel):
     compared: dict[str, Any] | None = None  # a healthy fix against the run left alone, at the same step
     last_step: float | None = None  # optimizer steps at its last report
     hints: list[str] = []  # remedies skipped for want of a knob: the path to map, and what it would do
+    rung: dict[str, Any] | None = None  # role "isolation": the rung run and its sizes (autofix.isolation)
+    rung_result: dict[str, Any] | None = None  # ... its verdict, evidence and cost in examples and seconds
 
 
 class Report(BaseModel):
@@ -64,6 +67,7 @@ class Report(BaseModel):
     attempts: list[AttemptReport]
     judged_by: list[str] = []  # how the run was judged (autofix.judging.judged_by)
     missing_inputs: list[str] = []  # judgement inputs the trainable did not report: what each costs, and the fix
+    isolation: dict[str, Any] = {}  # the isolation ladder, if one ran: rungs, conclusion, cost (autofix.ladder)
 
     def attempt(self, attempt_id: str) -> AttemptReport:
         """An attempt by id; KeyError listing the ids there are."""
@@ -88,11 +92,28 @@ class Report(BaseModel):
                 what = "stopped by the interrupt; resumes from its last checkpoint"
             lines.append(f"  {a.id}{arrow:7} {a.outcome:<12} {what}")
             lines += [f"  {'':7} {'hint':<12} {hint}" for hint in a.hints]
+        lines += self._isolation_lines()
         lines.append(f"report: {Path(self.output, 'report.json')}   journal: {Path(self.output, 'journal.jsonl')}")
         return "\n".join(lines)
 
+    def _isolation_lines(self) -> list[str]:
+        """The ladder in two lines: what it concluded, and what it cost against one attempt."""
+        ladder = self.isolation
+        if not ladder.get("attempt"):
+            return []
+        if ladder.get("not_applicable"):
+            return [f"isolation: {ladder['not_applicable']}"]
+        cost = ladder.get("cost") or {}
+        share = (f" = {cost['share']:.1%} of one attempt's {cost['attempt_examples']:g}"
+                 if cost.get("share") is not None else "")
+        seconds = (f"; {cost['seconds']:g} s (one attempt: {cost['attempt_seconds']:g} s)"
+                   if cost.get("attempt_seconds") else "")
+        rungs = len(ladder.get("rungs") or [])
+        return [f"isolation of {ladder['attempt']}: {ladder.get('conclusion') or 'not concluded'}",
+                f"isolation cost: {rungs} rung(s), {cost.get('examples', 0):g} examples{share}{seconds}"]
+
     def _headline(self) -> str:
-        n = sum(1 for a in self.attempts if a.trial_id is not None)
+        n = sum(1 for a in self.attempts if a.trial_id is not None and a.role != "isolation")
         if self.status == "interrupted":
             return f"autofix: INTERRUPTED after {n} attempt(s): {self.ended_because}"
         keep = f"; keep {self.keep}: {self.keep_reason}" if self.keep else ""
@@ -108,7 +129,7 @@ class Report(BaseModel):
                     f"{self.keep_reason}")
         return f"autofix: FIXED in {n} attempt(s), winner {w.id}: {gain}; changed {diff}; {self.keep_reason}"
 
-    def _gain(self, w: "AttemptReport") -> str:
+    def _gain(self, w: AttemptReport) -> str:
         """The winner's watched metric: a relative fall for a loss; for a max-mode metric (F1,
         accuracy) its values only, never a relative rise from an untrained epoch 0."""
         first, last = w.series[0][1], w.series[-1][1]
@@ -144,6 +165,7 @@ def _attempt_report(engine: Engine, a: Attempt) -> AttemptReport:
         last_metrics=rows[max(rows)] if rows else {}, race=list(a.race), reports=a.reports,
         role=a.role, stopped_on=a.stopped_on, compared=a.compared,
         last_step=a.history.position(a.history.last_iteration) if rows else None, hints=list(a.hints),
+        rung=a.rung, rung_result=a.rung_result,
     )
 
 
@@ -153,7 +175,7 @@ def build_report(engine: Engine, name: str, output: str, duration_s: float, ende
     with no verdict (its attempts as they stood)."""
     verdict = settle.verdict(engine.attempts, engine.plan.metric, engine.plan.mode)
     if status == "interrupted":
-        verdict = settle.Verdict(status, None, None, "the run was interrupted before it could be settled")
+        verdict = settle.Verdict("interrupted", None, None, "the run was interrupted before it could be settled")
     return Report(
         status=verdict.status, winner=verdict.winner, keep=verdict.keep, keep_reason=verdict.reason,
         name=name, metric=engine.plan.metric, mode=engine.plan.mode,
@@ -162,4 +184,5 @@ def build_report(engine: Engine, name: str, output: str, duration_s: float, ende
         attempts=[_attempt_report(engine, a) for a in engine.attempts.values()],
         judged_by=list((engine.judgement or {}).get("judged_by", [])),
         missing_inputs=list((engine.judgement or {}).get("missing", [])),
+        isolation=ladder_record(engine.attempts) if any(a.ladder for a in engine.attempts.values()) else {},
     )

@@ -23,8 +23,8 @@ from autofix.interrupt import Interrupts
 from autofix.journal import read_journal
 from autofix.raysession import DRIVER_LOG, ray_logs, ray_session
 from autofix.reporting import Report
-from autofix.runner import SPEC_COPY, assemble, conclude, failures, journal_signal, trainable_of
 from autofix.rundir import lock_run
+from autofix.runner import SPEC_COPY, assemble, conclude, failures, journal_signal, trainable_of
 from autofix.spec import Spec, load_spec
 
 __all__ = ["resume"]
@@ -35,7 +35,8 @@ def _check(out: Path) -> None:
     if not (out / SPEC_COPY).is_file():
         raise InputError([Problem(where, None, "DIR", f"not an autofix run directory (no {SPEC_COPY})")])
     if not (out / "tune" / "tuner.pkl").is_file():
-        raise InputError([Problem(where, None, "DIR", "the run never reached Ray Tune: nothing to resume; start it again")])
+        raise InputError([Problem(where, None, "DIR",
+                                  "the run never reached Ray Tune: nothing to resume; start it again")])
     status = _reported_status(out)
     if status is not None and status != "interrupted":
         raise InputError([Problem(where, None, "DIR", f"this run already finished ({status}, see report.json)")])
@@ -51,7 +52,7 @@ def _reported_status(out: Path) -> str | None:
         return "unreadable report"
 
 
-def _saved_spec(out: Path) -> "Spec":
+def _saved_spec(out: Path) -> Spec:
     """The run's validated spec, its modules looked up from the spec's folder as recorded at the
     start (not the working directory): resume works from anywhere, and says so if they moved."""
     saved = json.loads((out / SPEC_COPY).read_text())

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from autofix.errors import InputError, Problem
 
-try:  # POSIX; elsewhere runs are not locked (documented in the README)
+try:  # POSIX; elsewhere runs are not locked (documented in docs/cli.md)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no fcntl off POSIX: runs are not locked
 
 __all__ = ["LOCK", "MARKER", "RunDir", "claim", "lock_run"]
 

@@ -13,8 +13,9 @@ import os
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pydantic
 
@@ -39,7 +40,7 @@ __all__ = ["SPEC_COPY", "assemble", "conclude", "failures", "journal_signal", "n
 
 SPEC_COPY = "spec.json"  # the validated spec, kept in the run directory for `autofix resume`
 
-# Quiet by default (shared/notes/ray-tune.md, "Quiet tests"); users can still override them.
+# Quiet by default (docs/ray-tune.md, "Quiet tests"); users can still override them.
 for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
                      "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
                      # Experiment state (with the engine's lineage) saved at least every second, so
@@ -102,7 +103,7 @@ def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) 
         min_drop=spec.success.min_drop, max_attempts=spec.budget.max_attempts,
         max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs), parallel=spec.budget.max_concurrent,
         soft_min_steps=spec.patience.min_steps, soft_share=spec.patience.share,
-        inputs=spec.judge.inputs() if spec.judge is not None else Inputs(),
+        inputs=spec.judge.inputs() if spec.judge is not None else Inputs(), managed=spec.training is not None,
     )
     engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
                     ranker=ledger.ranker() if ledger else None)
@@ -203,9 +204,9 @@ def failures(out: Path, verbose: bool) -> Iterator[None]:
             with open(log, "a", encoding="utf-8") as f:
                 f.write(text)
         else:  # nothing ran and the run directory was removed again: the temp folder keeps it
-            with tempfile.NamedTemporaryFile("w", prefix="autofix-error-", suffix=".log", delete=False) as f:
-                f.write(text)
-            log = Path(f.name)
+            with tempfile.NamedTemporaryFile("w", prefix="autofix-error-", suffix=".log", delete=False) as tmp:
+                tmp.write(text)
+            log = Path(tmp.name)
         raise RunFailed(_one_line(exc), str(log)) from exc
 
 
@@ -254,6 +255,7 @@ def _learn(spec: Spec, engine: Engine) -> None:
         return
     ledger = Ledger(path)
     for attempt, healed in settle.ledger_outcomes(engine.attempts, engine.plan.metric, engine.plan.mode):
+        assert attempt.answers and attempt.policy and attempt.action  # set together when a policy launched it
         ledger.record(spec.name, attempt.id, attempt.answers, attempt.policy, attempt.action, healed=healed)
 
 
@@ -270,7 +272,7 @@ def trainable_of(spec: Spec) -> Any:
         # the trial only waits on them. Tune rejects {"cpu": 0} alone, and any CPU here would
         # make 2 workers on a 2-CPU Ray wait forever for 2.01 CPUs.
         return tune.with_resources(trainable, {"cpu": 0, "memory": 1})
-    trainable = managed_trainable if spec.training is not None else make_custom_trainable(spec.trainable)
+    trainable = managed_trainable if spec.trainable is None else make_custom_trainable(spec.trainable)
     return tune.with_resources(trainable, {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial})
 
 

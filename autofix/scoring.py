@@ -26,7 +26,8 @@ from autofix.probes.stats import class_ids, label_metrics
 __all__ = ["judge_inputs"]
 
 
-def judge_inputs(y_true: Any, outputs: Any, train_labels: Any = None, *, cross_entropy: bool = True) -> dict[str, float]:
+def judge_inputs(y_true: Any, outputs: Any, train_labels: Any = None, *,
+                 cross_entropy: bool = True) -> dict[str, float]:
     """Scores and chance figures of one evaluation, under the names autofix judges.
 
     Args:

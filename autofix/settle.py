@@ -14,8 +14,9 @@ Pure functions over the lineage: no torch, no ray.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Literal
 
 from autofix.lineage import CONTROL, TREATMENT, Attempt, Outcome
 from autofix.symptoms import SYMPTOMS
@@ -35,7 +36,7 @@ ENDED = "ended"  # ran out (unhealthy, or stopped by the budget) without being b
 class Verdict:
     """The run's verdict: its status, the attempt the user should keep and why."""
 
-    status: str  # healthy | fixed | unverified | unfixed
+    status: Literal["healthy", "fixed", "unverified", "unfixed", "interrupted"]  # interrupted: no verdict
     winner: str | None
     keep: str | None
     reason: str
@@ -52,7 +53,8 @@ def reference_state(ref: Attempt) -> str:
         return RUNNING
     if ref.outcome == Outcome.HEALTHY:
         return HEALTHY
-    if ref.outcome == Outcome.ERROR or (ref.outcome == Outcome.SICK and ref.stopped_on != "soft" and _shown_broken(ref)):
+    broken = ref.outcome == Outcome.SICK and ref.stopped_on != "soft" and _shown_broken(ref)
+    if ref.outcome == Outcome.ERROR or broken:
         return BROKEN
     if ref.outcome == Outcome.SICK:
         return SOFT_STOPPED
@@ -94,7 +96,8 @@ def compare(candidate: Attempt, ref: Attempt, metric: str, mode: str) -> dict[st
         return None
     better = beats(value, reference_value, mode)
     how = "beats" if better else "does not beat"
-    why = f"{metric} {_num(value)} {how} {_num(reference_value)} of the run left alone ({ref.id}) at the same step {step:g}"
+    why = (f"{metric} {_num(value)} {how} {_num(reference_value)} of the run left alone ({ref.id}) "
+           f"at the same step {step:g}")
     worse = _worse_score(candidate, ref, metric, step) if better else None
     if worse is not None:  # a lower loss bought with a worse classifier is no fix
         better, why = False, f"{why}, but {worse}"
@@ -148,18 +151,19 @@ def verdict(attempts: dict[str, Attempt], metric: str, mode: str) -> Verdict:
     verified = [a for a in healthy if (a.compared or {}).get("beats")]
     unverified = [a for a in healthy if a.compared is None]
     best = _best(verified, metric, mode)
-    if best is not None:  # a fix beat the run left alone at the same step (or it is broken)
+    if best is not None and best.compared is not None:  # a fix beat the run left alone at the same step
         return Verdict("fixed", best.id, best.id, best.compared["why"])
     if state == HEALTHY:
         return Verdict("healthy", ref.id, ref.id, f"the run left alone ({ref.id}) is healthy: {ref.reason}")
     if unverified:
         pick = _best(unverified, metric, mode)
+        assert pick is not None  # _best of a non-empty list
         return Verdict("unverified", pick.id, pick.id,
                        f"{pick.id} is healthy, but the run left alone ({ref.id}) was stopped on soft evidence "
                        "and could not be continued to the same step: improved, unverified")
-    worse = [a for a in healthy if a.compared is not None]
+    worse = [a.compared for a in healthy if a.compared is not None]
     if worse:
-        return Verdict("unfixed", None, ref.id, worse[0].compared["why"] + f": keep {ref.id}")
+        return Verdict("unfixed", None, ref.id, worse[0]["why"] + f": keep {ref.id}")
     if state != BROKEN:
         return Verdict("unfixed", None, ref.id, f"no fix beat the run left alone ({ref.id}): keep it")
     finite_ends = [a for a in attempts.values() if finite(_last(a, metric)[1]) is not None and a.trial_id]

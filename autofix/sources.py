@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,13 +230,15 @@ def _data_loc(data: Any, loc: Loc, keep_last: bool) -> Loc:
     return tuple(out)
 
 
-def _message(e: dict, model: type | None, loc: Loc, root: Any) -> str:
+def _message(e: Mapping[str, Any], model: type | None, loc: Loc, root: Any) -> str:
     kind = e["type"]
     if kind == "union_tag_invalid":
         key = e["ctx"]["discriminator"].strip("'")
         return f"unknown {key} {e['ctx']['tag']!r}; available: {e['ctx']['expected_tags']}"
     if kind == "union_tag_not_found":
-        return f"required field is missing; one of: {e['ctx'].get('expected_tags', '?')}" if "expected_tags" in e.get("ctx", {}) else "required field is missing"
+        if "expected_tags" in e.get("ctx", {}):
+            return f"required field is missing; one of: {e['ctx'].get('expected_tags', '?')}"
+        return "required field is missing"
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1], root) if model else []
         hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""

@@ -11,12 +11,10 @@ import difflib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
-from pydantic import (
-    ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator,
-)
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator
 
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
@@ -31,7 +29,7 @@ __all__ = ["BUILTIN_DATASETS", "Spec", "TrainingSpec", "load_spec"]
 class SuccessSpec(Strict):
     """Healed means: the watched metric improved by ``min_drop`` of its first report, no symptom active."""
 
-    min_drop: float = Field(default=0.3, gt=0, le=1)
+    min_drop: float = Field(default=0.3, gt=0, le=1)  # share of its first report the watched loss must fall by
 
 
 class PatienceSpec(Strict):
@@ -46,16 +44,16 @@ class PatienceSpec(Strict):
     soft evidence before it has taken 100 steps.
     """
 
-    min_steps: int = Field(default=100, ge=0, le=10_000_000)
-    share: float = Field(default=0.5, ge=0, le=1)
+    min_steps: int = Field(default=100, ge=0, le=10_000_000)  # optimizer steps a soft symptom waits at least
+    share: float = Field(default=0.5, ge=0, le=1)  # share of the planned steps it waits when that is longer
 
 
 class JudgeMetrics(Strict):
     """Your metric names for the roles autofix judges (it reads them as ``val_accuracy``, ...)."""
 
-    accuracy: str | None = Field(default=None, min_length=1)
-    macro_f1: str | None = Field(default=None, min_length=1)
-    balanced_accuracy: str | None = Field(default=None, min_length=1)
+    accuracy: str | None = Field(default=None, min_length=1)  # your accuracy metric
+    macro_f1: str | None = Field(default=None, min_length=1)  # your macro-F1 metric
+    balanced_accuracy: str | None = Field(default=None, min_length=1)  # your balanced-accuracy metric
 
 
 class JudgeSpec(Strict):
@@ -68,11 +66,11 @@ class JudgeSpec(Strict):
     constant predictor. ``autofix.judge_inputs`` computes all of them from your labels instead.
     """
 
-    metrics: JudgeMetrics = Field(default_factory=JudgeMetrics)
-    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)
-    cross_entropy: bool = True
-    chance_accuracy: float | None = Field(default=None, ge=0, le=1)
-    chance_macro_f1: float | None = Field(default=None, ge=0, le=1)
+    metrics: JudgeMetrics = Field(default_factory=JudgeMetrics)  # your names for the judged scores
+    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)  # K: chance figures 1/K and ln K
+    cross_entropy: bool = True  # the loss is an unweighted cross-entropy
+    chance_accuracy: float | None = Field(default=None, ge=0, le=1)  # the best constant predictor's accuracy
+    chance_macro_f1: float | None = Field(default=None, ge=0, le=1)  # the best constant predictor's macro-F1
 
     def inputs(self) -> Any:
         """The plain-values form the engine reads (:class:`autofix.judging.Inputs`)."""
@@ -83,10 +81,10 @@ class JudgeSpec(Strict):
 
 
 class BudgetSpec(Strict):
-    max_attempts: int = Field(default=6, ge=1, le=1000)
-    max_concurrent: int = Field(default=1, ge=1, le=1000)
-    max_epochs: int | None = Field(default=None, ge=1)
-    wall_clock_s: float | None = Field(default=1800, gt=0, allow_inf_nan=False)
+    max_attempts: int = Field(default=6, ge=1, le=1000)  # trials launched in all (fixes, races, controls)
+    max_concurrent: int = Field(default=1, ge=1, le=1000)  # trials at once; >= 2 races fixes
+    max_epochs: int | None = Field(default=None, ge=1)  # epochs of all trials together
+    wall_clock_s: float | None = Field(default=1800, gt=0, allow_inf_nan=False)  # the run's wall-clock limit
 
 
 class DistributedSpec(Strict):
@@ -96,23 +94,23 @@ class DistributedSpec(Strict):
     its shard of the data; rank 0's metrics and checkpoints are the attempt's.
     """
 
-    workers: int = Field(ge=1, le=1024)
-    backend: Literal["gloo", "nccl"] = "gloo"
-    use_gpu: bool = False
+    workers: int = Field(ge=1, le=1024)  # DDP processes per attempt
+    backend: Literal["gloo", "nccl"] = "gloo"  # torch.distributed backend
+    use_gpu: bool = False  # one GPU per worker
 
     @model_validator(mode="after")
-    def _nccl_on_gpus(self) -> "DistributedSpec":
+    def _nccl_on_gpus(self) -> DistributedSpec:
         if self.backend == "nccl" and not self.use_gpu:
             raise ValueError("backend 'nccl' runs on GPUs only: set use_gpu: true or use backend 'gloo'")
         return self
 
 
 class RaySpec(Strict):
-    address: str | None = None
-    num_cpus: int | None = Field(default=None, ge=1)
-    cpus_per_trial: float = Field(default=1, gt=0)
-    gpus_per_trial: float = Field(default=0, ge=0)
-    max_failures: int = Field(default=0, ge=0, le=100)
+    address: str | None = None  # a cluster to join; none: an embedded Ray on 127.0.0.1
+    num_cpus: int | None = Field(default=None, ge=1)  # CPUs of the embedded Ray
+    cpus_per_trial: float = Field(default=1, gt=0)  # CPUs per trial (per worker with distributed)
+    gpus_per_trial: float = Field(default=0, ge=0)  # GPUs per trial
+    max_failures: int = Field(default=0, ge=0, le=100)  # Tune retries of a failed trial
     distributed: DistributedSpec | None = None
     """Each attempt as a Ray Train DDP run (managed ``training`` only); None: one process."""
     storage_path: str | None = Field(default=None, min_length=1)
@@ -122,33 +120,36 @@ class RaySpec(Strict):
 
 # One optional field per registered detector, typed by its own Params: errors get exact
 # locations (symptoms.plateau.window) and an unknown symptom lists the known ones.
-SymptomsSpec = create_model(
-    "SymptomsSpec", __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-    **{name: (cls.Params | None, None) for name, cls in sorted(SYMPTOMS.items())},
-)
+if TYPE_CHECKING:  # fields made from the registry at import time, which a type checker cannot see
+    SymptomsSpec = pydantic.BaseModel
+else:
+    SymptomsSpec = create_model(
+        "SymptomsSpec", __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+        **{name: (cls.Params | None, None) for name, cls in sorted(SYMPTOMS.items())},
+    )
 
 
 class Spec(Strict):
     """A whole run. Exactly one of ``training`` (managed) or ``trainable`` (custom) is given."""
 
-    version: Literal[1] = 1
+    version: Literal[1] = 1  # the spec format
     name: str = Field(default="autofix-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-    training: TrainingSpec | None = None
-    trainable: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-    knobs: dict[str, str] = Field(default_factory=dict)
+    training: TrainingSpec | None = None  # managed training: autofix owns the loop
+    trainable: str | None = None  # or a Ray Tune function trainable, 'module:function'
+    config: dict[str, Any] = Field(default_factory=dict)  # the custom trainable's config
+    knobs: dict[str, str] = Field(default_factory=dict)  # policy path -> your config key
     judge: JudgeSpec | None = None
     """What a custom trainable is judged on (``autofix.judging``); the managed harness reports it all."""
-    metric: str = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    loss_metric: str | None = None
-    success: SuccessSpec = Field(default_factory=SuccessSpec)
-    patience: PatienceSpec = Field(default_factory=PatienceSpec)
-    symptoms: SymptomsSpec = Field(default_factory=lambda: SymptomsSpec())
-    policies: list[str] = Field(default_factory=lambda: ["builtin"])
-    budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    ray: RaySpec = Field(default_factory=RaySpec)
-    python_path: list[str] = Field(default_factory=list)
+    metric: str = "val_loss"  # what success is judged on
+    mode: Literal["min", "max"] = "min"  # max needs loss_metric
+    loss_metric: str | None = None  # the loss the detectors read (default: metric)
+    success: SuccessSpec = Field(default_factory=SuccessSpec)  # what healthy means
+    patience: PatienceSpec = Field(default_factory=PatienceSpec)  # how long soft symptoms wait
+    symptoms: SymptomsSpec = Field(default_factory=lambda: SymptomsSpec())  # detector parameters, by symptom
+    policies: list[str] = Field(default_factory=lambda: ["builtin"])  # policy files/dirs in order; builtin = shipped
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)  # attempts, concurrency, epochs, time
+    ray: RaySpec = Field(default_factory=RaySpec)  # where and how trials run
+    python_path: list[str] = Field(default_factory=list)  # folders (from the spec's) to import from
     ledger: bool | str = True
     """Policy-effectiveness ledger: True = $AUTOFIX_HOME/ledger.jsonl (~/.autofix), a path, or False."""
     _base_dir: str = PrivateAttr(default=".")
@@ -224,7 +225,7 @@ class Spec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _shape(self) -> "Spec":
+    def _shape(self) -> Spec:
         if (self.training is None) == (self.trainable is None):
             raise ValueError("give exactly one of 'training' (managed) or 'trainable' (custom function)")
         if self.training is not None and (self.config or self.knobs):
@@ -293,7 +294,7 @@ def _check_policy_files(spec: Spec, source: Any) -> None:
         raise InputError(missing)
 
 
-def load_spec(spec: "str | os.PathLike | dict | Spec", base_dir: "str | os.PathLike | None" = None,
+def load_spec(spec: str | os.PathLike | dict | Spec, base_dir: str | os.PathLike | None = None,
               name: str = "<dict>") -> Spec:
     """A spec from a YAML path, a dict or a Spec; InputError naming file, line and field otherwise.
 
@@ -307,9 +308,10 @@ def load_spec(spec: "str | os.PathLike | dict | Spec", base_dir: "str | os.PathL
     if isinstance(spec, dict):
         source, base = source_from_data(spec, name), Path(base_dir).resolve() if base_dir else Path.cwd()
     else:
-        source, base = load_yaml(spec), Path(spec).resolve().parent
+        source, base = load_yaml(Path(spec)), Path(spec).resolve().parent
     if not isinstance(source.data, dict):
-        raise InputError([Problem(source.path, 1, "", f"expected a mapping of spec fields, got {type(source.data).__name__}")])
+        raise InputError([Problem(source.path, 1, "",
+                                  f"expected a mapping of spec fields, got {type(source.data).__name__}")])
     extra = source.data.get("python_path", [])
     # Only well-formed entries here: anything else is reported by validation below (file,
     # line, field) instead of crashing in Path() before it (python_path: [1] raised TypeError).

@@ -76,8 +76,8 @@ class Strict(BaseModel):
 class FactorySpec(Strict):
     """A ``"module:callable"`` and the keyword arguments it is called with."""
 
-    factory: str
-    args: dict[str, Any] = Field(default_factory=dict)
+    factory: str  # 'package.module:callable' returning the object
+    args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments, checked against its signature
 
     @field_validator("factory")
     @classmethod
@@ -103,7 +103,7 @@ class DataSpec(FactorySpec):
     """A builtin dataset name or a ``"module:callable"`` returning ``(train, val)`` datasets."""
 
     factory: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS)}, or 'module:callable'")
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)  # share held out for validation (built-in datasets)
     normalize: bool = False
     """Standardise inputs with the mean/std of the training data (per channel for images)."""
     sampler: Literal["uniform", "balanced"] = "uniform"
@@ -116,7 +116,8 @@ class DataSpec(FactorySpec):
         if value in BUILTIN_DATASETS:
             return value
         if not is_ref(value):
-            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', got {value!r}")
+            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', "
+                             f"got {value!r}")
         resolve(value)
         return value
 
@@ -125,7 +126,7 @@ class LossSpec(Strict):
     """A built-in loss by name, or a ``"module:callable"`` returning one (called with ``args``)."""
 
     name: str = Field(default="cross_entropy", description=f"one of {', '.join(LOSSES)}, or 'module:callable'")
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the loss
     class_weights: Literal["balanced"] | list[float] | None = None
     """'balanced': scikit-learn ``compute_class_weight`` on the training labels, into the loss."""
     expects: Literal["logits", "log_probs", "probabilities"] | None = None
@@ -163,9 +164,9 @@ class LossSpec(Strict):
 
 
 class OptimizerSpec(Strict):
-    name: str = "adam"
-    lr: float = Field(gt=0, allow_inf_nan=False)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str = "adam"  # adagrad | adam | adamw | rmsprop | sgd (torch.optim)
+    lr: float = Field(gt=0, allow_inf_nan=False)  # learning rate
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # other keyword arguments (momentum, weight_decay, ...)
 
     @field_validator("name")
     @classmethod
@@ -177,21 +178,21 @@ class OptimizerSpec(Strict):
 
 class SchedulerSpec(Strict):
     name: Literal["cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine"]
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the torch scheduler
 
 
 class AugmentSpec(Strict):
     """torchvision transforms applied to training image batches."""
 
-    flip: bool = False
-    rotation: float = Field(default=0, ge=0, le=180)
-    crop_padding: int = Field(default=0, ge=0, le=64)
+    flip: bool = False  # random horizontal flips
+    rotation: float = Field(default=0, ge=0, le=180)  # random rotation, in degrees
+    crop_padding: int = Field(default=0, ge=0, le=64)  # random crops after this much padding
 
 
 class InitSpec(Strict):
     """Re-initialise the weights of matching layers before training (outside the output head)."""
 
-    scheme: Literal["default", "kaiming", "lecun_normal", "orthogonal", "xavier"] = "kaiming"
+    scheme: Literal["default", "kaiming", "lecun_normal", "orthogonal", "xavier"] = "kaiming"  # torch.nn.init
     pattern: str | None = None
     """Regular expression on qualified module names (``net\\.0``); None = every matching type."""
     types: list[str] = Field(default_factory=lambda: ["Conv1d", "Conv2d", "Linear"])
@@ -209,20 +210,20 @@ class ArchitectureSpec(Strict):
     hidden activation whose output is non-finite on the untrained model's first batch."""
     output_activation: Literal["identity", "log_softmax", "sigmoid", "softmax"] | None = None
     """What follows the output layer: identity (logits), softmax, log_softmax or sigmoid."""
-    batch_norm: bool = False
-    dropout: float | None = Field(default=None, ge=0, lt=1)
+    batch_norm: bool = False  # BatchNorm after hidden weight layers
+    dropout: float | None = Field(default=None, ge=0, lt=1)  # dropout before hidden Linear layers
 
 
 class GradClipSpec(Strict):
-    kind: Literal["norm", "value"] = "norm"
-    max: float = Field(gt=0, allow_inf_nan=False)
+    kind: Literal["norm", "value"] = "norm"  # clip_grad_norm_ or clip_grad_value_
+    max: float = Field(gt=0, allow_inf_nan=False)  # the norm or value bound
 
 
 class ProbeSpec(Strict):
     """Instrumentation of the managed harness (``autofix.probes``), sampled every N steps."""
 
-    enabled: bool = True
-    every_steps: int = Field(default=20, ge=1, le=1_000_000)
+    enabled: bool = True  # gradient, update, activation and input probes
+    every_steps: int = Field(default=20, ge=1, le=1_000_000)  # sample one optimizer step in N
     max_overhead: float | None = Field(default=0.01, gt=0, le=1)
     """Share of training time the probes may take; they sample less (down to one epoch in 5,
     carrying the last sample forward with ``probe_age``) to stay under it. None: no budget."""
@@ -231,19 +232,19 @@ class ProbeSpec(Strict):
 class TrainingSpec(Strict):
     """Managed training: autofix owns the loop (see ``autofix.harness``)."""
 
-    model: FactorySpec
-    data: DataSpec
-    loss: LossSpec = Field(default_factory=LossSpec)
-    optimizer: OptimizerSpec
-    scheduler: SchedulerSpec | None = None
-    batch_size: int = Field(default=64, ge=1, le=1_000_000)
-    epochs: int = Field(default=15, ge=1, le=100_000)
-    seed: int = Field(default=0, ge=0, lt=2**32)
-    grad_clip: GradClipSpec | None = None
-    init: InitSpec | None = None
-    architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
-    checkpoint_every: int = Field(default=1, ge=1)
-    probes: ProbeSpec = Field(default_factory=ProbeSpec)
+    model: FactorySpec  # the model factory
+    data: DataSpec  # the dataset
+    loss: LossSpec = Field(default_factory=LossSpec)  # the loss function
+    optimizer: OptimizerSpec  # the optimizer and its learning rate
+    scheduler: SchedulerSpec | None = None  # a torch LR scheduler, or none
+    batch_size: int = Field(default=64, ge=1, le=1_000_000)  # training batch size
+    epochs: int = Field(default=15, ge=1, le=100_000)  # planned epochs (epoch 0, before any step, is extra)
+    seed: int = Field(default=0, ge=0, lt=2**32)  # seeds torch, the split and the data order
+    grad_clip: GradClipSpec | None = None  # gradient clipping, or none
+    init: InitSpec | None = None  # re-initialise weights before training, or none
+    architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)  # surgery on the built model
+    checkpoint_every: int = Field(default=1, ge=1)  # epochs between checkpoints (saved through Tune)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)  # instrumentation
     min_epoch_s: float | None = Field(default=None, ge=0, le=3600)
     """Pad every epoch to at least this many seconds: benchmarks and demos that emulate slow epochs."""
 

@@ -15,8 +15,9 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import ray
 import ray.tune
@@ -30,7 +31,7 @@ __all__ = ["RESERVED", "get_checkpoint", "make_custom_trainable", "make_distribu
 RESERVED = "__autofix__"  # config key autofix adds: attempt id, warm-start checkpoint, import path
 
 
-def report(metrics: Mapping[str, Any], checkpoint: "str | os.PathLike | ray.tune.Checkpoint | None" = None, *,
+def report(metrics: Mapping[str, Any], checkpoint: str | os.PathLike | ray.tune.Checkpoint | None = None, *,
            step: int | None = None, planned_steps: int | None = None) -> None:
     """Report one round of metrics (and optionally a checkpoint directory) to autofix via Tune.
 
@@ -102,6 +103,9 @@ def managed_trainable(config: dict[str, Any]) -> None:
 
     meta = _enter(config)
     training = {k: v for k, v in config.items() if k != RESERVED}
+    if meta.get("isolate"):  # a rung of the isolation ladder, not a training run
+        _run_rung(training, meta["isolate"])
+        return
     tune_ckpt = ray.tune.get_checkpoint()
     restore = tune_ckpt.to_directory() if tune_ckpt is not None else None
     if restore is None and meta.get("warm_from"):
@@ -112,6 +116,13 @@ def managed_trainable(config: dict[str, Any]) -> None:
         ray.tune.report(metrics, checkpoint=ckpt)
 
     run_training(training, _report, restore_dir=restore)
+
+
+def _run_rung(training: dict[str, Any], rung: dict[str, Any]) -> None:
+    """One rung of the isolation ladder (:mod:`autofix.harness.isolation`), reported to Tune."""
+    from autofix.harness.isolation import run_rung
+
+    run_rung(training, rung, lambda metrics, _ckpt: ray.tune.report(metrics))
 
 
 def _resume_point(config: Mapping[str, Any], training: dict[str, Any]) -> str | None:
@@ -142,6 +153,9 @@ def make_distributed_trainable(workers: int, backend: str, use_gpu: bool,
 
         meta = _enter(config)
         training = {k: v for k, v in config.items() if k != RESERVED}
+        if meta.get("isolate"):  # a rung is a small single-process experiment, run in the trial itself
+            _run_rung(training, meta["isolate"])
+            return
         restore = _resume_point(config, training)
         # Train persists rank 0's checkpoints into this trial's folder of the run's storage (so
         # any node can reach them); the relay hands them to Tune and deletes Train's copies.
@@ -154,7 +168,8 @@ def make_distributed_trainable(workers: int, backend: str, use_gpu: bool,
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": cpus_per_worker}),
             run_config=RunConfig(name=_TRAIN_RUN, storage_path=storage.trial_fs_path,
-                                 storage_filesystem=storage.storage_filesystem, callbacks=[relay.callback()]),
+                                 storage_filesystem=storage.storage_filesystem,
+                                 callbacks=[relay.callback()]),  # type: ignore[list-item]  # a Train UserCallback
         )
         relay.run(trainer.fit)
 

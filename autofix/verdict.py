@@ -22,8 +22,9 @@ Every verdict autofix gives is judged here, the same way for every attempt:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from autofix.metrics import PLANNED, STEP, History
 
@@ -170,8 +171,9 @@ def value_at(history: History, metric: str, step: float) -> float | None:
 def beats(value: float | None, other: float | None, mode: str) -> bool:
     """``value`` is strictly better than ``other`` ("min": lower); a non-finite value never is,
     and anything finite beats a non-finite ``other``."""
-    if finite(value) is None:
+    a, b = finite(value), finite(other)
+    if a is None:
         return False
-    if finite(other) is None:
+    if b is None:
         return True
-    return value < other if mode == "min" else value > other
+    return a < b if mode == "min" else a > b

@@ -35,7 +35,7 @@ from common import (  # noqa: E402
 METHODS = ("autofix", "asha", "pbt", "random_repair")
 PAD_S = 0.25
 
-# Declared subsets (the full cross product does not fit 60 min on 2 cores: see the README);
+# Declared subsets (the full cross product does not fit 60 min on 2 cores: see docs/benchmarks.md);
 # their items run seed-major after the full block, and items the time budget does not reach
 # are recorded as skipped.
 # Four of the issue's digits cases, a late-onset one and the loop bug; the controls are in the
@@ -52,11 +52,16 @@ CUSTOM_LOOPS = tuple(c.name for c in load_cases() if c.block == "custom-loops")
 # Ported models: Keras-style MLPs broken the ways converted models are, and healthy controls of
 # the same style; autofix against each run left alone (benchmarks/zoo/ported.py).
 PORTED = tuple(c.name for c in load_cases() if c.block == "ported-models")
+# Isolation (issue 18): faults only the isolation ladder can localise (a data-loading bug, a broken
+# training step, a model that cannot fit) and healthy controls; autofix only (benchmarks/zoo/isolation_zoo.py).
+ISOLATION = tuple(c.name for c in load_cases() if c.block == "isolation") + (
+    "healthy_digits_cnn", "healthy_blobs_mlp", "healthy_circles_mlp")
 FULL = (
     Block("native-small", 0.0, "small", None, 5),
     Block("do-no-harm", 0.0, "small", DO_NO_HARM, 5, ("autofix",)),
     Block("custom-loops", 0.0, "small", CUSTOM_LOOPS, 3, ("autofix",)),
     Block("ported-models", 0.0, "small", PORTED, 3, ("autofix",)),
+    Block("isolation", 0.0, "small", ISOLATION, 2, ("autofix",)),
     Block("padded-large", PAD_S, "large", SUBSET, 2),
     Block("padded-small", PAD_S, "small", SUBSET, 2),
     Block("native-large", 0.0, "large", SUBSET, 2),

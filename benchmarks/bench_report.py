@@ -149,6 +149,9 @@ def markdown(data: dict, summary: dict) -> str:
             lines.append(f"| {case} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += _harm_table(runs_of(data))
+    from bench_isolation import isolation_table
+
+    lines += isolation_table(runs_of(data))
     lines += ["Targets:", ""] + [f"- {'MET' if t['met'] else 'MISSED' if t['met'] is False else 'n/a'}: "
                                  f"{t['target']}: {t['measured']}" for t in summary["targets"]]
     return "\n".join(lines) + "\n"

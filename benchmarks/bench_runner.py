@@ -58,7 +58,7 @@ def row(result: MethodResult, case: Case, block: Block) -> dict:
                case_epochs=int(case_config(case, 0)["epochs"]),
                budget_epochs=Budget.for_case(case).max_epochs_total,
                diagnosis_correct=(result.diagnosis in case.expect) if result.method == "autofix" else None,
-               reference=REFERENCE_SCORES.get((case.name, result.seed)))
+               reference=REFERENCE_SCORES.get((case.name, result.seed)), expected_part=case.part)
     return row
 
 

@@ -115,6 +115,9 @@ def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
                   all(v <= 1.1 for v in late.values()) if late else None,
                   ", ".join(f"{b} {v}x" for b, v in late.items())))
     out += _ported(af)
+    from bench_isolation import isolation_targets
+
+    out += isolation_targets(af, _t)
     bug = [r for r in af if r["kind"] == "loop_bug"]
     burned = {b: g[m]["loop_bug_epochs"] for b, g in by_block.items() for m in g if m != "autofix" and g[m]["runs"]}
     out.append(_t("training-loop bug: zero relaunches (autofix)", all(r["relaunches"] == 0 for r in bug) if bug else None,

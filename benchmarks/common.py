@@ -31,7 +31,7 @@ ZOO_DIR = BENCH_DIR / "zoo"
 REPO_DIR = BENCH_DIR.parent
 LOSS_DROP = 0.3  # healed: val_loss <= (1 - LOSS_DROP) x val_loss before training
 SCORE_SLACK = 0.05  # healed: judged metric >= reference best - SCORE_SLACK
-KINDS = ("config", "healthy", "late_onset", "loop_bug")
+KINDS = ("config", "data_bug", "healthy", "late_onset", "loop_bug")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ class Case:
     block: str = "zoo"
     """'zoo': the sick zoo every method runs; 'do-no-harm': autofix against the run left alone;
     'custom-loops': a user's own Tune trainable (spec ``trainable``), autofix only."""
+    part: str | None = None
+    """Block 'isolation': the part at fault (training_step, model or data; None for a control)."""
 
     @property
     def spec_path(self) -> Path:
@@ -259,6 +261,18 @@ class MethodResult:
     weights) although no output action (``architecture.output_activation``) is in their config."""
     lr_at_init: int | None = None
     """Decisions that answered a loss non-finite since before any step with a learning-rate patch."""
+    part: str | None = None
+    """autofix, block 'isolation': the part it named (its ladder's, else its first attempt's symptom's)."""
+    part_attempts: int | None = None
+    """... and the user attempts (isolation rungs not counted) until it named it."""
+    ladder_rungs: int = 0
+    """autofix: isolation rungs run."""
+    ladder_share: float | None = None
+    """autofix: the ladder's examples processed / one attempt's (planned steps x batch size)."""
+    ladder_seconds_share: float | None = None
+    """autofix: the rungs' measured seconds / one attempt's trial seconds (scaled to its plan)."""
+    lr_init_relaunches: int = 0
+    """autofix: launched attempts whose patch changes the learning rate, its schedule or the init."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -326,7 +340,10 @@ CLAIM_SLACK = 0.02  # a healthy/fixed claim may not keep a model below the run l
 
 def left_alone(case: Case, seed: int) -> dict[str, float | None]:
     """The case's own config trained untouched to its planned end: what autofix must not make worse."""
-    last = case_series(case, case_config(case, seed))[-1]
+    try:
+        last = case_series(case, case_config(case, seed))[-1]
+    except RuntimeError:  # a training step that raises (isolation zoo: frozen parameters): nothing to keep
+        return {"score": None, "chance": None}
     return {"score": finite(last.get(case.judge_metric)), "chance": finite(last.get(CHANCE_KEY[case.judge_metric]))}
 
 

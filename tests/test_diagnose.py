@@ -62,6 +62,10 @@ def test_with_a_config_autofix_acts_once_at_the_divergence(path, spec, metric):
     assert [(f.symptom, f.iteration) for f in t.findings] == [("diverging_loss", 5)] and t.reports == 6
     assert ("autofix would act at epoch 5: diverging-lower-lr (on diverging_loss, for 0 steps): "
             "scale(path=optimizer.lr, factor=0.1") in format_diagnosis(result, as_json=False)
+    # each policy's state, as Prometheus's alerts: the one that acted went pending and fired at once
+    acted = [(a["from"], a["to"]) for a in t.alerts if a["policy"] == "diverging-lower-lr"]
+    assert acted == [("inactive", "pending"), ("pending", "firing")]
+    assert "policy diverging-lower-lr: pending -> firing at step" in format_diagnosis(result, as_json=False)
 
 
 def test_healthy_csv_finds_nothing():
@@ -170,22 +174,27 @@ def _spec(tmp_path: Path, optimizer: dict | None = None, patience: dict | None =
     return path
 
 
-@pytest.mark.parametrize("optimizer, policy, action", [
-    pytest.param({"name": "adam", "lr": 1.0}, "plateau-high-lr", "scale(path=optimizer.lr, factor=0.1,",
+PLATEAU_ONLY = [("plateau", 2)]
+UNEXPLAINED = [("plateau", 2), ("unexplained_failure", 2)]  # nothing names a cause (issue 18)
+
+
+@pytest.mark.parametrize("optimizer, findings, policy, action", [
+    pytest.param({"name": "adam", "lr": 1.0}, PLATEAU_ONLY, "plateau-high-lr", "scale(path=optimizer.lr, factor=0.1,",
                  id="adam-high-lr"),
-    pytest.param({"name": "sgd", "lr": 0.1}, "plateau-high-lr-sgd", "scale(path=optimizer.lr, factor=0.1,",
+    pytest.param({"name": "sgd", "lr": 0.1}, PLATEAU_ONLY, "plateau-high-lr-sgd", "scale(path=optimizer.lr, factor=0.1,",
                  id="sgd-high-lr"),
-    pytest.param({"name": "adam", "lr": 1.0e-5}, "plateau-low-lr", "scale(path=optimizer.lr, factor=10.0,",
+    pytest.param({"name": "adam", "lr": 1.0e-5}, PLATEAU_ONLY, "plateau-low-lr", "scale(path=optimizer.lr, factor=10.0,",
                  id="low-lr"),
-    pytest.param({"name": "adam", "lr": 1.0e-3}, "plateau-fallback", "add_scheduler(kind=reduce_on_plateau,",
-                 id="unremarkable-lr"),
+    # an unremarkable learning rate names no cause: the isolation ladder, where plateau-fallback guessed before
+    pytest.param({"name": "adam", "lr": 1.0e-3}, UNEXPLAINED, "isolation-ladder",
+                 "isolate(overfit_batch, simple_model, shuffled_labels)", id="unremarkable-lr"),
 ])
-def test_the_specs_config_decides_the_where_clauses(tmp_path, optimizer, policy, action):
+def test_the_specs_config_decides_the_where_clauses(tmp_path, optimizer, findings, policy, action):
     # 100 steps a report, 600 planned: the plateau shows at step 200 (128-step window), patience
     # is max(100, 0.5 x 600) = 300 steps, by when every plateau policy has held its for_steps
     csv = _csv(tmp_path / "stuck.csv", STUCK[:7], steps_per_report=100, planned=600)
     t = diagnose(str(csv), spec=str(_spec(tmp_path, optimizer))).trials[0]
-    assert [(f.symptom, f.iteration) for f in t.findings] == [("plateau", 2)]
+    assert [(f.symptom, f.iteration) for f in t.findings] == findings
     assert [(h.policy, h.iteration, h.at_end) for h in t.policies] == [(policy, 3, False)]
     assert t.verdict == "sick" and t.policies[0].action.startswith(action)
 
@@ -193,8 +202,10 @@ def test_the_specs_config_decides_the_where_clauses(tmp_path, optimizer, policy,
 def test_without_a_config_no_plateau_policy_applies(tmp_path):
     csv = _csv(tmp_path / "stuck.csv", STUCK[:7], steps_per_report=100, planned=600)
     t = diagnose(str(csv)).trials[0]
-    # still stuck at its planned end (step 600): slow progress too; no policy can patch no config
-    assert [(f.symptom, f.iteration) for f in t.findings] == [("plateau", 2), ("slow_progress", 6)]
+    # still stuck at its planned end (step 600): slow progress too; no policy can patch no config,
+    # and without a batch size the isolation ladder has no attempt size to stay within
+    assert [(f.symptom, f.iteration) for f in t.findings] == [("plateau", 2), ("unexplained_failure", 2),
+                                                              ("slow_progress", 6)]
     assert t.verdict == "unhealthy" and t.policies == []
 
 

@@ -23,16 +23,9 @@ from autofix.engine import Engine, Plan
 from autofix.lineage import CONTROL, Outcome
 from autofix.policy import load_policies
 from autofix.symptoms import build_detectors
+from curves import ADAM_TINY, HEALTHY, SGD_SLOW, STUCK, curve
 
 
-def curve(text: str) -> list[float]:
-    return [float(x) for x in text.split()]
-
-
-HEALTHY = curve("2.305 2.096 1.297 .568 .388 .295 .248 .242 .186 .207 .167 .191 .144 .131 .135 .173")
-STUCK = curve("2.305 2.541 2.366 2.336 2.367 2.385 2.359 2.381 2.369 2.384 2.421 2.384 2.332 2.329 2.363 2.442")
-SGD_SLOW = curve("2.305 2.304 2.302 2.301 2.299 2.298 2.296 2.295 2.293 2.292 2.290 2.289 2.287 2.285 2.283 2.280")
-ADAM_TINY = curve("2.305 2.304 2.303 2.302 2.301 2.300 2.299 2.298 2.296 2.295 2.294 2.293 2.292 2.290 2.289 2.287")
 SPIKE = [2.3, 2.0, 4.7, 5.0]
 NAN_AT_3 = [2.3, 1.9, 1.5, math.nan, 1.2]
 # swings by 0.5 around 1.95 and never falls the 30% of a healthy run
@@ -42,6 +35,11 @@ NAN_AFTER_INIT = [2.3] + [math.nan] * 8  # NaN from the first step on (a NaN bef
 SPR, PLANNED = 23, 345  # the digits runs: 23 optimizer steps per epoch, 15 epochs
 PATIENCE_REPORT = 8  # the first report at or past max(100, 0.5 x 345) = 172.5 steps
 
+
+
+def span(state: Any) -> list[float] | None:
+    """A policy's current match as [step it began, step of its latest fresh match]; None: inactive."""
+    return None if state is None or state.active_at is None else [state.active_at, state.last_match_at]
 
 def config(lr: float = 1.0, name: str = "adam", **extra: Any) -> dict[str, Any]:
     """A managed-training config, as the spec dumps it."""
@@ -166,10 +164,11 @@ def test_healthy_curve_is_kept_without_a_child():
                  [{"path": "optimizer.lr", "from": 1.0, "to": 0.1}], id="stuck-adam-lr1"),
     pytest.param(config(lr=1e-5), ADAM_TINY, 8, "plateau-low-lr", "soft",
                  [{"path": "optimizer.lr", "from": 1e-5, "to": 1e-4}], id="adam-lr1e-5"),
-    pytest.param(config(lr=0.01, name="sgd"), SGD_SLOW, 9, "plateau-fallback", "soft",
-                 [{"path": "scheduler", "from": None,
-                   "to": {"name": "reduce_on_plateau", "kwargs": {"factor": 0.2, "patience": 5, "min_lr": 1e-5}}}],
-                 id="sgd-too-slow-fallback-held-64-steps"),
+    # No symptom names a cause and SGD at 0.01 is no learning rate out of range: the isolation
+    # ladder (issue 18) answers before plateau-fallback would guess (tests/test_isolation.py: the
+    # fallback acts when the ladder is inconclusive).
+    pytest.param(config(lr=0.01, name="sgd"), SGD_SLOW, 8, "isolation-ladder", "soft", [],
+                 id="sgd-too-slow-isolation-ladder-before-the-fallback"),
     pytest.param(config(lr=1.0, name="SGD"), STUCK, 8, "plateau-high-lr-sgd", "soft",
                  [{"path": "optimizer.lr", "from": 1.0, "to": 0.1}], id="stuck-sgd-case-insensitive"),
 ])
@@ -383,7 +382,7 @@ def test_a_break_in_the_symptom_resets_the_pending_state(tmp_path):
     stops, pending = [], []
     for i, v in enumerate(series):
         stops.append(eng.observe("t0", i, row(i, v, 10)).stop)
-        pending.append(copy.deepcopy(a0.pending.get("lower")))
+        pending.append(span(a0.alerts.get("lower")))
     assert stops == [False] * 6 + [True]
     assert pending == [None, [10, 10], None, [30, 30], None, [50, 50], [50, 60]]
 
@@ -612,7 +611,7 @@ def test_replayed_reports_are_not_judged_again(tmp_path, replayed):
         assert not eng.observe("t0", i, row(i, v, 10)).stop
     verdicts = [eng.observe("t0", i, row(i, math.nan, 10)).stop for i in replayed]
     assert verdicts == [False] * len(replayed)
-    assert a0.outcome == Outcome.RUNNING and a0.reports == 4 and a0.pending == {"lower": [10, 30]}
+    assert a0.outcome == Outcome.RUNNING and a0.reports == 4 and span(a0.alerts["lower"]) == [10, 30]
 
 
 def test_max_epochs_stops_a_running_attempt():
@@ -805,12 +804,21 @@ def test_journal_receives_every_event():
     eng, journal = stuck_a0_then_healthy_a1()
     run_attempt(eng, "t2", CONTROL_STAYS_STUCK, start=8)
     assert journal.names() == [
-        "attempt_launched", "judgement_inputs", "finding", "decision", "attempt_finished",
+        "attempt_launched", "judgement_inputs", "finding", "policy_pending", "policy_pending", "policy_firing",
+        "decision", "attempt_finished",
         "attempt_launched", "attempt_finished", "control_queued",
         "attempt_launched", "finding", "finding", "compared", "settled", "attempt_finished",
     ]
+    # Prometheus's alert states: both plateau policies go pending at step 138; the first fires at
+    # 184, the first report after it held its for_steps, and acts; the control's reports move none
+    alerts = [(n, d["policy"], d["step"], d["active_at"], d["fired_at"]) for n, d in journal.events
+              if n.startswith("policy_")]
+    assert alerts == [("policy_pending", "plateau-high-lr", 138.0, 138.0, None),
+                      ("policy_pending", "plateau-fallback", 138.0, 138.0, None),
+                      ("policy_firing", "plateau-high-lr", 184.0, 138.0, 184.0)]
     (launched, judged, finding, decision, finished, launched1, finished1, queued,
-     launched2, plateau, slow, compared, settled, finished2) = (d for _, d in journal.events)
+     launched2, plateau, slow, compared, settled, finished2) = (d for n, d in journal.events
+                                                               if not n.startswith("policy_"))
     assert judged["attempt"] == "a0" and judged["judged_by"][0].startswith("healthy: val_loss falls >= 30%")
     # the control is measured, never acted on: its findings are recorded all the same
     assert (plateau["symptom"], slow["symptom"], slow["iteration"]) == ("plateau", "slow_progress", 15)

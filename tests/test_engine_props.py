@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from autofix import settle
 from autofix.engine import Engine, Plan
-from autofix.lineage import CONTROL, Outcome, config_key
+from autofix.lineage import CONTROL, ISOLATION, Outcome, config_key
 from autofix.policy import load_policies
 from autofix.symptoms import build_detectors
 
@@ -52,12 +52,14 @@ def test_every_lineage_is_bounded_and_never_repeats_a_config(streams, max_attemp
         eng.complete(f"t{trial}")
         trial += 1
     eng.finish()
-    launched = [a for a in eng.attempts.values() if a.trial_id is not None]
-    assert len(launched) <= max_attempts
+    launched = [a for a in eng.attempts.values() if a.trial_id is not None and a.role != ISOLATION]
+    assert len(launched) <= max_attempts  # isolation rungs are experiments, not attempts
+    rungs = [a for a in eng.attempts.values() if a.role == ISOLATION]
+    assert len(rungs) <= 3 and len({a.parent for a in rungs}) <= 1, "one isolation ladder per run at most"
     controls = [a for a in eng.attempts.values() if a.role == CONTROL and a.id != "a0"]
     assert len(controls) <= 1, "a0 is continued once at most"
     assert all(c.parent == "a0" and c.config == config and c.patch == [] for c in controls)
-    keys = [config_key(a.config) for a in eng.attempts.values() if a not in controls]
+    keys = [config_key(a.config) for a in eng.attempts.values() if a not in controls and a not in rungs]
     assert len(keys) == len(set(keys)), "a config was queued twice"
     for a in eng.attempts.values():
         seen, node = set(), a

@@ -85,5 +85,6 @@ def test_carried_reports_keep_the_pending_state_as_it_was(tmp_path):
     seen = []
     for i, rep in enumerate([OK, F, F, S, S_QUIET, F]):
         engine.observe("t", i, {"val_loss": 2.3 + i / 1000, "val_accuracy": 0.1, "step": float(i * 10), **rep})
-        seen.append(list(attempt.pending.get("dead", [])) or None)
+        state = attempt.alerts.get("dead")
+        seen.append(None if state is None or state.active_at is None else [state.active_at, state.last_match_at])
     assert seen == [None, [10, 10], [10, 20], [10, 20], [10, 20], [10, 50]]

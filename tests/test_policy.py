@@ -11,9 +11,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from autofix.actions.config import Scale
-from autofix.actions.schedule import AddScheduler
 from autofix.errors import InputError
+from autofix.alerts import PolicyState
 from autofix.policy import SHIPPED_POLICIES, Condition, Policy, PolicySet, load_policies, step_policies
 from autofix.symptoms import SYMPTOMS, Finding
 
@@ -103,19 +102,24 @@ THEN = [
 ]
 
 
-@pytest.mark.parametrize("fire, expected", [
-    (0, (Scale, 0.1)), (1, (Scale, 0.1)), (2, (Scale, 0.1)),
-    (3, (AddScheduler, None)),
-    (4, (Scale, 10.0)), (5, (Scale, 10.0)),
-    (6, None), (100, None),
+@pytest.mark.parametrize("then, expected", [
+    (THEN, [0, 0, 0, 1, 2, 2]),  # scale x0.1 three times, the scheduler once, scale x10 twice
+    (THEN[:1], [0, 0, 0]),
+    (THEN[1:], [0, 1, 1]),
 ])
-def test_candidate_walks_then_with_times(fire, expected):
-    got = policy(then=THEN).candidate(fire)
-    if expected is None:
-        assert got is None
-    else:
-        assert type(got) is expected[0]
-        assert got.factor == expected[1]
+def test_schedule_walks_then_with_times(then, expected):
+    assert policy(then=then).schedule() == expected
+
+
+@pytest.mark.parametrize("used, expected", [
+    ([], [0, 1, 2]),
+    ([0, 0], [0, 1, 2]),
+    ([0, 0, 0], [1, 2]),             # the first candidate's times are spent
+    ([1], [0, 2]),                   # a later candidate used first (the ledger's order)
+    ([0, 0, 0, 1, 2, 2], []),
+])
+def test_remaining_spends_one_time_per_use(used, expected):
+    assert policy(then=THEN).remaining(used) == expected
 
 
 @pytest.mark.parametrize("fields, limit", [
@@ -206,14 +210,38 @@ def test_policy_validation(data, message):
 ])
 def test_step_policies_holds_matches_in_steps(symptom, reports, held, pending):
     policies = PolicySet([policy(when={"symptom": symptom})], [])
-    state: dict[str, list[float]] = {}
+    state: dict[str, PolicyState] = {}
     got = []
     for step, matches, stale in reports:
         findings = [Finding(symptom, 0, "val_loss", "seen")] if matches else []
-        out = step_policies(policies, state, findings, lambda path: None, {"probe_age": float(stale)}, float(step))
+        out, _ = step_policies(policies, state, findings, lambda path: None, {"probe_age": float(stale)}, float(step))
         got.append(out[0][2] if out else None)
     assert got == held
-    assert state.get("p") == pending
+    p = state.get("p")
+    assert (None if p is None or p.active_at is None else [p.active_at, p.last_match_at]) == pending
+
+
+@pytest.mark.parametrize("for_steps, matches, expected", [
+    # (step, matches) per report -> the transitions, as (event, step, active_at, fired_at)
+    pytest.param(20, [(0, 1), (10, 1), (20, 1), (30, 0)],
+                 [("policy_pending", 0, 0, None), ("policy_firing", 20, 0, 20), ("policy_resolved", 30, 0, 20)],
+                 id="pending-firing-resolved"),
+    pytest.param(0, [(0, 1), (10, 1)], [("policy_pending", 0, 0, None), ("policy_firing", 0, 0, 0)],
+                 id="for-0-fires-at-its-first-match"),
+    pytest.param(20, [(0, 1), (10, 0), (20, 1), (30, 1)],
+                 [("policy_pending", 0, 0, None), ("policy_resolved", 10, 0, None), ("policy_pending", 20, 20, None)],
+                 id="a-break-resolves-a-pending-policy"),
+    pytest.param(20, [(0, 0), (10, 0)], [], id="never-matched-says-nothing"),
+])
+def test_policy_states_move_as_prometheus_alerts(for_steps, matches, expected):
+    policies = PolicySet([policy(when={"symptom": "plateau"}, for_steps=for_steps)], [])
+    states: dict[str, PolicyState] = {}
+    moved = []
+    for step, match in matches:
+        findings = [Finding("plateau", 0, "val_loss", "seen")] if match else []
+        moved += step_policies(policies, states, findings, lambda path: None, {}, float(step))[1]
+    assert [(t.event, t.step, t.active_at, t.fired_at) for t in moved] == expected
+    assert all(t.policy == "p" for t in moved)
 
 
 def test_for_steps_defaults_to_firing_at_the_first_match():

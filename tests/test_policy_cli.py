@@ -34,14 +34,28 @@ def test_every_shipped_policy_has_a_test():
 
 @pytest.mark.parametrize("text, expected", [
     ("1 2.5 nan", [1.0, 2.5, float("nan")]),
-    ("0x3 _ 1", [0.0, 0.0, 0.0, None, 1.0]),
+    ("0x3 _ 1", [0.0, 0.0, 0.0, 0.0, None, 1.0]),      # axn = a+0xn: n+1 values
     ("inf -inf", [float("inf"), float("-inf")]),
+    # promtool's own examples (docs: "Unit Testing for Rules", series notation)
+    ("-2+4x3", [-2.0, 2.0, 6.0, 10.0]),
+    ("1-2x4", [1.0, -1.0, -3.0, -5.0, -7.0]),
+    ("1x4", [1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("1 _x3 2", [1.0, None, None, None, 2.0]),         # a missing value cannot increment: n of them
+    ("1e-5x1 1e-5+1e-5x1", [1e-5, 1e-5, 1e-5, 2e-5]),  # an exponent's sign is no step
+    ("nanx1 -infx0", [float("nan"), float("nan"), float("-inf")]),
+    ("2.3x0", [2.3]),
 ])
 def test_parse_series(text, expected):
     got = parse_series(text)
     assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert (g is None and e is None) or (g != g and e != e) or g == e
+    for g, e in zip(got, expected, strict=True):
+        assert (g is None and e is None) or (g != g and e != e) or g == pytest.approx(e)
+
+
+@pytest.mark.parametrize("text", ["1x", "1x-2", "1x1.5", "1x100001", "ax3", "1+x2"])
+def test_parse_series_rejects(text):
+    with pytest.raises(ValueError):
+        parse_series(text)
 
 
 def _write(tmp_path, name, text):

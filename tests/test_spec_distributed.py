@@ -62,7 +62,7 @@ def test_the_trial_takes_no_cpu_and_the_workers_take_theirs(tmp_path):
 
 
 def test_embedded_ray_for_train_has_a_loopback_dashboard(tmp_path, monkeypatch):
-    """Train's placement-group cleaner needs the State API (shared/notes/ray-tune.md)."""
+    """Train's placement-group cleaner needs the State API (docs/ray-tune.md)."""
     import sys
     import types
 

@@ -17,13 +17,9 @@ import pytest
 from autofix.errors import AutofixError
 from autofix.metrics import History
 from autofix.symptoms import HARD, SOFT, SYMPTOMS, Finding, build_detectors
+from curves import ADAM_TINY, DIGITS_STEPS, HEALTHY, SGD_SLOW, STUCK
 
 
-def curve(text: str) -> list[float]:
-    return [float(x) for x in text.split()]
-
-
-DIGITS_STEPS = 23  # optimizer steps per epoch of the measured digits runs
 FEW_STEPS = 3  # a small 2-D data set: 3 steps per epoch
 
 
@@ -40,10 +36,7 @@ def as_reports(series: list, metric: str = "val_loss") -> list[dict[str, float]]
 
 
 # Measured val_loss of a small CNN on digits, epoch 0 (before any training step) first.
-HEALTHY = curve("2.305 2.096 1.297 .568 .388 .295 .248 .242 .186 .207 .167 .191 .144 .131 .135 .173")
-STUCK = curve("2.305 2.541 2.366 2.336 2.367 2.385 2.359 2.381 2.369 2.384 2.421 2.384 2.332 2.329 2.363 2.442")
-SGD_SLOW = curve("2.305 2.304 2.302 2.301 2.299 2.298 2.296 2.295 2.293 2.292 2.290 2.289 2.287 2.285 2.283 2.280")
-ADAM_TINY = curve("2.305 2.304 2.303 2.302 2.301 2.300 2.299 2.298 2.296 2.295 2.294 2.293 2.292 2.290 2.289 2.287")
+# (HEALTHY, STUCK, SGD_SLOW, ADAM_TINY: the measured digits curves, tests/curves.py)
 
 # Synthetic curves.
 NAN_AT_3 = [2.3, 1.9, 1.5, math.nan, 1.2]

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 import autofix.symptoms as symptoms_pkg
 from autofix.metrics import History
 from autofix.symptoms import SYMPTOMS, Finding, build_detectors
+from curves import ADAM_TINY, SGD_SLOW, STUCK, curve
+from curves import HEALTHY as HEALTHY_VAL_LOSS  # this module names its report dicts HEALTHY
 
 NEW = [
     "vanishing_gradients", "exploding_gradients", "no_update", "dying_relu", "saturated_activations",
@@ -34,14 +36,10 @@ MODEL = ["nonfinite_at_init", "output_loss_mismatch"]
 Report = dict[str, float]
 
 
-def curve(text: str) -> list[float]:
-    return [float(x) for x in text.split()]
-
-
 # -- the healthy digits run (small CNN, Adam 1e-3), epoch 0 = before any step ---------------
 # val_loss, val_accuracy and grad_norm are measured; the other streams are plausible values for
 # the same run.
-VAL_LOSS = curve("2.305 2.096 1.297 .568 .388 .295 .248 .242 .186 .207 .167 .191 .144 .131 .135 .173")
+VAL_LOSS = HEALTHY_VAL_LOSS
 VAL_ACC = curve(".097 .531 .719 .878 .897 .922 .933 .933 .947 .953 .956 .95 .964 .967 .956 .947")
 GRAD_NORM = curve(".262 .297 .957 1.90 2.21 2.15 2.25 1.93 1.78 1.51 1.46 1.55 1.33 1.20 1.13 1.14")
 TRAIN_LOSS = curve("2.303 1.85 .95 .50 .33 .25 .20 .16 .13 .11 .095 .08 .07 .06 .052 .045")
@@ -511,10 +509,7 @@ def test_class_collapse(reports, params, expected):
     assert first_firing("class_collapse", reports, params) == expected
 
 
-# Measured val_loss curves (same as tests/test_symptoms.py), epoch 0 first.
-STUCK = curve("2.305 2.541 2.366 2.336 2.367 2.385 2.359 2.381 2.369 2.384 2.421 2.384 2.332 2.329 2.363 2.442")
-SGD_SLOW = curve("2.305 2.304 2.302 2.301 2.299 2.298 2.296 2.295 2.293 2.292 2.290 2.289 2.287 2.285 2.283 2.280")
-ADAM_TINY = curve("2.305 2.304 2.303 2.302 2.301 2.300 2.299 2.298 2.296 2.295 2.294 2.293 2.292 2.290 2.289 2.287")
+# STUCK, SGD_SLOW, ADAM_TINY: measured val_loss curves, epoch 0 first (tests/curves.py).
 
 
 def with_chance(values: list[float], key: str = "val_loss") -> list[Report]:
@@ -755,9 +750,12 @@ def test_overrides_reach_the_new_detectors():
 CODE = ("missing_zero_grad", "loss_broadcast", "detached_loss", "nan_metric")  # symptoms/code.py
 
 
-def test_registry_holds_all_twenty_one_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE)
-    assert len(SYMPTOMS) == 21
+ISOLATION = ("unexplained_failure", "baseline_learns")  # symptoms/isolation.py: the isolation ladder's
+
+
+def test_registry_holds_all_twenty_three_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE) | set(ISOLATION)
+    assert len(SYMPTOMS) == 23
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 
@@ -775,7 +773,7 @@ def test_all_is_sorted_and_exports_every_detector():
         assert cls.__name__ in exported and getattr(symptoms_pkg, cls.__name__) is cls
 
 
-SOURCES = re.compile(r"AUTOTRAINER|DeepDiagnosis|Lightning|Ray Tune|Keras|SageMaker")
+SOURCES = re.compile(r"AUTOTRAINER|DeepDiagnosis|Lightning|Ray Tune|Keras|SageMaker|Karpathy")
 
 
 @pytest.mark.parametrize("name", sorted(SYMPTOMS))

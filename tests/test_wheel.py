@@ -38,7 +38,7 @@ def venv(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(ROOT / "autofix", src / "autofix", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     _sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
         str(src), cwd=tmp)
@@ -66,6 +66,15 @@ def test_the_wheel_ships_the_builtin_policies(venv, tmp_path):
         assert name in listed
     tested = _sh(str(venv / "bin" / "autofix"), "policies", "test", "builtin", cwd=tmp_path)
     assert tested.returncode == 0 and "policy tests passed" in tested.stdout
+
+
+def test_the_wheel_is_typed_and_licensed(venv, tmp_path):
+    """PEP 561: the wheel carries autofix/py.typed; PEP 639: its licence and LICENSE file."""
+    code = ("import importlib.metadata as m, importlib.resources as r; d = m.distribution('autofix'); "
+            "print(r.files('autofix').joinpath('py.typed').is_file(), d.metadata['License-Expression'], "
+            "any(f.name == 'LICENSE' for f in d.files))")
+    out = _sh(str(venv / "bin" / "python"), "-c", code, cwd=tmp_path).stdout.split()
+    assert out == ["True", "Apache-2.0", "True"]
 
 
 def test_the_wheel_runs_a_tiny_spec(venv, tmp_path):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
 from autofix.actions.base import Action, Change, KnobMissing, NotApplicable, get_path, has_path, resolve_path, set_path
 from autofix.actions.config import Scale, Set, StopRun
 from autofix.actions.data import Augment, NormalizeInputs, ReweightClasses
+from autofix.actions.isolate import Isolate
 from autofix.actions.model import AddBatchNorm, AddDropout, Reinitialize, SetOutputActivation, SwapActivation
 from autofix.actions.optim import ClipGradients, SwitchOptimizer, WeightDecay
 from autofix.actions.schedule import AddScheduler, Warmup
@@ -29,11 +30,14 @@ __all__ = [
 ACTIONS: dict[str, type[Action]] = {
     cls.name: cls
     for cls in (
-        AddBatchNorm, AddDropout, AddScheduler, Augment, ClipGradients, NormalizeInputs, Reinitialize,
+        AddBatchNorm, AddDropout, AddScheduler, Augment, ClipGradients, Isolate, NormalizeInputs, Reinitialize,
         ReweightClasses, Scale, Set, SetOutputActivation, StopRun, SwapActivation, SwitchOptimizer, Warmup,
         WeightDecay,
     )
 }
 
 # The YAML form of one candidate action: the ``action`` key picks the class.
-ActionSpec = Annotated[Union[tuple(ACTIONS.values())], Field(discriminator="action")]
+if TYPE_CHECKING:  # to a type checker one candidate is an Action; pydantic gets the real union
+    ActionSpec = Action
+else:  # a union built from the registry at import time, which `X | Y` syntax cannot spell
+    ActionSpec = Annotated[Union[tuple(ACTIONS.values())], Field(discriminator="action")]  # noqa: UP007

@@ -45,7 +45,7 @@ class Change:
         return {"path": self.path, "from": self.old, "to": self.new}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Change":
+    def from_dict(cls, data: dict[str, Any]) -> Change:
         return cls(data["path"], data["from"], data["to"])
 
 

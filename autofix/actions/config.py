@@ -28,7 +28,7 @@ class Scale(Action):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Scale":
+    def _check(self) -> Scale:
         if not math.isfinite(self.factor) or self.factor == 1:
             raise ValueError(f"factor must be a finite number other than 1, got {self.factor}")
         if self.min is not None and self.max is not None and self.min > self.max:

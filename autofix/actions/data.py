@@ -51,7 +51,7 @@ class Augment(Action):
     crop_padding: int = Field(default=2, ge=0, le=64)
 
     @model_validator(mode="after")
-    def _something(self) -> "Augment":
+    def _something(self) -> Augment:
         if not (self.flip or self.rotation or self.crop_padding):
             raise ValueError("augment needs at least one of flip, rotation > 0, crop_padding > 0")
         return self

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from autofix.actions.base import Action, Change, NotApplicable
 from autofix.training import LOSSES
 
-__all__ = ["AddBatchNorm", "AddDropout", "MATCHING_INIT", "Reinitialize", "SetOutputActivation", "SwapActivation"]
+__all__ = ["MATCHING_INIT", "AddBatchNorm", "AddDropout", "Reinitialize", "SetOutputActivation", "SwapActivation"]
 
 
 class _Cold(Action):
@@ -95,11 +95,11 @@ class SetOutputActivation(_Cold):
     def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
         target = self.to
         if target == "matching":
-            loss = config.get("loss") if isinstance(config.get("loss"), dict) else {}
+            loss: dict = config["loss"] if isinstance(config.get("loss"), dict) else {}
             expects = LOSSES.get(loss.get("name", "cross_entropy"), loss.get("expects"))
             if expects is None:
                 raise NotApplicable(f"loss {loss.get('name')!r} says nothing of its inputs (set loss.expects)")
-            target = FOR_EXPECTS[expects]
+            target = FOR_EXPECTS[expects]  # type: ignore[assignment]  # FOR_EXPECTS maps to these names
         return self.set_value(config, aliases, "architecture.output_activation", target)
 
 

@@ -50,11 +50,12 @@ class AddScheduler(Action):
     min_lr_share: float | None = Field(default=None, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _fields_of_kind(self) -> "AddScheduler":
+    def _fields_of_kind(self) -> AddScheduler:
         allowed = _KIND_FIELDS[self.kind]
         stray = sorted(k for k in _FIELDS if getattr(self, k) is not None and k not in allowed)
         if stray:
-            raise ValueError(f"{', '.join(stray)} do(es) not apply to kind '{self.kind}'; it takes: {', '.join(allowed)}")
+            raise ValueError(f"{', '.join(stray)} do(es) not apply to kind '{self.kind}'; "
+                             f"it takes: {', '.join(allowed)}")
         return self
 
     def kwargs(self, lr: float | None = None) -> dict:
@@ -62,7 +63,8 @@ class AddScheduler(Action):
         config's learning rate, which sets a plateau schedule's floor)."""
         if self.kind == "reduce_on_plateau":
             share = self.min_lr_share or _MIN_LR_SHARE
-            floor = {"min_lr": lr * share} if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 else {}
+            numeric = isinstance(lr, (int, float)) and not isinstance(lr, bool)
+            floor = {"min_lr": lr * share} if numeric and lr is not None and lr > 0 else {}
             return {"factor": self.factor or 0.2, "patience": 5 if self.patience is None else self.patience, **floor}
         if self.kind == "step":
             return {"step_size": self.step_size or 5, "gamma": self.gamma or 0.5}

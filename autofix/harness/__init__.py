@@ -8,4 +8,4 @@ from autofix.harness.builders import normalize_config, resolve
 from autofix.harness.data import DATASETS
 from autofix.harness.loop import STATE_FILE, Report, run_training
 
-__all__ = ["DATASETS", "Report", "STATE_FILE", "normalize_config", "resolve", "run_training"]
+__all__ = ["DATASETS", "STATE_FILE", "Report", "normalize_config", "resolve", "run_training"]

@@ -22,8 +22,9 @@ Surgery on a model autofix did not write cannot trust class names or registratio
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -194,7 +195,7 @@ def _symbolic(model: nn.Module, units: list[tuple[str, nn.Module]], names: dict[
     ids = {id(m) for _, m in units}
 
     class _Tracer(torch.fx.Tracer):
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:  # noqa: ARG002 - fx's signature
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:  # fx's signature: qualname unused
             return id(m) in ids
 
     try:

@@ -25,9 +25,8 @@ from autofix.harness.surgery import apply_architecture, factory_kwargs, requeste
 from autofix.probes import DEFAULT_EVERY_STEPS
 
 __all__ = [
-    "LOSSES", "LossFn", "OPTIMIZERS", "SCHEDULERS", "build_data", "build_loss", "build_model",
-    "build_optimizer", "build_scheduler", "normalize_config", "optimizer_class",
-    "optimizer_kwargs", "resolve",
+    "LOSSES", "OPTIMIZERS", "SCHEDULERS", "LossFn", "build_data", "build_loss", "build_model", "build_optimizer",
+    "build_scheduler", "normalize_config", "optimizer_class", "optimizer_kwargs", "resolve",
 ]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -222,4 +221,4 @@ def build_optimizer(
     spec: dict[str, Any], params: Iterable[nn.Parameter]
 ) -> torch.optim.Optimizer:
     """Optimizer from ``{"name", "lr", "kwargs"}``."""
-    return optimizer_class(spec["name"])(params, lr=spec["lr"], **optimizer_kwargs(spec))
+    return optimizer_class(spec["name"])(params, lr=spec["lr"], **optimizer_kwargs(spec))  # type: ignore[call-arg]  # all take lr

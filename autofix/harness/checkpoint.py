@@ -39,7 +39,7 @@ def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),  # type: ignore[attr-defined]  # the legacy tuple
     }
 
 
@@ -120,7 +120,8 @@ def prepare(trainer: Any, restore_dir: str | None) -> int:
         trainer.scheduler.load_state_dict(state["scheduler"])
         # Constructing a scheduler takes its first step (LinearLR scales the lr down by
         # start_factor); a loaded schedule continues from the lr in force at the checkpoint.
-        for group, lr in zip(trainer.optimizer.param_groups, lrs):
+        # strict=False: a group the checkpoint has no lr for keeps its own.
+        for group, lr in zip(trainer.optimizer.param_groups, lrs, strict=False):
             group["lr"] = lr
         if not restore_dir:
             _rebase_scheduler(trainer.scheduler, trainer.optimizer)

@@ -15,15 +15,11 @@ import numpy as np
 import torch
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
-from torch.utils.data import (
-    DataLoader, Dataset, Sampler, Subset, TensorDataset, WeightedRandomSampler,
-)
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset, WeightedRandomSampler
 
 from autofix.harness.distributed import shard_order
 
-__all__ = [
-    "Batches", "DATASETS", "blobs", "circles", "classification", "digits", "fake", "split_arrays",
-]
+__all__ = ["DATASETS", "Batches", "blobs", "circles", "classification", "digits", "fake", "split_arrays"]
 
 Pair = tuple[TensorDataset, TensorDataset]
 
@@ -215,7 +211,7 @@ class Batches:
     def steps_per_epoch(self) -> int | None:
         """Batches (optimizer steps) per epoch, or None for a dataset without a length."""
         try:
-            size = len(self.dataset)  # type: ignore[arg-type]
+            size = len(self.dataset)  # type: ignore[arg-type]  # Dataset declares no __len__; ours have it
         except TypeError:
             return None
         if self.weights is not None:
@@ -237,7 +233,7 @@ class Batches:
     def _sampler(self, gen: torch.Generator) -> Sampler[int] | None:
         if self.weights is None:
             return None
-        return WeightedRandomSampler(self.weights, num_samples=len(self.weights),
+        return WeightedRandomSampler(self.weights, num_samples=len(self.weights),  # type: ignore[arg-type]  # takes a tensor
                                      replacement=True, generator=gen)
 
     def _shard_order(self, gen: torch.Generator) -> torch.Tensor:
@@ -246,10 +242,11 @@ class Batches:
         if sampler is not None:
             order = torch.as_tensor(list(sampler), dtype=torch.int64)
         elif self.shuffle:
-            order = torch.randperm(len(self.dataset), generator=gen)  # type: ignore[arg-type]
+            order = torch.randperm(len(self.dataset), generator=gen)  # type: ignore[arg-type]  # as above
         else:
-            order = torch.arange(len(self.dataset))  # type: ignore[arg-type]
-        return shard_order(order, *self.shard)  # type: ignore[misc]
+            order = torch.arange(len(self.dataset))  # type: ignore[arg-type]  # as above
+        assert self.shard is not None  # only a sharded (DDP) dataset is read by shard
+        return shard_order(order, *self.shard)
 
     def _raw(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.shard is not None:

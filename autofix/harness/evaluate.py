@@ -73,7 +73,8 @@ def evaluate(model: nn.Module, loss_fn: LossFn, val: Batches, probes: bool) -> d
         if not finite:  # NaN scores of NaN outputs, not of a metric's code (symptoms.code.NanMetric)
             metrics[NONFINITE_OUTPUTS] = 1.0
         return metrics
-    pred, true = torch.cat(preds).cpu().numpy(), torch.cat(targets).cpu().numpy()  # a DDP rank's GPU
+    true_ids = [t for t in targets if t is not None]  # every one, checked above
+    pred, true = torch.cat(preds).cpu().numpy(), torch.cat(true_ids).cpu().numpy()  # a DDP rank's GPU
     metrics["val_accuracy"] = float((pred == true).mean())
     metrics["val_macro_f1"] = float(f1_score(true, pred, average="macro", zero_division=0))
     metrics[BALANCED_ACCURACY] = float(balanced_accuracy_score(true, pred))
@@ -110,7 +111,7 @@ def val_targets(val: Batches, loss_name: str) -> np.ndarray | None:
     targets = [class_targets(y, loss_name) for _, y in val.epoch(0)]
     if not targets or any(t is None for t in targets):
         return None
-    return torch.cat(targets).cpu().numpy()
+    return torch.cat([t for t in targets if t is not None]).cpu().numpy()
 
 
 def chance_metrics(prior: Any, true: Any, with_entropy: bool) -> dict[str, float]:
@@ -118,7 +119,8 @@ def chance_metrics(prior: Any, true: Any, with_entropy: bool) -> dict[str, float
     ``prior`` (the training class ids; the validation ones when those are unknown).
 
     ``chance_accuracy``, ``chance_macro_f1`` (scikit-learn's ``f1_score``, macro) and
-    ``chance_balanced_accuracy`` (1 / the classes present) on the validation ids ``true``; with ``with_entropy`` (a classification cross-entropy loss) also
+    ``chance_balanced_accuracy`` (1 / the classes present) on the validation ids ``true``; with
+    ``with_entropy`` (a classification cross-entropy loss) also
     ``label_entropy``, the entropy in nats of the prior's class shares: the cross-entropy of
     predicting those shares for every input, the lowest loss a constant predictor reaches.
     """
@@ -145,10 +147,11 @@ def train_labels(dataset: Dataset, loss_name: str) -> torch.Tensor | None:
 
     None when the dataset does not expose its labels cheaply or they are not classes.
     """
+    labels: Any
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
         labels = dataset.tensors[1]
     else:
-        labels = getattr(dataset, "targets", None)
+        labels = getattr(dataset, "targets", None)  # a torchvision-style dataset, if any
     if labels is None:
         return None
     try:
@@ -160,7 +163,7 @@ def train_labels(dataset: Dataset, loss_name: str) -> torch.Tensor | None:
 def steps_per_epoch(dataset: Dataset, batch_size: int) -> int | None:
     """Number of batches per epoch, or None for a dataset without a length."""
     try:
-        return math.ceil(len(dataset) / batch_size)  # type: ignore[arg-type]
+        return math.ceil(len(dataset) / batch_size)  # type: ignore[arg-type]  # Dataset declares no __len__; a map-style one has it
     except TypeError:
         return None
 
@@ -193,7 +196,7 @@ def prediction_metrics(pred: Any, true: Any) -> dict[str, float]:
            "val_recall_min": float(recall.min()),
            "val_balanced_accuracy": float(recall.mean())}
     if classes.size <= MAX_RECALL_CLASSES:
-        out.update({f"val_recall/{c}": float(r) for c, r in zip(classes.tolist(), recall)})
+        out.update({f"val_recall/{c}": float(r) for c, r in zip(classes.tolist(), recall, strict=True)})
     return out
 
 

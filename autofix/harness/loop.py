@@ -25,15 +25,20 @@ from autofix.harness.assemble import build_run
 from autofix.harness.builders import LossFn, build_optimizer, normalize_config
 from autofix.harness.checkpoint import STATE_FILE, prepare, save_checkpoint
 from autofix.harness.distributed import Parallel, all_finite
-from autofix.harness.losses import CLASS_ID_LOSSES
 from autofix.harness.evaluate import (
-    chance_metrics, evaluate, initial_loss_metrics, num_classes, train_labels, val_targets,
+    chance_metrics,
+    evaluate,
+    initial_loss_metrics,
+    num_classes,
+    train_labels,
+    val_targets,
 )
+from autofix.harness.losses import CLASS_ID_LOSSES
 from autofix.harness.weighting import output_width
 from autofix.probes import Probe
 from autofix.verdict import PLANNED, STEP
 
-__all__ = ["Report", "STATE_FILE", "run_training"]
+__all__ = ["STATE_FILE", "Report", "run_training"]
 
 Report = Callable[[dict[str, Any], str | None], None]
 _EPOCH0_TRAIN_BATCHES = 20  # enough for a stable initial-loss estimate, cheap on big sets

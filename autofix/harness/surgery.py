@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -190,7 +190,8 @@ def add_batch_norm(model: nn.Module, sample: Any = None) -> nn.Module:
         follows = path.calls[i + 1].module if i + 1 < len(path.calls) else None
         if norm and i + 1 < start and follows is not None and activation_problem(follows) is None:
             layer = call.module
-            picks.append((layer, norm(layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels)))
+            width = layer.out_features if isinstance(layer, nn.Linear) else cast(int, layer.out_channels)  # a conv
+            picks.append((layer, norm(width)))
     if not picks:
         raise _unsupported("batch_norm", model, f"found no hidden Linear/Conv layer followed by an activation "
                            f"module (path: {path.describe()})")

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = ["Augment", "Chain", "STD_FLOOR", "Standardize", "fit_standardizer", "input_shape",
-           "input_transforms"]
+__all__ = ["STD_FLOOR", "Augment", "Chain", "Standardize", "fit_standardizer", "input_shape", "input_transforms"]
 
 STD_FLOOR = 1e-8
 """A std below this marks a constant feature: it gets scale 1, like scikit-learn's
@@ -46,7 +45,7 @@ def input_shape(dataset: Dataset) -> tuple[int, ...]:
     if isinstance(dataset, TensorDataset):
         return tuple(dataset.tensors[0].shape)
     first = torch.as_tensor(dataset[0][0])
-    return (len(dataset), *first.shape)  # type: ignore[arg-type]
+    return (len(dataset), *first.shape)  # type: ignore[arg-type]  # Dataset declares no __len__; a map-style one has it
 
 
 def _moments(dataset: Dataset, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -55,14 +54,15 @@ def _moments(dataset: Dataset, dims: list[int]) -> tuple[torch.Tensor, torch.Ten
         batches: Any = [dataset.tensors[0]]
     else:  # one streamed pass for user datasets
         batches = (batch[0] for batch in DataLoader(dataset, batch_size=1024, shuffle=False))
-    total = square = None
+    total: torch.Tensor | None = None
+    square = torch.zeros(())
     count = 0
     for x in batches:
         x = torch.as_tensor(x, dtype=torch.float64)
         s, q = x.sum(dim=dims), (x * x).sum(dim=dims)
         total, square = (s, q) if total is None else (total + s, square + q)
         count += x.numel() // max(1, s.numel())
-    if total is None or count == 0:
+    if total is None or count == 0:  # no batch, or only empty ones
         raise ValueError("data.normalize: the training set is empty")
     return total, square, count
 

@@ -41,7 +41,7 @@ def dataset_labels(dataset: Dataset, loss_name: str, knob: str) -> torch.Tensor:
     if labels is None and not isinstance(dataset, TensorDataset):
         parts = [class_targets(torch.as_tensor(batch[1]), loss_name)
                  for batch in DataLoader(dataset, batch_size=1024, shuffle=False)]
-        labels = None if any(p is None for p in parts) or not parts else torch.cat(parts)
+        labels = None if any(p is None for p in parts) or not parts else torch.cat([p for p in parts if p is not None])
     if labels is None:
         raise ValueError(f"{knob} needs class labels, but the training targets are not class ids")
     return labels.reshape(-1).long()
@@ -113,7 +113,7 @@ def output_width(model: nn.Module, dataset: Dataset) -> int:
     if isinstance(dataset, TensorDataset):
         x = dataset.tensors[0][:2]
     else:
-        count = min(2, len(dataset))  # type: ignore[arg-type]
+        count = min(2, len(dataset))  # type: ignore[arg-type]  # Dataset declares no __len__; a map-style one has it
         x = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
     was_training = model.training
     model.eval()  # no dropout draw, no batch-norm statistics update

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 from autofix.probes.budget import DEFAULT_MAX_EPOCHS_BETWEEN, DEFAULT_MAX_OVERHEAD
 from autofix.probes.probe import Probe
-from autofix.probes.stats import (
-    DEFAULT_EVERY_STEPS, SATURATION_THRESHOLD, class_ids, label_metrics,
-)
+from autofix.probes.stats import DEFAULT_EVERY_STEPS, SATURATION_THRESHOLD, class_ids, label_metrics
 
 __all__ = ["DEFAULT_EVERY_STEPS", "DEFAULT_MAX_EPOCHS_BETWEEN", "DEFAULT_MAX_OVERHEAD",
            "SATURATION_THRESHOLD", "Probe", "class_ids", "label_metrics"]

@@ -82,10 +82,10 @@ class Budget:
         self.probe_seconds = 0.0  # totals over the run: all of the probe's timed work ...
         self.train_seconds = 0.0  # ... and the training time it measured
         self.epochs = self.sampled_epochs = self.total_samples = 0  # also totals
-        self._step = deque(maxlen=WINDOW)  # training seconds per step, per epoch
-        self._sample = deque(maxlen=WINDOW)  # probe seconds per sample, per epoch with samples
-        self._report = deque(maxlen=WINDOW)  # epoch_metrics seconds with fresh samples
-        self._stale = deque(maxlen=WINDOW)  # epoch_metrics seconds that carry the last sample
+        self._step: deque[float] = deque(maxlen=WINDOW)  # training seconds per step, per epoch
+        self._sample: deque[float] = deque(maxlen=WINDOW)  # probe seconds per sample, per epoch with samples
+        self._report: deque[float] = deque(maxlen=WINDOW)  # epoch_metrics seconds with fresh samples
+        self._stale: deque[float] = deque(maxlen=WINDOW)  # epoch_metrics seconds that carry the last sample
         self._solved = 0  # the epoch length the cached plan is for; 0: solve again
         self._fit: int | None = None  # cached plan: samples per epoch (0: one epoch in k) ...
         self._interval = 1  # ... and k
@@ -136,7 +136,7 @@ class Budget:
     def _solve(self, steps: int) -> tuple[int | None, int]:
         """(samples that fit in an epoch of ``steps``, or 0, or None before the window is
         full; the interval in epochs when none fits)."""
-        if len(self._sample) < WARMUP or not self._report or not self._step:
+        if len(self._sample) < WARMUP or not self._report or not self._step or self.max_overhead is None:
             return None, 1
         # the probe seconds an epoch may cost
         allowed = self.headroom * self.max_overhead * steps * _median(self._step)

@@ -20,6 +20,7 @@ nothing syncs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ class LoopCheck:
     an optimizer, or one without step hooks, nothing is counted.
     """
 
-    def __init__(self, params: list[torch.Tensor], optimizer: Any) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], optimizer: Any) -> None:
         self._handles: list[Any] = []
         self._armed: tuple[torch.Tensor, int] | None = None  # the .grad a step left, and its version
         self._watch: torch.Tensor | None = None
@@ -68,6 +69,7 @@ class LoopCheck:
         if armed is None:
             return
         self.checks += 1
+        assert self._watch is not None  # armed only while a parameter is watched
         now = self._watch.grad
         if now is armed[0] and now._version == armed[1]:
             self.stale += 1

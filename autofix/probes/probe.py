@@ -13,8 +13,14 @@ from autofix.probes.budget import DEFAULT_MAX_EPOCHS_BETWEEN, DEFAULT_MAX_OVERHE
 from autofix.probes.loopcheck import LoopCheck
 from autofix.probes.report import Layout, Queue, report
 from autofix.probes.stats import (
-    DEFAULT_EVERY_STEPS, SATURATION_THRESHOLD, activation_kind, input_stats, label_metrics,
-    norms, step_scale, unit_activity,
+    DEFAULT_EVERY_STEPS,
+    SATURATION_THRESHOLD,
+    activation_kind,
+    input_stats,
+    label_metrics,
+    norms,
+    step_scale,
+    unit_activity,
 )
 
 _NOT_CARRIED_IF_ZERO = "update_ratio"
@@ -124,11 +130,6 @@ class Probe:
             self._stride, self._phase = self.every_steps, 0
         self._step_in_epoch = 0
 
-    @property
-    def sampling(self) -> bool:
-        """True between :meth:`before_step` of a sampled step and the end of that step."""
-        return self._open
-
     def before_step(self, x: Any = None, force: bool = False) -> bool:
         """Call before the forward pass; on a sampled step (or ``force``) hook activations.
 
@@ -192,7 +193,7 @@ class Probe:
         """
         sampled = self.before_step(x)
         hook = None
-        if sampled and hasattr(self.optimizer, "register_step_pre_hook"):
+        if sampled and self.optimizer is not None and hasattr(self.optimizer, "register_step_pre_hook"):
             start = self._clock()
             hook = self.optimizer.register_step_pre_hook(lambda *_: self.after_backward())
             self.budget.spent += self._clock() - start
@@ -274,17 +275,17 @@ class Probe:
         return timed
 
     def _attach(self) -> None:
-        for (_, module, _), hook in zip(self._layout.acts, self._hooks):
+        for (_, module, _), hook in zip(self._layout.acts, self._hooks, strict=True):
             self._handles.append(module.register_forward_hook(hook))
 
     def _copy_weights(self) -> None:
         buffers = self._buffers
         if len(buffers) != len(self._params) or any(
                 b.shape != p.shape or b.dtype != p.dtype or b.device != p.device
-                for b, p in zip(buffers, self._params)):
+                for b, p in zip(buffers, self._params, strict=True)):
             self._buffers = [p.clone() for p in self._params]
         elif buffers:
-            torch._foreach_copy_(buffers, self._params)
+            torch._foreach_copy_(buffers, self._params)  # type: ignore[arg-type]  # Parameters are Tensors
         self._snapshot = self._buffers
 
     def _read_input(self) -> None:
@@ -303,7 +304,7 @@ class Probe:
 
     def _grad_stats(self) -> None:
         idx = [j for j, p in enumerate(self._params) if p.grad is not None]
-        grads = [self._params[j].grad for j in idx]
+        grads = [g for p in self._params if (g := p.grad) is not None]  # in idx's order
         # the pre-step weight norms ride in the gradient norms' fused kernel
         weights = self._snapshot or []
         values = norms(grads + weights) if grads or weights else []
@@ -318,5 +319,5 @@ class Probe:
         if self._snapshot:
             with torch.no_grad():
                 before = self._weight_norms or norms(self._snapshot)
-                torch._foreach_sub_(self._snapshot, self._params)  # the copy becomes -delta
+                torch._foreach_sub_(self._snapshot, self._params)  # type: ignore[arg-type]  # Parameters are Tensors; the copy becomes -delta
                 self._queue.keep("update", norms(self._snapshot) + before)

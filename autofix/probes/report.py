@@ -85,12 +85,12 @@ def grad_metrics(layout: Layout, samples: Samples) -> dict[str, float]:
     per_sample, zero_fracs = [], []
     for row, (idx, size) in samples:
         values = [0.0] * layout.n_params  # a parameter without a gradient counts as zero
-        for j, value in zip(idx, row):
+        for j, value in zip(idx, row, strict=False):  # row's tail: the zero counts
             values[j] = value
         per_sample.append(layer_norms(layout, values)[:-1])
         zero_fracs.append(1.0 - sum(row[len(idx):]) / size)
     layers = column_means(per_sample)
-    out = dict(zip(layout.keys["grad_norm"], layers))
+    out = dict(zip(layout.keys["grad_norm"], layers, strict=True))
     out.update(grad_norm_first=layers[0], grad_norm_last=layers[-1],
                grad_ratio=ratio(layers[0], layers[-1]),
                grad_zero_frac=sum(zero_fracs) / len(zero_fracs))
@@ -105,9 +105,9 @@ def update_metrics(layout: Layout, samples: Samples) -> dict[str, float]:
         # No change is exactly 0.0 (a missing optimizer.step()); a zero-norm weight that
         # moved has no defined ratio: nan, not an inf that would swamp update_ratio_max.
         per_sample.append([0.0 if d == 0 else d / w if w > 0 else NAN
-                           for d, w in zip(delta, weight)])
+                           for d, w in zip(delta, weight, strict=True)])
     *layers, total = column_means(per_sample)
-    out = dict(zip(layout.keys["update_ratio"], layers))
+    out = dict(zip(layout.keys["update_ratio"], layers, strict=True))
     out.update(update_ratio_max=nan_max(layers), update_ratio_median=nan_median(layers),
                update_ratio_global=total)
     return out

@@ -8,6 +8,7 @@ label statistics.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ def activation_kind(module: nn.Module) -> str | None:
 def norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """float32 L2 norm of each tensor in one fused foreach kernel."""
     try:
-        return list(torch._foreach_norm(tensors, 2.0, dtype=torch.float32))
+        return list(torch._foreach_norm(tensors, 2.0, dtype=torch.float32))  # type: ignore[arg-type]  # any sequence works
     except (AttributeError, RuntimeError, TypeError):  # old torch, mixed devices
         return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]
 
@@ -57,7 +58,7 @@ def to_list(scalars: list[list[torch.Tensor]], vectors: list[torch.Tensor]) -> l
             return parts[0].tolist()
         return torch.cat(parts).tolist() if parts else []
     except RuntimeError:  # tensors on several devices (or dtypes)
-        device = next(t.device for t in [*sum(scalars, []), *vectors])
+        device = next(t.device for t in [*itertools.chain.from_iterable(scalars), *vectors])
         parts = [torch.stack([t.to(device) for t in group]) for group in scalars if group]
         return torch.cat(parts + [v.to(device, torch.float32) for v in vectors]).tolist()
 
@@ -147,7 +148,7 @@ def column_means(rows: Sequence[Sequence[float]]) -> list[float]:
     """Per-column mean of equally long rows."""
     if len(rows) == 1:
         return list(rows[0])
-    return [sum(col) / len(col) for col in zip(*rows)]
+    return [sum(col) / len(col) for col in zip(*rows, strict=True)]
 
 
 def class_ids(values: Any) -> np.ndarray | None:

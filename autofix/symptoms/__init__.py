@@ -11,6 +11,7 @@ from autofix.symptoms.code import DetachedLoss, LossBroadcast, MissingZeroGrad, 
 from autofix.symptoms.data import LabelImbalance, UnnormalizedInput
 from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
 from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
+from autofix.symptoms.isolation import BaselineLearns, UnexplainedFailure
 from autofix.symptoms.loss import DivergingLoss, NonFiniteLoss, OscillatingLoss, Plateau
 from autofix.symptoms.outputs import NonFiniteAtInit, OutputLossMismatch
 from autofix.symptoms.progress import SlowProgress
@@ -20,6 +21,7 @@ __all__ = [
     "HARD",
     "SOFT",
     "SYMPTOMS",
+    "BaselineLearns",
     "ChanceLevel",
     "ClassCollapse",
     "DetachedLoss",
@@ -42,6 +44,7 @@ __all__ = [
     "SaturatedActivations",
     "SlowProgress",
     "UnchangedWeights",
+    "UnexplainedFailure",
     "UnnormalizedInput",
     "VanishingGradients",
     "build_detectors",
@@ -63,6 +66,8 @@ SYMPTOMS: dict[str, type[Detector]] = {
         SlowProgress,
         # the training code itself: bugs no config cures (stop_run)
         MissingZeroGrad, LossBroadcast, DetachedLoss, NanMetric,
+        # what no symptom explains, and the isolation ladder's answer (autofix.ladder)
+        UnexplainedFailure, BaselineLearns,
     )
 }
 

@@ -47,7 +47,7 @@ class DyingReLU(ProbeDetector):
         max_accuracy: float | None = Field(default=0.6, gt=0, le=1)
 
         @model_validator(mode="after")
-        def _some_arm(self) -> "DyingReLU.Params":
+        def _some_arm(self) -> DyingReLU.Params:
             if self.min_dead_frac is None and self.min_zero_grad_frac is None:
                 raise ValueError("min_dead_frac and min_zero_grad_frac cannot both be null")
             return self

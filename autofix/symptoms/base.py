@@ -9,7 +9,7 @@ torch nor ray.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,7 +18,8 @@ from autofix.verdict import planned_steps
 
 __all__ = ["HARD", "SOFT", "Detector", "Finding", "Params", "window_steps"]
 
-HARD, SOFT = "hard", "soft"
+HARD: Final = "hard"
+SOFT: Final = "soft"
 
 
 def window_steps(history: History, steps: int, share: float = 0.0) -> float:
@@ -44,7 +45,7 @@ class Finding:
                 "reason": self.reason, "evidence": dict(self.evidence)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Finding":
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
         return cls(**data)
 
 
@@ -76,18 +77,19 @@ class Detector:
     back): it may stop a treatment at once, but the run left alone, continued as a control, is
     not declared broken on it; it trains on and is compared at the same step."""
     fixable: ClassVar[bool] = True
+    """False for a symptom no change of hyperparameters can cure (a bug in the training code)."""
     sampled: ClassVar[bool] = False
     """Reads probe statistics that may be carried forward from an earlier sample (``probe_age``
     > 0): such a report is no new evidence, so it neither confirms nor clears a pending policy."""
     advisory: ClassVar[bool] = False
     """A property of the data, not a sickness: reported, answerable by policies, but it does not
     keep an attempt from being judged healthy."""
-    """False for a symptom no change of hyperparameters can cure (a bug in the training code)."""
     advice: ClassVar[str] = ""
     """What a person should check when the symptom is found (mainly for ``fixable = False``)."""
 
     def __init__(self, default_metric: str, **params: Any) -> None:
-        self.params = self.Params(**params)
+        # Any: each detector reads its own Params subclass (typing it would make Detector generic).
+        self.params: Any = self.Params(**params)
         self.metric = self.params.metric or default_metric
 
     def check(self, history: History) -> Finding | None:

@@ -94,7 +94,7 @@ class UnnormalizedInput(ProbeDetector):
         max_abs: float | None = Field(default=100.0, gt=0)
 
         @model_validator(mode="after")
-        def _range(self) -> "UnnormalizedInput.Params":
+        def _range(self) -> UnnormalizedInput.Params:
             if self.min_var >= self.max_var:
                 raise ValueError(f"min_var ({self.min_var}) must be below max_var ({self.max_var})")
             return self

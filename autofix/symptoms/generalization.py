@@ -18,7 +18,7 @@ import math
 from pydantic import Field
 
 from autofix.metrics import History
-from autofix.symptoms.base import Finding, Params, window_steps
+from autofix.symptoms.base import Finding, Params as DetectorParams, window_steps
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
 from autofix.verdict import LABEL_ENTROPY, Judge, at_chance
 
@@ -45,7 +45,8 @@ class Overfitting(ProbeDetector):
     healthy digits run ends .131 .135 .173, 32% above its best but only 2 reports after it.
 
     Defaults and sources: ``patience_steps=128`` / ``patience_share=0.1`` are our choice, in
-    steps where PyTorch Lightning's ``EarlyStopping`` counts 3 checks; ``min_rise=0.1`` follows SageMaker Debugger's ``Overfit`` rule (``ratio_threshold`` 0.1,
+    steps where PyTorch Lightning's ``EarlyStopping`` counts 3 checks; ``min_rise=0.1`` follows
+    SageMaker Debugger's ``Overfit`` rule (``ratio_threshold`` 0.1,
     there on the val/train gap, here on the rise above the best validation loss).
     ``min_rise_of_first=0.03`` and ``min_train_drop=0.1`` are our choices, added after healthy
     blobs/circles controls (benchmarks/zoo) fired on converged noise: 0.203 -> 0.297 while the
@@ -56,7 +57,7 @@ class Overfitting(ProbeDetector):
     summary = "The validation loss rises while the training loss keeps falling."
     acts_when_healthy = True  # it shows on a run whose loss did fall
 
-    class Params(Params):
+    class Params(DetectorParams):
         patience_steps: int = Field(default=128, ge=1)
         patience_share: float = Field(default=0.1, ge=0, le=1)
         min_rise: float = Field(default=0.1, gt=0)
@@ -203,7 +204,7 @@ class ChanceLevel(ProbeDetector):
     name = "chance_level"
     summary = "The loss is stuck at chance level."
 
-    class Params(Params):
+    class Params(DetectorParams):
         tolerance: float = Field(default=0.05, gt=0, lt=1)
         accuracy_metric: str = Field(default="val_accuracy", min_length=1)
         f1_metric: str = Field(default="val_macro_f1", min_length=1)

@@ -12,11 +12,12 @@ Time: every window is in optimizer steps (the reports' ``step``), never in repor
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 from pydantic import Field
 
 from autofix.metrics import History
-from autofix.symptoms.base import HARD, Detector, Finding, Params, window_steps
+from autofix.symptoms.base import HARD, Detector, Finding, Params as DetectorParams, window_steps
 from autofix.symptoms.outputs import at_init, nonfinite_since_init
 
 __all__ = ["DivergingLoss", "NonFiniteLoss", "OscillatingLoss", "Plateau"]
@@ -39,7 +40,7 @@ class NonFiniteLoss(Detector):
     severity = HARD
     summary = "The loss became NaN or infinite."
 
-    class Params(Params):
+    class Params(DetectorParams):
         max_abs: float | None = Field(default=None, gt=0)
 
     def check(self, history: History) -> Finding | None:
@@ -83,7 +84,7 @@ class DivergingLoss(Detector):
     recoverable = True  # a spike that comes back: the ported-models zoo's exponential MLP, 0.997 left alone
     summary = "The loss rises instead of falling."
 
-    class Params(Params):
+    class Params(DetectorParams):
         factor: float = Field(default=2.0, gt=1)
         rising_steps: int = Field(default=64, ge=1)
         min_reports: int = Field(default=3, ge=2)
@@ -141,7 +142,7 @@ class DivergingLoss(Detector):
         p = self.params
         window = len(history.recent(self.metric, p.rising_steps))
         tail = history.recent(self.metric, p.rising_steps, before=max(1, p.min_reports + 1 - window))
-        if len(tail) < p.min_reports + 1 or not all(b > a for (_, a), (_, b) in zip(tail, tail[1:])):
+        if len(tail) < p.min_reports + 1 or not all(b > a for (_, a), (_, b) in pairwise(tail)):
             return None
         rise = tail[-1][1] - tail[0][1]
         if rise < p.min_rise * scale:
@@ -172,7 +173,7 @@ class OscillatingLoss(Detector):
     name = "oscillating_loss"
     summary = "The loss goes up and down by large amounts."
 
-    class Params(Params):
+    class Params(DetectorParams):
         window_steps: int = Field(default=128, ge=1)
         window_share: float = Field(default=0.1, ge=0, le=1)
         min_reversals: int = Field(default=3, ge=1)
@@ -185,9 +186,9 @@ class OscillatingLoss(Detector):
         p = self.params
         span = window_steps(history, p.window_steps, p.window_share)
         tail = [v for _, v in history.recent(self.metric, span, before=1)]
-        moves = [b - a for a, b in zip(tail, tail[1:])]
+        moves = [b - a for a, b in pairwise(tail)]
         floor = p.min_swing * (abs(history.finite(self.metric)[0]) or 1.0)
-        reversals = sum(1 for a, b in zip(moves, moves[1:]) if a * b < 0 and min(abs(a), abs(b)) >= floor)
+        reversals = sum(1 for a, b in pairwise(moves) if a * b < 0 and min(abs(a), abs(b)) >= floor)
         if reversals < max(p.min_reversals, p.min_reversal_share * len(moves)):
             return None
         return self.finding(
@@ -217,7 +218,7 @@ class Plateau(Detector):
     name = "plateau"
     summary = "The loss is not decreasing."
 
-    class Params(Params):
+    class Params(DetectorParams):
         window_steps: int = Field(default=128, ge=1)
         window_share: float = Field(default=0.1, ge=0, le=1)
         min_improvement: float = Field(default=0.01, ge=0)

@@ -17,7 +17,7 @@ import math
 from pydantic import Field
 
 from autofix.metrics import STEP, History
-from autofix.symptoms.base import HARD, Detector, Finding, Params
+from autofix.symptoms.base import HARD, Detector, Finding, Params as DetectorParams
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
 
 __all__ = ["NonFiniteAtInit", "OutputLossMismatch", "at_init", "nonfinite_since_init"]
@@ -61,7 +61,7 @@ class NonFiniteAtInit(Detector):
     severity = HARD
     summary = "The untrained model's loss or activations are NaN/Inf before any step."
 
-    class Params(Params):
+    class Params(DetectorParams):
         pass
 
     def check(self, history: History) -> Finding | None:
@@ -72,7 +72,8 @@ class NonFiniteAtInit(Detector):
             if not nonfinite_since_init(history, self.metric):
                 return None
             return self.finding(history, f"{self.metric} has been {row.get(self.metric)} on every report since "
-                                "the untrained model's: no step has made it finite", value=row.get(self.metric, math.nan))
+                                "the untrained model's: no step has made it finite",
+                                value=row.get(self.metric, math.nan))
         losses = {k: row[k] for k in (self.metric, "train_loss", "init_loss") if k in row}
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         index = row.get("nonfinite_output_index")

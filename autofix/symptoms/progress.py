@@ -14,7 +14,7 @@ import math
 from pydantic import Field
 
 from autofix.metrics import History
-from autofix.symptoms.base import Detector, Finding, Params
+from autofix.symptoms.base import Detector, Finding, Params as DetectorParams
 from autofix.verdict import Judge, health, planned_steps
 
 __all__ = ["SlowProgress"]
@@ -39,7 +39,7 @@ class SlowProgress(Detector):
     name = "slow_progress"
     summary = "The attempt ended with its loss down less than the success criterion asks."
 
-    class Params(Params):
+    class Params(DetectorParams):
         min_drop: float = Field(default=0.3, gt=0, le=1)
 
     def check(self, history: History) -> Finding | None:

@@ -209,7 +209,9 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     result.wall_s = round(time.monotonic() - started, 3)
-    launched = [a for a in report.attempts if a.trial_id is not None]
+    # Isolation rungs (issue 18) are experiments on the user's config, not attempts: not counted here
+    # (benchmarks/bench_isolation.py counts them and their cost).
+    launched = [a for a in report.attempts if a.trial_id is not None and getattr(a, "role", "") != "isolation"]
     by_id = {a.id: a for a in report.attempts}
     result.trials = len(launched)
     result.relaunches = max(0, len(launched) - 1)
@@ -234,6 +236,10 @@ def run_autofix(case: Case, seed: int, space: str, pad_s: float, budget: Budget)
     if "model" in by_id["a0"].config:  # the managed harness builds the model; a custom trainable's is its own
         result.head_changed = _head_changes(launched, by_id)
     result.lr_at_init = _lr_at_init(report, log)
+    if hasattr(report, "isolation"):  # an autofix with the isolation ladder (issue 18)
+        from bench_isolation import measure
+
+        measure(report, result)
     if case.kind == "healthy":
         from autofix.symptoms import SYMPTOMS
 

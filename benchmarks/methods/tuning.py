@@ -31,7 +31,7 @@ from methods.judging import JudgingStopper
 
 __all__ = ["NO_CHECKPOINTS", "OBJECTIVE", "knob_trainable", "method_result", "run_experiment", "run_seed"]
 
-# No experiment banner or progress table on stdout (shared/notes/ray-tune.md, "Quiet tests").
+# No experiment banner or progress table on stdout (docs/ray-tune.md, "Quiet tests").
 for _key, _value in {"RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0",
                      "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}.items():
     os.environ.setdefault(_key, _value)

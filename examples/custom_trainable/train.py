@@ -1,6 +1,6 @@
 """A user's own Ray Tune function trainable, judged and healed by autofix through its ``lr`` key.
 
-``train_fn`` is the loop of the README's "Custom trainables" section: ``autofix.report`` (with
+``train_fn`` is the loop of docs/custom_trainables.md ("A complete judged and managed loop"): ``autofix.report`` (with
 ``step``/``planned_steps``) instead of ``ray.tune.report``, ``Probe`` for the gradient and update
 streams, ``autofix.judge_inputs`` for the scores and chance figures. ``build`` is ordinary code:
 a two-layer MLP on scikit-learn's ``make_classification``, trained with SGD.

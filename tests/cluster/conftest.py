@@ -1,7 +1,7 @@
 """Tests that need a Ray of their own (``make test-cluster``): never the shared ``ray_session``.
 
 Each test starts its cluster in a subprocess or a fixture with explicit addresses and a private
-temp dir, and tears it down itself (shared/notes/ray-tune.md: several Ray instances on one host
+temp dir, and tears it down itself (docs/ray-tune.md: several Ray instances on one host
 make ``address="auto"`` fail).
 """
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's ray and autofix
-# Clients given an explicit address must say they use the token (shared/notes/ray-tune.md).
+# Clients given an explicit address must say they use the token (docs/ray-tune.md).
 CLIENT_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
 

@@ -84,7 +84,7 @@ def test_a_ray_job_runs_autofix_on_the_cluster(cluster, tmp_path):
     job_id = f"autofix-{uuid.uuid4().hex[:8]}"
     home = tmp_path / "autofix-home"  # the ledger's folder, carried into the job (docs/faults.md)
     runtime_env = json.dumps({"env_vars": {"AUTOFIX_HOME": str(home)}})
-    # The README's command, verbatim but for the paths and the ledger's home.
+    # docs/clusters.md's command (also in the README's tour), verbatim but for the paths and the ledger's home.
     submit = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
               "--working-dir", str(work), "--runtime-env-json", runtime_env,
               "--", "autofix", "run", spec.name, "-o", str(out), "--plain"]

@@ -1,7 +1,7 @@
 """``ray.distributed``: every attempt a Ray Train TorchTrainer (DDP, gloo, 2 CPU workers).
 
 The run goes through ``autofix.run`` in a subprocess that owns a fresh Ray with the dashboard
-on (Train frees a stopped run's placement group through the State API, shared/notes/ray-tune.md),
+on (Train frees a stopped run's placement group through the State API, docs/ray-tune.md),
 so a relaunch after a STOP that waited forever for CPUs would show here as a timeout.
 """
 

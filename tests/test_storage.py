@@ -29,12 +29,12 @@ def test_default_storage_is_the_output_directory(tmp_path):
 def test_a_relative_storage_path_is_from_the_spec_folder_and_linked(tmp_path):
     folder = tmp_path / "specs"
     folder.mkdir()
-    (folder / "spec.yaml").write_text(json.dumps(_spec(tmp_path, "../shared")))
+    (folder / "spec.yaml").write_text(json.dumps(_spec(tmp_path, "../store")))
     out = tmp_path / "out"
     out.mkdir()
     storage, name = _storage(load_spec(folder / "spec.yaml"), out)
-    assert storage == str((tmp_path / "shared").resolve()) and name.startswith("out-")
-    assert (out / "tune").is_symlink() and (out / "tune").resolve() == (tmp_path / "shared" / name).resolve()
+    assert storage == str((tmp_path / "store").resolve()) and name.startswith("out-")
+    assert (out / "tune").is_symlink() and (out / "tune").resolve() == (tmp_path / "store" / name).resolve()
     other = tmp_path / "elsewhere" / "out"
     other.mkdir(parents=True)
     assert _storage(load_spec(folder / "spec.yaml"), other)[1] != name  # one folder per run

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator
 
+from autofix.actions import has_path
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
 from autofix.sources import load_yaml, problems_from_validation, source_from_data
@@ -181,7 +182,7 @@ class Spec(Strict):
         config = info.data.get("config")
         if not value or not isinstance(config, dict):
             return value
-        missing = [f"'{path}' -> '{target}'" for path, target in value.items() if not _has_path(config, target)]
+        missing = [f"'{path}' -> '{target}'" for path, target in value.items() if not has_path(config, target)]
         if missing:
             keys = ", ".join(_leaf_paths(config)) or "none"
             raise ValueError(f"{', '.join(missing)}: not a key of the trainable's 'config'; its keys are: {keys}")
@@ -264,15 +265,6 @@ class Spec(Strict):
     def search_path(self) -> list[str]:
         """Directories to import user factories from: the spec's own folder and ``python_path``."""
         return [str(Path(self.base_dir, p).resolve()) for p in ["."] + self.python_path]
-
-
-def _has_path(config: dict[str, Any], path: str) -> bool:
-    node: Any = config
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def _leaf_paths(config: dict[str, Any], prefix: str = "") -> list[str]:

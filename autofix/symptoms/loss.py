@@ -116,12 +116,11 @@ class DivergingLoss(Detector):
             return None
         first, last = values[0], values[-1]
         scale = abs(first) or 1.0
-        points = [(history.position(i), v) for i, v in history.series(self.metric) if math.isfinite(v)]
         if last > first + (self.params.factor - 1) * scale:
             ratio = last / first if first else math.inf
             return self.finding(
                 history, f"{self.metric} {last:.4g} is {ratio:.3g}x its first value {first:.4g}",
-                first=first, last=last, ratio=ratio, since_step=points[0][0],
+                first=first, last=last, ratio=ratio, since_step=self._step_of(history, first),
             )
         rising = self._rising(history, scale)
         if rising is not None:
@@ -132,9 +131,14 @@ class DivergingLoss(Detector):
                 history, f"{self.metric} {last:.4g} climbed back {last - best:.4g} above its best {best:.4g} "
                 f"(>= {self.params.min_rise:g} x the first value {first:.4g})",
                 first=first, best=best, last=last, rise=last - best,
-                since_step=min(points, key=lambda point: point[1])[0],
+                since_step=self._step_of(history, best),
             )
         return None
+
+    def _step_of(self, history: History, value: float) -> float:
+        """The step of the first report whose metric is ``value`` (read only when a finding is
+        made: the positions of every report are not needed on the reports that find nothing)."""
+        return next(history.position(i) for i, v in history.series(self.metric) if v == value)
 
     def _rising(self, history: History, scale: float) -> Finding | None:
         """Every report of the last ``rising_steps`` steps (and the one before them) rose; at

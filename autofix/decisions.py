@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from autofix.engine import Plan
     from autofix.policy import PolicySet
 
-__all__ = ["Decisions", "Patched", "gain", "knob_hint", "severity"]
+__all__ = ["Decisions", "Patched", "gain", "knob_hint", "severity", "unrecoverable_hard"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,13 @@ class Patched:
 def severity(symptom: str) -> str:
     """``hard`` or ``soft`` (:attr:`autofix.symptoms.Detector.severity`)."""
     return getattr(SYMPTOMS.get(symptom), "severity", HARD)
+
+
+def unrecoverable_hard(symptom: str) -> bool:
+    """A hard symptom a run does not come back from by itself (not a loss spike): on a report
+    with one, soft policies need not wait for the run's patience."""
+    cls = SYMPTOMS.get(symptom)
+    return severity(symptom) == HARD and not getattr(cls, "recoverable", False)
 
 
 class Decisions:
@@ -100,7 +107,8 @@ class Decisions:
         last = attempt.history.last_row()
         step = attempt.history.position(attempt.history.last_iteration)
         lookup = metrics_lookup(attempt.config, self.plan.aliases, last)
-        hard = any(severity(f.symptom) == HARD for f in findings)
+        # A recoverable one (a spike) may pass: it waives no patience before its own policy fires.
+        hard = any(unrecoverable_hard(f.symptom) for f in findings)
         firing: list[tuple[Policy, Finding, float]] = []
         matching, moved = step_policies(self.policies, attempt.alerts, findings, lookup, last, step, at_end)
         for change in moved:  # pending, firing, resolved: Prometheus's alert states, journaled

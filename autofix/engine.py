@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autofix import settle
-from autofix.decisions import Decisions, gain, severity
+from autofix.decisions import Decisions, gain, unrecoverable_hard
 from autofix.judging import Inputs, gaps, judged_by
 from autofix.ladder import Ladder
 from autofix.lineage import CONTROL, ISOLATION, Attempt, Outcome, config_key
@@ -303,8 +303,7 @@ class Engine(Ladder, Decisions):
         """A report of the run left alone: no policy acts on it, but a hard symptom shows it is
         broken, and then it is stopped (a broken run is no bar for a fix to clear). A recoverable
         one (a loss spike) does not: the run left alone may come back, so it trains on."""
-        hard = next((f for f in findings if severity(f.symptom) == HARD
-                     and not getattr(SYMPTOMS.get(f.symptom), "recoverable", False)), None)
+        hard = next((f for f in findings if unrecoverable_hard(f.symptom)), None)
         if hard is None or attempt.history.position(attempt.history.last_iteration) <= attempt.start_step:
             return CONTINUE  # before its first step (the loss-at-init check) nothing is shown broken yet
         attempt.stopped_on = HARD

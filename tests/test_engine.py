@@ -156,8 +156,9 @@ def test_healthy_curve_is_kept_without_a_child():
                  [{"path": "init", "from": None, "to": {"scheme": "lecun_normal", "pattern": None,
                                                         "types": ["Conv1d", "Conv2d", "Linear"], "head": False}}],
                  id="inf-before-any-step-is-no-learning-rates"),
-    pytest.param(config(lr=1e-3), SPIKE, 2, "diverging-lower-lr", "hard",
-                 [{"path": "optimizer.lr", "from": 1e-3, "to": 1e-4}], id="spike"),
+    # found at report 2, acted on at 3: diverging-lower-lr waits 5 steps (a spike may pass)
+    pytest.param(config(lr=1e-3), SPIKE, 3, "diverging-lower-lr", "hard",
+                 [{"path": "optimizer.lr", "from": 1e-3, "to": 1e-4}], id="spike-held"),
     pytest.param(config(lr=0.05), OSCILLATION, 8, "oscillating-lower-lr", "soft",
                  [{"path": "optimizer.lr", "from": 0.05, "to": 0.005}], id="oscillation-from-report-4"),
     pytest.param(config(lr=1.0), STUCK, 8, "plateau-high-lr", "soft",
@@ -272,7 +273,7 @@ def test_a_soft_symptom_never_acts_on_a_healthy_attempt_but_overfitting(tmp_path
 
 @pytest.mark.parametrize("series, extra, stop_at, policy", [
     pytest.param([2.3, math.nan], None, 1, "nonfinite-lower-lr", id="nonfinite"),
-    pytest.param(SPIKE, None, 2, "diverging-lower-lr", id="diverging"),
+    pytest.param(SPIKE, None, 3, "diverging-lower-lr", id="diverging-once-held-5-steps"),
     pytest.param([2.3, 2.3], [{"grad_norm": 0.3}, {"grad_norm": 900.0}], 1, "exploding-gradients-high-lr",
                  id="exploding-gradients"),
     pytest.param([2.3, 2.3, 2.3], [{}] + [{"update_ratio_global": 0.0, "update_expected": 1e-3,

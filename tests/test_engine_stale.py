@@ -72,8 +72,8 @@ def test_the_shipped_dying_relu_policy_waits_for_fresh_samples():
 
 
 def test_loss_symptoms_still_count_on_carried_reports():
-    rows = [{"val_loss": v, "probe_age": 1.0} for v in (1.2, 0.9, 3.2)]
-    assert first_fire(rows, load_policies(["builtin"]), min_steps=10_000) == (2, "diverging-lower-lr")
+    rows = [{"val_loss": v, "probe_age": 1.0} for v in (1.2, 0.9, 3.2, 3.4)]  # held 10 steps >= 5
+    assert first_fire(rows, load_policies(["builtin"]), min_steps=10_000) == (3, "diverging-lower-lr")
 
 
 def test_carried_reports_keep_the_pending_state_as_it_was(tmp_path):

@@ -400,6 +400,8 @@ def test_unnormalized_input(reports, params, expected):
 OVERFIT = series(11, val_loss=curve("2.3 1.2 .6 .4 .35 .38 .42 .47 .55 .6 .7"),
                  train_loss=curve("2.3 1.1 .5 .3 .2 .14 .1 .07 .05 .04 .03"))
 THREE = {"patience_steps": 3 * STEPS}  # the old patience of 3 reports, in steps
+HOLDS = [0.1, 0.6, 0.8, 0.9, 0.92, 0.92, 0.915, 0.92, 0.91, 0.915, 0.91]  # best 0.92, last 0.91
+FALLS = [0.1, 0.6, 0.8, 0.88, 0.88, 0.87, 0.86, 0.85, 0.84, 0.83, 0.82]  # the zoo case: 0.88 -> 0.82
 OVERFITTING_ROWS = [
     pytest.param(HEALTHY, {}, None, id="healthy-digits"),
     # best .35 at step 92; 128 steps later is report 10 (step 230)
@@ -437,6 +439,15 @@ OVERFITTING_ROWS = [
     pytest.param(series(8, val_loss=curve(".698 .2 .05 .0246 .026 .028 .03 .0326"),
                         train_loss=curve(".7 .2 .06 .0389 .035 .032 .03 .0281")), {**THREE, "min_rise_of_first": 0},
                  6, id="rise-immaterial-vs-first-guard-off"),
+    # The score gate: a validation loss that climbs while val_accuracy holds within 0.02 of its
+    # best is over-confidence, not lost accuracy (ported-models SELU control: 0.99 -> 0.987).
+    pytest.param(edit(OVERFIT, val_accuracy=HOLDS), {}, None, id="accuracy-holds-within-0.02"),
+    pytest.param(edit(OVERFIT, val_accuracy=FALLS), {}, 10, id="accuracy-falls-0.06"),
+    pytest.param(edit(OVERFIT, val_accuracy=HOLDS), {"min_score_drop": 0.005}, 10, id="min_score_drop-0.005"),
+    pytest.param(edit(OVERFIT, val_accuracy=HOLDS), {"score_metric": None}, 10, id="score_metric-none-no-gate"),
+    pytest.param(edit(OVERFIT, val_accuracy=HOLDS), {"score_metric": "val_macro_f1"}, 10, id="score-not-reported"),
+    pytest.param(edit(edit(OVERFIT, val_accuracy=HOLDS), 10, val_accuracy=math.nan), {}, 10,
+                 id="nan-score-at-the-last-report-no-gate"),
 ]
 
 
@@ -461,6 +472,12 @@ def test_overfitting_evidence(key, expected):
     finding = run("overfitting", OVERFIT)[0]
     assert finding.metric == "val_loss"
     assert finding.evidence[key] == pytest.approx(expected)
+
+
+def test_overfitting_evidence_names_the_score_that_fell():
+    assert "score_best" not in run("overfitting", OVERFIT)[0].evidence
+    finding = run("overfitting", edit(OVERFIT, val_accuracy=FALLS))[0]
+    assert (finding.evidence["score_best"], finding.evidence["score_last"]) == (0.88, 0.82)
 
 
 # Balanced 10 classes; from epoch 1 every validation prediction falls in one class, and the

@@ -74,8 +74,9 @@ class Detector:
     gate does not apply to it."""
     recoverable: ClassVar[bool] = False
     """A hard symptom that a transient spike shows too (a loss or gradient that jumps and comes
-    back): it may stop a treatment at once, but the run left alone, continued as a control, is
-    not declared broken on it; it trains on and is compared at the same step."""
+    back): its policies act once it has held their ``for_steps``, it waives no soft symptom's
+    patience, and the run left alone, continued as a control, is not declared broken on it; it
+    trains on and is compared at the same step."""
     fixable: ClassVar[bool] = True
     """False for a symptom no change of hyperparameters can cure (a bug in the training code)."""
     sampled: ClassVar[bool] = False

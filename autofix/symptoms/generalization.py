@@ -39,7 +39,11 @@ class Overfitting(ProbeDetector):
     * that rise is also at least ``min_rise_of_first`` of the *first* validation loss (the
       untrained loss sets the task's scale: a converged 0.025 -> 0.033 is 33% but immaterial);
     * ``train_metric`` fell by at least ``min_train_drop`` (relative) since the report of the
-      best validation loss: the model is still fitting the training set, not just noisy.
+      best validation loss: the model is still fitting the training set, not just noisy;
+    * where ``score_metric`` (higher is better) is reported, its last value is at least
+      ``min_score_drop`` below its best: a validation loss that climbs while the score holds is
+      the model growing over-confident on what it already gets right, which no remedy for
+      overfitting would improve where it is judged.
 
     Requiring both the age and the margin is what keeps noisy healthy curves quiet: the
     healthy digits run ends .131 .135 .173, 32% above its best but only 2 reports after it.
@@ -50,7 +54,12 @@ class Overfitting(ProbeDetector):
     there on the val/train gap, here on the rise above the best validation loss).
     ``min_rise_of_first=0.03`` and ``min_train_drop=0.1`` are our choices, added after healthy
     blobs/circles controls (benchmarks/zoo) fired on converged noise: 0.203 -> 0.297 while the
-    training loss moved 5%, and 0.025 -> 0.033 out of a first 0.70.
+    training loss moved 5%, and 0.025 -> 0.033 out of a first 0.70. ``min_score_drop=0.02`` is
+    the margin autofix's verdicts allow a score (``autofix.verdict.CHANCE_MARGIN``), added after
+    two healthy ported-models controls (a SELU MLP on circles, an exponential MLP on blobs) whose
+    val_loss doubled and more while val_accuracy stayed within 0.004 of its best (0.99 and
+    0.997): each was relaunched with weight decay for nothing. The zoo's overfitting case, whose
+    accuracy falls 0.88 -> 0.82 as its val_loss climbs, still fires.
     """
 
     name = "overfitting"
@@ -64,10 +73,13 @@ class Overfitting(ProbeDetector):
         min_rise_of_first: float = Field(default=0.03, ge=0)
         min_train_drop: float = Field(default=0.1, ge=0, lt=1)
         train_metric: str = Field(default="train_loss", min_length=1)
+        score_metric: str | None = Field(default="val_accuracy", min_length=1)
+        min_score_drop: float = Field(default=0.02, ge=0)
 
     def check(self, history: History) -> Finding | None:
         p = self.params
-        if self.metric == p.train_metric:
+        score = self._score(history)
+        if self.metric == p.train_metric or (score is not None and score[0] - score[1] < p.min_score_drop):
             return None
         now = self.last_values(history, self.metric, p.train_metric)
         if now is None or not all(math.isfinite(v) for v in now.values()):
@@ -96,7 +108,16 @@ class Overfitting(ProbeDetector):
             f"while {p.train_metric} fell {train_then:.4g} -> {train_now:.4g}",
             best=best, last=last, rise=rise, steps_since_best=since,
             train_at_best=train_then, train_last=train_now,
+            **({} if score is None else {"score_best": score[0], "score_last": score[1]}),
         )
+
+    def _score(self, history: History) -> tuple[float, float] | None:
+        """(best, last) of ``score_metric``, or None where the last report has no finite score."""
+        name = self.params.score_metric
+        last = None if name is None else history.last_row().get(name)
+        if name is None or last is None or not math.isfinite(last):
+            return None
+        return max(history.finite(name)), last
 
 
 class ClassCollapse(ProbeDetector):

@@ -38,11 +38,11 @@ HARNESS_METRICS = (
 )
 PROBE_METRICS = (  # with training.probes.enabled (the default)
     "chance_loss", "dead_frac_max", "grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac",
-    "gradless_steps", "init_loss", "input_abs_max", "input_mean", "input_std", "label_classes", "label_frac_max",
-    "optimizer_steps", "pred_classes", "pred_frac_max", "probe_age", "saturated_frac_max", "stale_grad_checks",
-    "stale_grad_steps", "update_expected", "update_ratio_global", "update_ratio_max", "update_ratio_median",
-    "output_classes", "output_lse_dev", "output_max", "output_min", "output_sum_dev", "output_zero_rows",
-    "update_resolution", "val_recall_min",
+    "gradless_steps", "init_loss", "input_abs_max", "input_mean", "input_spread", "input_std", "label_classes",
+    "label_frac_max", "optimizer_steps", "pred_classes", "pred_frac_max", "probe_age", "saturated_frac_max",
+    "stale_grad_checks", "stale_grad_steps", "update_expected", "update_ratio_global", "update_ratio_max",
+    "update_ratio_median", "output_classes", "output_lse_dev", "output_max", "output_min", "output_sum_dev",
+    "output_zero_rows", "update_resolution", "val_recall_min",
 )
 PROBE_FAMILIES = ("dead_frac/", "grad_norm/", "loss_expects/", "saturated_frac/", "update_ratio/",
                   "val_recall/")  # + layer/class/kind

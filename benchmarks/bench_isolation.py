@@ -19,7 +19,7 @@ PART_OF = {
                      "output_loss_mismatch"), "training_step"),
     **dict.fromkeys(("dying_relu", "vanishing_gradients", "saturated_activations", "nonfinite_at_init",
                      "baseline_learns"), "model"),
-    **dict.fromkeys(("unnormalized_input", "label_imbalance"), "data"),
+    **dict.fromkeys(("unnormalized_input", "label_imbalance", "constant_inputs"), "data"),
 }
 _LR_INIT = ("optimizer.lr", "scheduler", "init")
 

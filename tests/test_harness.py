@@ -257,7 +257,14 @@ def user_module(monkeypatch: pytest.MonkeyPatch) -> str:
         y = torch.arange(n) % 10
         return TensorDataset(x, y), TensorDataset(torch.rand(16, 1, 8, 8), torch.arange(16) % 10)
 
+    def constant(n: int = 64, spread: float = 0.0) -> tuple[TensorDataset, TensorDataset]:
+        x = torch.rand(1, 1, 8, 8).expand(n, 1, 8, 8).clone()  # a loader that returns one example
+        x[-1] += spread
+        y = torch.arange(n) % 10
+        return TensorDataset(x, y), TensorDataset(x[:16].clone(), y[:16])
+
     module.poisoned = poisoned  # type: ignore[attr-defined]
+    module.constant = constant  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)
     return module.__name__
 
@@ -269,6 +276,17 @@ def test_nonfinite_loss_is_reported_not_raised(user_module: str) -> None:
     assert not math.isfinite(rec.rows[1]["train_loss"])
     # the poisoned batch was skipped, so the weights (and val loss) stay finite
     assert all(math.isfinite(r["val_loss"]) for r in rec.rows)
+
+
+@pytest.mark.parametrize("args, spread", [
+    pytest.param({"spread": 0.0}, 0.0, id="every-input-the-same"),
+    pytest.param({"spread": 0.25}, 0.25, id="the-last-example-differs"),
+    pytest.param({"n": 1}, None, id="one-example-says-nothing"),
+])
+def test_input_spread_at_epoch_0(user_module: str, args: dict[str, Any], spread: float | None) -> None:
+    rec = train(config(data={"factory": f"{user_module}:constant", "args": args}, epochs=1, batch_size=16))
+    assert rec.rows[0].get("input_spread") == (None if spread is None else pytest.approx(spread))
+    assert "input_spread" not in rec.rows[1], "a property of the data set: reported once, before training"
 
 
 def test_mse_and_bce_losses_on_class_labels() -> None:

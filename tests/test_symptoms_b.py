@@ -397,6 +397,23 @@ def test_unnormalized_input(reports, params, expected):
     assert first_firing("unnormalized_input", reports, params) == expected
 
 
+# input_spread is reported at epoch 0 only (a property of the data set).
+CONSTANT_ROWS = [
+    pytest.param(HEALTHY, {}, None, id="no-spread-reported"),
+    pytest.param(edit(HEALTHY, 0, 1, input_spread=0.0), {}, 0, id="every-input-the-same"),
+    pytest.param(edit(HEALTHY, 0, 1, input_spread=16.0), {}, None, id="digits-differ"),
+    pytest.param(edit(HEALTHY, 0, 1, input_spread=1e-7), {}, None, id="the-smallest-difference-is-no-bug"),
+    pytest.param(edit(HEALTHY, 0, 1, input_spread=1e-7), {"max_spread": 1e-6}, 0, id="max_spread-1e-6"),
+    pytest.param(edit(HEALTHY, 0, 1, input_spread=math.inf), {}, None, id="nan-in-the-data-is-no-constant"),
+    pytest.param(edit(HEALTHY, 3, 4, input_spread=0.0), {}, 3, id="a-custom-loop-reporting-it-later"),
+]
+
+
+@pytest.mark.parametrize("reports, params, expected", CONSTANT_ROWS)
+def test_constant_inputs(reports, params, expected):
+    assert first_firing("constant_inputs", reports, params) == expected
+
+
 OVERFIT = series(11, val_loss=curve("2.3 1.2 .6 .4 .35 .38 .42 .47 .55 .6 .7"),
                  train_loss=curve("2.3 1.1 .5 .3 .2 .14 .1 .07 .05 .04 .03"))
 THREE = {"patience_steps": 3 * STEPS}  # the old patience of 3 reports, in steps
@@ -765,14 +782,15 @@ def test_overrides_reach_the_new_detectors():
 # -- the registry -----------------------------------------------------------------------------
 
 CODE = ("missing_zero_grad", "loss_broadcast", "detached_loss", "nan_metric")  # symptoms/code.py
+DATA_BUG = "constant_inputs"  # symptoms/data.py: a loading bug, reported like the code bugs
 
 
 ISOLATION = ("unexplained_failure", "baseline_learns")  # symptoms/isolation.py: the isolation ladder's
 
 
-def test_registry_holds_all_twenty_three_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE) | set(ISOLATION)
-    assert len(SYMPTOMS) == 23
+def test_registry_holds_all_twenty_four_symptoms():
+    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE) | set(ISOLATION) | {DATA_BUG}
+    assert len(SYMPTOMS) == 24
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 
@@ -806,9 +824,9 @@ def test_every_symptom_documents_itself(name):
     assert isinstance(cls.fixable, bool) and isinstance(cls.advice, str)
 
 
-def test_only_training_code_bugs_are_unfixable():
+def test_only_training_code_and_data_loading_bugs_are_unfixable():
     unfixable = [name for name, cls in SYMPTOMS.items() if not cls.fixable]
-    assert unfixable == ["no_update", *CODE]
+    assert unfixable == ["no_update", DATA_BUG, *CODE]
     advice = SYMPTOMS["no_update"].advice
     assert len(advice) > 200
     for cause in ("optimizer.step()", "zero_grad()", "backward()", "detach", "requires_grad", "learning rate"):

@@ -54,6 +54,15 @@ def _grad_norm(model: nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
+def _spread(x: torch.Tensor, first: torch.Tensor) -> float:
+    """The largest |x_i - first| of a batch (inf where a difference is not finite: NaN in the
+    data is no evidence that the inputs are all the same)."""
+    if x.shape[1:] != first.shape[1:]:
+        return math.inf
+    diff = (x.float() - first.float()).abs()
+    return float(diff.amax()) if bool(torch.isfinite(diff).all()) else math.inf
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
@@ -112,10 +121,13 @@ class _Trainer:
         """Epoch 0: losses of the untrained model and the gradients of one (probed) batch."""
         self.model.eval()
         losses, worst = [], None  # the first batch whose loss is not finite: what the probe traces
+        first, spread, seen = None, 0.0, 0  # input_spread: constant inputs are a loading bug
         with torch.no_grad():
             for x, y in islice(self.train.epoch(0), _EPOCH0_TRAIN_BATCHES):
                 losses.append(float(self.loss_fn(self.model(x), y)))
                 worst = x if worst is None and not math.isfinite(losses[-1]) else worst
+                first = x[:1] if first is None else first
+                spread, seen = max(spread, _spread(x, first)), seen + len(x)
         self.model.train()
         x, y = next(iter(self.train.epoch(0)))
         self.optimizer.zero_grad(set_to_none=True)
@@ -134,6 +146,8 @@ class _Trainer:
             metrics.update(nonfinite_metrics(self.model, worst if worst is not None else x))
             metrics.update(initial_loss_metrics(metrics["train_loss"],
                                                 num_classes(out, self.loss_fn.name)))
+            if seen >= 2:
+                metrics["input_spread"] = spread
         return metrics
 
     def _backward(self, loss: torch.Tensor) -> bool:

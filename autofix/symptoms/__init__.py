@@ -8,7 +8,7 @@ from autofix.errors import AutofixError
 from autofix.symptoms.activations import DyingReLU, SaturatedActivations
 from autofix.symptoms.base import HARD, SOFT, Detector, Finding, Params
 from autofix.symptoms.code import DetachedLoss, LossBroadcast, MissingZeroGrad, NanMetric
-from autofix.symptoms.data import LabelImbalance, UnnormalizedInput
+from autofix.symptoms.data import ConstantInputs, LabelImbalance, UnnormalizedInput
 from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
 from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
 from autofix.symptoms.isolation import BaselineLearns, UnexplainedFailure
@@ -24,6 +24,7 @@ __all__ = [
     "BaselineLearns",
     "ChanceLevel",
     "ClassCollapse",
+    "ConstantInputs",
     "DetachedLoss",
     "Detector",
     "DivergingLoss",
@@ -60,7 +61,7 @@ SYMPTOMS: dict[str, type[Detector]] = {
         # probe streams: gradients and updates, activations, data, what is learned
         VanishingGradients, ExplodingGradients, UnchangedWeights,
         DyingReLU, SaturatedActivations,
-        LabelImbalance, UnnormalizedInput,
+        LabelImbalance, UnnormalizedInput, ConstantInputs,
         Overfitting, ClassCollapse, ChanceLevel,
         # the attempt's end: no other symptom, and the loss fell too little
         SlowProgress,

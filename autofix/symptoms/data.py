@@ -1,9 +1,12 @@
-"""Symptoms of the data rather than of training: imbalanced labels, unnormalized input.
+"""Symptoms of the data rather than of training: imbalanced labels, unnormalized input,
+constant inputs.
 
 The managed harness reports ``input_mean``, ``input_std``, ``input_abs_max`` (over a sampled
 training batch) and ``label_frac_max`` (largest training-class fraction), ``label_classes``.
 Both are properties of the data set, so they hold from epoch 0 on and are reported on every
-report that carries the streams: policies decide whether to normalize or reweight.
+report that carries the streams: policies decide whether to normalize or reweight. At epoch 0
+it also reports ``input_spread``: how far any training example of the first batches lies from
+the first one (0: every input the same, a loading bug no configuration cures).
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import math
 from pydantic import Field, model_validator
 
 from autofix.metrics import History
-from autofix.symptoms.base import Finding
+from autofix.symptoms.base import HARD, Finding
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
 
-__all__ = ["LabelImbalance", "UnnormalizedInput"]
+__all__ = ["ConstantInputs", "LabelImbalance", "UnnormalizedInput"]
 
 
 class LabelImbalance(ProbeDetector):
@@ -127,4 +130,50 @@ class UnnormalizedInput(ProbeDetector):
         return self.found(
             history, metric, "input not normalized: " + "; ".join(problems),
             input_mean=mean, input_std=std, input_abs_max=top,
+        )
+
+
+class ConstantInputs(ProbeDetector):
+    """Every training example the model is fed is the same input: nothing can be learned.
+
+    Fires when ``input_spread`` (the largest absolute difference between any example of the
+    first training batches and the first example; reported at epoch 0 when those batches hold
+    two or more examples) is at most ``max_spread``. Labels that differ on identical inputs
+    leave every model at the label distribution, so the learning rate, the initialisation and
+    the model are never the remedy: the run stops with a checklist.
+
+    Defaults and sources: Karpathy's "A Recipe for Training Neural Networks" (2019) checks the
+    data exactly as it enters the net ("visualize just before the net"); this is that check in
+    one number, reported, not repaired, as DeepDiagnosis reports faults no configuration cures.
+    ``max_spread=0.0`` (exactly identical inputs) is our choice; the isolation ladder's
+    real-vs-shuffled-labels rung finds the same bug, at a cost, where inputs differ but carry no
+    signal. Measured: the isolation zoo's digits loader with every image the first one
+    (``bug: constant_inputs``) was localised to the model by a dying-ReLU re-init first.
+    """
+
+    name = "constant_inputs"
+    severity = HARD
+    fixable = False
+    summary = "Every training input is the same: the data loader feeds one example (a data bug)."
+    advice = """\
+Every example in the first training batches is identical, so no model can tell the classes
+apart and no configuration helps. Check that
+(1) the dataset's __getitem__ uses its index (not a fixed one, not the first row);
+(2) the transform does not replace the input (a normalisation by a zero-variance statistic, a
+    constant fill, a crop outside the image);
+(3) the input column is the features, not an ID or a constant column;
+(4) augmentation or caching did not store one tensor and reuse it for every example."""
+
+    class Params(FixedParams):
+        max_spread: float = Field(default=0.0, ge=0)
+
+    def check(self, history: History) -> Finding | None:
+        spread = self.optional(history, "input_spread")
+        if spread is None or not math.isfinite(spread) or spread > self.params.max_spread:
+            return None
+        return self.found(
+            history, "input_spread",
+            f"every training input is the same: no example of the first batches differs from the first "
+            f"by more than {spread:.3g}",
+            input_spread=spread,
         )

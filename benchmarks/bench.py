@@ -27,9 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runner import Block, Item, encode, row, run_items  # noqa: E402
-from common import (  # noqa: E402
-    LEFT_ALONE, REFERENCE_SCORES, REPO_DIR, MethodResult, left_alone, load_cases, ray_runtime_env, reference_score,
+from bench_runner import Block, Item, encode, row, run_items
+from common import (
+    LEFT_ALONE,
+    REFERENCE_SCORES,
+    REPO_DIR,
+    MethodResult,
+    left_alone,
+    load_cases,
+    ray_runtime_env,
+    reference_score,
 )
 
 METHODS = ("autofix", "asha", "pbt", "random_repair")
@@ -107,9 +114,9 @@ def _references(plan: list[Item], jobs: int) -> None:
     keys = sorted({(i.case, i.seed) for i in plan} - set(REFERENCE_SCORES))
     alone = sorted({(i.case, i.seed) for i in plan} - set(LEFT_ALONE))
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for key, score in zip(keys, pool.map(_reference, keys)):
+        for key, score in zip(keys, pool.map(_reference, keys), strict=False):
             REFERENCE_SCORES[key] = score
-        for key, result in zip(alone, pool.map(_left_alone, alone)):
+        for key, result in zip(alone, pool.map(_left_alone, alone), strict=False):
             LEFT_ALONE[key] = result
 
 

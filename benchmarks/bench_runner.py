@@ -20,9 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    LEFT_ALONE, REFERENCE_SCORES, Budget, Case, MethodResult, case_config, load_cases, ray_runtime_env,
-)
+from common import LEFT_ALONE, REFERENCE_SCORES, Budget, Case, MethodResult, case_config, load_cases, ray_runtime_env
 
 __all__ = ["Block", "Item", "decode", "encode", "row", "run_items"]
 

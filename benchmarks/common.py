@@ -19,11 +19,33 @@ import yaml
 from patches import apply_overrides, changed_keys, patch_size
 
 __all__ = [
-    "BENCH_DIR", "LEFT_ALONE", "Budget", "Case", "Judge", "MethodResult", "REFERENCE_SCORES", "ZOO_DIR",
-    "apply_overrides", "bench_trainable", "case_config", "case_series", "changed_keys", "claim_ok", "finite",
-    "is_custom", "judge_for", "left_alone", "load_case_spec",
-    "load_cases", "patch_size", "preload_worker", "ray_runtime_env", "reference_config",
-    "reference_score", "train_series", "training_config",
+    "BENCH_DIR",
+    "LEFT_ALONE",
+    "REFERENCE_SCORES",
+    "ZOO_DIR",
+    "Budget",
+    "Case",
+    "Judge",
+    "MethodResult",
+    "apply_overrides",
+    "bench_trainable",
+    "case_config",
+    "case_series",
+    "changed_keys",
+    "claim_ok",
+    "finite",
+    "is_custom",
+    "judge_for",
+    "left_alone",
+    "load_case_spec",
+    "load_cases",
+    "patch_size",
+    "preload_worker",
+    "ray_runtime_env",
+    "reference_config",
+    "reference_score",
+    "train_series",
+    "training_config",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -202,7 +224,7 @@ class Budget:
     max_epochs_total: int
 
     @classmethod
-    def for_case(cls, case: Case) -> "Budget":
+    def for_case(cls, case: Case) -> Budget:
         """autofix's ``budget.max_attempts`` x the case's epochs."""
         spec = load_case_spec(case)
         attempts = int((spec.get("budget") or {}).get("max_attempts", 6))

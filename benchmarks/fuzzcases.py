@@ -24,9 +24,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from hypothesis import strategies as st
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["CASE_TIMEOUT_S", "Case", "Outcome", "RunStarted", "SEEDS", "cases", "check_case", "run_case"]
+__all__ = ["CASE_TIMEOUT_S", "SEEDS", "Case", "Outcome", "RunStarted", "cases", "check_case", "run_case"]
 
 CASE_TIMEOUT_S = 20.0
 """A case that takes longer (an alias bomb expanded, a quadratic walk) is a failure."""

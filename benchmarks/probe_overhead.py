@@ -42,9 +42,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from autofix.harness.builders import normalize_config  # noqa: E402
-from autofix.harness.loop import _Trainer  # noqa: E402  (private: times train_epoch alone)
-from autofix.probes.budget import WINDOW  # noqa: E402
+from autofix.harness.builders import normalize_config
+from autofix.harness.loop import _Trainer
+from autofix.probes.budget import WINDOW
 
 MODELS = "autofix.harness.models"
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -100,12 +100,12 @@ def _median_ci(ratios: list[float], sampled: list[bool], seed: int = 0,
                ) -> tuple[float, float, float]:
     """Stratified median of ``ratios`` (sampled / unsampled epochs) with a 95% bootstrap CI."""
     rng = np.random.default_rng(seed)
-    strata = [np.array([r for r, s in zip(ratios, sampled) if s == want]) for want in (True, False)]
+    strata = [np.array([r for r, s in zip(ratios, sampled, strict=False) if s == want]) for want in (True, False)]
     strata = [s for s in strata if s.size]
     weights = [s.size / len(ratios) for s in strata]
-    point = sum(w * float(np.median(s)) for w, s in zip(weights, strata))
+    point = sum(w * float(np.median(s)) for w, s in zip(weights, strata, strict=False))
     boots = sum(w * np.median(rng.choice(s, size=(2000, s.size)), axis=1)
-                for w, s in zip(weights, strata))
+                for w, s in zip(weights, strata, strict=False))
     return point, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
 
 
@@ -132,8 +132,8 @@ def measure(name: str, cfg: dict[str, Any], args: argparse.Namespace) -> dict[st
     for mode, probe in probes.items():
         probe_s, train_s, samples = (now - then for now, then in zip(
             (probe.budget.probe_seconds, probe.budget.train_seconds,
-             probe.budget.total_samples), before[mode]))
-        ratios = [100 * (a / b - 1) for a, b in zip(times[mode], times["off"])]
+             probe.budget.total_samples), before[mode], strict=False))
+        ratios = [100 * (a / b - 1) for a, b in zip(times[mode], times["off"], strict=False)]
         overhead = _median_ci(ratios, sampled[mode])
         row[mode] = {
             "step_ms": 1e3 * statistics.median(times[mode]) / steps,

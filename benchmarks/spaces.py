@@ -27,10 +27,11 @@ import copy
 import math
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["Knob", "KnobSpace", "SPACES", "large_space", "materialize", "small_space"]
+__all__ = ["SPACES", "Knob", "KnobSpace", "large_space", "materialize", "small_space"]
 
 _OPTIMIZERS = ["adam", "adamw", "rmsprop", "sgd", "adagrad"]
 _SCHEDULERS = ["none", "step", "cosine", "exponential", "reduce_on_plateau"]

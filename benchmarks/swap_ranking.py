@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO_DIR, ZOO_DIR, train_series  # noqa: E402
+from common import REPO_DIR, ZOO_DIR, train_series
 
 sys.path.insert(0, str(ZOO_DIR))  # the models' factory module (ported.py) is validated here
 

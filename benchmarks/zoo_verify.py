@@ -19,9 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    REPO_DIR, Judge, load_cases, reference_config, train_series, training_config,
-)
+from common import REPO_DIR, Judge, load_cases, reference_config, train_series, training_config
 
 __all__ = ["verify"]
 
@@ -62,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [c.name for c in load_cases(args.cases.split(",") if args.cases else None)]
     keys = [(n, s) for n in names for s in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(verify, *zip(*keys)))
+        rows = list(pool.map(verify, *zip(*keys, strict=False)))
     lines = ["# Zoo verification (independent judge, no autofix)", "",
              f"command: `python benchmarks/zoo_verify.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              "| case | kind | ok | seeds ok | reference scores | broken: first healthy report (per seed) | final score (per seed) |",

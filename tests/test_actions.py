@@ -9,8 +9,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from autofix.actions import ACTIONS, ActionSpec, Change, NotApplicable, get_path, has_path, set_path
 from autofix.actions.config import Scale, Set
@@ -440,7 +439,7 @@ FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_
 def test_apply_never_mutates_its_input(config, action):
     before = copy.deepcopy(config)
     try:
-        patched, changes = action.apply(config)
+        patched, _changes = action.apply(config)
     except NotApplicable:
         assert config == before
         return

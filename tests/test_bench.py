@@ -17,8 +17,17 @@ if str(BENCH) not in sys.path:  # the bench modules import each other as common,
 from autofix.spec import load_spec  # noqa: E402
 from autofix.symptoms import SYMPTOMS  # noqa: E402
 from autofix.training import TrainingSpec  # noqa: E402
+
 from common import (  # noqa: E402
-    Case, Judge, apply_overrides, case_config, changed_keys, is_custom, load_cases, patch_size, reference_config,
+    Case,
+    Judge,
+    apply_overrides,
+    case_config,
+    changed_keys,
+    is_custom,
+    load_cases,
+    patch_size,
+    reference_config,
     training_config,
 )
 
@@ -31,7 +40,7 @@ def _case(**kw) -> Case:
 
 
 def _series(losses, scores, metric="val_accuracy"):
-    return [{"epoch": i, "val_loss": l, metric: s} for i, (l, s) in enumerate(zip(losses, scores))]
+    return [{"epoch": i, "val_loss": l, metric: s} for i, (l, s) in enumerate(zip(losses, scores, strict=False))]
 
 
 def test_judge_needs_both_the_loss_drop_and_the_score():
@@ -192,7 +201,7 @@ def test_ported_models_targets_from_rows(healed, touched, heads, lr, met):
     rows = [_row("autofix", f"b{i}", "config", i < healed, 300, block="ported-models", head_changed=[], diagnosis_correct=True,
                  lr_at_init=lr if i == 0 else 0) for i in range(10)]
     rows += [_row("autofix", f"h{i}", "healthy", True, 300, block="ported-models", false_alarm=t, head_changed=h,
-                  lr_at_init=0) for i, (t, h) in enumerate(zip(touched, heads))]
+                  lr_at_init=0) for i, (t, h) in enumerate(zip(touched, heads, strict=False))]
     verdicts = {t["target"]: t["met"] for t in targets(rows, {})}
     names = ["ported models: >= 90% of the broken cases healed (independent judge)",
              "ported models: 0 healthy cases touched", "no patch changes the output head except an output action",

@@ -15,6 +15,7 @@ if str(BENCH) not in sys.path:  # the bench modules import each other as common,
 from autofix.actions import ACTIONS  # noqa: E402
 from autofix.policy import SHIPPED_POLICIES  # noqa: E402
 from autofix.training import TrainingSpec  # noqa: E402
+
 from common import Budget, Case, Judge, is_custom, load_cases, training_config  # noqa: E402
 from methods.judging import JudgingStopper  # noqa: E402
 from methods.random_repair import KNOB_OF_PATH, policy_actions, random_step  # noqa: E402

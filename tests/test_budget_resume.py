@@ -6,12 +6,11 @@ import time
 import types
 
 import pytest
+from test_engine import config, engine
 
 from autofix.controller import AutofixScheduler
 from autofix.lineage import Outcome
 from autofix.resume import _budget_left_s
-
-from test_engine import config, engine
 
 
 def rec(event: str, ts: float) -> dict:

@@ -8,13 +8,14 @@ shape: 23 optimizer steps per report, 345 planned (report 15 is the planned end)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from autofix.engine import Engine, Plan
 from autofix.ending import ended_because, interrupted_because
+from autofix.engine import Engine, Plan
 from autofix.lineage import Outcome
 from autofix.policy import SHIPPED_POLICIES, load_policies
 from autofix.spec import BudgetSpec

@@ -23,8 +23,8 @@ from autofix.engine import Engine, Plan
 from autofix.lineage import CONTROL, Outcome
 from autofix.policy import load_policies
 from autofix.symptoms import build_detectors
-from curves import ADAM_TINY, HEALTHY, SGD_SLOW, STUCK, curve
 
+from curves import ADAM_TINY, HEALTHY, SGD_SLOW, STUCK, curve
 
 SPIKE = [2.3, 2.0, 4.7, 5.0]
 NAN_AT_3 = [2.3, 1.9, 1.5, math.nan, 1.2]

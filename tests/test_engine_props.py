@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from test_engine import HEALTHY, SGD_SLOW, STUCK
 
 from autofix import settle
 from autofix.engine import Engine, Plan
 from autofix.lineage import CONTROL, ISOLATION, Outcome, config_key
 from autofix.policy import load_policies
 from autofix.symptoms import build_detectors
-
-from test_engine import HEALTHY, SGD_SLOW, STUCK
 
 POLICIES = load_policies(["builtin"])
 DETECTORS = lambda: build_detectors("val_loss")  # noqa: E731  (fresh windows per engine)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from test_engine import HEALTHY, PATIENCE_REPORT, STUCK, Journal, config, engine, policies_from, row
 
 from autofix import settle
 from autofix.engine import Engine
 from autofix.lineage import CONTROL, TREATMENT, Attempt, Outcome
-
-from test_engine import HEALTHY, PATIENCE_REPORT, STUCK, Journal, config, engine, policies_from, row
 
 LADDER = [0.1, 0.01, 0.001, 0.0001]
 

@@ -8,7 +8,6 @@ have been spent). Loss symptoms are measured on every report, stale probe or not
 
 from __future__ import annotations
 
-
 import pytest
 
 from autofix.engine import Engine, Plan

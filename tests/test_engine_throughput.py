@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import engine_throughput  # noqa: E402
+import engine_throughput
 
-from autofix.metrics import History  # noqa: E402
+from autofix.metrics import History
 
 
 def test_every_report_reaches_the_engine_and_every_run_ends():

@@ -83,7 +83,7 @@ def test_a_sigkilled_worker_is_resumed_from_its_checkpoint(ray_session, tmp_path
     killer.join(timeout=5)
     assert killed, "the trial never reached epoch 3"
     starts = [r for r in _lines(log) if r["event"] == "start"]
-    assert [s["pid"] for s in starts][0] == killed[0]["pid"] and len(starts) == 2
+    assert next(s["pid"] for s in starts) == killed[0]["pid"] and len(starts) == 2
     # The retry resumed after a checkpoint saved before the kill, not from scratch.
     assert 1 <= starts[1]["start"] <= killed[0]["epoch"] + 1
     assert report.status == "healthy" and [a.id for a in report.attempts] == ["a0"]

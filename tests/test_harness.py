@@ -172,7 +172,7 @@ def test_builtin_datasets_shapes(
 
 
 def test_dataset_options() -> None:
-    train_ds, val_ds = DATASETS["digits"](seed=0)
+    train_ds, _val_ds = DATASETS["digits"](seed=0)
     assert 0.0 <= float(train_ds.tensors[0].min()) and float(train_ds.tensors[0].max()) <= 1.0
     tr, va = DATASETS["digits"](seed=0, classes=[0, 1], max_per_class={"0": 900, "1": 40})
     labels = torch.cat([tr.tensors[1], va.tensors[1]])

@@ -110,7 +110,7 @@ def ddp_runs(tmp_path_factory) -> tuple[str, list[list[list[dict[str, Any]]]]]:
 
 def _assert_same(chief: list[dict[str, Any]], single: list[dict[str, Any]]) -> None:
     assert [r["epoch"] for r in chief] == [r["epoch"] for r in single]
-    for mine, ref in zip(chief, single):
+    for mine, ref in zip(chief, single, strict=False):
         for key in COMPARED:
             assert math.isclose(mine[key], ref[key], rel_tol=1e-4, abs_tol=1e-6), (mine["epoch"], key)
 

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from autofix.journal import read_journal
+
 from conftest import FIXTURES
 from procnet import alive, listeners, loopback, tree
 

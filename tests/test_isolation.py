@@ -7,13 +7,21 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from autofix.controller import tune_config
 from autofix.engine import Engine, Plan
 from autofix.isolation import (
-    DATA, LADDER_SHARE, MODEL, OPTIMIZER, RUNG_SHARES, RUNGS, TRAINING_STEP, attempt_examples, conclude, margin,
+    DATA,
+    LADDER_SHARE,
+    MODEL,
+    OPTIMIZER,
+    RUNG_SHARES,
+    RUNGS,
+    TRAINING_STEP,
+    attempt_examples,
+    conclude,
+    margin,
     rung_budget,
 )
 from autofix.lineage import ISOLATION
@@ -193,7 +201,7 @@ def test_a_model_verdict_hands_over_to_the_model_policies():
     a0 = engine.attempts["a0"]
     assert a0.decision.policy == "baseline-learns" and a0.decision.finding.symptom == "baseline_learns"
     child = engine.attempts[a0.decision.child]
-    assert [c.path for c in child.patch][0] == "architecture.activation" and engine.halted is None
+    assert next(c.path for c in child.patch) == "architecture.activation" and engine.halted is None
 
 
 def test_an_inconclusive_ladder_falls_back_to_the_generic_policies():

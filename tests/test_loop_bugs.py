@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import FIXTURES
 from torch import nn
 from torch.nn import functional as F
 
@@ -21,6 +20,8 @@ from autofix.policy import load_policies
 from autofix.probes import Probe
 from autofix.probes.loopcheck import LoopCheck
 from autofix.symptoms import HARD, SYMPTOMS, build_detectors
+
+from conftest import FIXTURES
 
 CODE_BUGS = ("missing_zero_grad", "loss_broadcast", "detached_loss", "nan_metric")
 

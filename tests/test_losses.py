@@ -12,8 +12,7 @@ import torch
 
 from autofix.harness.builders import LOSSES, LossFn
 from autofix.harness.losses import EXPECTS
-from autofix.training import LOSSES as SPEC_LOSSES
-from autofix.training import TrainingSpec
+from autofix.training import LOSSES as SPEC_LOSSES, TrainingSpec
 
 
 def keras_cce(out: np.ndarray, y: np.ndarray, eps: float = 1e-7) -> float:

@@ -11,8 +11,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from autofix.errors import InputError
 from autofix.alerts import PolicyState
+from autofix.errors import InputError
 from autofix.policy import SHIPPED_POLICIES, Condition, Policy, PolicySet, load_policies, step_policies
 from autofix.symptoms import SYMPTOMS, Finding
 

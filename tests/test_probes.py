@@ -381,7 +381,7 @@ def test_budget_stretches_sampling_for_a_cheap_model() -> None:
     fresh = fresh_epochs(rows)
     assert fresh == [e for e, (sampled, _) in enumerate(rows) if sampled]
     assert fresh[:WARMUP] == list(range(WARMUP))  # the first epochs are always sampled
-    gaps = {b - a for a, b in zip(fresh[WARMUP - 1:], fresh[WARMUP:])}
+    gaps = {b - a for a, b in zip(fresh[WARMUP - 1:], fresh[WARMUP:], strict=False)}
     assert gaps == {3}  # (6 + 1 - 1) ticks / (0.1 ms - 1 tick) = 2.6: one epoch in 3
     assert [m["probe_age"] for _, m in rows[fresh[-2]:fresh[-1] + 1]] == [0.0, 1.0, 2.0, 0.0]
     (probe_0, train_0), (probe_1, train_1) = probe.totals[WARMUP - 1], probe.totals[-1]

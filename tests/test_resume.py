@@ -18,7 +18,7 @@ import yaml
 
 from autofix.journal import read_journal
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES
 
 pytestmark = pytest.mark.ray
 

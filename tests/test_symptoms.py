@@ -17,8 +17,8 @@ import pytest
 from autofix.errors import AutofixError
 from autofix.metrics import History
 from autofix.symptoms import HARD, SOFT, SYMPTOMS, Finding, build_detectors
-from curves import ADAM_TINY, DIGITS_STEPS, HEALTHY, SGD_SLOW, STUCK
 
+from curves import ADAM_TINY, DIGITS_STEPS, HEALTHY, SGD_SLOW, STUCK
 
 FEW_STEPS = 3  # a small 2-D data set: 3 steps per epoch
 

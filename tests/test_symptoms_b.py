@@ -16,14 +16,19 @@ from typing import Any
 
 import pydantic
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import autofix.symptoms as symptoms_pkg
 from autofix.metrics import History
 from autofix.symptoms import SYMPTOMS, Finding, build_detectors
-from curves import ADAM_TINY, SGD_SLOW, STUCK, curve
-from curves import HEALTHY as HEALTHY_VAL_LOSS  # this module names its report dicts HEALTHY
+
+from curves import (
+    ADAM_TINY,
+    HEALTHY as HEALTHY_VAL_LOSS,  # this module names its report dicts HEALTHY
+    SGD_SLOW,
+    STUCK,
+    curve,
+)
 
 NEW = [
     "vanishing_gradients", "exploding_gradients", "no_update", "dying_relu", "saturated_activations",

@@ -19,8 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    LEFT_ALONE, ZOO_DIR, Budget, Case, MethodResult, case_config, changed_keys, claim_ok, finite, is_custom,
-    judge_for, left_alone, load_case_spec,
+    LEFT_ALONE,
+    ZOO_DIR,
+    Budget,
+    Case,
+    MethodResult,
+    case_config,
+    changed_keys,
+    claim_ok,
+    finite,
+    is_custom,
+    judge_for,
+    left_alone,
+    load_case_spec,
 )
 
 __all__ = ["run_autofix"]
@@ -157,7 +168,7 @@ def _same_head(a: list, b: list) -> bool:
     import torch
 
     return [k for k, _ in a] == [k for k, _ in b] and all(
-        len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb)) for (_, pa), (_, pb) in zip(a, b))
+        len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb, strict=False)) for (_, pa), (_, pb) in zip(a, b, strict=False))
 
 
 def _head_changes(launched: list, by_id: dict) -> list[str]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autofix.actions import Action, NotApplicable
+
 from common import Budget, Case, MethodResult, training_config
 from methods.judging import JudgingStopper, case_judge
 from methods.tuning import NO_CHECKPOINTS, OBJECTIVE, method_result, run_experiment, run_seed

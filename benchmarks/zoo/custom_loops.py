@@ -19,8 +19,9 @@ in-process (:func:`benchmarks.common.train_series`).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from torch.nn import functional as F
 import autofix
 from autofix.harness.models import SimpleCNN
 from autofix.probes import Probe
+
 from zoo_models import imbalanced_images
 
 __all__ = ["run_loop", "train_fn"]

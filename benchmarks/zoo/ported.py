@@ -149,7 +149,7 @@ def keras_sequential(in_features: int, num_classes: int, units: Sequence[int],
         raise ValueError(f"{len(names)} activations for {len(units)} hidden layers")
     layers: list[nn.Module] = []
     size = in_features
-    for width, name in zip(units, names):
+    for width, name in zip(units, names, strict=False):
         layers.append(_dense(size, int(width), kernel_initializer, bias_initializer))
         act = _activation(name)
         layers += [act] if act is not None else []

@@ -101,7 +101,7 @@ def digits_rgb32(split_seed: int = 0, val_fraction: float = 0.2) -> tuple[Tensor
     x = x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3).repeat(1, 3, 1, 1)
     y = torch.tensor(data.target, dtype=torch.int64)
     order = torch.tensor(np.random.default_rng(split_seed).permutation(len(y)))
-    n_val = int(round(len(y) * val_fraction))
+    n_val = round(len(y) * val_fraction)
     val, train = order[:n_val], order[n_val:]
     return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
 

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's ray and autofix
@@ -114,9 +114,9 @@ class LoopbackCluster:
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes as the GCS sees them (asked from a short-lived client)."""
-        code = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
-                "print(json.dumps([{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']} "
-                "for n in ray.nodes() if n['Alive']]))" % self.address)
+        code = ("import json, ray; ray.init(address={!r}, log_to_driver=False); "
+                "print(json.dumps([{{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']}} "
+                "for n in ray.nodes() if n['Alive']]))".format(self.address))
         done = subprocess.run([sys.executable, "-c", code], env=client_env(), capture_output=True,
                               text=True, timeout=60)
         if done.returncode != 0:

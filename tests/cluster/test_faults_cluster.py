@@ -5,7 +5,6 @@ test, as another Ray on the same host holds Ray's default 52365)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-__all__ = ["PAGES", "main", "policies_page", "render", "spec_page"]
+__all__ = ["PAGES", "main", "metrics_page", "policies_page", "render", "spec_page"]
 
 REFERENCE = Path("docs") / "reference"
 COMMAND = "python -m autofix.docgen"
@@ -213,6 +213,8 @@ def policies_page() -> str:
         out += [f"### {name}", "", f"{cls.summary.rstrip('.')} ({', '.join(tags)}): "
                 f"`{cls.__module__}.{cls.__name__}`.", "", _doc(cls, whole=True), "",
                 f"Answered by the shipped policies: {', '.join(answered) or 'none'}.", "",
+                f"Reads: {', '.join(f'`{k}`' for k in cls.inputs) or 'the run loss metric'}; evidence "
+                f"(`where: {{evidence.KEY: ...}}`): {', '.join(f'`{k}`' for k in cls.evidence_keys)}.", "",
                 *_table(cls.Params, {}), ""]
     out += ["## Actions", "",
             "Every action also takes `times` (fires of its policy it answers before the next candidate) "
@@ -228,7 +230,28 @@ def policies_page() -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-PAGES = {"spec.md": spec_page, "policies.md": policies_page}
+def metrics_page() -> str:
+    """The metric catalogue (autofix.catalogue): what each reported name means and who writes it."""
+    from autofix.catalogue import METRICS
+    from autofix.symptoms import SYMPTOMS
+    out = _header("autofix/catalogue.py") + [
+        "# Metric reference", "",
+        "Every metric autofix reports or reads, declared once in `autofix/catalogue.py`: a spec's "
+        "`metric`, a policy's `where: {metrics.NAME: ...}` and each detector's inputs are checked "
+        "against it. A name ending in `/` is a family: the layer, class or kind follows "
+        "(`dead_frac/features.0`). *harness*: every report of the managed loop; *probes*: with "
+        "`training.probes.enabled` (the default; a custom loop reports them with `Probe`); *fault*: "
+        "with probes, only when the untrained model's output is not finite; *event*: any trainable, "
+        "only when it happens.", "",
+        "| metric | source | meaning | read by |", "|---|---|---|---|"]
+    for name, metric in METRICS.items():
+        readers = [s for s, cls in sorted(SYMPTOMS.items()) if name in cls.inputs]
+        out.append(f"| `{name}` | {metric.source} | {_cell(metric.meaning)} | "
+                   f"{', '.join(f'`{r}`' for r in readers)} |")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+PAGES = {"spec.md": spec_page, "policies.md": policies_page, "metrics.md": metrics_page}
 
 
 def render() -> dict[Path, str]:

@@ -17,11 +17,12 @@ import pydantic
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator
 
 from autofix.actions import has_path
+from autofix.catalogue import harness_metric_names, harness_reports
 from autofix.errors import InputError, Problem
 from autofix.refs import resolve
 from autofix.sources import load_yaml, problems_from_validation, source_from_data
 from autofix.symptoms import SYMPTOMS
-from autofix.training import BUILTIN_DATASETS, Strict, TrainingSpec, harness_metric_names, harness_reports
+from autofix.training import BUILTIN_DATASETS, Strict, TrainingSpec
 
 __all__ = ["BUILTIN_DATASETS", "Spec", "TrainingSpec", "load_spec"]
 

@@ -11,62 +11,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from autofix.catalogue import OPTIMIZERS, ActivationName, InitScheme, LossExpects, OutputActivation, SchedulerName
 from autofix.refs import check_args, is_ref, resolve
 
-__all__ = ["BUILTIN_DATASETS", "FAULT_FAMILIES", "FAULT_METRICS", "HARNESS_METRICS", "LOSSES", "OPTIMIZERS",
-           "PROBE_FAMILIES", "PROBE_METRICS", "TrainingSpec", "harness_metric_names", "harness_reports"]
+__all__ = ["BUILTIN_DATASETS", "LOSSES", "TrainingSpec"]
 
 # Kept here (not imported from the harness) so loading a spec does not import torch;
 # tests/test_spec.py checks it equals autofix.harness.DATASETS.
 BUILTIN_DATASETS = ("blobs", "circles", "classification", "digits", "fake")
-OPTIMIZERS = ("adagrad", "adam", "adamw", "rmsprop", "sgd")
-SCHEDULERS = ("cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine")
-ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh")
 # What each built-in loss takes from the model (autofix.harness.losses.EXPECTS; None: any
 # numbers), kept here so loading a spec does not import torch; tests/test_spec.py compares them.
-LOSSES: dict[str, str | None] = {"bce_with_logits": "logits", "categorical_crossentropy": "probabilities",
+LOSSES: dict[str, LossExpects | None] = {"bce_with_logits": "logits", "categorical_crossentropy": "probabilities",
                                  "cross_entropy": "logits", "mse": None, "nll": "log_probs"}
-
-
-# What the managed harness reports (autofix.harness.loop, autofix.probes): a spec's `metric` and
-# `loss_metric` must be one of them. tests/test_preflight.py checks this list against the keys a
-# real harness run reports, both ways. Some appear only for classification (accuracy, chance).
-HARNESS_METRICS = (
-    "chance_accuracy", "chance_balanced_accuracy", "chance_macro_f1", "epoch", "grad_norm", "grad_norm_max",
-    "input_ndim", "label_entropy", "lr", "planned_steps", "step", "train_loss", "val_accuracy",
-    "val_balanced_accuracy", "val_loss", "val_macro_f1",
-)
-PROBE_METRICS = (  # with training.probes.enabled (the default)
-    "chance_loss", "dead_frac_max", "grad_norm_first", "grad_norm_last", "grad_ratio", "grad_zero_frac",
-    "gradless_steps", "init_loss", "input_abs_max", "input_mean", "input_spread", "input_std", "label_classes",
-    "label_frac_max", "optimizer_steps", "pred_classes", "pred_frac_max", "probe_age", "saturated_frac_max",
-    "stale_grad_checks", "stale_grad_steps", "update_expected", "update_ratio_global", "update_ratio_max",
-    "update_ratio_median", "output_classes", "output_lse_dev", "output_max", "output_min", "output_sum_dev",
-    "output_zero_rows", "update_resolution", "val_recall_min",
-)
-PROBE_FAMILIES = ("dead_frac/", "grad_norm/", "loss_expects/", "saturated_frac/", "update_ratio/",
-                  "val_recall/")  # + layer/class/kind
-# Reported only when the untrained model's output is not finite (autofix.harness.anatomy).
-FAULT_METRICS = ("nonfinite_output_activation", "nonfinite_output_index")
-FAULT_FAMILIES = ("nonfinite_module/", "nonfinite_output/")
-
-
-def harness_reports(name: str, probes: bool = True) -> bool:
-    """Whether the managed harness can report a metric called ``name`` (``train_workers``: with
-    ``ray.distributed``, which is validated after the metric, so accepted either way)."""
-    if name in HARNESS_METRICS or name == "train_workers":
-        return True
-    if name in FAULT_METRICS or name in PROBE_METRICS:
-        return probes
-    return probes and name.startswith(PROBE_FAMILIES + FAULT_FAMILIES) and "/" != name[-1]
-
-
-def harness_metric_names(probes: bool = True) -> str:
-    """The metrics the harness reports, for an error message."""
-    families = PROBE_FAMILIES + FAULT_FAMILIES
-    names = list(HARNESS_METRICS) + (list(PROBE_METRICS + FAULT_METRICS) + [f"{f}<name>" for f in families]
-                                     if probes else [])
-    return ", ".join(names)
 
 
 class Strict(BaseModel):
@@ -129,7 +85,7 @@ class LossSpec(Strict):
     args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the loss
     class_weights: Literal["balanced"] | list[float] | None = None
     """'balanced': scikit-learn ``compute_class_weight`` on the training labels, into the loss."""
-    expects: Literal["logits", "log_probs", "probabilities"] | None = None
+    expects: LossExpects | None = None
     """What the loss takes from the model: a custom loss says it here, so autofix can check that
     the model's outputs fit (``output_loss_mismatch``); without it that check is skipped. A
     built-in loss's is known (cross_entropy, bce_with_logits: logits; nll: log_probs;
@@ -177,7 +133,7 @@ class OptimizerSpec(Strict):
 
 
 class SchedulerSpec(Strict):
-    name: Literal["cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine"]
+    name: SchedulerName
     kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the torch scheduler
 
 
@@ -192,7 +148,7 @@ class AugmentSpec(Strict):
 class InitSpec(Strict):
     """Re-initialise the weights of matching layers before training (outside the output head)."""
 
-    scheme: Literal["default", "kaiming", "lecun_normal", "orthogonal", "xavier"] = "kaiming"  # torch.nn.init
+    scheme: InitScheme = "kaiming"  # torch.nn.init
     pattern: str | None = None
     """Regular expression on qualified module names (``net\\.0``); None = every matching type."""
     types: list[str] = Field(default_factory=lambda: ["Conv1d", "Conv2d", "Linear"])
@@ -204,11 +160,11 @@ class ArchitectureSpec(Strict):
     """Surgery on the built model, guided by its traced forward path (or factory args of the
     same names when accepted): hidden layers only, except ``output_activation``."""
 
-    activation: Literal["elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh"] | None = None
+    activation: ActivationName | None = None
     activation_scope: Literal["hidden", "nonfinite"] = "hidden"
     """'hidden': every hidden activation module; 'nonfinite': only those of the kind of the first
     hidden activation whose output is non-finite on the untrained model's first batch."""
-    output_activation: Literal["identity", "log_softmax", "sigmoid", "softmax"] | None = None
+    output_activation: OutputActivation | None = None
     """What follows the output layer: identity (logits), softmax, log_softmax or sigmoid."""
     batch_norm: bool = False  # BatchNorm after hidden weight layers
     dropout: float | None = Field(default=None, ge=0, lt=1)  # dropout before hidden Linear layers

@@ -29,3 +29,23 @@ def ray_session():
 def _private_autofix_home(tmp_path, monkeypatch):
     """Tests never write the user's ~/.autofix ledger."""
     monkeypatch.setenv("AUTOFIX_HOME", str(tmp_path / "autofix-home"))
+
+
+@pytest.fixture(autouse=True)
+def _evidence_is_declared(monkeypatch):
+    """Every finding a detector makes, in any test, holds only the evidence keys its class
+    declares (``evidence_keys``): what ``autofix policies check`` lets a policy's
+    ``where: {evidence.KEY: ...}`` read."""
+    from autofix.symptoms.base import Detector
+    from autofix.symptoms.gradients import ProbeDetector
+
+    def checked(make):
+        def wrapper(self, *args, **evidence):
+            finding = make(self, *args, **evidence)
+            undeclared = set(finding.evidence) - set(type(self).evidence_keys)
+            assert not undeclared, f"{type(self).__name__} made evidence {sorted(undeclared)} it does not declare"
+            return finding
+        return wrapper
+
+    monkeypatch.setattr(Detector, "finding", checked(Detector.finding))
+    monkeypatch.setattr(ProbeDetector, "found", checked(ProbeDetector.found))

@@ -20,7 +20,7 @@ import yaml
 
 import autofix.runner
 from autofix.cli import main
-from autofix.training import HARNESS_METRICS, PROBE_FAMILIES, PROBE_METRICS, harness_reports
+from autofix.catalogue import HARNESS_METRICS, PROBE_FAMILIES, PROBE_METRICS, harness_reports
 
 from conftest import FIXTURES
 
@@ -157,3 +157,27 @@ def test_a_cluster_that_is_not_there_is_one_line_and_no_output_folder(tmp_path):
     log = lines[0].rsplit("full traceback: ", 1)[1]
     assert os.path.isfile(log) and "Traceback" in open(log).read()
     assert not (tmp_path / "out").exists()
+
+
+def test_the_harness_builds_every_option_the_catalogue_lists_and_no_other():
+    """Option lists are declared once (autofix.catalogue); the harness's registries build them."""
+    from autofix import catalogue
+    from autofix.harness.builders import OPTIMIZERS
+    from autofix.harness.initialize import SCHEMES
+    from autofix.harness.models import ACTIVATIONS
+    from autofix.harness.schedules import SCHEDULERS
+    from autofix.harness.surgery import OUTPUTS
+    assert sorted(OPTIMIZERS) == sorted(catalogue.OPTIMIZERS)
+    assert sorted(SCHEDULERS) == sorted(catalogue.SCHEDULERS)
+    assert sorted(ACTIVATIONS) == sorted(catalogue.ACTIVATIONS)
+    assert sorted(SCHEMES) == sorted(catalogue.INIT_SCHEMES)
+    assert sorted(OUTPUTS) == sorted(catalogue.OUTPUT_ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name, known", [
+    ("val_loss", True), ("dead_frac/features.0", True), ("dead_frac/", False), ("dead_frac", False),
+    ("nonfinite_output/3", True), ("train_workers", True), ("dead_frac_maxx", False), ("my_metric", False),
+])
+def test_is_metric_knows_names_and_family_members(name, known):
+    from autofix.catalogue import is_metric
+    assert is_metric(name) is known

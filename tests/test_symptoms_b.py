@@ -844,3 +844,11 @@ def test_symptoms_import_neither_torch_nor_ray():
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", sorted(SYMPTOMS))
+def test_every_detector_declares_catalogued_inputs_and_its_evidence(name):
+    from autofix.catalogue import METRICS, is_metric
+    cls = SYMPTOMS[name]
+    assert all(is_metric(k) or (k.endswith("/") and k in METRICS) for k in cls.inputs), cls.inputs
+    assert cls.evidence_keys and len(set(cls.evidence_keys)) == len(cls.evidence_keys)

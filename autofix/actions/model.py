@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from autofix.actions.base import Action, Change, NotApplicable
+from autofix.catalogue import ActivationName, InitScheme, OutputActivation
 from autofix.training import LOSSES
 
 __all__ = ["MATCHING_INIT", "AddBatchNorm", "AddDropout", "Reinitialize", "SetOutputActivation", "SwapActivation"]
@@ -29,7 +30,7 @@ class Reinitialize(_Cold):
     name = "reinitialize"
     summary = "Re-initialise layers by name pattern or type."
     action: Literal["reinitialize"] = "reinitialize"
-    scheme: Literal["default", "kaiming", "lecun_normal", "orthogonal", "xavier"] = "kaiming"
+    scheme: InitScheme = "kaiming"
     pattern: str | None = None
     types: list[str] = Field(default_factory=lambda: ["Conv1d", "Conv2d", "Linear"], min_length=1)
     head: bool = False
@@ -66,9 +67,9 @@ class SwapActivation(_Cold):
     name = "swap_activation"
     summary = "Replace hidden activation functions (e.g. ReLU -> LeakyReLU), optionally with their init."
     action: Literal["swap_activation"] = "swap_activation"
-    to: Literal["elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh"] = "leaky_relu"
+    to: ActivationName = "leaky_relu"
     scope: Literal["hidden", "nonfinite"] = "hidden"
-    init: Literal["keep", "matching", "kaiming", "lecun_normal", "orthogonal", "xavier"] = "keep"
+    init: Literal["keep", "matching", InitScheme] = "keep"
 
     def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
         changes = self.set_value(config, aliases, "architecture.activation", self.to)
@@ -90,7 +91,7 @@ class SetOutputActivation(_Cold):
     name = "set_output_activation"
     summary = "Set the output layer's activation to the one the loss expects."
     action: Literal["set_output_activation"] = "set_output_activation"
-    to: Literal["matching", "identity", "log_softmax", "sigmoid", "softmax"] = "matching"
+    to: Literal["matching", OutputActivation] = "matching"
 
     def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
         target = self.to

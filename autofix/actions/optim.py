@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from autofix.actions.base import Action, Change, NotApplicable, get_path, resolve_path
+from autofix.catalogue import OptimizerName
 
 __all__ = ["ACCEPTS", "ClipGradients", "SwitchOptimizer", "WeightDecay"]
 
@@ -41,7 +42,7 @@ class SwitchOptimizer(Action):
     name = "switch_optimizer"
     summary = "Switch to another optimiser, keeping the learning rate and the kwargs it accepts."
     action: Literal["switch_optimizer"] = "switch_optimizer"
-    to: Literal["adagrad", "adam", "adamw", "rmsprop", "sgd"]
+    to: OptimizerName
     lr: float | None = Field(default=None, gt=0)
     momentum: float | None = Field(default=None, ge=0, lt=1)
 

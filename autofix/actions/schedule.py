@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from autofix.actions.base import Action, Change, get_path
+from autofix.catalogue import SchedulerName
 
 __all__ = ["AddScheduler", "Warmup"]
 
@@ -39,7 +40,7 @@ class AddScheduler(Action):
     name = "add_scheduler"
     summary = "Add (or replace) a learning-rate scheduler."
     action: Literal["add_scheduler"] = "add_scheduler"
-    kind: Literal["cosine", "exponential", "linear_warmup", "reduce_on_plateau", "step", "warmup_cosine"]
+    kind: SchedulerName
     path: str = "scheduler"
     factor: float | None = Field(default=None, gt=0, lt=1)
     patience: int | None = Field(default=None, ge=0)

@@ -38,6 +38,8 @@ class DyingReLU(ProbeDetector):
     """
 
     name = "dying_relu"
+    inputs = ("dead_frac_max", "dead_frac/")
+    evidence_keys = ("dead_frac_max", "grad_zero_frac", "val_accuracy")
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "Most ReLU units are dead and pass no gradient."
 
@@ -92,6 +94,8 @@ class SaturatedActivations(ProbeDetector):
     """
 
     name = "saturated_activations"
+    inputs = ("saturated_frac_max", "saturated_frac/")
+    evidence_keys = ("saturated_frac_max", "val_accuracy")
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "Most tanh/sigmoid units are saturated."
 

@@ -87,6 +87,13 @@ class Detector:
     keep an attempt from being judged healthy."""
     advice: ClassVar[str] = ""
     """What a person should check when the symptom is found (mainly for ``fixable = False``)."""
+    inputs: ClassVar[tuple[str, ...]] = ()
+    """The catalogued metrics (:mod:`autofix.catalogue`; a family ends in ``/``) it needs besides
+    the run's loss metric: with none of them reported it can find nothing, and the run journals
+    that once (``detectors_blind``)."""
+    evidence_keys: ClassVar[tuple[str, ...]] = ()
+    """The keys its findings' evidence may hold: what a policy's ``where: {evidence.KEY: ...}``
+    can read (``autofix policies check`` refuses any other)."""
 
     def __init__(self, default_metric: str, **params: Any) -> None:
         # Any: each detector reads its own Params subclass (typing it would make Detector generic).

@@ -51,6 +51,8 @@ class MissingZeroGrad(_CodeBug):
     """
 
     name = "missing_zero_grad"
+    inputs = ("stale_grad_checks",)
+    evidence_keys = ("share", "stale_grad_checks", "stale_grad_steps")
     summary = "optimizer.zero_grad() is missing: gradients accumulate across steps (a training-loop bug)."
     advice = """\
 Every step adds its gradient to all earlier ones, so the effective step grows without bound and
@@ -92,6 +94,8 @@ class LossBroadcast(_CodeBug):
     """
 
     name = "loss_broadcast"
+    inputs = ("loss_broadcast_warnings",)
+    evidence_keys = ("input_numel", "loss_broadcast_warnings", "target_numel")
     summary = "A loss broadcast its target to a different input shape (a training-loop bug)."
     advice = """\
 The loss compared every output with the wrong targets: (N, C) outputs against (N, 1) targets
@@ -136,6 +140,8 @@ class DetachedLoss(_CodeBug):
     """
 
     name = "detached_loss"
+    inputs = ("optimizer_steps", "gradless_steps")
+    evidence_keys = ("gradless_steps", "optimizer_steps", "raised")
     summary = "The loss is computed on detached outputs, or the parameters have no gradients (a training-loop bug)."
     advice = """\
 backward() cannot reach the parameters, so optimizer.step() has nothing to apply. Check that
@@ -187,6 +193,8 @@ class NanMetric(_CodeBug):
     """
 
     name = "nan_metric"
+    inputs = ("val_accuracy", "val_macro_f1", "val_balanced_accuracy")
+    evidence_keys = ("epoch", "last_finite", "loss")
     summary = "A metric is NaN while the loss is finite: the metric's code is broken (a reporting bug)."
     advice = """\
 The model's outputs are finite (the loss computed from them is), so the NaN comes from the code

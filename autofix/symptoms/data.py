@@ -43,6 +43,8 @@ class LabelImbalance(ProbeDetector):
     """
 
     name = "label_imbalance"
+    inputs = ("label_frac_max",)
+    evidence_keys = ("label_classes", "label_frac_max", "min_imbalance_ratio")
     summary = "The training labels are dominated by one class."
     advisory = True  # reweighting does not change the labels: a fixed run still has them
     acts_when_healthy = True  # the majority carries the loss down while the minority is lost
@@ -87,6 +89,8 @@ class UnnormalizedInput(ProbeDetector):
     """
 
     name = "unnormalized_input"
+    inputs = ("input_mean", "input_std", "input_abs_max")
+    evidence_keys = ("input_abs_max", "input_mean", "input_std")
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The input data is not normalized."
 
@@ -152,6 +156,8 @@ class ConstantInputs(ProbeDetector):
     """
 
     name = "constant_inputs"
+    inputs = ("input_spread",)
+    evidence_keys = ("input_spread",)
     severity = HARD
     fixable = False
     summary = "Every training input is the same: the data loader feeds one example (a data bug)."

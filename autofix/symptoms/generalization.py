@@ -63,6 +63,9 @@ class Overfitting(ProbeDetector):
     """
 
     name = "overfitting"
+    inputs = ("train_loss",)
+    evidence_keys = ("best", "last", "rise", "score_best", "score_last", "steps_since_best", "train_at_best",
+        "train_last")
     summary = "The validation loss rises while the training loss keeps falling."
     acts_when_healthy = True  # it shows on a run whose loss did fall
 
@@ -151,6 +154,9 @@ class ClassCollapse(ProbeDetector):
     """
 
     name = "class_collapse"
+    inputs = ("pred_frac_max", "val_macro_f1")
+    evidence_keys = ("f1_gap", "label_frac_max", "pred_classes", "pred_frac_max", "val_accuracy",
+        "val_balanced_accuracy", "val_macro_f1", "val_recall_min")
     summary = "The predictions collapse onto few classes."
 
     class Params(FixedParams):
@@ -223,6 +229,8 @@ class ChanceLevel(ProbeDetector):
     """
 
     name = "chance_level"
+    inputs = ("chance_accuracy", "chance_macro_f1", "label_entropy", "chance_loss")
+    evidence_keys = ("chance_accuracy", "chance_loss", "label_entropy", "loss", "relative_gap", "val_accuracy")
     summary = "The loss is stuck at chance level."
 
     class Params(DetectorParams):

@@ -141,6 +141,8 @@ class VanishingGradients(ProbeDetector):
     """
 
     name = "vanishing_gradients"
+    inputs = ("grad_ratio", "grad_norm_first", "grad_norm_last")
+    evidence_keys = ("grad_norm_first", "grad_ratio", "val_accuracy")
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The gradient vanishes before it reaches the first layers."
 
@@ -204,6 +206,8 @@ class ExplodingGradients(ProbeDetector):
     """
 
     name = "exploding_gradients"
+    inputs = ("grad_norm", "init_loss")
+    evidence_keys = ("chance_loss", "first", "grad_norm", "grad_ratio", "growth", "init_loss", "ratio", "val_accuracy")
     severity = HARD
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The gradient norm explodes."
@@ -324,6 +328,8 @@ class UnchangedWeights(ProbeDetector):
     """
 
     name = "no_update"
+    inputs = ("update_ratio_global",)
+    evidence_keys = ("reports", "update_expected", "update_ratio_global", "update_resolution", "value")
     severity = HARD
     sampled = True  # reads probe samples (see Detector.sampled)
     summary = "The parameters are not being updated (a training-loop bug)."

@@ -10,6 +10,7 @@ nothing on its own.
 
 from __future__ import annotations
 
+from autofix.isolation import EVIDENCE
 from autofix.metrics import History
 from autofix.symptoms.base import Detector, Finding
 
@@ -66,6 +67,7 @@ class UnexplainedFailure(Detector):
     are our choices, documented where they are defined."""
 
     name = "unexplained_failure"
+    evidence_keys = ("active", "remedies")
     summary = "Unhealthy, and no symptom names a cause (or one survived two remedies)."
 
     def check(self, history: History) -> Finding | None:
@@ -79,6 +81,7 @@ class BaselineLearns(Detector):
     Its thresholds are the rungs' (:mod:`autofix.isolation`)."""
 
     name = "baseline_learns"
+    evidence_keys = EVIDENCE  # the simple-model rung's numbers (autofix.isolation)
     summary = "A simple model learns this data; the user's model does not."
 
     def check(self, history: History) -> Finding | None:

@@ -37,6 +37,7 @@ class NonFiniteLoss(Detector):
     """
 
     name = "nonfinite_loss"
+    evidence_keys = ("value",)
     severity = HARD
     summary = "The loss became NaN or infinite."
 
@@ -83,6 +84,7 @@ class DivergingLoss(Detector):
     """
 
     name = "diverging_loss"
+    evidence_keys = ("best", "first", "last", "ratio", "rise", "since_step", "start", "steps")
     severity = HARD
     recoverable = True  # a spike that comes back: the ported-models zoo's exponential MLP, 0.997 left alone
     summary = "The loss rises instead of falling."
@@ -178,6 +180,7 @@ class OscillatingLoss(Detector):
     """
 
     name = "oscillating_loss"
+    evidence_keys = ("amplitude", "reversals", "swing_floor", "window", "window_steps")
     summary = "The loss goes up and down by large amounts."
 
     class Params(DetectorParams):
@@ -223,6 +226,7 @@ class Plateau(Detector):
     """
 
     name = "plateau"
+    evidence_keys = ("best_before", "best_recent", "first", "improvement", "last", "total_drop", "window_steps")
     summary = "The loss is not decreasing."
 
     class Params(DetectorParams):

@@ -58,6 +58,7 @@ class NonFiniteAtInit(Detector):
     """
 
     name = "nonfinite_at_init"
+    evidence_keys = ("activation", "layer_index", "value")
     severity = HARD
     summary = "The untrained model's loss or activations are NaN/Inf before any step."
 
@@ -117,6 +118,8 @@ class OutputLossMismatch(ProbeDetector):
     """
 
     name = "output_loss_mismatch"
+    inputs = ("loss_expects/",)
+    evidence_keys = ("broken_loss", "classes", "lse_dev", "max", "min", "sum_dev", "zero_rows")
     summary = "The model's outputs are not in the domain the loss expects."
 
     class Params(FixedParams):

@@ -37,6 +37,7 @@ class SlowProgress(Detector):
     """
 
     name = "slow_progress"
+    evidence_keys = ("drop", "first", "last", "steps")
     summary = "The attempt ended with its loss down less than the success criterion asks."
 
     class Params(DetectorParams):

@@ -34,7 +34,8 @@ def chart(data: dict, summary: dict[str, Any], path: str) -> None:
     if first:
         cases = [c for c, per in summary["by_case"][first].items() if any(per[m]["fixable_runs"] for m in methods)]
         grid = np.array([[summary["by_case"][first][c][m]["fix_rate"] or 0 for m in methods] for c in cases])
-        axes[2].imshow(grid if len(cases) else np.zeros((1, len(methods))), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+        axes[2].imshow(grid if len(cases) else np.zeros((1, len(methods))), cmap="RdYlGn", vmin=0, vmax=1,
+                       aspect="auto")
         axes[2].set_yticks(range(len(cases)), cases, fontsize=7)
         axes[2].set_xticks(range(len(methods)), methods, rotation=15)
         axes[2].set_title(f"fix rate per case ({first})")

@@ -32,7 +32,6 @@ def measure(report: Any, result: Any) -> None:
     """Fill the isolation fields of ``result`` (a MethodResult) from autofix's report."""
     ladder = report.isolation or {}
     users = _user_attempts(report)
-    order = [a.id for a in users]
     rungs = [a for a in report.attempts if a.role == "isolation" and a.trial_id is not None]
     result.ladder_rungs = len(rungs)
     cost = ladder.get("cost") or {}
@@ -57,7 +56,8 @@ def isolation_table(rows: list[dict]) -> list[str]:
     lines = ["Isolation (block \"isolation\"): the part named (ladder, or the first attempt's symptom), user "
              "attempts until then, ladder rungs, ladder cost in examples (and seconds) / one attempt's, "
              "LR or init relaunches:", "",
-             "| case | seed | expected | named | user attempts | rungs | cost (examples) | cost (s) | LR/init relaunches | verdict |",
+             "| case | seed | expected | named | user attempts | rungs | cost (examples) | cost (s) "
+             "| LR/init relaunches | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         share = f"{r['ladder_share']:.1%}" if r.get("ladder_share") is not None else "–"
@@ -75,9 +75,11 @@ def isolation_targets(af: list[dict], t: Any) -> list[dict[str, Any]]:
         return []
     sick = [r for r in rows if r.get("expected_part")]
     right = [r for r in sick if r.get("part") == r["expected_part"] and r.get("part_attempts") == 1]
-    missed = [f"{r['case']} s{r['seed']}: {r.get('part')} after {r.get('part_attempts')}" for r in sick if r not in right]
+    missed = [f"{r['case']} s{r['seed']}: {r.get('part')} after {r.get('part_attempts')}"
+              for r in sick if r not in right]
     out = [t("isolation: each case localised to the right part with 1 user attempt (plus the ladder)",
-             not missed if sick else None, f"{len(right)}/{len(sick)}" + (f"; missed: {'; '.join(missed)}" if missed else ""))]
+             not missed if sick else None,
+             f"{len(right)}/{len(sick)}" + (f"; missed: {'; '.join(missed)}" if missed else ""))]
     ran = [r for r in rows if r.get("ladder_share") is not None]
     over = [f"{r['case']} s{r['seed']} {r['ladder_share']:.1%}" for r in ran if r["ladder_share"] > 0.1]
     shares = sorted(r["ladder_share"] for r in ran)

@@ -115,7 +115,8 @@ def markdown(data: dict, summary: dict) -> str:
     if summary["errors"]:
         lines.append(f"- **{summary['errors']} run(s) raised** (counted as not healed; see their notes in the JSON)")
     if summary["skipped"]:
-        lines.append(f"- **{summary['skipped']} run(s) skipped**: the time budget was spent (excluded from every figure)")
+        lines.append(f"- **{summary['skipped']} run(s) skipped**: the time budget was spent "
+                     "(excluded from every figure)")
     lines += ["", "| block | method | " + " | ".join(c for c, _ in COLUMNS) + " |",
               "|---|---|" + "---|" * len(COLUMNS)]
     for block, methods in summary["by_block"].items():
@@ -167,17 +168,21 @@ def _harm_table(rows: list[dict]) -> list[str]:
     lines = ["Do no harm, autofix against the same run left alone (per case: runs; controls touched = "
              "stopped or relaunched; verdicts; claims that hold = a healthy/fixed verdict keeping a model "
              "not below the run left alone - 0.02 and not at chance; median kept - alone):", "",
-             "| block | case | runs | touched | verdicts | claims hold | kept - alone |", "|---|---|---|---|---|---|---|"]
+             "| block | case | runs | touched | verdicts | claims hold | kept - alone |",
+             "|---|---|---|---|---|---|---|"]
     for key in dict.fromkeys((r["block"], r["case"]) for r in rows):
         group = [r for r in rows if (r["block"], r["case"]) == key]
         verdicts = ", ".join(f"{v} {sum(r.get('status') == v for r in group)}"
-                             for v in ("healthy", "fixed", "unverified", "unfixed") if any(r.get("status") == v for r in group))
+                             for v in ("healthy", "fixed", "unverified", "unfixed")
+                             if any(r.get("status") == v for r in group))
         claims = [r["claim_ok"] for r in group if r.get("claim_ok") is not None]
         touched = [bool(r["false_alarm"]) for r in group if r["false_alarm"] is not None]
         gaps = [r["kept_score"] - r["left_alone"] for r in group
                 if r.get("kept_score") is not None and r.get("left_alone") is not None]
-        lines.append(f"| {key[0]} | {key[1]} | {len(group)} | {f'{sum(touched)}/{len(touched)}' if touched else '–'} | "
-                     f"{verdicts or '–'} | {f'{sum(claims)}/{len(claims)}' if claims else '–'} | {_fmt(_median(gaps))} |")
+        lines.append(f"| {key[0]} | {key[1]} | {len(group)} | "
+                     f"{f'{sum(touched)}/{len(touched)}' if touched else '–'} | "
+                     f"{verdicts or '–'} | {f'{sum(claims)}/{len(claims)}' if claims else '–'} | "
+                     f"{_fmt(_median(gaps))} |")
     return lines + [""]
 
 

@@ -121,7 +121,7 @@ def run_items(items: list[Item], methods: list[str], deadline: float, rows_path:
             else:
                 try:
                     result = _run_one(item, case, method, done)
-                except Exception as err:  # one crashed run must not lose the other 400
+                except Exception as err:  # noqa: BLE001 - one crashed run must not lose the other 400
                     result = MethodResult(method, case.name, item.seed, item.block.space, item.block.pad_s,
                                           notes=f"ERROR {type(err).__name__}: {err}"[:300])
                 print(f"[{time.time() - started:6.0f}s] {item.block.name} {case.name} s{item.seed} {method}: "

@@ -48,14 +48,17 @@ def _ported(af: list[dict]) -> list[dict[str, Any]]:
     ctrl = [r for r in ported if r["kind"] == "healthy"]
     touched = [f"{r['case']} s{r['seed']}" for r in ctrl if r["false_alarm"]]
     out.append(_t("ported models: 0 healthy cases touched", not touched if ctrl else None,
-                  f"{len(touched)}/{len(ctrl)} control runs touched" + (f": {', '.join(touched[:6])}" if touched else "")))
+                  f"{len(touched)}/{len(ctrl)} control runs touched"
+                  + (f": {', '.join(touched[:6])}" if touched else "")))
     measured = [r for r in af if r.get("head_changed") is not None]
     heads = [f"{r['case']} s{r['seed']} {r['head_changed']}" for r in measured if r["head_changed"]]
     out.append(_t("no patch changes the output head except an output action", not heads if measured else None,
-                  f"{len(measured) - len(heads)}/{len(measured)} runs clean" + (f"; {'; '.join(heads[:6])}" if heads else "")))
+                  f"{len(measured) - len(heads)}/{len(measured)} runs clean"
+                  + (f"; {'; '.join(heads[:6])}" if heads else "")))
     lr = [f"{r['case']} s{r['seed']}" for r in af if r.get("lr_at_init")]
     out.append(_t("no learning-rate action answers a loss non-finite since iteration 0",
-                  not lr if measured else None, f"{len(lr)} run(s) with one" + (f": {', '.join(lr[:6])}" if lr else "")))
+                  not lr if measured else None,
+                  f"{len(lr)} run(s) with one" + (f": {', '.join(lr[:6])}" if lr else "")))
     return out
 
 
@@ -79,14 +82,16 @@ def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
     bad = [f"{r['case']} s{r['seed']}: {r['status']} kept {r['kept_score']} vs alone {r['left_alone']}"
            for r in claims if not r["claim_ok"]]
     out.append(_t("no healthy/fixed claim below the run left alone - 0.02 or at chance", not bad if claims else None,
-                  f"{len(claims) - len(bad)}/{len(claims)} claims hold" + (f"; broken: {'; '.join(bad[:6])}" if bad else "")))
+                  f"{len(claims) - len(bad)}/{len(claims)} claims hold"
+                  + (f"; broken: {'; '.join(bad[:6])}" if bad else "")))
     native = [r for r in fixable if r["block"] == "native-small"]
     fixed = sum(r["healed"] for r in native)
     out.append(_t("the sick zoo's fix rate does not fall (native-small >= 65/80, the 2026-11-27 bench)",
                   fixed >= 65 * len(native) / 80 if native else None, f"{fixed}/{len(native)}"))
     div = [r for r in af if r["kind"] != "healthy" and r["fault"] in ("lr_too_high", "lr_too_high_late", "oscillating")]
     within = [r["detection_reports"] is not None and r["detection_reports"] <= 2 for r in div]
-    out.append(_t("divergence / NaN detected within 2 reports of the onset (LR-too-high, late-onset, oscillating cases)",
+    out.append(_t("divergence / NaN detected within 2 reports of the onset "
+                  "(LR-too-high, late-onset, oscillating cases)",
                   all(within) if within else None, f"{sum(within)}/{len(within)} runs"))
     sizes = sorted(len(r["patch_keys"]) for r in fixable if r["healed"])
     median = sizes[len(sizes) // 2] if sizes else None
@@ -120,7 +125,8 @@ def targets(runs: list[dict], by_block: dict) -> list[dict[str, Any]]:
     out += isolation_targets(af, _t)
     bug = [r for r in af if r["kind"] == "loop_bug"]
     burned = {b: g[m]["loop_bug_epochs"] for b, g in by_block.items() for m in g if m != "autofix" and g[m]["runs"]}
-    out.append(_t("training-loop bug: zero relaunches (autofix)", all(r["relaunches"] == 0 for r in bug) if bug else None,
+    out.append(_t("training-loop bug: zero relaunches (autofix)",
+                  all(r["relaunches"] == 0 for r in bug) if bug else None,
                   f"relaunches {[r['relaunches'] for r in bug]}; searches' median epochs there: "
                   + ", ".join(f"{k} {v}" for k, v in burned.items() if v is not None)))
     named = [r for r in bug if r.get("first_named") is not None]

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "engine_throughput.json"))
     args = parser.parse_args(argv)
-    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/engine_throughput.py", *(argv or sys.argv[1:])])
+    command = " ".join(shlex.quote(a)
+                       for a in [".venv/bin/python", "benchmarks/engine_throughput.py", *(argv or sys.argv[1:])])
     repeats = []
     for i in range(args.repeats):
         started = time.perf_counter()

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "fuzz.json"))
     args = parser.parse_args(argv)
-    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/fuzz.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/fuzz.py",
+                                                 *(argv if argv is not None else sys.argv[1:])])
     os.environ.setdefault("AUTOFIX_HOME", tempfile.mkdtemp(prefix="autofix-fuzz-home-"))  # no user ledger
     import autofix.harness  # noqa: F401 - torch, imported by the first builtin-data spec: not a case's time
 

@@ -175,7 +175,8 @@ def mutated(draw, kind: str) -> Case:
         notes.append(note)
         fields.append(where)
     try:
-        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=draw(st.booleans()), width=draw(st.sampled_from([80, 10**6])))
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=draw(st.booleans()),
+                              width=draw(st.sampled_from([80, 10**6])))
     except (RecursionError, yaml.YAMLError):  # a structure YAML cannot write is no input
         text = "version: 1\n"
     return Case(kind, "mutated", text.encode("utf-8"), f"{name}: " + "; ".join(notes),
@@ -206,8 +207,9 @@ def raw_text(draw, kind: str) -> Case:
         return Case(kind, category, data, f"{name}: invalid UTF-8 at byte {at}")
     if category == "syntax":
         at = draw(st.integers(0, len(text)))
-        junk = draw(st.sampled_from([":", "[", "{", "]", "}", "'", '"', "- ", ": :", "&", "*x", "!!python/object:os.system ",
-                                     "!tag ", "%YAML 9\n", "\n  bad", "? ", "|", ">", "@", "`", "\x00", "\x07"]))
+        junk = draw(st.sampled_from([":", "[", "{", "]", "}", "'", '"', "- ", ": :", "&", "*x",
+                                     "!!python/object:os.system ", "!tag ", "%YAML 9\n", "\n  bad", "? ", "|", ">",
+                                     "@", "`", "\x00", "\x07"]))
         if draw(st.booleans()):
             data = text[:at] + junk + text[at:]
         else:
@@ -222,7 +224,8 @@ def raw_text(draw, kind: str) -> Case:
         elif where == "value" and kind == "spec":  # inside a free-form mapping of a valid spec
             custom = SEEDS["spec"]["examples/custom_trainable/spec.yaml"]
             inner = "".join(f"\n    {line}" for line in doc)
-            body = re.sub(r"(?m)^config: \{", "config: {bomb: {" + inner.replace("\n", " ").replace("] ", "], ") + "}, ", custom)
+            body = re.sub(r"(?m)^config: \{",
+                          "config: {bomb: {" + inner.replace("\n", " ").replace("] ", "], ") + "}, ", custom)
         else:
             body = text + "\n".join(doc) + "\n"
         return Case(kind, category, body.encode(), f"{name}: alias bomb {width}^{depth} ({where})")
@@ -324,7 +327,8 @@ def run_case(case: Case, workdir: str | Path | None = None, existing_output: boo
         path = root / ("spec.yaml" if case.kind == "spec" else "policy.yaml")
         path.write_bytes(case.data)
         out = root / "out"
-        argv = ["policies", "check", str(path)] if case.kind == "policy" else ["run", str(path), "--output", str(out), "-q"]
+        argv = (["policies", "check", str(path)] if case.kind == "policy"
+                else ["run", str(path), "--output", str(out), "-q"])
         if existing_output and case.kind == "spec":
             out.mkdir()
             (out / MARKER).write_text("{}")

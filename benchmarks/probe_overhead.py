@@ -18,8 +18,8 @@ sampled), with a 95% bootstrap interval (pairs resampled within each stratum). `
 is the probe's own accounting (``Probe.overhead``: its timed work over the training time it
 measured; blind to indirect costs such as cache pollution and to the ~0.2 us calls of an
 unsampled step). The JSON also has ``overhead_total_pct``, total time on / off - 1 over all
-rounds: unbiased but at the mercy of every noisy epoch. ``K<=1%`` is the sampling interval at which the no-budget probe's cost per
-sample (epoch-end report included) is 1% of a step. Probes draw no random numbers, so all
+rounds: unbiased but at the mercy of every noisy epoch. ``K<=1%`` is the sampling interval at which
+the no-budget probe's cost per sample (epoch-end report included) is 1% of a step. Probes draw no random numbers, so all
 trainers follow the same trajectory and do the same work.
 
     .venv/bin/python benchmarks/probe_overhead.py            # writes benchmarks/results/...json

@@ -8,10 +8,11 @@ Models (``benchmarks/zoo/ported.py:keras_mlp``, Keras initialisers, 2-D toy data
 with Keras' epsilon 1e-7): three families of six, widths 3-10 and 5-17 layers, on seeds that the
 ported-models bench does not use (100, 101). Each candidate is the patch the policies launch:
 ``architecture.activation`` plus ``init`` with the matching scheme (each model uses one kind of
-activation, so the ``nonfinite`` scope would swap the same modules). A candidate *heals* a model when its final val_loss is <= 0.7 x its epoch-0
-value and its final val_accuracy is within 0.05 of the best any candidate reached on that model
-and seed (the bench judge's rule, with the best candidate as the reference). Candidates are
-ranked by runs healed over all families, then by mean final accuracy (a NaN counts as 0).
+activation, so the ``nonfinite`` scope would swap the same modules). A candidate *heals* a model
+when its final val_loss is <= 0.7 x its epoch-0 value and its final val_accuracy is within 0.05 of
+the best any candidate reached on that model and seed (the bench judge's rule, with the best
+candidate as the reference). Candidates are ranked by runs healed over all families, then by mean
+final accuracy (a NaN counts as 0).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def _train(job: tuple) -> dict:
     return {"family": family, "model": index, "seed": seed, "candidate": candidate,
             "first_loss": first["val_loss"], "final_loss": last["val_loss"],
             "final_accuracy": last.get("val_accuracy"),
-            "best_accuracy": max((r.get("val_accuracy") or 0.0) for r in series if r.get("val_accuracy") == r.get("val_accuracy"))}
+            "best_accuracy": max((r.get("val_accuracy") or 0.0) for r in series
+                                 if r.get("val_accuracy") == r.get("val_accuracy"))}
 
 
 def _healed(rows: list[dict]) -> None:

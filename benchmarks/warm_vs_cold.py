@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
     summary = {mode: {"fixed": sum(r["status"] != "unfixed" for r in rows if r["mode"] == mode),
                       "runs": sum(r["mode"] == mode for r in rows),
-                      "median_relative_compute": statistics.median(r["relative_compute"] for r in rows if r["mode"] == mode)}
+                      "median_relative_compute": statistics.median(r["relative_compute"]
+                                                                   for r in rows if r["mode"] == mode)}
                for mode in ("warm", "cold")}
     command = "python benchmarks/warm_vs_cold.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(pool.map(verify, *zip(*keys, strict=False)))
     lines = ["# Zoo verification (independent judge, no autofix)", "",
              f"command: `python benchmarks/zoo_verify.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-             "| case | kind | ok | seeds ok | reference scores | broken: first healthy report (per seed) | final score (per seed) |",
+             "| case | kind | ok | seeds ok | reference scores | broken: first healthy report (per seed) "
+             "| final score (per seed) |",
              "|---|---|---|---|---|---|---|"]
     for name in names:
         mine = [r for r in rows if r["case"] == name]

@@ -259,7 +259,8 @@ def test_build_model_with_a_sample_matches_the_factorys_weights_outside_the_chan
     plain = build_model({"factory": "test_anatomy:plain_stack"})
     torch.manual_seed(0)
     swapped = build_model({"factory": "test_anatomy:plain_stack"}, {"activation": "selu"}, sample=sample)
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), swapped.state_dict().values(), strict=False))
+    assert all(torch.equal(a, b)
+               for a, b in zip(plain.state_dict().values(), swapped.state_dict().values(), strict=False))
     assert build_model(spec, {"activation": "tanh"})[1].__class__ is nn.Tanh  # the factory's own knob
 
 

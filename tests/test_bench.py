@@ -40,7 +40,7 @@ def _case(**kw) -> Case:
 
 
 def _series(losses, scores, metric="val_accuracy"):
-    return [{"epoch": i, "val_loss": l, metric: s} for i, (l, s) in enumerate(zip(losses, scores, strict=False))]
+    return [{"epoch": i, "val_loss": loss, metric: s} for i, (loss, s) in enumerate(zip(losses, scores, strict=False))]
 
 
 def test_judge_needs_both_the_loss_drop_and_the_score():
@@ -162,7 +162,8 @@ def _row(method, case, kind, healed, epochs, **kw):
 def test_report_targets_from_rows():
     from bench_report import markdown, summarize
 
-    rows = [_row("autofix", "a", "config", True, 3, diagnosis="diverging_loss", diagnosis_correct=True, detection_reports=1),
+    rows = [_row("autofix", "a", "config", True, 3, diagnosis="diverging_loss", diagnosis_correct=True,
+                 detection_reports=1),
             _row("autofix", "b", "config", True, 5, diagnosis="plateau", diagnosis_correct=False, detection_reports=4),
             _row("random_repair", "a", "config", True, 20), _row("random_repair", "b", "config", False, None),
             _row("autofix", "h", "healthy", True, 2, false_alarm=False, total_epochs=12, status="healthy",
@@ -198,8 +199,8 @@ def test_report_targets_from_rows():
 def test_ported_models_targets_from_rows(healed, touched, heads, lr, met):
     from bench_targets import targets
 
-    rows = [_row("autofix", f"b{i}", "config", i < healed, 300, block="ported-models", head_changed=[], diagnosis_correct=True,
-                 lr_at_init=lr if i == 0 else 0) for i in range(10)]
+    rows = [_row("autofix", f"b{i}", "config", i < healed, 300, block="ported-models", head_changed=[],
+                 diagnosis_correct=True, lr_at_init=lr if i == 0 else 0) for i in range(10)]
     rows += [_row("autofix", f"h{i}", "healthy", True, 300, block="ported-models", false_alarm=t, head_changed=h,
                   lr_at_init=0) for i, (t, h) in enumerate(zip(touched, heads, strict=False))]
     verdicts = {t["target"]: t["met"] for t in targets(rows, {})}

@@ -124,7 +124,7 @@ def test_random_steps_stay_in_the_space_and_valid(space):
 def _changed_paths(old: dict, new: dict) -> set[str]:
     paths = set()
     for path in KNOB_OF_PATH:
-        get = lambda c: _get(c, path)  # noqa: E731
+        get = lambda c, path=path: _get(c, path)  # noqa: E731
         if get(old) != get(new):
             paths.add(path)
     return paths

@@ -31,7 +31,8 @@ def test_sick_scenarios_are_caught_and_healthy_ones_heal():
 
 
 def test_synthetic_reports_carry_the_harness_streams():
-    report = engine_throughput.synthetic_report("dying_relu", 2, __import__("random").Random(0), {"optimizer": {"lr": 1}}, "t")
+    report = engine_throughput.synthetic_report("dying_relu", 2, __import__("random").Random(0),
+                                                {"optimizer": {"lr": 1}}, "t")
     assert report["dead_frac_max"] > 0.9 and report["epoch"] == 2
     assert {"grad_norm/0", "update_ratio/0", "val_recall/9", "pred_classes", "config"} <= set(report)
     assert math.isnan(engine_throughput.synthetic_report("nan", 3, __import__("random").Random(0),

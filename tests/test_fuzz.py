@@ -46,7 +46,8 @@ def _replace(text: str, old: str, new: str) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["spec", "policy"])
-@pytest.mark.parametrize("data", [b"", b"\n\n", b"# nothing\n", b"---\n"], ids=["empty", "newlines", "comment", "marker"])
+@pytest.mark.parametrize("data", [b"", b"\n\n", b"# nothing\n", b"---\n"],
+                         ids=["empty", "newlines", "comment", "marker"])
 def test_empty_file(tmp_path, kind, data):
     (line,) = _rejected(tmp_path, kind, data)
     assert "empty" in line

@@ -81,12 +81,17 @@ def test_overfit_batch_verdicts(row, conclusive, part):
 
 
 @pytest.mark.parametrize("row, user, conclusive, part", [
-    ({"linear_accuracy": 0.85, "knn_accuracy": 0.9, "chance": 0.12, "evaluated": 55}, {"val_accuracy": 0.1}, True, MODEL),
-    ({"linear_accuracy": 0.85, "knn_accuracy": 0.9, "chance": 0.12, "evaluated": 55}, {"val_accuracy": 0.88}, False, None),
+    ({"linear_accuracy": 0.85, "knn_accuracy": 0.9, "chance": 0.12, "evaluated": 55},
+     {"val_accuracy": 0.1}, True, MODEL),
+    ({"linear_accuracy": 0.85, "knn_accuracy": 0.9, "chance": 0.12, "evaluated": 55},
+     {"val_accuracy": 0.88}, False, None),
     ({"linear_accuracy": 0.85, "knn_accuracy": 0.9, "chance": 0.12, "evaluated": 55}, {}, True, MODEL),
-    ({"linear_accuracy": 0.15, "knn_accuracy": 0.2, "chance": 0.12, "evaluated": 55}, {"val_accuracy": 0.1}, False, None),
-    ({"linear_accuracy": 0.55, "knn_accuracy": 0.6, "chance": 0.5, "evaluated": 200}, {"val_accuracy": 0.5}, False, None),
-    ({"linear_accuracy": 0.55, "knn_accuracy": 0.75, "chance": 0.5, "evaluated": 200}, {"val_accuracy": 0.5}, True, MODEL),
+    ({"linear_accuracy": 0.15, "knn_accuracy": 0.2, "chance": 0.12, "evaluated": 55},
+     {"val_accuracy": 0.1}, False, None),
+    ({"linear_accuracy": 0.55, "knn_accuracy": 0.6, "chance": 0.5, "evaluated": 200},
+     {"val_accuracy": 0.5}, False, None),
+    ({"linear_accuracy": 0.55, "knn_accuracy": 0.75, "chance": 0.5, "evaluated": 200},
+     {"val_accuracy": 0.5}, True, MODEL),
     ({"chance": 0.5, "evaluated": 200}, {"val_accuracy": 0.5}, False, None),
 ])
 def test_simple_model_verdicts(row, user, conclusive, part):

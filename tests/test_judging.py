@@ -121,7 +121,8 @@ def test_judged_by_says_what_health_reads(row, says):
     assert lines[2].endswith("optimizer step" if "step" in row else "report (no step reported)")
 
 
-def _engine(inputs: Inputs = Inputs()) -> tuple[Engine, list]:
+def _engine(inputs: Inputs | None = None) -> tuple[Engine, list]:
+    inputs = Inputs() if inputs is None else inputs
     events: list = []
     plan = Plan(config={"lr": 0.1}, aliases={"optimizer.lr": "lr"}, inputs=inputs)
     eng = Engine(plan, build_detectors("val_loss"), load_policies(["builtin"]),
@@ -170,7 +171,8 @@ def _spec(tmp_path, text: str):
     ("trainable: train:train_fn\njudge: {chance_accuracy: 1.5}\n", "judge.chance_accuracy: expected less than"),
     ("trainable: train:train_fn\njudge: {metrics: {accuracy: ''}}\n", "judge.metrics.accuracy"),
     ("training: {model: {factory: 'autofix.harness.models:mlp', args: {in_features: 4, num_classes: 3}},"
-     " data: {factory: blobs}, optimizer: {name: adam, lr: 0.001}}\njudge: {num_classes: 3}\n", "'judge' declares what a custom 'trainable' reports"),
+     " data: {factory: blobs}, optimizer: {name: adam, lr: 0.001}}\njudge: {num_classes: 3}\n",
+     "'judge' declares what a custom 'trainable' reports"),
 ])
 def test_a_bad_judge_section_is_named_with_file_and_line(tmp_path, text, problem):
     with pytest.raises(InputError) as info:

@@ -34,7 +34,8 @@ def test_categorical_crossentropy_is_keras_on_probabilities(out):
 
 
 def test_an_all_zero_relu_row_is_nan_as_in_keras():
-    loss = LossFn("categorical_crossentropy", {})(torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.3, 0.5]]), torch.tensor([0, 1]))
+    loss = LossFn("categorical_crossentropy", {})(torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.3, 0.5]]),
+                                                  torch.tensor([0, 1]))
     assert math.isnan(float(loss))
 
 

@@ -67,7 +67,8 @@ def test_overwrite_refuses_the_spec_folder_and_its_ancestors_from_elsewhere(proj
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     before = _snapshot(project)
-    _refused(capsys, ["run", str(project / "spec.yaml"), "-o", str(project), "--overwrite"], "is the folder of the spec")
+    _refused(capsys, ["run", str(project / "spec.yaml"), "-o", str(project), "--overwrite"],
+             "is the folder of the spec")
     _refused(capsys, ["run", str(project / "spec.yaml"), "-o", str(project.parent), "--overwrite"],
              "is an ancestor of the spec's folder")
     assert _snapshot(project) == before
@@ -78,7 +79,8 @@ def test_overwrite_refuses_a_regular_file_and_an_unmarked_folder(project, capsys
     (project / "results" / "model.pt").write_bytes(b"weights")
     before = _snapshot(project)
     _refused(capsys, ["run", "spec.yaml", "-o", "notes.txt", "--overwrite"], "is a regular file")
-    _refused(capsys, ["run", "spec.yaml", "-o", "results", "--overwrite"], f"not an autofix run directory (no {MARKER})")
+    _refused(capsys, ["run", "spec.yaml", "-o", "results", "--overwrite"],
+             f"not an autofix run directory (no {MARKER})")
     _refused(capsys, ["run", "spec.yaml", "-o", "results"], "exists and is not empty")
     assert _snapshot(project) == before
 
@@ -128,7 +130,8 @@ def test_a_directory_locked_by_a_live_process_is_neither_overwritten_nor_resumed
         assert holder.stdout.readline().strip() == "locked"
         (run / "journal.jsonl").write_text("{}\n")
         before = _snapshot(run)
-        _refused(capsys, ["run", "spec.yaml", "-o", str(run), "--overwrite"], f"a live autofix process (pid {holder.pid})")
+        _refused(capsys, ["run", "spec.yaml", "-o", str(run), "--overwrite"],
+                 f"a live autofix process (pid {holder.pid})")
         (run / "spec.json").write_text("{}")
         (run / "tune").mkdir()
         (run / "tune" / "tuner.pkl").write_bytes(b"")

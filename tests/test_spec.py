@@ -57,7 +57,8 @@ def test_field_errors_name_the_field(tmp_path, patch, field, fragment):
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):
             for k, v in value.items():
-                spec[key][k] = {**spec[key][k], **v} if isinstance(v, dict) and isinstance(spec[key].get(k), dict) else v
+                merge = isinstance(v, dict) and isinstance(spec[key].get(k), dict)
+                spec[key][k] = {**spec[key][k], **v} if merge else v
         else:
             spec[key] = value
     path = tmp_path / "spec.yaml"

@@ -100,7 +100,8 @@ NONFINITE_ROWS = [
     pytest.param(STUCK, {}, None, id="stuck-adam-lr1"),
     pytest.param(SGD_SLOW, {}, None, id="sgd-too-slow"),
     pytest.param(ADAM_TINY, {}, None, id="adam-lr1e-5"),
-    pytest.param([math.nan], {}, None, id="nan-first-report-is-nonfinite_at_init"),  # the untrained model: no step to blame
+    # the untrained model: no step to blame
+    pytest.param([math.nan], {}, None, id="nan-first-report-is-nonfinite_at_init"),
     pytest.param(NAN_AT_3, {}, 3, id="nan-mid-run"),
     pytest.param(INF_AT_2, {}, 2, id="inf"),
     pytest.param(NEG_INF_AT_1, {}, 1, id="minus-inf"),

@@ -20,7 +20,8 @@ def history(*rows: dict[str, float]) -> History:
 
 
 @pytest.mark.parametrize("rows, fires, where", [
-    pytest.param([{"val_loss": NAN, "train_loss": NAN, **LAYER}], True, "'5' (Exponential, an activation", id="nan-exp"),
+    pytest.param([{"val_loss": NAN, "train_loss": NAN, **LAYER}], True, "'5' (Exponential, an activation",
+                 id="nan-exp"),
     pytest.param([{"val_loss": 1.1, "train_loss": 1.1, **LAYER}], True, "the loss is finite", id="act-only"),
     pytest.param([{"val_loss": INF, "train_loss": 1.1}], True, "val_loss is inf", id="loss-only"),
     pytest.param([{"val_loss": 1.1, "train_loss": 1.1}], False, "", id="finite"),

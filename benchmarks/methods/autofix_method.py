@@ -168,7 +168,8 @@ def _same_head(a: list, b: list) -> bool:
     import torch
 
     return [k for k, _ in a] == [k for k, _ in b] and all(
-        len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb, strict=False)) for (_, pa), (_, pb) in zip(a, b, strict=False))
+        len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb, strict=False))
+        for (_, pa), (_, pb) in zip(a, b, strict=False))
 
 
 def _head_changes(launched: list, by_id: dict) -> list[str]:

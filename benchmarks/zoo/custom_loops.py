@@ -84,7 +84,7 @@ def run_loop(config: dict[str, Any], report: Callable[..., None], resume: str | 
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=float(config.get("momentum", 0.9)))
     weight = _balanced(ytr, 10) if config.get("class_weights") == "balanced" else None
     probe = Probe(model, opt) if config.get("probe", True) else None
-    per_epoch, planned = -(-len(ytr) // batch), epochs * -(-len(ytr) // batch)
+    planned = epochs * -(-len(ytr) // batch)
     step, first = 0, 1
     if resume:  # a warm start: the checkpoint's weights and optimizer state, this config's lr
         state = torch.load(Path(resume, "state.pt"))

@@ -56,7 +56,8 @@ def _keras_leaky_relu() -> nn.Module:
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
     "elu": nn.ELU, "exponential": Exponential, "hard_sigmoid": HardSigmoid, "leaky_relu": _keras_leaky_relu,
-    "linear": None, "log_softmax": lambda: nn.LogSoftmax(dim=1), "relu": nn.ReLU, "selu": nn.SELU, "sigmoid": nn.Sigmoid,
+    "linear": None, "log_softmax": lambda: nn.LogSoftmax(dim=1), "relu": nn.ReLU, "selu": nn.SELU,
+    "sigmoid": nn.Sigmoid,
     "softmax": lambda: nn.Softmax(dim=1), "softplus": nn.Softplus, "softsign": nn.Softsign, "tanh": nn.Tanh,
 }
 

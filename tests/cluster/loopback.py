@@ -114,9 +114,9 @@ class LoopbackCluster:
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes as the GCS sees them (asked from a short-lived client)."""
-        code = ("import json, ray; ray.init(address={!r}, log_to_driver=False); "
-                "print(json.dumps([{{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']}} "
-                "for n in ray.nodes() if n['Alive']]))".format(self.address))
+        code = (f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); "
+                "print(json.dumps([{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']} "
+                "for n in ray.nodes() if n['Alive']]))")
         done = subprocess.run([sys.executable, "-c", code], env=client_env(), capture_output=True,
                               text=True, timeout=60)
         if done.returncode != 0:

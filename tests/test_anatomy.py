@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from autofix.catalogue import harness_reports
 from autofix.harness.anatomy import activation_problem, nonfinite_metrics, trace
 from autofix.harness.builders import build_model
 from autofix.harness.initialize import reinitialize
 from autofix.harness.surgery import add_batch_norm, add_dropout, set_output_activation, swap_activations
-from autofix.catalogue import harness_reports
 
 
 class Exp(nn.Module):  # a user's activation: forward returns torch.exp(x)

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 import autofix.runner
-from autofix.cli import main
 from autofix.catalogue import HARNESS_METRICS, PROBE_FAMILIES, PROBE_METRICS, harness_reports
+from autofix.cli import main
 
 from conftest import FIXTURES
 

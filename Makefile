@@ -25,7 +25,7 @@ browser:
 
 # ruff and mypy ([tool.ruff], [tool.mypy] in pyproject.toml) and the generated references.
 lint: $(STAMP)
-	$(BIN)/ruff check autofix
+	$(BIN)/ruff check autofix tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m autofix.docgen --check
 

@@ -45,18 +45,19 @@ class Metric:
 
     name: str
     # harness: the managed loop, every report; probes: with training.probes.enabled (the default);
-    # fault: with probes, only when the untrained model's output is not finite; event: any
-    # trainable, only when it happens (a PyTorch warning, a non-finite output)
+    # fault: with probes, only when the untrained model's output is not finite; event: only when
+    # it happens or applies (a PyTorch warning, a non-finite output, a loss that names its domain)
     source: Literal["harness", "probes", "fault", "event"]
     meaning: str
+    only: str = ""  # probes that report only for some models: which (a model without them is no gap)
 
     @property
     def family(self) -> bool:
         return self.name.endswith("/")
 
 
-def _m(source: Literal["harness", "probes", "fault", "event"], *entries: tuple[str, str]) -> list[Metric]:
-    return [Metric(name, source, meaning) for name, meaning in entries]
+def _m(source: Literal["harness", "probes", "fault", "event"], *entries: tuple[str, ...]) -> list[Metric]:
+    return [Metric(entry[0], source, entry[1], entry[2] if len(entry) > 2 else "") for entry in entries]
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in [
@@ -85,8 +86,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("grad_ratio", "grad_norm_first / grad_norm_last"),
         ("grad_zero_frac", "share of gradient entries exactly zero"),
         ("gradless_steps", "sampled steps where no parameter had a gradient"),
-        ("dead_frac_max", "largest share of dead units (never positive on the batch) over ReLU-like layers"),
-        ("saturated_frac_max", "largest share of saturated units over sigmoid/tanh layers"),
+        ("dead_frac_max", "largest share of dead units (never positive on the batch) over ReLU-like layers",
+         "models with ReLU-like layers"),
+        ("saturated_frac_max", "largest share of saturated units over sigmoid/tanh layers",
+         "models with sigmoid or tanh layers"),
         ("update_ratio_global", "||update|| / ||weights|| over all parameters, per optimizer step"),
         ("update_ratio_max", "largest per-layer update ratio"),
         ("update_ratio_median", "median per-layer update ratio"),
@@ -111,12 +114,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("output_lse_dev", "largest |logsumexp(row)| of the outputs (log-probabilities give 0)"),
         ("output_zero_rows", "share of output rows that are all zero"),
         ("probe_age", "epochs since the probe statistics were sampled (0: fresh; >0: carried)"),
-        ("dead_frac/", "share of dead units, per layer"),
-        ("saturated_frac/", "share of saturated units, per layer"),
+        ("dead_frac/", "share of dead units, per layer", "models with ReLU-like layers"),
+        ("saturated_frac/", "share of saturated units, per layer", "models with sigmoid or tanh layers"),
         ("grad_norm/", "gradient norm, per layer"),
         ("update_ratio/", "||update|| / ||weights||, per layer"),
-        ("val_recall/", "validation recall, per class"),
-        ("loss_expects/", "1 for what the loss takes from the model (logits, probabilities, log_probs)")),
+        ("val_recall/", "validation recall, per class")),
     *_m("fault",
         ("nonfinite_output_index", "place on the forward path of the first module whose output is not finite"),
         ("nonfinite_output_activation", "1 when that module is an activation"),
@@ -126,7 +128,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("val_nonfinite_outputs", "1 when a validation output was NaN/Inf (the scores are then NaN)"),
         ("loss_broadcast_warnings", "PyTorch's loss-broadcast warnings ('Using a target size ...') so far"),
         ("loss_broadcast_target_numel", "elements of the target that warning named"),
-        ("loss_broadcast_input_numel", "elements of the input that warning named")),
+        ("loss_broadcast_input_numel", "elements of the input that warning named"),
+        ("loss_expects/", "1 for what the loss takes (logits, probabilities, log_probs); with probes, for a "
+                          "loss that says (not mse, nor a custom loss without loss.expects)")),
 ]}
 
 HARNESS_METRICS = tuple(sorted(n for n, m in METRICS.items() if m.source == "harness"))

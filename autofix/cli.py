@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     pol_sub = pol.add_subparsers(dest="policies_command", required=True)
     check = pol_sub.add_parser("check", help="validate policy files; every problem at once")
     check.add_argument("paths", nargs="+")
+    check.add_argument("--spec", help="check each where path against this spec's training config or knobs")
     lst = pol_sub.add_parser("list", help="list the policies that would apply")
     lst.add_argument("paths", nargs="*", default=["builtin"])
     test = pol_sub.add_parser("test", help="run policy unit tests (*.test.yaml): series in, decision out")
@@ -98,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _policies(args: argparse.Namespace) -> int:
     from autofix.policy import load_policies
+    from autofix.spec import load_spec
 
     if args.policies_command == "test":
         from autofix.policytest import run_policy_tests
@@ -109,9 +111,13 @@ def _policies(args: argparse.Namespace) -> int:
         return 1 if failures or count == 0 else 0
     if args.policies_command == "explain":
         return _explain(args.name, args.policies, prefer="policy")
-    policies = load_policies(args.paths)
+    spec = getattr(args, "spec", None)
+    policies = load_policies(args.paths, known=load_spec(spec).known_paths() if spec else None)
     if args.policies_command == "check":
-        print(f"ok: {len(policies)} enabled policies in {len(policies.sources)} file(s)")
+        for problem in policies.warnings:
+            print(f"autofix: warning: {problem}", file=sys.stderr)
+        print(f"ok: {len(policies)} enabled policies in {len(policies.sources)} file(s)"
+              + (f", {len(policies.warnings)} warning(s)" if policies.warnings else ""))
         return 0
     for p in policies:
         actions = " | ".join(a.describe() for a in p.then)

@@ -241,12 +241,13 @@ def metrics_page() -> str:
         "against it. A name ending in `/` is a family: the layer, class or kind follows "
         "(`dead_frac/features.0`). *harness*: every report of the managed loop; *probes*: with "
         "`training.probes.enabled` (the default; a custom loop reports them with `Probe`); *fault*: "
-        "with probes, only when the untrained model's output is not finite; *event*: any trainable, "
-        "only when it happens.", "",
+        "with probes, only when the untrained model's output is not finite; *event*: only when it "
+        "happens or applies.", "",
         "| metric | source | meaning | read by |", "|---|---|---|---|"]
     for name, metric in METRICS.items():
         readers = [s for s, cls in sorted(SYMPTOMS.items()) if name in cls.inputs]
-        out.append(f"| `{name}` | {metric.source} | {_cell(metric.meaning)} | "
+        meaning = metric.meaning + (f" (only {metric.only})" if metric.only else "")
+        out.append(f"| `{name}` | {metric.source} | {_cell(meaning)} | "
                    f"{', '.join(f'`{r}`' for r in readers)} |")
     return "\n".join(out).rstrip("\n") + "\n"
 

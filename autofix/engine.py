@@ -16,10 +16,10 @@ from typing import Any
 
 from autofix import settle
 from autofix.decisions import Decisions, gain, unrecoverable_hard
-from autofix.judging import Inputs, gaps, judged_by
+from autofix.judging import Inputs, blind, gaps, judged_by
 from autofix.ladder import Ladder
 from autofix.lineage import CONTROL, ISOLATION, Attempt, Outcome, config_key
-from autofix.metrics import as_float
+from autofix.metrics import History, as_float
 from autofix.policy import PolicySet
 from autofix.symptoms import HARD, SYMPTOMS, DetachedLoss, Detector, Finding, NanMetric
 from autofix.verdict import Judge, health
@@ -77,6 +77,7 @@ class Engine(Ladder, Decisions):
         self.ranker = ranker
         self.observer: Callable[[Attempt], None] | None = None  # live view; never pickled
         self.detectors = detectors
+        self.blind: list[str] | None = None  # detectors a0's reports do not feed, once past its epoch 1
         self.policies = policies
         self.journal = journal or (lambda event, **data: None)
         self.attempts: dict[str, Attempt] = {}
@@ -136,6 +137,10 @@ class Engine(Ladder, Decisions):
         findings = self._detect(attempt)
         if attempt.id == "a0" and self.judgement is None and attempt.history.position(iteration) > 0:
             self._judged(attempt)
+        if attempt.id == "a0" and self.blind is None and _past_epoch_one(attempt.history):
+            self.blind = blind(attempt.history, self.detectors)
+            if self.blind:  # said once: a detector no report feeds finds nothing, silently otherwise
+                self.journal("detectors_blind", attempt=attempt.id, lines=self.blind)
         if attempt.role == CONTROL:
             verdict = self._measure(attempt, findings)
             self._settle()
@@ -406,11 +411,18 @@ class Engine(Ladder, Decisions):
     def state_dict(self) -> dict[str, Any]:
         return {"attempts": [a.to_dict() for a in self.attempts.values()], "queue": list(self.queue),
                 "by_trial": dict(self.by_trial), "winner": self.winner, "halted": self.halted,
-                "judgement": self.judgement}
+                "judgement": self.judgement, "blind": self.blind}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.attempts = {d["id"]: Attempt.from_dict(d) for d in state["attempts"]}
         self.queue, self.by_trial, self.winner = list(state["queue"]), dict(state["by_trial"]), state["winner"]
         self.halted = state.get("halted")
         self.judgement = state.get("judgement")
+        self.blind = state.get("blind")
         self.launched = {config_key(a.config): a.id for a in self.attempts.values()}
+
+
+def _past_epoch_one(history: History) -> bool:
+    """A report after epoch 1 (its ``epoch``; without one, the third report)."""
+    epoch = history.last_row().get("epoch")
+    return epoch >= 2 if epoch is not None else len(history.iterations) >= 3

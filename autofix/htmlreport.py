@@ -60,6 +60,7 @@ def render_html(report: Report, tune_dir: str | Path | None = None) -> str:
                          "must beat the run left alone at the same step"),
              ("judged by", "; ".join(report.judged_by) or "-"),
              *(("not judged", line) for line in report.missing_inputs),
+             *(("not detected", line) for line in report.blind_detectors),
              ("ended because", report.ended_because), ("duration", f"{report.duration_s:.1f} s")]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
     return (

@@ -15,14 +15,15 @@ keeps both). Pure Python: no torch, no ray.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from autofix.catalogue import METRICS, metric_entry
 from autofix.metrics import PLANNED, STEP, History
 from autofix.verdict import BALANCED_ACCURACY, CHANCE_ACCURACY, CHANCE_BALANCED, CHANCE_F1, LABEL_ENTROPY, Judge
 
-__all__ = ["ROLES", "Gap", "Inputs", "gaps", "judged_by"]
+__all__ = ["ROLES", "Gap", "Inputs", "blind", "gaps", "judged_by"]
 
 ROLES = {"accuracy": "val_accuracy", "macro_f1": "val_macro_f1", "balanced_accuracy": BALANCED_ACCURACY}
 """The score roles a spec's ``judge.metrics`` maps, and the names autofix reads them under."""
@@ -171,3 +172,36 @@ def judged_by(history: History, judge: Judge, metric: str, mode: str) -> list[st
     lines.append(f"fixes: {metric} ({mode}) against the run left alone at the same "
                  + ("optimizer step" if STEP in row else "report (no step reported)"))
     return lines
+
+
+_BLIND_HINT = {
+    "probes": "the managed harness reports it with training.probes on; from your own loop, report "
+              "Probe(model, optimizer).epoch_metrics() and autofix.judge_inputs(...), or the metric itself",
+    "harness": "report it from your loop (autofix.report), or name yours under judge.metrics",
+}
+
+
+def blind(history: History, detectors: Iterable[Any]) -> list[str]:
+    """One line per detector that none of the reports so far feeds (:attr:`Detector.inputs`):
+    it can find nothing, and a renamed or missing metric would otherwise pass in silence.
+    Detectors whose inputs appear only when something happens (a warning, a non-finite
+    output) are never blind."""
+    seen: set[str] = set()
+    for iteration in history.iterations:
+        seen.update(history.rows_view(iteration))
+    lines = []
+    for detector in detectors:
+        entries = [e for k in detector.inputs if (e := METRICS.get(k) or metric_entry(k)) is not None]
+        sources = {e.source for e in entries}
+        if not sources & set(_BLIND_HINT) or any(_fed(k, seen) for k in detector.inputs):
+            continue
+        if entries and all(e.only for e in entries) and "probe_age" in seen:
+            continue  # the probes ran: the model has no layer of that kind
+        names = ", ".join(k + "*" if k.endswith("/") else k for k in detector.inputs)
+        hint = _BLIND_HINT["probes" if "probes" in sources else "harness"]
+        lines.append(f"{detector.name}: no {names} reported - {hint}")
+    return lines
+
+
+def _fed(name: str, seen: set[str]) -> bool:
+    return any(k.startswith(name) for k in seen) if name.endswith("/") else name in seen

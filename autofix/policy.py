@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from autofix.actions import ActionSpec, get_path
 from autofix.alerts import AlertState, PolicyState, Transition
 from autofix.errors import InputError, Problem
+from autofix.policypaths import Known, check_where
 from autofix.sources import Source, load_yaml, problems_from_validation
 from autofix.symptoms import SYMPTOMS
 
@@ -118,6 +119,7 @@ class Policy(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)  # free-form tags
     then: list[ActionSpec] = Field(default_factory=list, max_length=50)  # candidate actions, in order
     _source: str = PrivateAttr(default="")
+    _where_lines: dict[str, int | None] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -220,12 +222,13 @@ class PolicyFile(BaseModel):
 class PolicySet:
     """The composed, enabled policies in the order they are considered (priority, then file order)."""
 
-    def __init__(self, policies: list[Policy], sources: list[str]) -> None:
+    def __init__(self, policies: list[Policy], sources: list[str], warnings: list[Problem] | None = None) -> None:
         order = {p.name: i for i, p in enumerate(policies)}
         self.policies = sorted(
             (p for p in policies if p.enabled), key=lambda p: (-p.priority, order[p.name])
         )
         self.sources = sources
+        self.warnings = warnings or []  # where paths that may be typos (autofix.policypaths)
 
     def __iter__(self):
         return iter(self.policies)
@@ -237,28 +240,36 @@ class PolicySet:
         return next((p for p in self.policies if p.name == name), None)
 
 
-def load_policies(paths: Sequence[str | Path]) -> PolicySet:
-    """Load and compose policy files and directories; raise one InputError listing every problem."""
+def load_policies(paths: Sequence[str | Path], known: Known | None = None) -> PolicySet:
+    """Load and compose policy files and directories; raise one InputError listing every problem.
+
+    Each ``where`` key is checked against the catalogue and ``known`` (the spec's training
+    schema or custom config; None: no spec, :mod:`autofix.policypaths`): its errors are raised
+    with the rest, its warnings kept in :attr:`PolicySet.warnings`."""
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     merged: dict[str, Policy] = {}
     files = _expand(paths, problems)
     for path in files:
         for policy in _load_file(path, problems):
             if not policy.enabled and policy.when is None and policy.name not in merged:
                 # A bare switch-off with nothing to switch off is almost always a typo.
-                known = ", ".join(sorted(merged)) or "none"
+                defined = ", ".join(sorted(merged)) or "none"
                 file, _, line = policy.source.rpartition(":")
                 problems.append(Problem(file, int(line or 0) or None, "name",
-                                        f"no earlier policy of this name to disable; defined so far: {known}",
+                                        f"no earlier policy of this name to disable; defined so far: {defined}",
                                         f"policy '{policy.name}'"))
                 continue
             merged.pop(policy.name, None)  # a later definition wins and takes the later place
             merged[policy.name] = policy
+            bad, doubtful = check_where(policy, known or Known(), policy._where_lines)
+            problems += bad
+            warnings += doubtful
     if problems:
         order = {str(f): i for i, f in enumerate(files)}
         problems.sort(key=lambda p: (order.get(p.file, -1), p.line or 0))  # file by file, in line order
         raise InputError(problems)
-    return PolicySet(list(merged.values()), [str(f) for f in files])
+    return PolicySet(list(merged.values()), [str(f) for f in files], warnings)
 
 
 def _expand(paths: Sequence[str | Path], problems: list[Problem]) -> list[Path]:
@@ -318,5 +329,7 @@ def _load_items(items: list, source: Source, problems: list[Problem]) -> list[Po
             continue
         seen[policy.name] = line or 0
         policy._source = f"{source.path}:{line}"
+        if policy.when is not None:
+            policy._where_lines = {k: source.line_of(("policies", i, "when", "where", k)) for k in policy.when.where}
         loaded.append(policy)
     return loaded

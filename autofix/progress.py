@@ -39,6 +39,8 @@ def event_line(record: dict[str, Any]) -> str | None:
     if event == "judgement_inputs":
         lines = ["judged by: " + "; ".join(record["judged_by"])]
         return "\n".join(lines + [f"not judged: {line}" for line in record["missing"]])
+    if event == "detectors_blind":  # detectors no report feeds: they can find nothing
+        return "\n".join(f"not detected: {line}" for line in record["lines"])
     if event == "knob_hint":
         return f"{who} skipped a remedy: {record['hint']}"
     if event == "notice":  # something autofix cannot check for this run, said once at its start

@@ -67,6 +67,7 @@ class Report(BaseModel):
     attempts: list[AttemptReport]
     judged_by: list[str] = []  # how the run was judged (autofix.judging.judged_by)
     missing_inputs: list[str] = []  # judgement inputs the trainable did not report: what each costs, and the fix
+    blind_detectors: list[str] = []  # detectors no report of a0 fed past its epoch 1 (autofix.judging.blind)
     isolation: dict[str, Any] = {}  # the isolation ladder, if one ran: rungs, conclusion, cost (autofix.ladder)
 
     def attempt(self, attempt_id: str) -> AttemptReport:
@@ -85,6 +86,7 @@ class Report(BaseModel):
         if self.judged_by:
             lines.append("judged by: " + "; ".join(self.judged_by))
         lines += [f"not judged: {line}" for line in self.missing_inputs]
+        lines += [f"not detected: {line}" for line in self.blind_detectors]
         for a in self.attempts:
             arrow = f" <- {a.parent}" if a.parent else ""
             what = a.decision["reason"] if a.decision else a.reason
@@ -184,5 +186,6 @@ def build_report(engine: Engine, name: str, output: str, duration_s: float, ende
         attempts=[_attempt_report(engine, a) for a in engine.attempts.values()],
         judged_by=list((engine.judgement or {}).get("judged_by", [])),
         missing_inputs=list((engine.judgement or {}).get("missing", [])),
+        blind_detectors=list(engine.blind or []),
         isolation=ladder_record(engine.attempts) if any(a.ladder for a in engine.attempts.values()) else {},
     )

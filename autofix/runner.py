@@ -61,7 +61,7 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
     only if it is an autofix run directory and ``overwrite`` is set); the caller releases it.
     """
     spec = load_spec(spec)
-    load_policies(spec.policy_paths())  # policy files are input too: checked before anything
+    policies = load_policies(spec.policy_paths(), spec.known_paths())  # policy files are input too: checked first
     if not cluster_address(spec, address):
         preflight.check(spec)
     target = output if output is not None else Path("runs", f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -75,7 +75,7 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
         raise
     journal("run_started", name=spec.name, output=str(out), policies=engine.policies.sources,
             config=engine.plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
-    for text in notices(spec):
+    for text in notices(spec) + [f"policy: {w} (kept: a custom trainable may report it)" for w in policies.warnings]:
         journal("notice", text=text)
     return spec, engine, run_dir, journal
 
@@ -91,7 +91,7 @@ def notices(spec: Spec) -> list[str]:
 
 def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) -> tuple[Engine, Journal]:
     """The engine of a run and its journal (appending to ``out/journal.jsonl``)."""
-    policies = load_policies(spec.policy_paths())
+    policies = load_policies(spec.policy_paths(), spec.known_paths())
     params = spec.symptom_params()
     # Slow progress is judged on the run's own success bar unless the spec sets another.
     params["slow_progress"] = {"min_drop": spec.success.min_drop, **params.get("slow_progress", {})}

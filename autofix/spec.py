@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, create_mode
 from autofix.actions import has_path
 from autofix.catalogue import harness_metric_names, harness_reports
 from autofix.errors import InputError, Problem
+from autofix.policypaths import Known
 from autofix.refs import resolve
 from autofix.sources import load_yaml, problems_from_validation, source_from_data
 from autofix.symptoms import SYMPTOMS
@@ -262,6 +263,10 @@ class Spec(Strict):
 
     def policy_paths(self) -> list[str]:
         return [p if p == "builtin" else str(Path(self.base_dir, p)) for p in self.policies]
+
+    def known_paths(self) -> Known:
+        """What this run supplies to a policy's ``where`` (:mod:`autofix.policypaths`)."""
+        return Known(managed=self.training is not None, config=self.config, aliases=self.knobs)
 
     def search_path(self) -> list[str]:
         """Directories to import user factories from: the spec's own folder and ``python_path``."""

@@ -52,6 +52,8 @@ def test_healthy_spec_gives_one_attempt_and_no_alarm(ray_session, tmp_path):
     assert [a.id for a in report.attempts] == ["a0"]
     assert report.attempts[0].findings == []
     assert report.winner == "a0"
+    # every detector is fed: a metric renamed on one side of the catalogue would show here
+    assert report.blind_detectors == []
     offline = diagnose(str(tmp_path / "out" / "tune"))  # Ray Tune's own experiment directory
     assert [f for s in offline.trials for f in s.findings] == []
 

@@ -805,8 +805,8 @@ def test_journal_receives_every_event():
     eng, journal = stuck_a0_then_healthy_a1()
     run_attempt(eng, "t2", CONTROL_STAYS_STUCK, start=8)
     assert journal.names() == [
-        "attempt_launched", "judgement_inputs", "finding", "policy_pending", "policy_pending", "policy_firing",
-        "decision", "attempt_finished",
+        "attempt_launched", "judgement_inputs", "detectors_blind", "finding", "policy_pending", "policy_pending",
+        "policy_firing", "decision", "attempt_finished",
         "attempt_launched", "attempt_finished", "control_queued",
         "attempt_launched", "finding", "finding", "compared", "settled", "attempt_finished",
     ]
@@ -817,9 +817,11 @@ def test_journal_receives_every_event():
     assert alerts == [("policy_pending", "plateau-high-lr", 138.0, 138.0, None),
                       ("policy_pending", "plateau-fallback", 138.0, 138.0, None),
                       ("policy_firing", "plateau-high-lr", 184.0, 138.0, 184.0)]
-    (launched, judged, finding, decision, finished, launched1, finished1, queued,
+    (launched, judged, blind, finding, decision, finished, launched1, finished1, queued,
      launched2, plateau, slow, compared, settled, finished2) = (d for n, d in journal.events
                                                                if not n.startswith("policy_"))
+    # these bare val_loss reports feed no probe detector: said once, after a0's epoch 1
+    assert blind["attempt"] == "a0" and any(line.startswith("dying_relu: no dead_frac_max") for line in blind["lines"])
     assert judged["attempt"] == "a0" and judged["judged_by"][0].startswith("healthy: val_loss falls >= 30%")
     # the control is measured, never acted on: its findings are recorded all the same
     assert (plateau["symptom"], slow["symptom"], slow["iteration"]) == ("plateau", "slow_progress", 15)

@@ -238,3 +238,36 @@ def test_judge_inputs_by_kind_of_output(outputs, train, cross_entropy, present, 
 def test_judge_inputs_rejects_what_it_cannot_judge(y_true, outputs, message):
     with pytest.raises(ValueError, match=message):
         autofix.judge_inputs(y_true, outputs)
+
+
+PROBED = {"dead_frac/conv1": 0.1, "dead_frac_max": 0.1, "saturated_frac_max": 0.0, "grad_norm": 1.0,
+          "grad_ratio": 1.0, "update_ratio_global": 0.01, "input_mean": 0.1, "input_std": 1.0,
+          "input_abs_max": 3.0, "label_frac_max": 0.1, "pred_frac_max": 0.2, "val_macro_f1": 0.5,
+          "chance_accuracy": 0.1, "stale_grad_checks": 4.0, "optimizer_steps": 10.0, "val_accuracy": 0.5}
+
+
+@pytest.mark.parametrize("extra, blind_ones", [
+    # bare loss reports: every detector fed by the probes or the harness's scores is blind
+    ({}, ["vanishing_gradients", "exploding_gradients", "no_update", "dying_relu", "saturated_activations",
+          "label_imbalance", "unnormalized_input", "constant_inputs", "class_collapse", "chance_level",
+          "missing_zero_grad", "detached_loss", "nan_metric"]),
+    # the probes' streams: only input_spread (the managed harness's epoch-0 check) is missing
+    (PROBED, ["constant_inputs"]),
+])
+def test_a_detector_no_report_feeds_is_said_once_after_epoch_1(extra, blind_ones):
+    eng, events = _engine()
+    eng.suggest("t0")
+    for i, loss in enumerate([1.1, 0.9, 0.7, 0.6]):
+        eng.observe("t0", i, {"val_loss": loss, "train_loss": loss, "epoch": i, **extra})
+        if i < 2:
+            assert not [e for e, _ in events if e == "detectors_blind"], "not before epoch 2"
+    eng.complete("t0")
+    said = [d["lines"] for e, d in events if e == "detectors_blind"]
+    assert len(said) <= 1
+    names = [line.split(":", 1)[0] for line in (said[0] if said else [])]
+    assert names == blind_ones
+    report = build_report(eng, "x", "/tmp/x", 1.0, "done")
+    assert report.blind_detectors == (said[0] if said else [])
+    assert sum(line.startswith("not detected: dying_relu: no dead_frac_max, dead_frac/* reported - the managed "
+                               "harness reports it with training.probes on") for line in report.summary().splitlines()
+               ) == ("dying_relu" in names)

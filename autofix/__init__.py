@@ -1,7 +1,7 @@
 """autofix: watches training trials on Ray Tune and heals runs whose loss is not decreasing.
 
 The Python API mirrors ``autofix run``: :func:`run` takes a spec (a YAML path, a dict or a
-:class:`~autofix.spec.Spec`) and returns the :class:`~autofix.reporting.Report`. Custom Tune
+:class:`~autofix.spec.schema.Spec`) and returns the :class:`~autofix.reports.reporting.Report`. Custom Tune
 trainables call :func:`report` (and :func:`get_checkpoint`) instead of ``ray.tune.report``.
 """
 
@@ -12,46 +12,48 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["InputError", "Report", "Spec", "get_checkpoint", "judge_inputs", "load_spec", "report", "run"]
 __version__ = "0.1.0"
 
+from autofix._moved import install as _install_moved
 from autofix.errors import InputError
-from autofix.spec import Spec, load_spec
+from autofix.spec.schema import Spec, load_spec
 
+_install_moved()  # module paths from before the sub-package layout (a pickled run of an earlier autofix)
 if TYPE_CHECKING:  # at run time it is imported lazily, by the module __getattr__ below
-    from autofix.reporting import Report
+    from autofix.reports.reporting import Report
 
 
 def run(spec: Any, output: Any = None, **kwargs: Any) -> Report:
-    """Heal ``spec``; see :func:`autofix.runner.run`."""
-    from autofix.runner import run as _run
+    """Heal ``spec``; see :func:`autofix.tune.runner.run`."""
+    from autofix.tune.runner import run as _run
 
     return _run(spec, output, **kwargs)
 
 
 def report(metrics: Any, checkpoint: Any = None, *, step: Any = None, planned_steps: Any = None) -> None:
     """Report metrics from a custom trainable (with ``step`` / ``planned_steps``, the optimizer
-    steps done and planned); see :func:`autofix.trial.report`."""
-    from autofix.trial import report as _report
+    steps done and planned); see :func:`autofix.tune.trial.report`."""
+    from autofix.tune.trial import report as _report
 
     _report(metrics, checkpoint, step=step, planned_steps=planned_steps)
 
 
 def get_checkpoint(config: Any = None) -> str | None:
-    """Directory to resume from inside a custom trainable; see :func:`autofix.trial.get_checkpoint`."""
-    from autofix.trial import get_checkpoint as _get
+    """Directory to resume from inside a custom trainable; see :func:`autofix.tune.trial.get_checkpoint`."""
+    from autofix.tune.trial import get_checkpoint as _get
 
     return _get(config)
 
 
 def judge_inputs(y_true: Any, outputs: Any, train_labels: Any = None, *, cross_entropy: bool = True) -> dict:
     """Scores and chance figures of a classifier's evaluation, to report with its loss; see
-    :func:`autofix.scoring.judge_inputs`."""
-    from autofix.scoring import judge_inputs as _judge_inputs
+    :func:`autofix.harness.scoring.judge_inputs`."""
+    from autofix.harness.scoring import judge_inputs as _judge_inputs
 
     return _judge_inputs(y_true, outputs, train_labels, cross_entropy=cross_entropy)
 
 
 def __getattr__(name: str) -> Any:
     if name == "Report":
-        from autofix.reporting import Report
+        from autofix.reports.reporting import Report
 
         return Report
     raise AttributeError(f"module 'autofix' has no attribute {name!r}")

@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _resume(args: argparse.Namespace, directory: str) -> int:
-    from autofix.progress import Progress
-    from autofix.resume import resume
+    from autofix.reports.progress import Progress
+    from autofix.tune.resume import resume
 
     report = resume(directory, address=args.address, verbose=args.verbose,
                     echo=Progress(metric="", live=False).event)
@@ -74,14 +74,14 @@ def _resume(args: argparse.Namespace, directory: str) -> int:
 
 
 def _exit_code(status: str) -> int:
-    from autofix.interrupt import EXIT_INTERRUPTED
+    from autofix.tune.interrupt import EXIT_INTERRUPTED
 
     return {"healthy": 0, "fixed": 0, "interrupted": EXIT_INTERRUPTED}.get(status, 1)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from autofix.progress import Progress
-    from autofix.runner import run
+    from autofix.reports.progress import Progress
+    from autofix.tune.runner import run
 
     if args.resume:
         return _resume(args, args.resume)
@@ -98,11 +98,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _policies(args: argparse.Namespace) -> int:
-    from autofix.policy import load_policies
-    from autofix.spec import load_spec
+    from autofix.rules.policy import load_policies
+    from autofix.spec.schema import load_spec
 
     if args.policies_command == "test":
-        from autofix.policytest import run_policy_tests
+        from autofix.rules.policytest import run_policy_tests
 
         count, failed, failures = run_policy_tests(args.paths)
         for line in failures:
@@ -126,8 +126,8 @@ def _policies(args: argparse.Namespace) -> int:
 
 
 def _explain(name: str, policy_paths: list[str], prefer: str = "symptom") -> int:
-    from autofix.explain import explain
-    from autofix.policy import load_policies
+    from autofix.reports.explain import explain
+    from autofix.rules.policy import load_policies
 
     policies = load_policies(policy_paths)
     text = explain(name, policies, prefer=prefer)
@@ -144,7 +144,7 @@ def _explain(name: str, policy_paths: list[str], prefer: str = "symptom") -> int
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from autofix.ledger import Ledger
+    from autofix.rules.ledger import Ledger
 
     print(Ledger(args.path).table())
     return 0
@@ -163,13 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             return _explain(args.name, args.policies)
         if args.command == "diagnose":
-            from autofix.diagnose import diagnose, format_diagnosis
+            from autofix.reports.diagnose import diagnose, format_diagnosis
 
             result = diagnose(args.path, spec=args.spec, policies=args.policies, metric=args.metric)
             print(format_diagnosis(result, args.json))
             return 0
         if args.command == "schema":
-            from autofix.explain import json_schema
+            from autofix.reports.explain import json_schema
 
             print(json_schema(args.kind))
             return 0

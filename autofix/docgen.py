@@ -1,6 +1,6 @@
 """Generate ``docs/reference/spec.md`` and ``docs/reference/policies.md`` from the code.
 
-The spec reference walks the pydantic models of :mod:`autofix.spec` and :mod:`autofix.training`
+The spec reference walks the pydantic models of :mod:`autofix.spec.schema` and :mod:`autofix.spec.training`
 (field, type, default, bounds, description); the policy reference reads the registries the
 engine uses (:data:`autofix.symptoms.SYMPTOMS`, :data:`autofix.actions.ACTIONS`) and the shipped
 policies. A description is the field's ``description``, else its attribute docstring, else the
@@ -177,11 +177,12 @@ def _sections(models: list[tuple[str, type[BaseModel]]], level: str = "##") -> l
 
 def spec_page() -> str:
     """``docs/reference/spec.md``: every field of a spec, from the pydantic models."""
-    from autofix.spec import Spec
+    from autofix.spec.schema import Spec
 
     models = _walk(Spec, "", stop={"symptoms"})
     models[0] = ("spec", Spec)
-    out = ["# Spec reference", "", *_header("the pydantic models in `autofix/spec.py` and `autofix/training.py`"),
+    out = ["# Spec reference", "",
+           *_header("the pydantic models in `autofix/spec/schema.py` and `autofix/spec/training.py`"),
            "Every key a spec file (YAML) may hold, section by section. Unknown keys are errors. "
            "`symptoms:` holds one optional section per detector, with that detector's parameters: "
            "see [policies.md](policies.md#symptoms). Prose: [../spec.md](../spec.md).", ""]
@@ -191,11 +192,11 @@ def spec_page() -> str:
 def policies_page() -> str:
     """``docs/reference/policies.md``: policy-file fields, symptoms, actions, shipped policies."""
     from autofix.actions import ACTIONS
-    from autofix.policy import BUILTIN, PolicyFile, load_policies
+    from autofix.rules.policy import BUILTIN, PolicyFile, load_policies
     from autofix.symptoms import SYMPTOMS
 
     out = ["# Policy reference", "",
-           *_header("`autofix/policy.py`, the registries `autofix.symptoms.SYMPTOMS` and "
+           *_header("`autofix/rules/policy.py`, the registries `autofix.symptoms.SYMPTOMS` and "
                     "`autofix.actions.ACTIONS`, and the shipped policies in `autofix/policies/`"),
            "Prose: [../policies.md](../policies.md), [../symptoms.md](../symptoms.md), "
            "[../actions.md](../actions.md).", "", "## Policy files", ""]
@@ -231,12 +232,12 @@ def policies_page() -> str:
 
 
 def metrics_page() -> str:
-    """The metric catalogue (autofix.catalogue): what each reported name means and who writes it."""
-    from autofix.catalogue import METRICS
+    """The metric catalogue (autofix.spec.catalogue): what each reported name means and who writes it."""
+    from autofix.spec.catalogue import METRICS
     from autofix.symptoms import SYMPTOMS
-    out = _header("autofix/catalogue.py") + [
+    out = _header("autofix/spec/catalogue.py") + [
         "# Metric reference", "",
-        "Every metric autofix reports or reads, declared once in `autofix/catalogue.py`: a spec's "
+        "Every metric autofix reports or reads, declared once in `autofix/spec/catalogue.py`: a spec's "
         "`metric`, a policy's `where: {metrics.NAME: ...}` and each detector's inputs are checked "
         "against it. A name ending in `/` is a family: the layer, class or kind follows "
         "(`dead_frac/features.0`). *harness*: every report of the managed loop; *probes*: with "

@@ -114,8 +114,8 @@ def load_cases(names: list[str] | None = None) -> list[Case]:
 
 
 def load_case_spec(case: Case) -> dict[str, Any]:
-    """The case's spec file as a plain dict (validated by ``autofix.spec.load_spec``)."""
-    from autofix.spec import load_spec
+    """The case's spec file as a plain dict (validated by ``autofix.spec.schema.load_spec``)."""
+    from autofix.spec.schema import load_spec
 
     _zoo_on_path()
     load_spec(case.spec_path)  # validates; raises InputError naming file/line/field
@@ -130,7 +130,7 @@ def load_case_spec(case: Case) -> dict[str, Any]:
 
 def training_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]:
     """The case's managed training config with ``seed`` and epoch padding set (validated)."""
-    from autofix.training import TrainingSpec
+    from autofix.spec.training import TrainingSpec
 
     spec = load_case_spec(case)
     if "training" not in spec:
@@ -311,7 +311,7 @@ def bench_trainable(config: dict[str, Any]) -> None:
     _zoo_on_path()  # zoo model factories import in the worker too
     import torch
 
-    from autofix.trial import managed_trainable
+    from autofix.tune.trial import managed_trainable
 
     torch.set_num_threads(1)
     managed_trainable(config)
@@ -329,7 +329,7 @@ def train_series(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def reference_config(case: Case, seed: int, pad_s: float = 0.0) -> dict[str, Any]:
     """The case's healthy reference config: its config with ``reference`` applied."""
-    from autofix.training import TrainingSpec
+    from autofix.spec.training import TrainingSpec
 
     config = apply_overrides(case_config(case, seed, pad_s), case.reference)
     return config if is_custom(case) else TrainingSpec.model_validate(config).model_dump(mode="json")

@@ -2,13 +2,13 @@
 
 A cluster running many trials calls ``Engine.observe`` once per trial per epoch, on the
 driver, inside Tune's control loop; this measures how many such results per second the
-engine takes. Setup as ``autofix.runner.assemble`` builds it: every builtin detector
+engine takes. Setup as ``autofix.tune.runner.assemble`` builds it: every builtin detector
 (``build_detectors``), the shipped policies (``load_policies(["builtin"])``) and the config of
 ``examples/digits_lr_too_high.yaml``; no journal file, no ledger, no config checker (those
 are I/O and model builds, not rules).
 
-Each of ``--trials`` independent runs (one :class:`~autofix.engine.Engine` each, max 6
-attempts) is driven as ``autofix.controller`` drives it: ``suggest`` for a new trial id,
+Each of ``--trials`` independent runs (one :class:`~autofix.rules.engine.Engine` each, max 6
+attempts) is driven as ``autofix.tune.controller`` drives it: ``suggest`` for a new trial id,
 ``observe`` per epoch (iteration = the report's ``epoch``), ``complete`` when the trial
 stops or runs out of epochs, then the next queued attempt. The runs advance round-robin, one
 report each per round, like a cluster whose trials report in turn. Reports are shaped like
@@ -42,11 +42,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autofix.controller import iteration_of  # noqa: E402
-from autofix.engine import Engine, Plan  # noqa: E402
-from autofix.policy import load_policies  # noqa: E402
-from autofix.spec import load_spec  # noqa: E402
+from autofix.rules.engine import Engine, Plan  # noqa: E402
+from autofix.rules.policy import load_policies  # noqa: E402
+from autofix.spec.schema import load_spec  # noqa: E402
 from autofix.symptoms import build_detectors  # noqa: E402
+from autofix.tune.controller import iteration_of  # noqa: E402
 
 __all__ = ["SCENARIOS", "main", "run_benchmark", "synthetic_report"]
 

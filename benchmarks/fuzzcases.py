@@ -10,7 +10,7 @@ The property (:func:`check_case`): the CLI called in-process (``autofix run FILE
 DIR`` or ``autofix policies check FILE``) exits 2 with messages that name the file, prints no
 traceback, leaves the output directory as it was and starts no Ray -- or exits 0 when the
 mutated document happens to be valid, in which case the run is stopped where Ray would start
-(``autofix.runner.ray_session`` and ``_fit`` are replaced) and counted apart.
+(``autofix.tune.runner.ray_session`` and ``_fit`` are replaced) and counted apart.
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ class Outcome:
 @contextlib.contextmanager
 def _no_ray() -> Iterator[None]:
     """Stop a run where it would start Ray; never let it touch a cluster."""
-    import autofix.runner as runner
+    import autofix.tune.runner as runner
 
     def fit(*args: Any, **kwargs: Any) -> None:
         raise RunStarted("the run would start here")
@@ -319,7 +319,7 @@ def run_case(case: Case, workdir: str | Path | None = None, existing_output: boo
     directory and ``--overwrite`` is passed: a rejected input must leave it untouched.
     """
     from autofix.cli import main
-    from autofix.rundir import MARKER
+    from autofix.tune.rundir import MARKER
 
     with contextlib.ExitStack() as stack:
         root = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -38,7 +38,7 @@ _IGNORED_KEYS = ("warm_start", "__autofix__", "min_epoch_s", "seed", "epochs", "
 def _section_defaults() -> dict[str, dict[str, Any]]:
     """Leaf defaults of the optional sections a patch may create (``init: {scheme: kaiming}``
     also writes ``init.types``: one intended key, not two)."""
-    from autofix import training as t
+    from autofix.spec import training as t
 
     sections = {"init": t.InitSpec, "grad_clip": t.GradClipSpec, "scheduler": t.SchedulerSpec,
                 "data.augment": t.AugmentSpec, "architecture": t.ArchitectureSpec}

@@ -2,7 +2,7 @@
 
 A space is a set of flat knobs (``lr``, ``optimizer``, ``scheduler``, ...) and
 :meth:`KnobSpace.materialize` turns one assignment into a managed training config
-(``autofix.training.TrainingSpec``) on top of the case's base config. Flat knobs keep the Tune
+(``autofix.spec.training.TrainingSpec``) on top of the case's base config. Flat knobs keep the Tune
 param space and PBT's mutations simple (strings and numbers, no dicts), while the config
 values they produce have the same shapes as autofix's actions write (``init``, ``grad_clip``,
 ``scheduler``), so patch sizes compare like with like.

@@ -56,7 +56,7 @@ FAMILIES = {
 
 def config(model: tuple, seed: int, candidate: str | None) -> dict:
     """The managed training config of one model, patched with ``candidate`` (None: as built)."""
-    from autofix.training import TrainingSpec
+    from autofix.spec.training import TrainingSpec
 
     act, widths, data, kernel = model
     classes = 3 if data == "blobs" else 2

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from pydantic import TypeAdapter
 
 from autofix.actions import ACTIONS, ActionSpec, NotApplicable, get_path
-from autofix.training import TrainingSpec
+from autofix.spec.training import TrainingSpec
 
 SPEC = TypeAdapter(ActionSpec)
 # One valid YAML form per action (the fields each needs); every registered action must be here.

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from autofix.catalogue import harness_reports
 from autofix.harness.anatomy import activation_problem, nonfinite_metrics, trace
 from autofix.harness.builders import build_model
 from autofix.harness.initialize import reinitialize
 from autofix.harness.surgery import add_batch_norm, add_dropout, set_output_activation, swap_activations
+from autofix.spec.catalogue import harness_reports
 
 
 class Exp(nn.Module):  # a user's activation: forward returns torch.exp(x)
@@ -283,5 +283,5 @@ def test_the_first_nonfinite_output_is_named(weight, expected):
     found = nonfinite_metrics(model, torch.full((4, 2), 1.0))
     assert {k: v for k, v in found.items() if not k.startswith("nonfinite_output/")} == expected
     assert (found.get("nonfinite_output/3") == 1.0) == bool(expected)
-    # the spec's metric catalogue knows each key (autofix.training.FAULT_METRICS/FAULT_FAMILIES)
+    # the spec's metric catalogue knows each key (autofix.spec.training.FAULT_METRICS/FAULT_FAMILIES)
     assert all(harness_reports(k) and not harness_reports(k, probes=False) for k in found)

@@ -14,9 +14,9 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 if str(BENCH) not in sys.path:  # the bench modules import each other as common, methods.*
     sys.path.insert(0, str(BENCH))
 
-from autofix.spec import load_spec  # noqa: E402
+from autofix.spec.schema import load_spec  # noqa: E402
+from autofix.spec.training import TrainingSpec  # noqa: E402
 from autofix.symptoms import SYMPTOMS  # noqa: E402
-from autofix.training import TrainingSpec  # noqa: E402
 
 from common import (  # noqa: E402
     Case,

@@ -13,8 +13,8 @@ if str(BENCH) not in sys.path:  # the bench modules import each other as common,
     sys.path.insert(0, str(BENCH))
 
 from autofix.actions import ACTIONS  # noqa: E402
-from autofix.policy import SHIPPED_POLICIES  # noqa: E402
-from autofix.training import TrainingSpec  # noqa: E402
+from autofix.rules.policy import SHIPPED_POLICIES  # noqa: E402
+from autofix.spec.training import TrainingSpec  # noqa: E402
 
 from common import Budget, Case, Judge, is_custom, load_cases, training_config  # noqa: E402
 from methods.judging import JudgingStopper  # noqa: E402

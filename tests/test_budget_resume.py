@@ -8,9 +8,9 @@ import types
 import pytest
 from test_engine import config, engine
 
-from autofix.controller import AutofixScheduler
-from autofix.lineage import Outcome
-from autofix.resume import _budget_left_s
+from autofix.rules.lineage import Outcome
+from autofix.tune.controller import AutofixScheduler
+from autofix.tune.resume import _budget_left_s
 
 
 def rec(event: str, ts: float) -> dict:

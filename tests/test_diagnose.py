@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autofix.diagnose import diagnose, format_diagnosis
 from autofix.errors import InputError
+from autofix.reports.diagnose import diagnose, format_diagnosis
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "diagnose"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

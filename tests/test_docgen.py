@@ -8,10 +8,10 @@ import pytest
 
 from autofix import docgen
 from autofix.actions import ACTIONS
-from autofix.policy import Policy
-from autofix.spec import Spec
+from autofix.rules.policy import Policy
+from autofix.spec.schema import Spec
+from autofix.spec.training import TrainingSpec
 from autofix.symptoms import SYMPTOMS
-from autofix.training import TrainingSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = docgen.render()

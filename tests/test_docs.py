@@ -111,7 +111,7 @@ def _block(text: str, first_line: str) -> str:
 
 def test_the_tour_policy_and_its_test_work_as_shown(tmp_path: Path) -> None:
     """The README's policy passes its own test file, and the test fails once the policy changes."""
-    from autofix.policytest import run_policy_tests
+    from autofix.rules.policytest import run_policy_tests
 
     readme = (ROOT / "README.md").read_text()
     policy = _block(readme, "# my_policies.yaml")

@@ -10,8 +10,8 @@ import yaml
 
 import autofix
 from autofix.cli import main
-from autofix.diagnose import diagnose
-from autofix.journal import read_journal
+from autofix.reports.diagnose import diagnose
+from autofix.reports.journal import read_journal
 
 from conftest import EXAMPLES, FIXTURES
 

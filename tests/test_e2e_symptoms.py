@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import autofix
-from autofix.journal import read_journal
+from autofix.reports.journal import read_journal
 from autofix.symptoms import SYMPTOMS
 
 from conftest import EXAMPLES

@@ -1,4 +1,4 @@
-"""Why a run ended, truly: the end reason names what happened (autofix/ending.py), and an attempt
+"""Why a run ended, truly: the end reason names what happened (autofix/rules/ending.py), and an attempt
 that ends unhealthy with no symptom is slow progress, which the shipped policies answer.
 
 The engine is driven as Tune drives it (suggest / observe / complete) with the digits runs'
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from autofix.ending import ended_because, interrupted_because
-from autofix.engine import Engine, Plan
-from autofix.lineage import Outcome
-from autofix.policy import SHIPPED_POLICIES, load_policies
-from autofix.spec import BudgetSpec
+from autofix.rules.ending import ended_because, interrupted_because
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.lineage import Outcome
+from autofix.rules.policy import SHIPPED_POLICIES, load_policies
+from autofix.spec.schema import BudgetSpec
 from autofix.symptoms import build_detectors
 
 SPR, PLANNED = 23, 345

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from autofix import settle
-from autofix.engine import Engine, Plan
-from autofix.lineage import CONTROL, Outcome
-from autofix.policy import load_policies
+from autofix.rules import settle
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.lineage import CONTROL, Outcome
+from autofix.rules.policy import load_policies
 from autofix.symptoms import build_detectors
 
 from curves import ADAM_TINY, HEALTHY, SGD_SLOW, STUCK, curve

@@ -8,10 +8,10 @@ import math
 from hypothesis import given, settings, strategies as st
 from test_engine import HEALTHY, SGD_SLOW, STUCK
 
-from autofix import settle
-from autofix.engine import Engine, Plan
-from autofix.lineage import CONTROL, ISOLATION, Outcome, config_key
-from autofix.policy import load_policies
+from autofix.rules import settle
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.lineage import CONTROL, ISOLATION, Outcome, config_key
+from autofix.rules.policy import load_policies
 from autofix.symptoms import build_detectors
 
 POLICIES = load_policies(["builtin"])

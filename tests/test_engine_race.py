@@ -13,9 +13,9 @@ import math
 import pytest
 from test_engine import HEALTHY, PATIENCE_REPORT, STUCK, Journal, config, engine, policies_from, row
 
-from autofix import settle
-from autofix.engine import Engine
-from autofix.lineage import CONTROL, TREATMENT, Attempt, Outcome
+from autofix.rules import settle
+from autofix.rules.engine import Engine
+from autofix.rules.lineage import CONTROL, TREATMENT, Attempt, Outcome
 
 LADDER = [0.1, 0.01, 0.001, 0.0001]
 

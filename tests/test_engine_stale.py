@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from autofix.engine import Engine, Plan
-from autofix.policy import load_policies
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.policy import load_policies
 from autofix.symptoms import build_detectors
 
 CONFIG = {"optimizer": {"name": "adam", "lr": 1e-3, "kwargs": {}}, "init": None,

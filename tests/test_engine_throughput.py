@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import engine_throughput
 
-from autofix.metrics import History
+from autofix.judge.history import History
 
 
 def test_every_report_reaches_the_engine_and_every_run_ends():

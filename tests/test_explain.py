@@ -10,7 +10,7 @@ import yaml
 
 from autofix.actions import ACTIONS
 from autofix.cli import main
-from autofix.policy import SHIPPED_POLICIES
+from autofix.rules.policy import SHIPPED_POLICIES
 from autofix.symptoms import SYMPTOMS
 
 from conftest import EXAMPLES

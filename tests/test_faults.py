@@ -16,7 +16,7 @@ import time
 import pytest
 
 import autofix
-from autofix.journal import read_journal
+from autofix.reports.journal import read_journal
 
 from conftest import FIXTURES
 

@@ -111,7 +111,7 @@ def test_deep_nesting_is_refused(tmp_path, depth):
 
 
 def test_depth_within_the_limit_is_accepted_by_the_reader(tmp_path):
-    from autofix.sources import MAX_DEPTH, load_yaml
+    from autofix.spec.sources import MAX_DEPTH, load_yaml
 
     path = tmp_path / "ok.yaml"
     path.write_text(f"x: {'[' * (MAX_DEPTH - 1)}1{']' * (MAX_DEPTH - 1)}\n")

@@ -29,7 +29,7 @@ from autofix.harness.builders import build_model
 from autofix.harness.checkpoint import STATE_FILE, prepare
 from autofix.harness.loop import _Trainer
 from autofix.harness.transforms import Augment
-from autofix.training import TrainingSpec
+from autofix.spec.training import TrainingSpec
 
 SYMPTOMS = Path(__file__).resolve().parent.parent / "examples" / "symptoms"
 if str(SYMPTOMS) not in sys.path:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autofix.htmlreport import render_html, write_html
-from autofix.reporting import AttemptReport, Report
+from autofix.reports.html import render_html, write_html
+from autofix.reports.reporting import AttemptReport, Report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "diagnose"
 XSS = "<script>alert(1)</script>"

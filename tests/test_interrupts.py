@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autofix.journal import read_journal
+from autofix.reports.journal import read_journal
 
 from conftest import FIXTURES
 from procnet import alive, listeners, loopback, tree

@@ -9,9 +9,8 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from autofix.controller import tune_config
-from autofix.engine import Engine, Plan
-from autofix.isolation import (
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.isolation import (
     DATA,
     LADDER_SHARE,
     MODEL,
@@ -24,10 +23,11 @@ from autofix.isolation import (
     margin,
     rung_budget,
 )
-from autofix.lineage import ISOLATION
-from autofix.policy import load_policies
+from autofix.rules.lineage import ISOLATION
+from autofix.rules.policy import load_policies
 from autofix.symptoms import build_detectors
 from autofix.symptoms.isolation import unexplained
+from autofix.tune.controller import tune_config
 
 PLATEAU = ("plateau", {})
 CHANCE = ("chance_level", {})
@@ -146,7 +146,7 @@ def test_the_whole_ladder_stays_within_ten_percent_of_one_attempt(steps, batch):
 
 # -- the engine's ladder, driven with fake reports -------------------------------------------------
 def _engine(managed: bool = True, max_attempts: int = 6) -> Engine:
-    from autofix.policytest import _managed_defaults
+    from autofix.rules.policytest import _managed_defaults
 
     plan = Plan(config=_managed_defaults(), max_attempts=max_attempts, managed=managed)
     return Engine(plan, build_detectors("val_loss"), load_policies(["builtin"]))
@@ -264,7 +264,7 @@ def test_a_healthy_run_never_gets_a_ladder():
     (DATA, ["output_loss_mismatch"], DATA),  # only a model verdict is re-read
 ])
 def test_refine_reads_an_unanswered_output_loss_mismatch_as_the_training_step(part, symptoms, expected):
-    from autofix.isolation import RungResult, refine
+    from autofix.rules.isolation import RungResult, refine
 
     assert refine(RungResult("overfit_batch", True, part, "the model is the problem: x"), symptoms).part == expected
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from autofix.harness.isolation import batch_floor, run_rung
-from autofix.isolation import DATA, MODEL, TRAINING_STEP, attempt_examples, conclude, rung_budget
-from autofix.training import TrainingSpec
+from autofix.rules.isolation import DATA, MODEL, TRAINING_STEP, attempt_examples, conclude, rung_budget
+from autofix.spec.training import TrainingSpec
 
 ZOO = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo"
 

@@ -1,5 +1,5 @@
 """Declared judgement inputs: the spec's ``judge:`` section, ``autofix.judge_inputs``, and what a
-trainable that reports too little is told (autofix/judging.py, autofix/scoring.py)."""
+trainable that reports too little is told (autofix/judge/judging.py, autofix/harness/scoring.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 import autofix
-from autofix.engine import Engine, Plan
 from autofix.errors import InputError
-from autofix.judging import Inputs, gaps, judged_by
-from autofix.metrics import History
-from autofix.policy import load_policies
-from autofix.reporting import build_report
-from autofix.spec import load_spec
+from autofix.judge.history import History
+from autofix.judge.judging import Inputs, gaps, judged_by
+from autofix.judge.verdict import Judge, health
+from autofix.reports.reporting import build_report
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.policy import load_policies
+from autofix.spec.schema import load_spec
 from autofix.symptoms import build_detectors
-from autofix.verdict import Judge, health
 
 # -- Inputs.complete: a report as autofix reads it ---------------------------------------------
 

@@ -13,12 +13,12 @@ from torch import nn
 from torch.nn import functional as F
 
 import autofix
-from autofix.engine import Engine, Plan
-from autofix.lineage import Outcome
-from autofix.metrics import History
-from autofix.policy import load_policies
+from autofix.judge.history import History
 from autofix.probes import Probe
 from autofix.probes.loopcheck import LoopCheck
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.lineage import Outcome
+from autofix.rules.policy import load_policies
 from autofix.symptoms import HARD, SYMPTOMS, build_detectors
 
 from conftest import FIXTURES
@@ -286,8 +286,8 @@ def test_a_remedy_skipped_for_want_of_a_knob_names_the_knob(aliases, child_patch
         assert [c.path for c in a0.decision.patch] == [child_patch]
     skipped = [s for e, d in events if e in ("decision", "policy_exhausted") for s in d.get("skipped") or []]
     assert all("map `" in s for s in skipped if "the config has no" in s)
-    from autofix.htmlreport import render_html
-    from autofix.reporting import build_report
+    from autofix.reports.html import render_html
+    from autofix.reports.reporting import build_report
 
     report = build_report(eng, "hints", "/tmp/hints", 1.0, "done")
     assert report.attempts[0].hints == a0.hints
@@ -304,7 +304,7 @@ def test_a_remedy_skipped_for_want_of_a_knob_names_the_knob(aliases, child_patch
     ((8, 10), (8, 10), 0, None),
 ])
 def test_the_worker_counts_loss_broadcast_warnings(output, target, counted, sizes):
-    from autofix import trial
+    from autofix.tune import trial
 
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("default")
@@ -376,7 +376,7 @@ def _run(eng: Engine, trial: str, rows: list[dict]) -> Any:
     (_curve(500.0, 0.3, nan_at=3, init=True), "fixed", "a1"),  # broken once it trains: nothing to compare
 ])
 def test_a_hard_stop_at_initialization_is_compared_with_the_run_left_alone(alone, status, keep):
-    from autofix import settle
+    from autofix.rules import settle
 
     config = {"optimizer": {"name": "sgd", "lr": 0.001}, "init": None}
     eng = Engine(Plan(config=config), build_detectors("val_loss"), load_policies(["builtin"]))
@@ -392,7 +392,7 @@ def test_a_hard_stop_at_initialization_is_compared_with_the_run_left_alone(alone
 
 
 def test_a_code_bug_at_initialization_is_broken_at_once():
-    from autofix import settle
+    from autofix.rules import settle
 
     eng, _ = _engine()
     a0 = eng.suggest("t0")
@@ -402,7 +402,7 @@ def test_a_code_bug_at_initialization_is_broken_at_once():
 
 
 def _done(aid: str, loss: float, role: str = "treatment", **scores: float):
-    from autofix.lineage import Attempt
+    from autofix.rules.lineage import Attempt
 
     attempt = Attempt(id=aid, parent=None, config={}, role=role, outcome=Outcome.HEALTHY)
     attempt.history.record(0, {"val_loss": 2.3, "step": 0.0})
@@ -420,7 +420,7 @@ def _done(aid: str, loss: float, role: str = "treatment", **scores: float):
      True),  # the watched metric is a score: the user's choice
 ])
 def test_a_fix_must_not_buy_its_loss_with_a_worse_classifier(metric, mode, fix, alone, beats):
-    from autofix import settle
+    from autofix.rules import settle
 
     cand, ref = _done("a1", 1.3, **fix), _done("a0", 61.0, **alone)  # the fix's loss is far lower
     compared = settle.compare(cand, ref, metric, mode)

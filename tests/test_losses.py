@@ -12,7 +12,7 @@ import torch
 
 from autofix.harness.builders import LOSSES, LossFn
 from autofix.harness.losses import EXPECTS
-from autofix.training import LOSSES as SPEC_LOSSES, TrainingSpec
+from autofix.spec.training import LOSSES as SPEC_LOSSES, TrainingSpec
 
 
 def keras_cce(out: np.ndarray, y: np.ndarray, eps: float = 1e-7) -> float:
@@ -95,9 +95,9 @@ def test_bad_loss_specs_are_refused_at_the_boundary(loss, message):
     ({"name": "cross_entropy"}, False),
 ])
 def test_a_custom_loss_without_expects_is_noticed_at_the_start(loss, noticed):
-    from autofix.progress import event_line
-    from autofix.runner import notices
-    from autofix.spec import load_spec
+    from autofix.reports.progress import event_line
+    from autofix.spec.schema import load_spec
+    from autofix.tune.runner import notices
 
     said = notices(load_spec({"training": spec(loss)}))
     assert bool(said) is noticed

@@ -11,9 +11,9 @@ from typing import Any
 import pydantic
 import pytest
 
-from autofix.alerts import PolicyState
 from autofix.errors import InputError
-from autofix.policy import SHIPPED_POLICIES, Condition, Policy, PolicySet, load_policies, step_policies
+from autofix.rules.alerts import PolicyState
+from autofix.rules.policy import SHIPPED_POLICIES, Condition, Policy, PolicySet, load_policies, step_policies
 from autofix.symptoms import SYMPTOMS, Finding
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

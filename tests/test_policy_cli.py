@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from autofix.cli import main
-from autofix.ledger import Ledger
-from autofix.policy import SHIPPED_POLICIES, load_policies
-from autofix.policytest import parse_series, run_policy_tests
+from autofix.rules.ledger import Ledger
+from autofix.rules.policy import SHIPPED_POLICIES, load_policies
+from autofix.rules.policytest import parse_series, run_policy_tests
 
 TESTS = SHIPPED_POLICIES / "tests"
 

@@ -8,9 +8,9 @@ import pytest
 
 from autofix.cli import main
 from autofix.errors import InputError
-from autofix.policy import load_policies
-from autofix.policypaths import Known, schema_has_path
-from autofix.training import TrainingSpec
+from autofix.rules.policy import load_policies
+from autofix.rules.policypaths import Known, schema_has_path
+from autofix.spec.training import TrainingSpec
 
 from conftest import EXAMPLES
 

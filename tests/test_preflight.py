@@ -18,9 +18,9 @@ import sys
 import pytest
 import yaml
 
-import autofix.runner
-from autofix.catalogue import HARNESS_METRICS, PROBE_FAMILIES, PROBE_METRICS, harness_reports
+import autofix.tune.runner
 from autofix.cli import main
+from autofix.spec.catalogue import HARNESS_METRICS, PROBE_FAMILIES, PROBE_METRICS, harness_reports
 
 from conftest import FIXTURES
 
@@ -34,7 +34,7 @@ MANAGED = {"name": "pre", "training": {
 def no_ray(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started for a spec that should have been refused")
-    monkeypatch.setattr(autofix.runner, "ray_session", refuse)
+    monkeypatch.setattr(autofix.tune.runner, "ray_session", refuse)
 
 
 def _write(tmp_path, spec: dict) -> str:
@@ -105,7 +105,7 @@ def test_knobs_must_point_at_keys_of_the_config(tmp_path, capfd, no_ray, knobs, 
 
 
 def test_nested_knob_targets_and_any_custom_metric_are_accepted():
-    from autofix.spec import load_spec
+    from autofix.spec.schema import load_spec
 
     spec = load_spec({"name": "k", "trainable": "os:getcwd", "config": {"opt": {"lr": 1.0}},
                       "knobs": {"optimizer.lr": "opt.lr"}, "metric": "my_own_loss"})
@@ -114,7 +114,7 @@ def test_nested_knob_targets_and_any_custom_metric_are_accepted():
 
 def _reported_keys(config: dict) -> set[str]:
     from autofix.harness import run_training
-    from autofix.spec import load_spec
+    from autofix.spec.schema import load_spec
 
     rows: list[dict] = []
     run_training(load_spec({"name": "k", "training": config}).base_config(), lambda m, d: rows.append(m))
@@ -160,13 +160,13 @@ def test_a_cluster_that_is_not_there_is_one_line_and_no_output_folder(tmp_path):
 
 
 def test_the_harness_builds_every_option_the_catalogue_lists_and_no_other():
-    """Option lists are declared once (autofix.catalogue); the harness's registries build them."""
-    from autofix import catalogue
+    """Option lists are declared once (autofix.spec.catalogue); the harness's registries build them."""
     from autofix.harness.builders import OPTIMIZERS
     from autofix.harness.initialize import SCHEMES
     from autofix.harness.models import ACTIVATIONS
     from autofix.harness.schedules import SCHEDULERS
     from autofix.harness.surgery import OUTPUTS
+    from autofix.spec import catalogue
     assert sorted(OPTIMIZERS) == sorted(catalogue.OPTIMIZERS)
     assert sorted(SCHEDULERS) == sorted(catalogue.SCHEDULERS)
     assert sorted(ACTIVATIONS) == sorted(catalogue.ACTIVATIONS)
@@ -179,5 +179,5 @@ def test_the_harness_builds_every_option_the_catalogue_lists_and_no_other():
     ("nonfinite_output/3", True), ("train_workers", True), ("dead_frac_maxx", False), ("my_metric", False),
 ])
 def test_is_metric_knows_names_and_family_members(name, known):
-    from autofix.catalogue import is_metric
+    from autofix.spec.catalogue import is_metric
     assert is_metric(name) is known

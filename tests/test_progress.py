@@ -7,8 +7,8 @@ import io
 import pytest
 
 from autofix.actions import Change
-from autofix.lineage import Attempt
-from autofix.progress import Progress, event_line, sparkline
+from autofix.reports.progress import Progress, event_line, sparkline
+from autofix.rules.lineage import Attempt
 
 
 def test_plain_mode_prints_one_line_per_event():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autofix.journal import read_journal
+from autofix.reports.journal import read_journal
 
 from conftest import FIXTURES
 
@@ -106,7 +106,7 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path, capsys):
 
 def test_resume_says_clearly_when_the_users_module_has_moved(tmp_path, capsys):
     from autofix.cli import main
-    from autofix.runner import SPEC_COPY
+    from autofix.tune.runner import SPEC_COPY
 
     project = tmp_path / "project"
     project.mkdir()

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from autofix.cli import main
-from autofix.rundir import LOCK, MARKER, claim
+from autofix.tune.rundir import LOCK, MARKER, claim
 
 SPEC = {"name": "tiny", "training": {
     "model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 2, "num_classes": 3, "hidden": [8]}},
@@ -116,7 +116,7 @@ def test_overwrite_clears_a_marked_run_directory_and_nothing_else(project, tmp_p
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from autofix.rundir import claim
+    from autofix.tune.rundir import claim
     run = claim(sys.argv[1], None, overwrite=False)
     print("locked", flush=True)
     time.sleep(60)

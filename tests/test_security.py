@@ -37,8 +37,8 @@ def test_python_tags_are_rejected_and_never_run(tmp_path, capsys, payload, kind)
 
 
 def test_embedded_ray_binds_to_loopback_without_a_dashboard(monkeypatch):
-    from autofix.runner import ray_session
-    from autofix.spec import load_spec
+    from autofix.spec.schema import load_spec
+    from autofix.tune.runner import ray_session
 
     calls: list[dict] = []
     fake = types.SimpleNamespace(is_initialized=lambda: False, shutdown=lambda: None,

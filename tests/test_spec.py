@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from autofix.errors import InputError
-from autofix.spec import BUILTIN_DATASETS, load_spec
+from autofix.spec.schema import BUILTIN_DATASETS, load_spec
 
 from conftest import EXAMPLES, FIXTURES, ROOT
 

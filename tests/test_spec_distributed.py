@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from autofix.errors import InputError
-from autofix.runner import trainable_of
-from autofix.spec import load_spec
+from autofix.spec.schema import load_spec
+from autofix.tune.runner import trainable_of
 
 from conftest import EXAMPLES, FIXTURES
 
@@ -66,7 +66,7 @@ def test_embedded_ray_for_train_has_a_loopback_dashboard(tmp_path, monkeypatch):
     import sys
     import types
 
-    from autofix.runner import ray_session
+    from autofix.tune.runner import ray_session
 
     calls: list[dict] = []
     fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw),

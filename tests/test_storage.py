@@ -7,10 +7,10 @@ import json
 import pytest
 
 import autofix
-from autofix.diagnose import diagnose
-from autofix.resume import resume
-from autofix.runner import _storage
-from autofix.spec import load_spec
+from autofix.reports.diagnose import diagnose
+from autofix.spec.schema import load_spec
+from autofix.tune.resume import resume
+from autofix.tune.runner import _storage
 
 from conftest import FIXTURES
 

@@ -15,7 +15,7 @@ import pydantic
 import pytest
 
 from autofix.errors import AutofixError
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms import HARD, SOFT, SYMPTOMS, Finding, build_detectors
 
 from curves import ADAM_TINY, DIGITS_STEPS, HEALTHY, SGD_SLOW, STUCK
@@ -501,7 +501,7 @@ def test_history_recent_follows_iterations_recorded_out_of_order():
 def test_core_modules_import_neither_torch_nor_ray():
     code = (
         "import sys\n"
-        "import autofix.symptoms, autofix.actions, autofix.policy, autofix.engine\n"
+        "import autofix.symptoms, autofix.actions, autofix.rules.policy, autofix.rules.engine\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))\n"
         "print(','.join(bad))\n"
         "sys.exit(1 if bad else 0)\n"

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import autofix.symptoms as symptoms_pkg
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms import SYMPTOMS, Finding, build_detectors
 
 from curves import (
@@ -848,7 +848,7 @@ def test_symptoms_import_neither_torch_nor_ray():
 
 @pytest.mark.parametrize("name", sorted(SYMPTOMS))
 def test_every_detector_declares_catalogued_inputs_and_its_evidence(name):
-    from autofix.catalogue import METRICS, is_metric
+    from autofix.spec.catalogue import METRICS, is_metric
     cls = SYMPTOMS[name]
     assert all(is_metric(k) or (k.endswith("/") and k in METRICS) for k in cls.inputs), cls.inputs
     assert cls.evidence_keys and len(set(cls.evidence_keys)) == len(cls.evidence_keys)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms import NonFiniteAtInit, NonFiniteLoss, OutputLossMismatch
 
 NAN, INF = math.nan, math.inf

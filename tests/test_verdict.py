@@ -1,4 +1,4 @@
-"""autofix.verdict: what "at chance", "healthy" and "better" mean, as tables over reported numbers."""
+"""autofix.judge.verdict: what "at chance", "healthy" and "better" mean, as tables over reported numbers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from autofix.metrics import History
-from autofix.verdict import Judge, at_chance, beats, health, planned_steps, step_of, value_at
+from autofix.judge.history import History
+from autofix.judge.verdict import Judge, at_chance, beats, health, planned_steps, step_of, value_at
 
 JUDGE = Judge()  # val_loss, min_drop 0.3, val_accuracy, val_macro_f1
 

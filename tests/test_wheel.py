@@ -56,7 +56,7 @@ def venv(tmp_path_factory) -> Path:
 
 
 def test_the_wheel_ships_the_builtin_policies(venv, tmp_path):
-    where = _sh(str(venv / "bin" / "python"), "-c", "import autofix.policy as p; print(p.SHIPPED_POLICIES)",
+    where = _sh(str(venv / "bin" / "python"), "-c", "import autofix.rules.policy as p; print(p.SHIPPED_POLICIES)",
                 cwd=tmp_path).stdout.strip()
     assert where.startswith(str(venv)), where  # the wheel's own copy, not the checkout's
     listed = _sh(str(venv / "bin" / "autofix"), "policies", "list", cwd=tmp_path).stdout

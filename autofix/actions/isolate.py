@@ -2,7 +2,7 @@
 
 A policy whose ``then`` lists ``isolate`` candidates is a ladder: when it fires, the engine runs
 the rungs in the listed order as short trials of the managed harness and stops at the first
-conclusive one (:mod:`autofix.isolation`, :mod:`autofix.ladder`). Reorder the candidates to
+conclusive one (:mod:`autofix.rules.isolation`, :mod:`autofix.rules.ladder`). Reorder the candidates to
 reorder the rungs; disable the policy to switch the ladder off.
 """
 

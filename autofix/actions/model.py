@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from autofix.actions.base import Action, Change, NotApplicable
-from autofix.catalogue import ActivationName, InitScheme, OutputActivation
-from autofix.training import LOSSES
+from autofix.spec.catalogue import ActivationName, InitScheme, OutputActivation
+from autofix.spec.training import LOSSES
 
 __all__ = ["MATCHING_INIT", "AddBatchNorm", "AddDropout", "Reinitialize", "SetOutputActivation", "SwapActivation"]
 
@@ -104,7 +104,7 @@ class SetOutputActivation(_Cold):
         return self.set_value(config, aliases, "architecture.output_activation", target)
 
 
-# The output activation that gives each loss what it takes (autofix.training.LOSSES).
+# The output activation that gives each loss what it takes (autofix.spec.training.LOSSES).
 FOR_EXPECTS = {"logits": "identity", "log_probs": "log_softmax", "probabilities": "softmax"}
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from autofix.actions.base import Action, Change, NotApplicable, get_path, resolve_path
-from autofix.catalogue import OptimizerName
+from autofix.spec.catalogue import OptimizerName
 
 __all__ = ["ACCEPTS", "ClipGradients", "SwitchOptimizer", "WeightDecay"]
 

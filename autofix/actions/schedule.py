@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from autofix.actions.base import Action, Change, get_path
-from autofix.catalogue import SchedulerName
+from autofix.spec.catalogue import SchedulerName
 
 __all__ = ["AddScheduler", "Warmup"]
 

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset, TensorDataset
 from autofix.harness.builders import LossFn
 from autofix.harness.data import Batches
 from autofix.harness.losses import CLASS_ID_LOSSES
+from autofix.judge.verdict import BALANCED_ACCURACY, CHANCE_ACCURACY, CHANCE_BALANCED, CHANCE_F1, LABEL_ENTROPY
 from autofix.probes import class_ids
-from autofix.verdict import BALANCED_ACCURACY, CHANCE_ACCURACY, CHANCE_BALANCED, CHANCE_F1, LABEL_ENTROPY
 
 __all__ = ["NONFINITE_OUTPUTS", "chance_metrics", "class_targets", "evaluate", "initial_loss_metrics", "num_classes",
            "output_metrics", "predict",

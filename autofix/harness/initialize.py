@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from autofix.catalogue import INIT_SCHEMES
+from autofix.spec.catalogue import INIT_SCHEMES
 
 __all__ = ["SCHEMES", "matching_modules", "reinitialize"]
 
-SCHEMES = INIT_SCHEMES  # declared once in autofix.catalogue (the spec and actions take the same list)
+SCHEMES = INIT_SCHEMES  # declared once in autofix.spec.catalogue (the spec and actions take the same list)
 _TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras VarianceScaling)
 _MAX_LISTED = 40  # modules named in the no-match error; a big model would flood the message
 

@@ -1,8 +1,8 @@
-"""The torch side of the isolation ladder: run one rung of :mod:`autofix.isolation` in a trial.
+"""The torch side of the isolation ladder: run one rung of :mod:`autofix.rules.isolation` in a trial.
 
 A rung is a short experiment on the user's own config, built exactly as a training attempt
 builds it (:func:`autofix.harness.assemble.build_run`: data pipeline, model surgery and init,
-loss, optimizer). It reports one row of plain numbers; :func:`autofix.isolation.conclude` (pure,
+loss, optimizer). It reports one row of plain numbers; :func:`autofix.rules.isolation.conclude` (pure,
 on the driver) turns them into a verdict. ``examples`` in the row counts what the rung processed
 (one example through one model's forward pass, with its backward pass when trained).
 """
@@ -29,7 +29,7 @@ _EVAL_BATCH = 256
 
 
 def run_rung(config: dict[str, Any], rung: dict[str, Any], report: Report) -> None:
-    """Run the rung ``rung`` (``{"rung": name, **sizes}`` from :func:`autofix.isolation.rung_budget`)
+    """Run the rung ``rung`` (``{"rung": name, **sizes}`` from :func:`autofix.rules.isolation.rung_budget`)
     on ``config`` and report its numbers once; an exception is reported as ``error``."""
     began = time.monotonic()
     cfg = normalize_config(config)
@@ -120,7 +120,7 @@ def _overfit_batch(cfg: dict[str, Any], rung: dict[str, Any]) -> dict[str, Any]:
     """The user's model, loss and optimizer on one fixed batch. When that stalls: the same model
     and loss with :data:`REFERENCE_OPTIMIZER` (a learning rate far off is no bug), then a tiny MLP
     with the user's loss and that optimizer (a model that cannot fit is no broken step)."""
-    from autofix.isolation import overfit_state
+    from autofix.rules.isolation import overfit_state
 
     run = _fresh(cfg)
     x, y = next(iter(run.train.epoch(0)))

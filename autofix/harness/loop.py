@@ -35,8 +35,8 @@ from autofix.harness.evaluate import (
 )
 from autofix.harness.losses import CLASS_ID_LOSSES
 from autofix.harness.weighting import output_width
+from autofix.judge.verdict import PLANNED, STEP
 from autofix.probes import Probe
-from autofix.verdict import PLANNED, STEP
 
 __all__ = ["STATE_FILE", "Report", "run_training"]
 
@@ -94,7 +94,7 @@ class _Trainer:
         self.net = parallel.wrap(self.model) if parallel is not None else self.model
 
     def _chance(self, labels: torch.Tensor | None) -> dict[str, float]:
-        """The best constant predictor's scores (autofix.verdict: nothing at chance is healthy).
+        """The best constant predictor's scores (autofix.judge.verdict: nothing at chance is healthy).
 
         The label entropy is a bar only for an unweighted classification cross-entropy trained
         on the natural class shares: class weights change what the loss measures, and a
@@ -259,7 +259,7 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     changes the model's structure (``model``, ``architecture``, ``init``) runs cold from epoch 0
     instead, with a warning on stderr (:mod:`autofix.harness.checkpoint`).
 
-    The remediation knobs of :class:`autofix.training.TrainingSpec` are applied when the run is
+    The remediation knobs of :class:`autofix.spec.training.TrainingSpec` are applied when the run is
     built (:mod:`autofix.harness.assemble`): ``data.normalize/augment/sampler``,
     ``loss.class_weights``, ``architecture``, ``init`` and the warm-up schedulers.
 

@@ -67,7 +67,7 @@ SYMPTOMS: dict[str, type[Detector]] = {
         SlowProgress,
         # the training code itself: bugs no config cures (stop_run)
         MissingZeroGrad, LossBroadcast, DetachedLoss, NanMetric,
-        # what no symptom explains, and the isolation ladder's answer (autofix.ladder)
+        # what no symptom explains, and the isolation ladder's answer (autofix.rules.ladder)
         UnexplainedFailure, BaselineLearns,
     )
 }

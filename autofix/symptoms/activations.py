@@ -13,7 +13,7 @@ import math
 
 from pydantic import Field, model_validator
 
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms.base import Finding
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
 

@@ -1,6 +1,6 @@
 """What a symptom detector is, and what it finds.
 
-A detector is a small pure function object over an attempt's :class:`~autofix.metrics.History`
+A detector is a small pure function object over an attempt's :class:`~autofix.judge.history.History`
 (in the spirit of Ray Tune's ``TrialPlateauStopper``): validated parameters, no state of its
 own, so a resumed run re-derives the same findings from the same reports. It imports neither
 torch nor ray.
@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from autofix.metrics import History
-from autofix.verdict import planned_steps
+from autofix.judge.history import History
+from autofix.judge.verdict import planned_steps
 
 __all__ = ["HARD", "SOFT", "Detector", "Finding", "Params", "window_steps"]
 
@@ -88,7 +88,7 @@ class Detector:
     advice: ClassVar[str] = ""
     """What a person should check when the symptom is found (mainly for ``fixable = False``)."""
     inputs: ClassVar[tuple[str, ...]] = ()
-    """The catalogued metrics (:mod:`autofix.catalogue`; a family ends in ``/``) it needs besides
+    """The catalogued metrics (:mod:`autofix.spec.catalogue`; a family ends in ``/``) it needs besides
     the run's loss metric: with none of them reported it can find nothing, and the run journals
     that once (``detectors_blind``)."""
     evidence_keys: ClassVar[tuple[str, ...]] = ()

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from pydantic import Field
 
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms.base import HARD, Finding, Params
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
 

@@ -15,7 +15,7 @@ import math
 
 from pydantic import Field, model_validator
 
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms.base import HARD, Finding
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
 

@@ -4,7 +4,7 @@ Inputs, per report (epoch 0 = before any training step): ``train_loss`` and the 
 loss (``val_loss`` by default); ``val_accuracy``, ``val_macro_f1``, ``pred_frac_max`` (largest
 fraction of validation predictions in one class), ``label_frac_max``; the best constant
 predictor's scores (``chance_accuracy``, ``chance_macro_f1``, ``label_entropy``; see
-:mod:`autofix.verdict`) and, at epoch 0 only, ``chance_loss`` (= ln(number of classes)). A run
+:mod:`autofix.judge.verdict`) and, at epoch 0 only, ``chance_loss`` (= ln(number of classes)). A run
 that lacks them (regression, a custom trainable) gets no finding from these detectors.
 
 All three are **soft**: a slow learner sits at chance, predicts one class or wobbles its
@@ -17,10 +17,10 @@ import math
 
 from pydantic import Field
 
-from autofix.metrics import History
+from autofix.judge.history import History
+from autofix.judge.verdict import LABEL_ENTROPY, Judge, at_chance
 from autofix.symptoms.base import Finding, Params as DetectorParams, window_steps
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
-from autofix.verdict import LABEL_ENTROPY, Judge, at_chance
 
 __all__ = ["ChanceLevel", "ClassCollapse", "Overfitting"]
 
@@ -55,7 +55,7 @@ class Overfitting(ProbeDetector):
     ``min_rise_of_first=0.03`` and ``min_train_drop=0.1`` are our choices, added after healthy
     blobs/circles controls (benchmarks/zoo) fired on converged noise: 0.203 -> 0.297 while the
     training loss moved 5%, and 0.025 -> 0.033 out of a first 0.70. ``min_score_drop=0.02`` is
-    the margin autofix's verdicts allow a score (``autofix.verdict.CHANCE_MARGIN``), added after
+    the margin autofix's verdicts allow a score (``autofix.judge.verdict.CHANCE_MARGIN``), added after
     two healthy ported-models controls (a SELU MLP on circles, an exponential MLP on blobs) whose
     val_loss doubled and more while val_accuracy stayed within 0.004 of its best (0.99 and
     0.997): each was relaunched with weight decay for nothing. The zoo's overfitting case, whose
@@ -215,7 +215,7 @@ class ChanceLevel(ProbeDetector):
     """The attempt is still at chance level: nothing has been learned.
 
     Fires, after the untrained report, when the last report is at chance as the verdict defines
-    it (:func:`autofix.verdict.at_chance`: the best constant predictor's accuracy or macro-F1 +
+    it (:func:`autofix.judge.verdict.at_chance`: the best constant predictor's accuracy or macro-F1 +
     0.02, or a loss >= 0.95 x the label entropy), or, for a run that reports only the uniform
     predictor's ``chance_loss`` (ln of the number of classes), a loss within ``tolerance`` of it.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms.base import HARD, Detector, Finding, Params
 
 __all__ = ["ExplodingGradients", "FixedParams", "ProbeDetector", "UnchangedWeights", "VanishingGradients"]

@@ -2,16 +2,16 @@
 
 ``unexplained_failure`` is found by the engine, not read off one attempt's reports: it needs the
 lineage (which symptoms earlier remedies answered). :func:`unexplained` is the pure rule;
-the engine adds its finding beside the detectors' (:mod:`autofix.ladder`). ``baseline_learns`` is
-the ladder's conclusion that the model is at fault (:mod:`autofix.isolation`), handed to the model
+the engine adds its finding beside the detectors' (:mod:`autofix.rules.ladder`). ``baseline_learns`` is
+the ladder's conclusion that the model is at fault (:mod:`autofix.rules.isolation`), handed to the model
 policies as a finding with the baselines' numbers. Neither reads a report, so :meth:`check` finds
 nothing on its own.
 """
 
 from __future__ import annotations
 
-from autofix.isolation import EVIDENCE
-from autofix.metrics import History
+from autofix.judge.history import History
+from autofix.rules.isolation import EVIDENCE
 from autofix.symptoms.base import Detector, Finding
 
 __all__ = ["COLLAPSE_MAJORITY", "GENERIC", "BaselineLearns", "UnexplainedFailure", "unexplained"]
@@ -33,7 +33,7 @@ def unexplained(active: list[tuple[str, dict[str, float]]],
     the two latest remedies that answered it. A collapse onto one class is generic only where no
     class holds more than half of the labels (:data:`COLLAPSE_MAJORITY`): with a majority class,
     the collapse is onto it and reweighting the classes is a cause-named remedy. (The engine also
-    asks whether the config names a suspect: :meth:`autofix.ladder.Ladder._named_by_config`.)
+    asks whether the config names a suspect: :meth:`autofix.rules.ladder.Ladder._named_by_config`.)
     """
     names = [s for s, _ in active if s not in (UnexplainedFailure.name, BaselineLearns.name)]
     if not names:
@@ -71,18 +71,18 @@ class UnexplainedFailure(Detector):
     summary = "Unhealthy, and no symptom names a cause (or one survived two remedies)."
 
     def check(self, history: History) -> Finding | None:
-        return None  # found by the engine from the lineage (autofix.ladder)
+        return None  # found by the engine from the lineage (autofix.rules.ladder)
 
 
 class BaselineLearns(Detector):
     """A simple model learns the data the user's model does not, or fits the one batch it cannot:
     the model is at fault (the isolation ladder's ``simple_model`` or ``overfit_batch`` rung, after
     Karpathy's "input-independent baseline" and "overfit one batch"); answered by model remedies.
-    Its thresholds are the rungs' (:mod:`autofix.isolation`)."""
+    Its thresholds are the rungs' (:mod:`autofix.rules.isolation`)."""
 
     name = "baseline_learns"
-    evidence_keys = EVIDENCE  # the simple-model rung's numbers (autofix.isolation)
+    evidence_keys = EVIDENCE  # the simple-model rung's numbers (autofix.rules.isolation)
     summary = "A simple model learns this data; the user's model does not."
 
     def check(self, history: History) -> Finding | None:
-        return None  # found by the isolation ladder (autofix.ladder)
+        return None  # found by the isolation ladder (autofix.rules.ladder)

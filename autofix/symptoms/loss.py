@@ -16,7 +16,7 @@ from itertools import pairwise
 
 from pydantic import Field
 
-from autofix.metrics import History
+from autofix.judge.history import History
 from autofix.symptoms.base import HARD, Detector, Finding, Params as DetectorParams, window_steps
 from autofix.symptoms.outputs import at_init, nonfinite_since_init
 

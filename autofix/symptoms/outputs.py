@@ -16,7 +16,7 @@ import math
 
 from pydantic import Field
 
-from autofix.metrics import STEP, History
+from autofix.judge.history import STEP, History
 from autofix.symptoms.base import HARD, Detector, Finding, Params as DetectorParams
 from autofix.symptoms.gradients import FixedParams, ProbeDetector
 

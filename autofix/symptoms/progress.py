@@ -13,9 +13,9 @@ import math
 
 from pydantic import Field
 
-from autofix.metrics import History
+from autofix.judge.history import History
+from autofix.judge.verdict import Judge, health, planned_steps
 from autofix.symptoms.base import Detector, Finding, Params as DetectorParams
-from autofix.verdict import Judge, health, planned_steps
 
 __all__ = ["SlowProgress"]
 

@@ -121,7 +121,7 @@ def _judge_claim(case: Case, seed: int, report: Any, result: MethodResult) -> No
 
 def _skipped_remedies(journal: Path, result: MethodResult) -> None:
     """Remedies skipped because no knob maps their path (decisions and exhausted policies), and
-    how many of them name the path to map (autofix.decisions.knob_hint)."""
+    how many of them name the path to map (autofix.rules.decisions.knob_hint)."""
     skipped: list[str] = []
     for line in journal.read_text().splitlines() if journal.exists() else []:
         record = json.loads(line)

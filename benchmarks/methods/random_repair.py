@@ -36,7 +36,7 @@ KNOB_OF_PATH = {
 
 def policy_actions() -> list[Action]:
     """The distinct non-terminal actions of the shipped policies, in file order."""
-    from autofix.policy import BUILTIN, load_policies
+    from autofix.rules.policy import BUILTIN, load_policies
 
     seen: set[str] = set()
     actions: list[Action] = []
@@ -54,7 +54,7 @@ def config_problem(config: dict[str, Any]) -> str | None:
     """Why the harness would reject ``config`` (schema, or a model that cannot take the patch)."""
     import pydantic
 
-    from autofix.training import TrainingSpec
+    from autofix.spec.training import TrainingSpec
 
     try:
         TrainingSpec.model_validate(config)

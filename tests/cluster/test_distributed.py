@@ -78,7 +78,7 @@ def distributed_run(tmp_path_factory):
            "AUTOFIX_HOME": str(tmp_path_factory.mktemp("home"))}
     env.pop("RAY_ADDRESS", None)
     port = _free_port()
-    # As autofix.runner does for an embedded Ray: Train's placement-group cleaner finds the State
+    # As autofix.tune.runner does for an embedded Ray: Train's placement-group cleaner finds the State
     # API through this variable, not by auto-detection, which fails beside other Rays on the host.
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     args = json.dumps([SPEC, str(out), temp_dir, port])

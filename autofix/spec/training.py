@@ -1,0 +1,211 @@
+"""The managed-training part of a spec: model, data, loss, optimizer, schedule, architecture.
+
+Every knob a remediation action patches has a field here, so a patched config is validated
+by the same schema as the user's (an action can never produce a config the harness rejects
+silently). Defaults are neutral: a field left out changes nothing about the user's run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from autofix.spec.catalogue import OPTIMIZERS, ActivationName, InitScheme, LossExpects, OutputActivation, SchedulerName
+from autofix.spec.refs import check_args, is_ref, resolve
+
+__all__ = ["BUILTIN_DATASETS", "LOSSES", "TrainingSpec"]
+
+# Kept here (not imported from the harness) so loading a spec does not import torch;
+# tests/test_spec.py checks it equals autofix.harness.DATASETS.
+BUILTIN_DATASETS = ("blobs", "circles", "classification", "digits", "fake")
+# What each built-in loss takes from the model (autofix.harness.losses.EXPECTS; None: any
+# numbers), kept here so loading a spec does not import torch; tests/test_spec.py compares them.
+LOSSES: dict[str, LossExpects | None] = {"bce_with_logits": "logits", "categorical_crossentropy": "probabilities",
+                                 "cross_entropy": "logits", "mse": None, "nll": "log_probs"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf/.nan are never meant in a spec
+
+
+class FactorySpec(Strict):
+    """A ``"module:callable"`` and the keyword arguments it is called with."""
+
+    factory: str  # 'package.module:callable' returning the object
+    args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments, checked against its signature
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        if value not in BUILTIN_DATASETS:
+            resolve(value)
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _binds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        factory = info.data.get("factory")
+        if factory in BUILTIN_DATASETS:
+            from autofix.harness import DATASETS  # imports torch: only for builtin data
+
+            check_args(DATASETS[factory], value, fixed=("seed",))
+        elif factory is not None:
+            check_args(resolve(factory), value)
+        return value
+
+
+class DataSpec(FactorySpec):
+    """A builtin dataset name or a ``"module:callable"`` returning ``(train, val)`` datasets."""
+
+    factory: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS)}, or 'module:callable'")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)  # share held out for validation (built-in datasets)
+    normalize: bool = False
+    """Standardise inputs with the mean/std of the training data (per channel for images)."""
+    sampler: Literal["uniform", "balanced"] = "uniform"
+    """'balanced': a weighted sampler drawing every class equally often."""
+    augment: AugmentSpec | None = None
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, value: str) -> str:  # overrides FactorySpec's: builtin names first
+        if value in BUILTIN_DATASETS:
+            return value
+        if not is_ref(value):
+            raise ValueError(f"expected a builtin dataset ({', '.join(BUILTIN_DATASETS)}) or 'module:callable', "
+                             f"got {value!r}")
+        resolve(value)
+        return value
+
+
+class LossSpec(Strict):
+    """A built-in loss by name, or a ``"module:callable"`` returning one (called with ``args``)."""
+
+    name: str = Field(default="cross_entropy", description=f"one of {', '.join(LOSSES)}, or 'module:callable'")
+    args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the loss
+    class_weights: Literal["balanced"] | list[float] | None = None
+    """'balanced': scikit-learn ``compute_class_weight`` on the training labels, into the loss."""
+    expects: LossExpects | None = None
+    """What the loss takes from the model: a custom loss says it here, so autofix can check that
+    the model's outputs fit (``output_loss_mismatch``); without it that check is skipped. A
+    built-in loss's is known (cross_entropy, bce_with_logits: logits; nll: log_probs;
+    categorical_crossentropy: probabilities); giving another one is an error."""
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value in LOSSES:
+            return value
+        if not is_ref(value):
+            raise ValueError(f"expected a built-in loss ({', '.join(LOSSES)}) or 'module:callable', got {value!r}")
+        resolve(value)
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _binds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if isinstance(name, str) and is_ref(name):
+            check_args(resolve(name), value)
+        return value
+
+    @field_validator("expects")
+    @classmethod
+    def _agrees(cls, value: str | None, info: ValidationInfo) -> str | None:
+        known = LOSSES.get(info.data.get("name") or "", "")
+        if value is not None and known != "" and value != known:
+            raise ValueError(f"loss {info.data['name']!r} takes {known or 'any numbers'}, not {value}: "
+                             "leave 'expects' out for a built-in loss")
+        return value
+
+
+class OptimizerSpec(Strict):
+    name: str = "adam"  # adagrad | adam | adamw | rmsprop | sgd (torch.optim)
+    lr: float = Field(gt=0, allow_inf_nan=False)  # learning rate
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # other keyword arguments (momentum, weight_decay, ...)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value.lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {value!r}; available: {', '.join(OPTIMIZERS)}")
+        return value.lower()
+
+
+class SchedulerSpec(Strict):
+    name: SchedulerName
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the torch scheduler
+
+
+class AugmentSpec(Strict):
+    """torchvision transforms applied to training image batches."""
+
+    flip: bool = False  # random horizontal flips
+    rotation: float = Field(default=0, ge=0, le=180)  # random rotation, in degrees
+    crop_padding: int = Field(default=0, ge=0, le=64)  # random crops after this much padding
+
+
+class InitSpec(Strict):
+    """Re-initialise the weights of matching layers before training (outside the output head)."""
+
+    scheme: InitScheme = "kaiming"  # torch.nn.init
+    pattern: str | None = None
+    """Regular expression on qualified module names (``net\\.0``); None = every matching type."""
+    types: list[str] = Field(default_factory=lambda: ["Conv1d", "Conv2d", "Linear"])
+    head: bool = False
+    """Also re-initialise the output head (the last weight layer on the forward path)."""
+
+
+class ArchitectureSpec(Strict):
+    """Surgery on the built model, guided by its traced forward path (or factory args of the
+    same names when accepted): hidden layers only, except ``output_activation``."""
+
+    activation: ActivationName | None = None
+    activation_scope: Literal["hidden", "nonfinite"] = "hidden"
+    """'hidden': every hidden activation module; 'nonfinite': only those of the kind of the first
+    hidden activation whose output is non-finite on the untrained model's first batch."""
+    output_activation: OutputActivation | None = None
+    """What follows the output layer: identity (logits), softmax, log_softmax or sigmoid."""
+    batch_norm: bool = False  # BatchNorm after hidden weight layers
+    dropout: float | None = Field(default=None, ge=0, lt=1)  # dropout before hidden Linear layers
+
+
+class GradClipSpec(Strict):
+    kind: Literal["norm", "value"] = "norm"  # clip_grad_norm_ or clip_grad_value_
+    max: float = Field(gt=0, allow_inf_nan=False)  # the norm or value bound
+
+
+class ProbeSpec(Strict):
+    """Instrumentation of the managed harness (``autofix.probes``), sampled every N steps."""
+
+    enabled: bool = True  # gradient, update, activation and input probes
+    every_steps: int = Field(default=20, ge=1, le=1_000_000)  # sample one optimizer step in N
+    max_overhead: float | None = Field(default=0.01, gt=0, le=1)
+    """Share of training time the probes may take; they sample less (down to one epoch in 5,
+    carrying the last sample forward with ``probe_age``) to stay under it. None: no budget."""
+
+
+class TrainingSpec(Strict):
+    """Managed training: autofix owns the loop (see ``autofix.harness``)."""
+
+    model: FactorySpec  # the model factory
+    data: DataSpec  # the dataset
+    loss: LossSpec = Field(default_factory=LossSpec)  # the loss function
+    optimizer: OptimizerSpec  # the optimizer and its learning rate
+    scheduler: SchedulerSpec | None = None  # a torch LR scheduler, or none
+    batch_size: int = Field(default=64, ge=1, le=1_000_000)  # training batch size
+    epochs: int = Field(default=15, ge=1, le=100_000)  # planned epochs (epoch 0, before any step, is extra)
+    seed: int = Field(default=0, ge=0, lt=2**32)  # seeds torch, the split and the data order
+    grad_clip: GradClipSpec | None = None  # gradient clipping, or none
+    init: InitSpec | None = None  # re-initialise weights before training, or none
+    architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)  # surgery on the built model
+    checkpoint_every: int = Field(default=1, ge=1)  # epochs between checkpoints (saved through Tune)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)  # instrumentation
+    min_epoch_s: float | None = Field(default=None, ge=0, le=3600)
+    """Pad every epoch to at least this many seconds: benchmarks and demos that emulate slow epochs."""
+
+
+
+
+DataSpec.model_rebuild()
+TrainingSpec.model_rebuild()

@@ -1,0 +1,359 @@
+"""The trial side: what runs inside a Ray Tune trial (the managed harness, a user's function).
+
+``autofix.report`` is the one call a custom trainable needs: it validates the metric stream
+at the boundary (a typo'd metric name fails here, with the names that *were* reported) and
+hands the report and checkpoint to Ray Tune. With ``ray.distributed`` a trial runs the managed
+harness as a Ray Train ``TorchTrainer`` (DDP) and relays rank 0's reports and checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.tune
+from ray.train import UserCallback
+
+from autofix.judge.history import PLANNED, STEP, as_float
+
+__all__ = ["RESERVED", "get_checkpoint", "make_custom_trainable", "make_distributed_trainable",
+           "managed_trainable", "report"]
+
+RESERVED = "__autofix__"  # config key autofix adds: attempt id, warm-start checkpoint, import path
+
+
+def report(metrics: Mapping[str, Any], checkpoint: str | os.PathLike | ray.tune.Checkpoint | None = None, *,
+           step: int | None = None, planned_steps: int | None = None) -> None:
+    """Report one round of metrics (and optionally a checkpoint directory) to autofix via Tune.
+
+    ``step`` (optimizer steps done so far) and ``planned_steps`` (in all) place the report in
+    training: soft symptoms wait for a share of the planned steps, and fixes are compared with
+    the run left alone at the same step. Without them a report counts as one step.
+    """
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise TypeError(f"autofix.report expects a non-empty mapping of metric name to number, got {metrics!r}")
+    # The position may come as keyword arguments or as keys of ``metrics``: checked either way.
+    metrics = {**metrics, **_position(step if step is not None else metrics.get(STEP),
+                                      planned_steps if planned_steps is not None else metrics.get(PLANNED))}
+    clean: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TypeError(f"autofix.report: metric names must be strings, got {key!r}")
+        number = as_float(value)
+        if number is None and not isinstance(value, str):
+            raise TypeError(f"autofix.report: metric '{key}' must be a number, got {type(value).__name__} {value!r}")
+        clean[key] = number if number is not None else value
+    clean.update(_CAPTURED)  # what the worker's warnings said about the loop (see _loop_warnings)
+    if checkpoint is not None and not isinstance(checkpoint, ray.tune.Checkpoint):
+        path = Path(checkpoint)
+        if not path.is_dir():
+            raise ValueError(f"autofix.report: checkpoint must be a directory, got {str(path)!r}")
+        checkpoint = ray.tune.Checkpoint.from_directory(str(path))
+    ray.tune.report(clean, checkpoint=checkpoint)
+
+
+def _position(step: Any, planned: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, value in ((STEP, step), (PLANNED, planned)):
+        if value is None:
+            continue
+        number = as_float(value)
+        if number is None or not number >= 0 or number != number or number == float("inf"):
+            raise ValueError(f"autofix.report: {name} must be a finite number >= 0, got {value!r}")
+        out[name] = number
+    if PLANNED in out and STEP in out and out[STEP] > out[PLANNED]:
+        raise ValueError(f"autofix.report: step {out[STEP]:g} is beyond planned_steps {out[PLANNED]:g}")
+    return out
+
+
+def get_checkpoint(config: Mapping[str, Any] | None = None) -> str | None:
+    """The directory to resume from: Tune's (a retried trial), else the warm-start checkpoint."""
+    ckpt = ray.tune.get_checkpoint()
+    if ckpt is not None:
+        return ckpt.to_directory()
+    meta = (config or {}).get(RESERVED) or {}
+    return meta.get("warm_from")
+
+
+def _enter(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Make the spec's import path visible in this worker; return autofix's metadata."""
+    meta = dict(config.get(RESERVED) or {})
+    for path in reversed(meta.get("sys_path", [])):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    # Two cores shared by several trials: one thread each avoids 10-20x oversubscription.
+    import torch
+
+    torch.set_num_threads(int(meta.get("threads", 1)))
+    return meta
+
+
+def managed_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable running :func:`autofix.harness.run_training`."""
+    from autofix.harness import run_training
+
+    meta = _enter(config)
+    training = {k: v for k, v in config.items() if k != RESERVED}
+    if meta.get("isolate"):  # a rung of the isolation ladder, not a training run
+        _run_rung(training, meta["isolate"])
+        return
+    tune_ckpt = ray.tune.get_checkpoint()
+    restore = tune_ckpt.to_directory() if tune_ckpt is not None else None
+    if restore is None and meta.get("warm_from"):
+        training["warm_start"] = meta["warm_from"]
+
+    def _report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=ckpt)
+
+    run_training(training, _report, restore_dir=restore)
+
+
+def _run_rung(training: dict[str, Any], rung: dict[str, Any]) -> None:
+    """One rung of the isolation ladder (:mod:`autofix.harness.isolation`), reported to Tune."""
+    from autofix.harness.isolation import run_rung
+
+    run_rung(training, rung, lambda metrics, _ckpt: ray.tune.report(metrics))
+
+
+def _resume_point(config: Mapping[str, Any], training: dict[str, Any]) -> str | None:
+    """Tune's checkpoint of this trial (a retry) if any; else set the warm start, if any."""
+    tune_ckpt = ray.tune.get_checkpoint()
+    if tune_ckpt is not None:
+        # The path inside the run's storage, not a local copy: every Train worker reads it.
+        return tune_ckpt.path
+    meta = config.get(RESERVED) or {}
+    if meta.get("warm_from"):
+        training["warm_start"] = meta["warm_from"]
+    return None
+
+
+def make_distributed_trainable(workers: int, backend: str, use_gpu: bool,
+                               cpus_per_worker: float) -> Callable[[dict[str, Any]], None]:
+    """A Tune trainable that runs each attempt as a Ray Train ``TorchTrainer`` (DDP).
+
+    Every Train worker runs :func:`autofix.harness.run_training` on its shard of the data
+    (:mod:`autofix.harness.distributed`); rank 0's reports and checkpoints become this trial's
+    Tune reports and checkpoints (:class:`_Relay`), so the scheduler, the engine, warm starts
+    and Tune's restores see the same stream as a single-process trial.
+    """
+
+    def distributed_trainable(config: dict[str, Any]) -> None:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        meta = _enter(config)
+        training = {k: v for k, v in config.items() if k != RESERVED}
+        if meta.get("isolate"):  # a rung is a small single-process experiment, run in the trial itself
+            _run_rung(training, meta["isolate"])
+            return
+        restore = _resume_point(config, training)
+        # Train persists rank 0's checkpoints into this trial's folder of the run's storage (so
+        # any node can reach them); the relay hands them to Tune and deletes Train's copies.
+        storage = ray.tune.get_context().get_storage()
+        relay = _Relay(f"{storage.trial_fs_path}/{_TRAIN_RUN}", storage.storage_filesystem)
+        trainer = TorchTrainer(
+            _train_worker,
+            train_loop_config={"training": training, "restore": restore, "meta": meta, "use_gpu": use_gpu},
+            torch_config=TorchConfig(backend=backend),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": cpus_per_worker}),
+            run_config=RunConfig(name=_TRAIN_RUN, storage_path=storage.trial_fs_path,
+                                 storage_filesystem=storage.storage_filesystem,
+                                 callbacks=[relay.callback()]),  # type: ignore[list-item]  # a Train UserCallback
+        )
+        relay.run(trainer.fit)
+
+    return distributed_trainable
+
+
+_TRAIN_RUN = "train"  # the Train run's folder inside the Tune trial's
+
+
+class _RankZeroCallback(UserCallback):
+    """Runs in the Train controller: hands rank 0's report and the persisted checkpoint over."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        # metrics[i] is worker i's: rank 0's only, so one Tune report per epoch (train_workers
+        # says how many workers reported it). Blocking on the one-slot queue paces the workers
+        # to the Tune trial, as TuneReportCallback does.
+        self.queue.put({"metrics": {**metrics[0], "train_workers": len(metrics)}, "checkpoint": checkpoint,
+                        "controller": ray.get_runtime_context().current_actor})
+
+
+class _Relay:
+    """Turns a Train run's rank-0 reports into this Tune trial's reports *with* checkpoints.
+
+    Ray 2.60's ``TuneReportCallback`` forwards metrics only (the checkpoint becomes a
+    ``checkpoint_path`` metric), so Tune's ``trial.checkpoint`` and ``get_checkpoint()`` stay
+    empty, and autofix's warm starts and retries need them. Here ``fit()`` runs in a thread
+    and this (trial) thread calls ``ray.tune.report`` with each checkpoint, which Tune copies
+    into the trial directory.
+    """
+
+    _POLL_S = 0.5
+    _ABORT_WAIT_S = 1.5  # Tune waits 2 s for the trial thread before it discards the actor
+
+    def __init__(self, train_dir: str, filesystem: Any) -> None:
+        from ray.util.queue import Queue
+
+        self.queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+        self.controller: Any = None
+        self.train_dir, self.filesystem = train_dir, filesystem
+
+    def callback(self) -> _RankZeroCallback:
+        """The Train callback feeding this relay."""
+        return _RankZeroCallback(self.queue)
+
+    def run(self, fit: Callable[[], Any]) -> None:
+        """Run ``fit`` and relay its reports until it ends; re-raise its error."""
+        outcome: dict[str, BaseException] = {}
+
+        def target() -> None:
+            try:
+                fit()
+            except BaseException as exc:  # noqa: BLE001  re-raised in the trial thread below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name="autofix-train-fit", daemon=True)
+        thread.start()
+        try:
+            self._pump(thread)
+        finally:
+            if thread.is_alive():  # Tune stopped the trial (SystemExit from ray.tune.report)
+                self._abort(thread)
+            self.queue.shutdown(force=True)
+            self._delete(self.train_dir)  # whatever Train kept: every reported one is Tune's now
+        if "error" in outcome:
+            raise outcome["error"]
+
+    def _pump(self, thread: threading.Thread) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                item = self.queue.get(timeout=self._POLL_S)
+            except Empty:
+                if thread.is_alive() or not self.queue.empty():
+                    continue
+                return  # fit is over and every report was relayed
+            self.controller = item["controller"]
+            train_ckpt = item["checkpoint"]
+            ckpt = ray.tune.Checkpoint(train_ckpt.path, train_ckpt.filesystem) if train_ckpt else None
+            try:
+                ray.tune.report(item["metrics"], checkpoint=ckpt)  # SystemExit when Tune stops us
+            finally:
+                if train_ckpt is not None:
+                    self._delete(train_ckpt.path)  # Tune copied it before it could stop us
+
+    def _delete(self, path: str) -> None:
+        try:
+            self.filesystem.delete_dir(path)
+        except (FileNotFoundError, OSError):
+            pass  # already gone
+
+    def _abort(self, thread: threading.Thread) -> None:
+        # Else the Train workers would keep their CPUs while this actor runs the next attempt.
+        # The controller may be blocked in after_report on the full queue: free it first.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        if self.controller is None:
+            return
+        ref = self.controller.abort.remote()
+        ready, _ = ray.wait([ref], timeout=self._ABORT_WAIT_S)
+        if not ready:
+            ray.kill(self.controller)  # its placement group is then freed by Train's cleaner
+        thread.join(timeout=self._ABORT_WAIT_S)
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: the managed harness as one rank of a DDP run."""
+    import ray.train
+    import ray.train.torch
+
+    from autofix.harness import run_training
+    from autofix.harness.distributed import Parallel
+
+    _enter({RESERVED: loop_config["meta"]})
+    context = ray.train.get_context()
+    device = str(ray.train.torch.get_device()) if loop_config["use_gpu"] else "cpu"
+    parallel = Parallel(context.get_world_rank(), context.get_world_size(), wrap=ray.train.torch.prepare_model,
+                        device=device)
+
+    def _report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        # Every rank reports (ray.train.report is a barrier); only rank 0 has checkpoints.
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    run_training(loop_config["training"], _report, restore_dir=loop_config["restore"], parallel=parallel)
+
+
+# PyTorch's warning when a loss broadcasts its target (torch.nn.functional: mse_loss, l1_loss,
+# smooth_l1_loss, huber_loss, ...): "Using a target size (torch.Size([64, 1])) that is different
+# to the input size (torch.Size([64, 10])). This will likely lead to incorrect results due to
+# broadcasting."
+_BROADCAST = r"Using a target size .* that is different to the input size"
+_SIZES = re.compile(r"target size \(torch\.Size\(\[([\d, ]*)\]\)\) that is different to the input size "
+                    r"\(torch\.Size\(\[([\d, ]*)\]\)\)")
+_CAPTURED: dict[str, float] = {}  # added to every report of the running custom trainable
+
+
+def _numel(dims: str) -> float:
+    return float(math.prod(int(d) for d in dims.split(",") if d.strip()))
+
+
+@contextlib.contextmanager
+def _loop_warnings() -> Iterator[None]:
+    """Count PyTorch's loss-broadcast warnings while a custom trainable runs (every one, not only
+    the first per line, so a reused worker sees them in each attempt): ``autofix.report`` adds
+    ``loss_broadcast_warnings`` and the sizes it named (:class:`autofix.symptoms.LossBroadcast`).
+    The first one is shown as usual, the repeats are not."""
+    _CAPTURED.clear()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message=_BROADCAST, category=UserWarning)
+        shown = warnings.showwarning
+
+        def capture(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                    line: str | None = None) -> None:
+            sizes = _SIZES.search(str(message))
+            if sizes is not None:
+                repeat = "loss_broadcast_warnings" in _CAPTURED
+                _CAPTURED["loss_broadcast_warnings"] = _CAPTURED.get("loss_broadcast_warnings", 0.0) + 1.0
+                _CAPTURED["loss_broadcast_target_numel"] = _numel(sizes.group(1))
+                _CAPTURED["loss_broadcast_input_numel"] = _numel(sizes.group(2))
+                if repeat:
+                    return
+            shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = capture
+        try:
+            yield
+        finally:
+            _CAPTURED.clear()
+
+
+def make_custom_trainable(ref: str) -> Callable[[dict[str, Any]], Any]:
+    """Wrap a user's ``module:function`` so it is imported inside the worker, after the path is
+    set, and its loss-broadcast warnings are counted into its reports."""
+
+    def custom_trainable(config: dict[str, Any]) -> Any:
+        from autofix.spec.refs import resolve
+
+        _enter(config)
+        with _loop_warnings():
+            return resolve(ref)(config)
+
+    custom_trainable.__name__ = ref.split(":")[-1].replace(".", "_")
+    return custom_trainable

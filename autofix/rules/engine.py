@@ -14,15 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from autofix.judge.history import History, as_float
-from autofix.judge.judging import Inputs, blind, gaps, judged_by
+from autofix.judge.history import as_float
+from autofix.judge.judging import Inputs
 from autofix.judge.verdict import Judge, health
-from autofix.rules import settle
-from autofix.rules.decisions import Decisions, gain, unrecoverable_hard
+from autofix.rules.control import CONTINUE, Control, Verdict
+from autofix.rules.decisions import Decisions, gain
+from autofix.rules.detection import Detection
 from autofix.rules.ladder import Ladder
 from autofix.rules.lineage import CONTROL, ISOLATION, Attempt, Outcome, config_key
 from autofix.rules.policy import PolicySet
-from autofix.symptoms import HARD, SYMPTOMS, DetachedLoss, Detector, Finding, NanMetric
+from autofix.symptoms import SYMPTOMS, Detector
 
 __all__ = ["Engine", "Plan", "Verdict"]
 
@@ -55,18 +56,7 @@ class Plan:
         return Judge(self.loss_metric, self.min_drop, self.accuracy_metric, self.f1_metric)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The engine's answer to one report: keep training, or stop (and why)."""
-
-    stop: bool
-    reason: str = ""
-
-
-CONTINUE = Verdict(False)
-
-
-class Engine(Ladder, Decisions):
+class Engine(Detection, Control, Ladder, Decisions):
     """Owns the lineage of a run; the controller feeds it Tune events and obeys its verdicts."""
 
     def __init__(self, plan: Plan, detectors: list[Detector], policies: PolicySet,
@@ -135,12 +125,7 @@ class Engine(Ladder, Decisions):
         if self.halted is not None:
             return self._end(attempt, Outcome.STOPPED, self.halted, stop=True)
         findings = self._detect(attempt)
-        if attempt.id == "a0" and self.judgement is None and attempt.history.position(iteration) > 0:
-            self._judged(attempt)
-        if attempt.id == "a0" and self.blind is None and _past_epoch_one(attempt.history):
-            self.blind = blind(attempt.history, self.detectors)
-            if self.blind:  # said once: a detector no report feeds finds nothing, silently otherwise
-                self.journal("detectors_blind", attempt=attempt.id, lines=self.blind)
+        self._say_inputs(attempt)
         if attempt.role == CONTROL:
             verdict = self._measure(attempt, findings)
             self._settle()
@@ -226,153 +211,6 @@ class Engine(Ladder, Decisions):
     def running(self) -> list[str]:
         return [a.id for a in self.attempts.values() if a.outcome == Outcome.RUNNING]
 
-    # -- detection and decisions -------------------------------------------------------------
-    def _check_stream(self, metrics: dict[str, Any]) -> str | None:
-        """A report must carry the watched metrics as numbers (the metric stream is user input)."""
-        for name in dict.fromkeys((self.plan.metric, self.plan.loss_metric)):
-            if name not in metrics:
-                keys = ", ".join(sorted(k for k in metrics if not k.startswith(("config", "time", "date"))))
-                return f"report has no metric '{name}'; it reported: {keys or 'nothing'}"
-            if as_float(metrics[name]) is None:
-                return f"metric '{name}' must be a number, got {metrics[name]!r}"
-        return None
-
-    def _detect(self, attempt: Attempt) -> list[Finding]:
-        findings = [f for d in self.detectors if (f := d.check(attempt.history)) is not None]
-        nan = self._detector("nan_metric")
-        if isinstance(nan, NanMetric) and not any(f.symptom == nan.name for f in findings):
-            # A generator: only a report with a NaN score reads the other attempts.
-            others = (a.history for a in self.attempts.values() if a is not attempt and a.config != attempt.config)
-            found = nan.across(attempt.history, others)
-            findings += [found] if found is not None else []
-        attempt.active = [f.symptom for f in findings]
-        seen = {f.symptom for f in attempt.findings}
-        for f in findings:
-            if f.symptom not in seen:
-                attempt.findings.append(f)
-                self.journal("finding", attempt=attempt.id, **f.to_dict())
-        return findings + (self._unexplained(attempt, findings) if findings else [])
-
-    def _ended(self, attempt: Attempt) -> list[Finding]:
-        """Findings of the attempt's end (slow progress of a run that never reported its plan)."""
-        found = [f for d in self.detectors if (f := d.check_ended(attempt.history)) is not None
-                 and f.symptom not in attempt.active]
-        for f in found:
-            attempt.active.append(f.symptom)
-            attempt.findings.append(f)
-            self.journal("finding", attempt=attempt.id, **f.to_dict())
-        return found
-
-    def _detector(self, name: str) -> Detector | None:
-        return next((d for d in self.detectors if d.name == name), None)
-
-    def _code_error(self, attempt: Attempt, error: str) -> bool:
-        """A trial that raised on a known training-loop bug (``detached_loss``): a finding and its
-        policy's decision (stop the run), as for a report; False for any other error."""
-        detector = self._detector("detached_loss")
-        finding = detector.from_error(attempt.history, error) if isinstance(detector, DetachedLoss) else None
-        if finding is None:
-            return False
-        if attempt.history.last_iteration is None:  # raised before its first report: it stood at step 0
-            attempt.history.record(0, {"step": 0.0})
-        attempt.findings.append(finding)
-        attempt.active = [finding.symptom]
-        self.journal("finding", attempt=attempt.id, **finding.to_dict())
-        decision = self._decide(attempt, [finding], at_end=True)
-        if decision is None:
-            return False
-        attempt.stopped_on = decision.severity
-        self._end(attempt, Outcome.SICK, decision.reason)
-        return True
-
-    def _judged(self, attempt: Attempt) -> None:
-        """Say once, at a0's first report of training, how the run is judged and, one line per
-        missing input, what autofix cannot judge without it (:mod:`autofix.judge.judging`)."""
-        missing = [gap.line() for gap in gaps(attempt.history)]
-        self.judgement = {"judged_by": judged_by(attempt.history, self.judge, self.plan.metric, self.plan.mode),
-                          "missing": missing}
-        self.journal("judgement_inputs", attempt=attempt.id, **self.judgement)
-
-    @staticmethod
-    def _blocking(attempt: Attempt) -> list[str]:
-        """Active symptoms that keep an attempt whose loss fell, off chance, from being healthy:
-        the hard ones, and soft ones that act on healthy runs (overfitting); advisory ones never."""
-        def blocks(name: str) -> bool:
-            cls = SYMPTOMS.get(name)
-            if cls is None or cls.advisory:
-                return False
-            return cls.severity == HARD or cls.acts_when_healthy
-        return [name for name in attempt.active if blocks(name)]
-
-    def _measure(self, attempt: Attempt, findings: list[Finding]) -> Verdict:
-        """A report of the run left alone: no policy acts on it, but a hard symptom shows it is
-        broken, and then it is stopped (a broken run is no bar for a fix to clear). A recoverable
-        one (a loss spike) does not: the run left alone may come back, so it trains on."""
-        hard = next((f for f in findings if unrecoverable_hard(f.symptom)), None)
-        if hard is None or attempt.history.position(attempt.history.last_iteration) <= attempt.start_step:
-            return CONTINUE  # before its first step (the loss-at-init check) nothing is shown broken yet
-        attempt.stopped_on = HARD
-        return self._end(attempt, Outcome.SICK, f"the run left alone is broken: {hard.symptom} ({hard.reason})",
-                         stop=True)
-
-    # -- settling fixes against the run left alone ---------------------------------------------
-    def _reserve(self) -> int:
-        """1 while a0 stopped on soft evidence awaits its continuation: kept free in the budget."""
-        ref = settle.reference(self.attempts)
-        return int(settle.reference_state(ref) == settle.SOFT_STOPPED and ref.id == "a0")
-
-    def _settle(self) -> None:
-        """Compare every healthy fix with the run left alone at the fix's step; decide when final.
-
-        Final when the run left alone ended healthy (it is kept unless a fix beat it), when a
-        fix beat it (or it is broken), or when a waiting fix can no longer be compared: then the
-        fix is "improved, unverified". When a0 was stopped on soft evidence and a fix needs its
-        value at a later step, a control attempt continues a0 from its last checkpoint.
-        """
-        if self.winner is not None or self.halted is not None:
-            return
-        ref = settle.reference(self.attempts)
-        fixes = settle.candidates(self.attempts)
-        for fix in fixes:
-            if fix.compared is None:
-                fix.compared = settle.compare(fix, ref, self.plan.metric, self.plan.mode)
-                if fix.compared is not None:
-                    self.journal("compared", attempt=fix.id, **fix.compared)
-        waiting = [fix for fix in fixes if fix.compared is None]
-        if waiting and settle.reference_state(ref) == settle.SOFT_STOPPED:
-            self._continue(ref)
-            ref = settle.reference(self.attempts)
-        state = settle.reference_state(ref)
-        beaten = any(fix.compared and fix.compared["beats"] for fix in fixes)
-        if state == settle.HEALTHY or beaten or (waiting and not self._can_continue(ref)):
-            final = settle.verdict(self.attempts, self.plan.metric, self.plan.mode)
-            self.winner = final.winner or final.keep
-            self.journal("settled", status=final.status, winner=final.winner, keep=final.keep, reason=final.reason)
-
-    def _can_continue(self, ref: Attempt) -> bool:
-        """Can the run left alone still reach a fix's step (running, or continuable in the budget)?"""
-        state = settle.reference_state(ref)
-        if state == settle.RUNNING:
-            return True
-        return state == settle.SOFT_STOPPED and self._launched_count() + len(self.queue) < self.plan.max_attempts
-
-    def _continue(self, ref: Attempt) -> None:
-        """Queue a control: the run left alone, resumed from its last checkpoint, unpatched."""
-        if not self._can_continue(ref) or settle.reference_state(ref) != settle.SOFT_STOPPED:
-            return
-        last = max(ref.checkpoints) if ref.checkpoints else None
-        warm = ref.checkpoints[last] if last is not None else None
-        control = Attempt(id=f"a{len(self.attempts)}", parent=ref.id, config=ref.config, role=CONTROL,
-                          start="warm" if warm else "cold", warm_from=warm)
-        if warm and last is not None:
-            control.history.extend((i, m) for i, m in ref.history.rows().items() if i <= last)
-            control.start_step = control.history.position(last)
-        self.attempts[control.id] = control
-        self.queue.insert(0, control.id)  # next: the fix it verifies is waiting for it
-        self.journal("control_queued", attempt=control.id, continues=ref.id, start=control.start,
-                     from_step=control.start_step, reason=f"{ref.id} was stopped on soft evidence; continuing it "
-                     "unpatched to compare the fixes with it at the same step")
-
     # -- outcomes ----------------------------------------------------------------------------
     def improvement(self, attempt: Attempt) -> float | None:
         """Relative improvement of the watched metric, first report -> last report."""
@@ -420,9 +258,3 @@ class Engine(Ladder, Decisions):
         self.judgement = state.get("judgement")
         self.blind = state.get("blind")
         self.launched = {config_key(a.config): a.id for a in self.attempts.values()}
-
-
-def _past_epoch_one(history: History) -> bool:
-    """A report after epoch 1 (its ``epoch``; without one, the third report)."""
-    epoch = history.last_row().get("epoch")
-    return epoch >= 2 if epoch is not None else len(history.iterations) >= 3

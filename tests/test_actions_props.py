@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pydantic
 import pytest
 from hypothesis import given, settings, strategies as st
 from pydantic import TypeAdapter
@@ -93,3 +94,18 @@ def test_scale_stays_within_bounds(config, factor, lo, span):
     except NotApplicable:
         return
     assert lo <= patched["optimizer"]["lr"] <= hi
+
+
+def _generated_invalid():
+    from invalid import invalid_values
+    for name, cls in sorted(ACTIONS.items()):
+        for field, value, why in invalid_values(cls):
+            yield pytest.param(name, field, value, id=f"{name}-{field}-{why}")
+
+
+@pytest.mark.parametrize("name, field, value", list(_generated_invalid()))
+def test_every_declared_bound_of_every_action_rejects_the_value_past_it(name, field, value):
+    """Generated from each action's field constraints (tests/invalid.py), on its valid form."""
+    with pytest.raises(pydantic.ValidationError) as info:
+        SPEC.validate_python({"action": name, **FORMS[name], field: value})
+    assert any(field in err["loc"] for err in info.value.errors())

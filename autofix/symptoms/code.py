@@ -35,6 +35,15 @@ class _CodeBug(ProbeDetector):
     severity = HARD
     fixable = False
 
+    def _counted(self, history: History, count: str, total: str) -> tuple[float, float] | None:
+        """``(count, total)`` of the last report when ``count`` reaches ``min_steps`` and
+        ``min_share`` of ``total`` (the two loop bugs counted per step share that shape)."""
+        row = self.last_values(history, count, total)
+        if row is None or not row[total] > 0:
+            return None
+        n, of, p = row[count], row[total], self.params
+        return None if n < p.min_steps or n / of < p.min_share else (n, of)
+
 
 class MissingZeroGrad(_CodeBug):
     """Gradients are never zeroed: each step adds the new gradient to the last step's.
@@ -68,13 +77,10 @@ no learning rate is right. Check that
         min_steps: int = Field(default=2, ge=1)
 
     def check(self, history: History) -> Finding | None:
-        row = self.last_values(history, "stale_grad_steps", "stale_grad_checks")
-        if row is None or not row["stale_grad_checks"] > 0:
+        counted = self._counted(history, "stale_grad_steps", "stale_grad_checks")
+        if counted is None:
             return None
-        stale, checks = row["stale_grad_steps"], row["stale_grad_checks"]
-        p = self.params
-        if stale < p.min_steps or stale / checks < p.min_share:
-            return None
+        stale, checks = counted
         return self.found(
             history, "stale_grad_steps",
             f"in {stale:g} of {checks:g} steps the first backward after optimizer.step() added to the gradient "
@@ -157,13 +163,10 @@ backward() cannot reach the parameters, so optimizer.step() has nothing to apply
         min_steps: int = Field(default=2, ge=1)
 
     def check(self, history: History) -> Finding | None:
-        row = self.last_values(history, "gradless_steps", "optimizer_steps")
-        if row is None or not row["optimizer_steps"] > 0:
+        counted = self._counted(history, "gradless_steps", "optimizer_steps")
+        if counted is None:
             return None
-        none, steps = row["gradless_steps"], row["optimizer_steps"]
-        p = self.params
-        if none < p.min_steps or none / steps < p.min_share:
-            return None
+        none, steps = counted
         return self.found(
             history, "gradless_steps",
             f"optimizer.step() ran {none:g} of {steps:g} times while no parameter had a gradient: "

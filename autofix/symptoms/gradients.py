@@ -366,7 +366,7 @@ class UnchangedWeights(ProbeDetector):
         if p.window is None or len(recent) < p.window:
             return None
         window = recent[: p.window]
-        if not all(step > 0 and _visible(row) and _finite_step(row) for step, row in window):
+        if not all(step > 0 and _visible(row) and _step_taken(row) for step, row in window):
             return None
         for metric in p.loss_metrics:
             values = [row.get(metric) for _, row in window]
@@ -391,7 +391,7 @@ def _visible(row: dict[str, Any]) -> bool:
     return expected is not None and resolution is not None and expected > resolution
 
 
-def _finite_step(row: dict[str, Any]) -> bool:
+def _step_taken(row: dict[str, Any]) -> bool:
     """The harness took its steps: it skips those of a non-finite loss or gradient (their symptoms'),
     and a gradient reached the parameters. Every gradient entry exactly zero (``grad_zero_frac``
     1) makes a zero update the model's, not the loop's: a network dead at He init or a loss
@@ -403,4 +403,4 @@ def _finite_step(row: dict[str, Any]) -> bool:
 
 def _no_step(step: float, row: dict[str, Any]) -> bool:
     """A measured, exact-zero update where the step should have shown."""
-    return step > 0 and row.get("update_ratio_global") == 0.0 and _visible(row) and _finite_step(row)
+    return step > 0 and row.get("update_ratio_global") == 0.0 and _visible(row) and _step_taken(row)

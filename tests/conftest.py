@@ -36,8 +36,7 @@ def _evidence_is_declared(monkeypatch):
     """Every finding a detector makes, in any test, holds only the evidence keys its class
     declares (``evidence_keys``): what ``autofix policies check`` lets a policy's
     ``where: {evidence.KEY: ...}`` read."""
-    from autofix.symptoms.base import Detector
-    from autofix.symptoms.gradients import ProbeDetector
+    from autofix.symptoms.base import Detector, ProbeDetector
 
     def checked(make):
         def wrapper(self, *args, **evidence):

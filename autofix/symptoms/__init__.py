@@ -10,11 +10,12 @@ from autofix.symptoms.base import HARD, SOFT, Detector, Finding, Params
 from autofix.symptoms.code import DetachedLoss, LossBroadcast, MissingZeroGrad, NanMetric
 from autofix.symptoms.data import ConstantInputs, LabelImbalance, UnnormalizedInput
 from autofix.symptoms.generalization import ChanceLevel, ClassCollapse, Overfitting
-from autofix.symptoms.gradients import ExplodingGradients, UnchangedWeights, VanishingGradients
+from autofix.symptoms.gradients import ExplodingGradients, VanishingGradients
 from autofix.symptoms.isolation import BaselineLearns, UnexplainedFailure
 from autofix.symptoms.loss import DivergingLoss, NonFiniteLoss, OscillatingLoss, Plateau
 from autofix.symptoms.outputs import NonFiniteAtInit, OutputLossMismatch
 from autofix.symptoms.progress import SlowProgress
+from autofix.symptoms.updates import UnchangedWeights
 
 # isort-style order (ruff RUF022): constants, then classes, then functions; alphabetical in each.
 __all__ = [

@@ -14,8 +14,7 @@ import math
 from pydantic import Field, model_validator
 
 from autofix.judge.history import History
-from autofix.symptoms.base import Finding
-from autofix.symptoms.gradients import FixedParams, ProbeDetector
+from autofix.symptoms.base import Finding, FixedParams, ProbeDetector
 
 __all__ = ["DyingReLU", "SaturatedActivations"]
 

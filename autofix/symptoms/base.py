@@ -8,6 +8,7 @@ torch nor ray.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from autofix.judge.history import History
 from autofix.judge.verdict import planned_steps
 
-__all__ = ["HARD", "SOFT", "Detector", "Finding", "Params", "window_steps"]
+__all__ = ["HARD", "SOFT", "Detector", "Finding", "FixedParams", "Params", "ProbeDetector", "window_steps"]
 
 HARD: Final = "hard"
 SOFT: Final = "soft"
@@ -116,4 +117,80 @@ class Detector:
             metric=self.metric,
             reason=reason,
             evidence={k: float(v) for k, v in evidence.items()},
+        )
+
+
+# -- shared by the probe detectors -----------------------------------------------------------
+
+class FixedParams(Params):
+    """Parameters of a detector that reads fixed probe streams: ``metric`` does not apply."""
+
+    metric: None = None
+    """Always None: this detector reads the probe's own streams, not the run's loss metric."""
+
+
+class ProbeDetector(Detector):
+    """A detector over the probe's named streams; judges the history's last report only."""
+
+    @staticmethod
+    def last_values(history: History, *names: str) -> dict[str, float] | None:
+        """The last report's values of ``names`` (NaN/Inf included), or None if any is missing."""
+        row = history.last_row()
+        out: dict[str, float] = {}
+        for name in names:
+            value = row.get(name)
+            if value is None:
+                return None
+            out[name] = value
+        return out
+
+    @classmethod
+    def optional(cls, history: History, name: str) -> float | None:
+        """The last report's value of ``name``, or None when that report lacks it."""
+        return history.last(name)
+
+    @staticmethod
+    def row_epoch(row: dict[str, float], position: int) -> float:
+        """A report's ``epoch`` (the managed harness reports it), else its position (0-based)."""
+        epoch = row.get("epoch")
+        return epoch if epoch is not None and math.isfinite(epoch) else float(position)
+
+    @classmethod
+    def epoch(cls, history: History) -> float:
+        """The epoch of the last report (see :meth:`row_epoch`); -1 for an empty history."""
+        iterations = history.iterations
+        if not iterations:
+            return -1.0
+        epoch = cls.optional(history, "epoch")
+        if epoch is not None and math.isfinite(epoch):
+            return epoch
+        return float(len(iterations) - 1)
+
+    @classmethod
+    def poor_accuracy(cls, history: History, max_accuracy: float | None) -> tuple[bool, float | None]:
+        """AUTOTRAINER's gate: (whether accuracy is poor enough to report, the accuracy seen).
+
+        The gate is open when it is disabled (None) or the last report has no finite
+        ``val_accuracy`` (regression, custom trainables).
+        """
+        accuracy = cls.optional(history, "val_accuracy")
+        if accuracy is None or not math.isfinite(accuracy):
+            return True, None
+        return max_accuracy is None or accuracy < max_accuracy, accuracy
+
+    @staticmethod
+    def worst(history: History, prefix: str) -> str | None:
+        """The suffix of the ``prefix``-named stream with the largest value in the last report."""
+        row = history.last_row()
+        named = [(v, k[len(prefix):]) for k, v in row.items() if k.startswith(prefix) and math.isfinite(v)]
+        return max(named)[1] if named else None
+
+    def found(self, history: History, metric: str, reason: str, **evidence: float | None) -> Finding:
+        """A finding on the stream ``metric``; evidence given as None is left out."""
+        return Finding(
+            symptom=self.name,
+            iteration=history.last_iteration or 0,
+            metric=metric,
+            reason=reason,
+            evidence={k: float(v) for k, v in evidence.items() if v is not None},
         )

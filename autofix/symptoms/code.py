@@ -22,8 +22,7 @@ from collections.abc import Iterable
 from pydantic import Field
 
 from autofix.judge.history import History
-from autofix.symptoms.base import HARD, Finding, Params
-from autofix.symptoms.gradients import FixedParams, ProbeDetector
+from autofix.symptoms.base import HARD, Finding, FixedParams, Params, ProbeDetector
 
 __all__ = ["DetachedLoss", "LossBroadcast", "MissingZeroGrad", "NanMetric"]
 

@@ -16,8 +16,7 @@ import math
 from pydantic import Field, model_validator
 
 from autofix.judge.history import History
-from autofix.symptoms.base import HARD, Finding
-from autofix.symptoms.gradients import FixedParams, ProbeDetector
+from autofix.symptoms.base import HARD, Finding, FixedParams, ProbeDetector
 
 __all__ = ["ConstantInputs", "LabelImbalance", "UnnormalizedInput"]
 

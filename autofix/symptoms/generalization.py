@@ -19,8 +19,7 @@ from pydantic import Field
 
 from autofix.judge.history import History
 from autofix.judge.verdict import LABEL_ENTROPY, Judge, at_chance
-from autofix.symptoms.base import Finding, Params as DetectorParams, window_steps
-from autofix.symptoms.gradients import FixedParams, ProbeDetector
+from autofix.symptoms.base import Finding, FixedParams, Params as DetectorParams, ProbeDetector, window_steps
 
 __all__ = ["ChanceLevel", "ClassCollapse", "Overfitting"]
 

@@ -17,8 +17,7 @@ import math
 from pydantic import Field
 
 from autofix.judge.history import STEP, History
-from autofix.symptoms.base import HARD, Detector, Finding, Params as DetectorParams
-from autofix.symptoms.gradients import FixedParams, ProbeDetector
+from autofix.symptoms.base import HARD, Detector, Finding, FixedParams, Params as DetectorParams, ProbeDetector
 
 __all__ = ["NonFiniteAtInit", "OutputLossMismatch", "at_init", "nonfinite_since_init"]
 

@@ -146,3 +146,16 @@ def test_infinite_and_nan_numbers_are_rejected_everywhere(tmp_path):
         f"{path}:4: ray.cpus_per_trial: expected a finite number, got inf",
         f"{path}:6: symptoms.diverging_loss.factor: expected a finite number, got nan",
     ]
+
+
+@pytest.mark.parametrize("config, says", [
+    ("{lr: {'': 1, 0: 2}}", "config: config.lr: keys must be strings, got 0 (int); quote it"),  # found by the fuzzer
+    ("{1: 0.1}", "config[1]: expected a valid string, got 1"),
+    ("{layers: [{2: 3}]}", "config: config.layers[0]: keys must be strings, got 2 (int); quote it"),
+])
+def test_a_custom_config_with_a_non_string_key_is_refused(tmp_path, config, says):
+    path = tmp_path / "spec.yaml"
+    path.write_text(f'version: 1\nname: x\ntrainable: "os:getcwd"\nconfig: {config}\n')
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert [str(p) for p in err.value.problems] == [f"{path}:4: {says}"]

@@ -176,6 +176,16 @@ class Spec(Strict):
             resolve(value)
         return value
 
+    @field_validator("config")
+    @classmethod
+    def _string_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Ray Tune, the journal (JSON) and the lineage's config keys take string keys only; YAML
+        # reads `0:` as a number, and a mapping mixing both cannot even be ordered.
+        bad = _non_string_key(value, "config")
+        if bad is not None:
+            raise ValueError(f"{bad[0]}: keys must be strings, got {bad[1]!r} ({type(bad[1]).__name__}); quote it")
+        return value
+
     @field_validator("knobs")
     @classmethod
     def _knobs_exist(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
@@ -327,3 +337,20 @@ def load_spec(spec: str | os.PathLike | dict | Spec, base_dir: str | os.PathLike
     except pydantic.ValidationError as err:
         problems = problems_from_validation(err, source, Spec)
         raise InputError(sorted(problems, key=lambda p: p.line or 0)) from None
+
+
+def _non_string_key(value: Any, path: str) -> tuple[str, Any] | None:
+    """``(path, key)`` of the first mapping key below ``value`` that is not a string."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, key
+            found = _non_string_key(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _non_string_key(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

@@ -85,3 +85,29 @@ def test_policies_check_warns_without_a_spec_and_refuses_with_one(tmp_path, caps
     assert "1 warning(s)" in captured.out
     assert main(["policies", "check", path, "--spec", str(EXAMPLES / "digits_lr_too_high.yaml")]) == 2
     assert f"{path}:7: policy 'mine': when.where.optimiser.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path, known, outcome", [
+    ("optimizer.lr", MANAGED, "ok"),
+    ("optimiser.lr", MANAGED, "error"),
+    ("optimiser.lr", None, "warning"),
+    ("lr", CUSTOM, "ok"),  # the custom config's own key
+    ("opt.lr", CUSTOM, "error"),
+])
+def test_the_path_an_action_patches_is_checked_too(tmp_path, path, known, outcome):
+    file = tmp_path / "p.yaml"
+    file.write_text(textwrap.dedent(f"""\
+        version: 1
+        policies:
+          - name: mine
+            when: {{symptom: plateau}}
+            then:
+              - {{action: scale, path: {path}, factor: 0.1}}
+        """))
+    if outcome == "error":
+        with pytest.raises(InputError) as err:
+            load_policies([str(file)], known)
+        assert str(err.value.problems[0]).startswith(f"{file}:6: policy 'mine': then[0].path: '{path}'")
+        return
+    warnings = load_policies([str(file)], known).warnings
+    assert [str(w).split(": ", 1)[0] for w in warnings] == ([f"{file}:6"] if outcome == "warning" else [])

@@ -330,6 +330,9 @@ def _load_items(items: list, source: Source, problems: list[Problem]) -> list[Po
         seen[policy.name] = line or 0
         policy._source = f"{source.path}:{line}"
         if policy.when is not None:
-            policy._where_lines = {k: source.line_of(("policies", i, "when", "where", k)) for k in policy.when.where}
+            policy._where_lines = {f"when.where.{k}": source.line_of(("policies", i, "when", "where", k))
+                                   for k in policy.when.where}
+            policy._where_lines.update({f"then[{j}].path": source.line_of(("policies", i, "then", j, "path"))
+                                        for j in range(len(policy.then))})
         loaded.append(policy)
     return loaded

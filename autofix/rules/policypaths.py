@@ -7,9 +7,10 @@ any of them used to match silently never (or always, under ``ne``/``not_in``). N
 * ``evidence.KEY`` not among the symptom's ``evidence_keys``: always an error;
 * ``metrics.NAME`` not in :mod:`autofix.spec.catalogue`: an error for a managed-training spec (its
   harness reports nothing else), a warning otherwise (a custom trainable reports its own);
-* a config path: a field of the training schema (autofix's own vocabulary, which the shipped
-  policies use), or, for a custom trainable, a key of its ``config`` or a ``knobs`` alias; else
-  an error with a spec, a warning checked without one.
+* a config path (in ``where``, or the ``path`` a ``scale``/``set`` action patches): a field of
+  the training schema (autofix's own vocabulary, which the shipped policies use), or, for a
+  custom trainable, a key of its ``config`` or a ``knobs`` alias; else an error with a spec, a
+  warning checked without one.
 
 Pure Python: no torch, no ray.
 """
@@ -79,7 +80,8 @@ def _config_has(config: dict[str, Any], path: str) -> bool:
 
 
 def check_where(policy: Any, known: Known, lines: dict[str, int | None]) -> tuple[list[Problem], list[Problem]]:
-    """(errors, warnings) for each ``where`` key of ``policy``; ``lines``: each key's line."""
+    """(errors, warnings) for each ``where`` key of ``policy`` and each path its actions patch;
+    ``lines``: the line of each (by its field name: ``when.where.KEY``, ``then[j].path``)."""
     from autofix.spec.training import TrainingSpec
 
     errors: list[Problem] = []
@@ -88,10 +90,13 @@ def check_where(policy: Any, known: Known, lines: dict[str, int | None]) -> tupl
         return errors, warnings
     file = policy.source.rpartition(":")[0]
     context = f"policy '{policy.name}'"
-    for key in policy.when.where:
+    keys = [(key, f"when.where.{key}") for key in policy.when.where]
+    keys += [(action.path, f"then[{j}].path") for j, action in enumerate(policy.then)
+             if isinstance(getattr(action, "path", None), str)]  # the knob an action patches (scale, set)
+    for key, where in keys:
         bad, error = _judge(key, policy.when.symptom, known, TrainingSpec)
         if bad:
-            (errors if error else warnings).append(Problem(file, lines.get(key), f"when.where.{key}", bad, context))
+            (errors if error else warnings).append(Problem(file, lines.get(where), where, bad, context))
     return errors, warnings
 
 

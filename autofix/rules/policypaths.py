@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from autofix.actions import has_path
 from autofix.errors import Problem
 from autofix.spec.catalogue import is_metric
 from autofix.symptoms import SYMPTOMS
@@ -70,15 +71,6 @@ def _open(annotation: Any) -> bool:
         typing.Union, types.UnionType) else False
 
 
-def _config_has(config: dict[str, Any], path: str) -> bool:
-    node: Any = config
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def check_where(policy: Any, known: Known, lines: dict[str, int | None]) -> tuple[list[Problem], list[Problem]]:
     """(errors, warnings) for each ``where`` key of ``policy`` and each path its actions patch;
     ``lines``: the line of each (by its field name: ``when.where.KEY``, ``then[j].path``)."""
@@ -116,6 +108,6 @@ def _judge(key: str, symptom: str, known: Known, schema: type[BaseModel]) -> tup
     if schema_has_path(schema, key):  # autofix's own vocabulary: absent from a custom config, it never matches
         return "", False
     if known.managed is False:
-        return ("", False) if _config_has(known.config, known.aliases.get(key, key)) else (
+        return ("", False) if has_path(known.config, known.aliases.get(key, key)) else (
             f"'{key}' is neither a training-config path nor a key of the spec's config or knobs", True)
     return f"'{key}' is not a field of the training config (docs/reference/spec.md)", bool(known.managed)

@@ -29,13 +29,15 @@ MOVED.update({"autofix.metrics": "autofix.judge.history", "autofix.htmlreport": 
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self) -> None:
+        self._own: dict[str, importlib.machinery.ModuleSpec | None] = {}  # real name -> its own spec
+
     def find_spec(self, fullname: str, path: object = None,
                   target: object = None) -> importlib.machinery.ModuleSpec | None:
         return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED else None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         module = importlib.import_module(MOVED[spec.name])
-        self._own = getattr(self, "_own", {})
         self._own[module.__name__] = module.__spec__
         return module
 

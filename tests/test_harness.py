@@ -283,6 +283,7 @@ def test_nonfinite_loss_is_reported_not_raised(user_module: str) -> None:
     pytest.param({"spread": 0.25}, 0.25, id="the-last-example-differs"),
     pytest.param({"n": 1}, None, id="one-example-says-nothing"),
 ])
+@pytest.mark.filterwarnings("ignore:A single label:UserWarning", "ignore:y_pred contains classes:UserWarning")
 def test_input_spread_at_epoch_0(user_module: str, args: dict[str, Any], spread: float | None) -> None:
     rec = train(config(data={"factory": f"{user_module}:constant", "args": args}, epochs=1, batch_size=16))
     assert rec.rows[0].get("input_spread") == (None if spread is None else pytest.approx(spread))

@@ -27,7 +27,7 @@ ALLOWED = {
     "actions": {"spec"},
     "rules": {"spec", "judge", "symptoms", "actions", "reports"},  # reports.journal: the engine writes it
     "probes": {"spec", "judge"},
-    "harness": {"spec", "judge", "probes", "rules"},  # rules.isolation: rung budgets, pure
+    "harness": {"spec", "judge", "probes", "rules", "symptoms"},  # rung budgets, the spike rule: pure
     "tune": {"spec", "judge", "symptoms", "actions", "rules", "harness", "probes", "reports"},
     "reports": {"spec", "judge", "symptoms", "actions", "rules"},
 }

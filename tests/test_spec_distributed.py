@@ -81,3 +81,16 @@ def test_embedded_ray_for_train_has_a_loopback_dashboard(tmp_path, monkeypatch):
     assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
     assert calls[0]["_node_ip_address"] == "127.0.0.1"
     assert os.environ["RAY_API_SERVER_ADDRESS"] == "http://elsewhere:8265"  # restored
+
+
+def test_the_spike_guard_is_refused_under_ray_distributed_for_now(tmp_path):
+    spec = yaml.safe_load((EXAMPLES / "distributed_digits.yaml").read_text())
+    spec["training"]["spike_guard"] = {"enabled": True}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert "training.spike_guard does not run under ray.distributed yet" in str(err.value)
+    spec["training"]["spike_guard"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert load_spec(path).training.spike_guard.enabled is False

@@ -34,6 +34,7 @@ from autofix.harness.evaluate import (
     val_targets,
 )
 from autofix.harness.losses import CLASS_ID_LOSSES
+from autofix.harness.spikes import SpikeGuard
 from autofix.harness.weighting import output_width
 from autofix.judge.verdict import PLANNED, STEP
 from autofix.probes import Probe
@@ -92,6 +93,7 @@ class _Trainer:
         # Training passes go through the DDP wrapper; probes, evaluation and checkpoints keep the
         # plain module (autofix.harness.distributed).
         self.net = parallel.wrap(self.model) if parallel is not None else self.model
+        self.guard: SpikeGuard | None = None  # made after a restore (autofix.harness.spikes)
 
     def _chance(self, labels: torch.Tensor | None) -> dict[str, float]:
         """The best constant predictor's scores (autofix.judge.verdict: nothing at chance is healthy).
@@ -171,6 +173,8 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.net(x), y)
             losses.append(loss.item())
+            if self.guard is not None and self.guard.spiked(losses[-1]) is not None:
+                continue  # rewound to the last snapshot: this batch and those since are skipped
             if not self._backward(loss):
                 continue
             self.probe.after_backward()  # before clipping: the raw gradients
@@ -181,12 +185,15 @@ class _Trainer:
             self._clip(norm)
             self.optimizer.step()
             self.probe.after_step()
+            if self.guard is not None:
+                self.guard.stepped(losses[-1])
         return {
             "train_loss": _mean(losses),
             "grad_norm": _mean(norms),
             "grad_norm_max": max(norms) if norms else float("nan"),
             "input_ndim": ndim,
             **self.probe.epoch_metrics(),
+            **(self.guard.metrics() if self.guard is not None else {}),
         }
 
     def _clip(self, norm: torch.Tensor) -> None:
@@ -273,6 +280,8 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     np.random.seed(cfg["seed"])
     trainer = _Trainer(cfg, parallel)
     start = prepare(trainer, restore_dir)
+    if (cfg.get("spike_guard") or {}).get("enabled"):  # its first snapshot is the restored state
+        trainer.guard = SpikeGuard(cfg["spike_guard"], trainer.model, trainer.optimizer)
     if start == 0:
         baseline = {**trainer.initial_metrics(), **trainer.evaluate(), "lr": trainer.lr()}
         _emit(trainer, 0, baseline, report)

@@ -39,6 +39,9 @@ def event_line(record: dict[str, Any]) -> str | None:
     if event == "judgement_inputs":
         lines = ["judged by: " + "; ".join(record["judged_by"])]
         return "\n".join(lines + [f"not judged: {line}" for line in record["missing"]])
+    if event == "rewind":  # the trial's spike guard went back in place (autofix.harness.spikes)
+        return (f"{who} rewound a loss spike: step {record['from_step']:g} -> {record['to_step']:g} "
+                f"({record['rewinds']:g} so far, {record['rewound_steps']:g} steps given back)")
     if event == "detectors_blind":  # detectors no report feeds: they can find nothing
         return "\n".join(f"not detected: {line}" for line in record["lines"])
     if event == "knob_hint":

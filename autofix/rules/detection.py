@@ -40,6 +40,16 @@ class Detection:
         def _decide(self, attempt: Attempt, findings: list[Finding], at_end: bool) -> Decision | None: ...
         def _end(self, attempt: Attempt, outcome: str, reason: str, stop: bool = False) -> Verdict: ...
 
+    def _journal_rewinds(self, attempt: Attempt) -> None:
+        """A report whose ``rewinds`` grew: the trial's spike guard rewound in place (the latest
+        rewind's steps; each report carries the run's totals)."""
+        counts = [v for _, v in attempt.history.series("rewinds")]
+        if not counts or counts[-1] <= (counts[-2] if len(counts) > 1 else 0):
+            return
+        row = attempt.history.last_row()
+        self.journal("rewind", attempt=attempt.id, rewinds=counts[-1], from_step=row.get("last_rewind_from"),
+                     to_step=row.get("last_rewind_to"), rewound_steps=row.get("rewound_steps"))
+
     def _say_inputs(self, attempt: Attempt) -> None:
         """Once per run, from a0's reports: how it is judged (at its first report of training)
         and which detectors none of its reports feeds (past its epoch 1)."""

@@ -126,6 +126,7 @@ class Engine(Detection, Control, Ladder, Decisions):
             return self._end(attempt, Outcome.STOPPED, self.halted, stop=True)
         findings = self._detect(attempt)
         self._say_inputs(attempt)
+        self._journal_rewinds(attempt)
         if attempt.role == CONTROL:
             verdict = self._measure(attempt, findings)
             self._settle()

@@ -130,7 +130,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("loss_broadcast_target_numel", "elements of the target that warning named"),
         ("loss_broadcast_input_numel", "elements of the input that warning named"),
         ("loss_expects/", "1 for what the loss takes (logits, probabilities, log_probs); with probes, for a "
-                          "loss that says (not mse, nor a custom loss without loss.expects)")),
+                          "loss that says (not mse, nor a custom loss without loss.expects)"),
+        ("rewinds", "loss spikes rewound in place so far (training.spike_guard)"),
+        ("rewound_steps", "optimizer steps given back by those rewinds"),
+        ("last_rewind_from", "the step of the latest spike"),
+        ("last_rewind_to", "the step of the snapshot it went back to")),
 ]}
 
 HARNESS_METRICS = tuple(sorted(n for n, m in METRICS.items() if m.source == "harness"))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from autofix.spec.catalogue import OPTIMIZERS, ActivationName, InitScheme, LossExpects, OutputActivation, SchedulerName
 from autofix.spec.refs import check_args, is_ref, resolve
+from autofix.symptoms.spike import SpikeRule
 
 __all__ = ["BUILTIN_DATASETS", "LOSSES", "TrainingSpec"]
 
@@ -185,6 +186,18 @@ class ProbeSpec(Strict):
     carrying the last sample forward with ``probe_age``) to stay under it. None: no budget."""
 
 
+class SpikeGuardSpec(SpikeRule):
+    """Rewind a loss spike in place and skip the batches it ate (``autofix.harness.spikes``).
+
+    Off by default. The detection thresholds are :class:`autofix.symptoms.spike.SpikeRule`'s
+    (OLMo-core's 6 sigmas over 128 steps after 64; llm-foundry's 2x the window)."""
+
+    enabled: bool = False  # judge every step's loss before the optimizer steps
+    snapshot_every_steps: int = Field(default=50, ge=1, le=1_000_000)  # optimizer steps between snapshots
+    ring: int = Field(default=2, ge=1, le=16)  # snapshots kept in memory (each: model + optimizer state)
+    max_rewinds: int = Field(default=10, ge=1, le=1000)  # per run; past it the epoch symptoms answer
+
+
 class TrainingSpec(Strict):
     """Managed training: autofix owns the loop (see ``autofix.harness``)."""
 
@@ -201,6 +214,7 @@ class TrainingSpec(Strict):
     architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)  # surgery on the built model
     checkpoint_every: int = Field(default=1, ge=1)  # epochs between checkpoints (saved through Tune)
     probes: ProbeSpec = Field(default_factory=ProbeSpec)  # instrumentation
+    spike_guard: SpikeGuardSpec = Field(default_factory=SpikeGuardSpec)  # rewind loss spikes in place
     min_epoch_s: float | None = Field(default=None, ge=0, le=3600)
     """Pad every epoch to at least this many seconds: benchmarks and demos that emulate slow epochs."""
 

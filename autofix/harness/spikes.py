@@ -1,0 +1,115 @@
+"""The spike guard: rewind a loss spike in place, inside the trial, and skip the batches it ate.
+
+With ``training.spike_guard.enabled``, the managed loop hands each step's loss to
+:meth:`SpikeGuard.spiked` before the optimizer steps. A spike (:mod:`autofix.symptoms.spike`)
+is not trained on: the model and optimizer go back to the newest snapshot taken before its step
+(in memory, every ``snapshot_every_steps`` optimizer steps, the last ``ring`` kept), and the batches
+consumed since that snapshot are not replayed: training goes on with the next batch (PaLM
+restarted about 100 steps before a spike and skipped the batches around it; replaying the same
+batches re-spiked). Each rewind is counted in the epoch's report (``rewinds``, ``rewound_steps``,
+``last_rewind_from``, ``last_rewind_to``) and journaled by the engine. After ``max_rewinds`` in a
+run the guard stands down: a spike that keeps coming back is the epoch-level symptoms' to answer
+(``diverging_loss``, ``nonfinite_loss``), with a relaunch.
+
+Snapshots are copies on the CPU of the model's and the optimizer's state: ``ring`` of them cost
+``ring`` x (model + optimizer state) of host memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autofix.spec.training import SpikeGuardSpec
+from autofix.symptoms.spike import SpikeRule, spike_reason
+
+__all__ = ["Rewind", "SpikeGuard"]
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """One rewind: the step of the spike, the step restored, the batches not replayed."""
+
+    from_step: int
+    to_step: int
+    reason: str
+
+    @property
+    def skipped(self) -> int:
+        return self.from_step - self.to_step
+
+
+def _cpu_state(obj: Any) -> dict[str, Any]:
+    """A copy of ``obj.state_dict()`` on the CPU that later steps cannot change (``.cpu()`` of a
+    CPU tensor is the tensor itself: the deep copy makes it a snapshot)."""
+    return copy.deepcopy(_to_cpu(obj.state_dict()))
+
+
+def _to_cpu(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
+class SpikeGuard:
+    """Snapshots, the spike rule and rewinds for one trainer (see the module)."""
+
+    def __init__(self, cfg: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        spec = SpikeGuardSpec(**cfg)  # the spec's defaults for what a config leaves out
+        self.rule = SpikeRule(**{k: getattr(spec, k) for k in SpikeRule.model_fields})
+        self.every, self.max_rewinds = spec.snapshot_every_steps, spec.max_rewinds
+        self.model, self.optimizer = model, optimizer
+        self.ring: deque[tuple[int, dict, dict, int]] = deque(maxlen=spec.ring)
+        self.losses: list[tuple[int, float]] = []  # (step, loss) of the steps taken, newest last
+        self.step = 0  # optimizer steps taken on the trajectory kept (rewound ones are given back)
+        self.rewinds: list[Rewind] = []
+        self.rewound_steps = 0
+        self._snapshot()
+
+    def spiked(self, loss: float) -> Rewind | None:
+        """Judge the loss of the step about to be taken; on a spike, rewind and say so."""
+        if len(self.rewinds) >= self.max_rewinds:
+            return None
+        window = [v for _, v in self.losses[-self.rule.window_steps:] if math.isfinite(v)]
+        reason = spike_reason(self.rule, window, loss, self.step)
+        if reason is None:
+            return None
+        # the newest snapshot from before this step (one taken at it would undo nothing): the
+        # weights of the steps just before a spike are suspect too (PaLM went back ~100 steps)
+        to_step, model_state, optim_state, kept = next(
+            (snap for snap in reversed(self.ring) if snap[0] < self.step), self.ring[-1])
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optim_state)
+        rewind = Rewind(from_step=self.step, to_step=to_step, reason=reason)
+        del self.losses[kept:]  # the abandoned trajectory's losses leave the window
+        self.rewound_steps += self.step - to_step
+        self.step = to_step
+        self.rewinds.append(rewind)
+        return rewind
+
+    def stepped(self, loss: float) -> None:
+        """After an optimizer step on ``loss``: count it and snapshot every N steps."""
+        self.losses.append((self.step, loss))
+        self.step += 1
+        if self.step % self.every == 0:
+            self._snapshot()
+
+    def metrics(self) -> dict[str, float]:
+        """What the epoch's report carries (cumulative over the run)."""
+        out = {"rewinds": float(len(self.rewinds)), "rewound_steps": float(self.rewound_steps)}
+        if self.rewinds:
+            out.update(last_rewind_from=float(self.rewinds[-1].from_step),
+                       last_rewind_to=float(self.rewinds[-1].to_step))
+        return out
+
+    def _snapshot(self) -> None:
+        self.ring.append((self.step, _cpu_state(self.model), _cpu_state(self.optimizer), len(self.losses)))

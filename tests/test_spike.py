@@ -184,3 +184,15 @@ def test_the_engine_journals_each_rewind_a_report_brings():
     said = [d for e, d in events if e == "rewind"]
     assert [(d["rewinds"], d["from_step"], d["to_step"], d["rewound_steps"]) for d in said] == [
         (1.0, 57.0, 50.0, 7.0), (3.0, 133.0, 130.0, 12.0)]
+
+
+def test_rewinds_with_probes_sampling_every_step_keep_the_reports_whole(burst_data):
+    cfg = {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},
+           "data": {"factory": f"{burst_data}:burst", "args": {}}, "optimizer": {"name": "sgd", "lr": 0.05},
+           "batch_size": 25, "epochs": 2, "seed": 0,
+           "probes": {"enabled": True, "every_steps": 1, "max_overhead": None},  # every step sampled
+           "spike_guard": {"enabled": True, "warmup_steps": 10, "window_steps": 16, "snapshot_every_steps": 5}}
+    rows: list[dict[str, Any]] = []
+    run_training(cfg, lambda metrics, ckpt: rows.append(metrics))
+    assert rows[-1]["rewinds"] >= 2
+    assert all(math.isfinite(r["val_loss"]) and "dead_frac_max" in r for r in rows[1:])

@@ -174,6 +174,8 @@ class _Trainer:
             loss = self.loss_fn(self.net(x), y)
             losses.append(loss.item())
             if self.guard is not None and self.guard.spiked(losses[-1]) is not None:
+                if self.probe.enabled:
+                    self.probe.end_step()  # close a sampled step: no hook may stay on for evaluation
                 continue  # rewound to the last snapshot: this batch and those since are skipped
             if not self._backward(loss):
                 continue

@@ -196,3 +196,19 @@ def test_rewinds_with_probes_sampling_every_step_keep_the_reports_whole(burst_da
     run_training(cfg, lambda metrics, ckpt: rows.append(metrics))
     assert rows[-1]["rewinds"] >= 2
     assert all(math.isfinite(r["val_loss"]) and "dead_frac_max" in r for r in rows[1:])
+
+
+@pytest.mark.parametrize("factor, rates", [(None, [0.1, 0.1]), (0.5, [0.05, 0.025])])
+def test_each_rewind_cuts_the_learning_rate_by_lr_factor(factor, rates):
+    guard, model, optimizer = _guard(lr_factor=factor, max_rewinds=5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # recomputes from base_lrs
+    guard.scheduler = scheduler
+    seen = []
+    for _ in range(2):
+        for _ in range(6):
+            _train_step(model, optimizer)
+            guard.stepped(1.0)
+        assert guard.spiked(50.0) is not None
+        seen.append(optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx(rates)
+    assert scheduler.base_lrs == pytest.approx([rates[-1]])  # the next scheduler step keeps the cut

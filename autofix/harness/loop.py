@@ -283,7 +283,7 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     trainer = _Trainer(cfg, parallel)
     start = prepare(trainer, restore_dir)
     if (cfg.get("spike_guard") or {}).get("enabled"):  # its first snapshot is the restored state
-        trainer.guard = SpikeGuard(cfg["spike_guard"], trainer.model, trainer.optimizer)
+        trainer.guard = SpikeGuard(cfg["spike_guard"], trainer.model, trainer.optimizer, trainer.scheduler)
     if start == 0:
         baseline = {**trainer.initial_metrics(), **trainer.evaluate(), "lr": trainer.lr()}
         _emit(trainer, 0, baseline, report)

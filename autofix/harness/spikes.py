@@ -7,7 +7,8 @@ is not trained on: the model and optimizer go back to the newest snapshot taken 
 consumed since that snapshot are not replayed: training goes on with the next batch (PaLM
 restarted about 100 steps before a spike and skipped the batches around it; replaying the same
 batches re-spiked). Each rewind is counted in the epoch's report (``rewinds``, ``rewound_steps``,
-``last_rewind_from``, ``last_rewind_to``) and journaled by the engine. After ``max_rewinds`` in a
+``last_rewind_from``, ``last_rewind_to``) and journaled by the engine; with ``lr_factor`` each
+rewind also cuts the learning rate (OPT-175B lowered it on restart). After ``max_rewinds`` in a
 run the guard stands down: a spike that keeps coming back is the epoch-level symptoms' to answer
 (``diverging_loss``, ``nonfinite_loss``), with a relaunch.
 
@@ -63,11 +64,12 @@ def _to_cpu(value: Any) -> Any:
 class SpikeGuard:
     """Snapshots, the spike rule and rewinds for one trainer (see the module)."""
 
-    def __init__(self, cfg: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, cfg: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Any = None) -> None:
         spec = SpikeGuardSpec(**cfg)  # the spec's defaults for what a config leaves out
         self.rule = SpikeRule(**{k: getattr(spec, k) for k in SpikeRule.model_fields})
-        self.every, self.max_rewinds = spec.snapshot_every_steps, spec.max_rewinds
-        self.model, self.optimizer = model, optimizer
+        self.every, self.max_rewinds, self.lr_factor = spec.snapshot_every_steps, spec.max_rewinds, spec.lr_factor
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.ring: deque[tuple[int, dict, dict, int]] = deque(maxlen=spec.ring)
         self.losses: list[tuple[int, float]] = []  # (step, loss) of the steps taken, newest last
         self.step = 0  # optimizer steps taken on the trajectory kept (rewound ones are given back)
@@ -87,8 +89,10 @@ class SpikeGuard:
         # weights of the steps just before a spike are suspect too (PaLM went back ~100 steps)
         to_step, model_state, optim_state, kept = next(
             (snap for snap in reversed(self.ring) if snap[0] < self.step), self.ring[-1])
+        rates = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(optim_state)
+        self._set_rates(rates)
         rewind = Rewind(from_step=self.step, to_step=to_step, reason=reason)
         del self.losses[kept:]  # the abandoned trajectory's losses leave the window
         self.rewound_steps += self.step - to_step
@@ -110,6 +114,15 @@ class SpikeGuard:
             out.update(last_rewind_from=float(self.rewinds[-1].from_step),
                        last_rewind_to=float(self.rewinds[-1].to_step))
         return out
+
+    def _set_rates(self, rates: list[float]) -> None:
+        """The rates in use before the rewind (a snapshot does not undo an earlier cut), cut by
+        ``lr_factor``; a scheduler that recomputes from its base rates gets them cut too."""
+        factor = self.lr_factor or 1.0
+        for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate * factor
+        if factor != 1.0 and hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = [base * factor for base in self.scheduler.base_lrs]
 
     def _snapshot(self) -> None:
         self.ring.append((self.step, _cpu_state(self.model), _cpu_state(self.optimizer), len(self.losses)))

@@ -196,6 +196,9 @@ class SpikeGuardSpec(SpikeRule):
     snapshot_every_steps: int = Field(default=50, ge=1, le=1_000_000)  # optimizer steps between snapshots
     ring: int = Field(default=2, ge=1, le=16)  # snapshots kept in memory (each: model + optimizer state)
     max_rewinds: int = Field(default=10, ge=1, le=1000)  # per run; past it the epoch symptoms answer
+    lr_factor: float | None = Field(default=None, gt=0, le=1)
+    """Multiply the learning rate by this on each rewind (OPT-175B lowered it when restarting after
+    a spike); None keeps it."""
 
 
 class TrainingSpec(Strict):

@@ -212,3 +212,11 @@ def test_each_rewind_cuts_the_learning_rate_by_lr_factor(factor, rates):
         seen.append(optimizer.param_groups[0]["lr"])
     assert seen == pytest.approx(rates)
     assert scheduler.base_lrs == pytest.approx([rates[-1]])  # the next scheduler step keeps the cut
+
+
+def test_the_guard_keeps_a_bounded_history_however_long_the_run():
+    guard, _, _ = _guard()  # window 8, a snapshot every 5 steps, ring 2
+    for _ in range(1000):
+        guard.stepped(1.0)
+    assert len(guard.losses) == 8 + 5 * 2 and len(guard.ring) == 2
+    assert [s for s, *_ in guard.ring] == [995, 1000]

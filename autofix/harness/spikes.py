@@ -70,8 +70,9 @@ class SpikeGuard:
         self.rule = SpikeRule(**{k: getattr(spec, k) for k in SpikeRule.model_fields})
         self.every, self.max_rewinds, self.lr_factor = spec.snapshot_every_steps, spec.max_rewinds, spec.lr_factor
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.ring: deque[tuple[int, dict, dict, int]] = deque(maxlen=spec.ring)
-        self.losses: list[tuple[int, float]] = []  # (step, loss) of the steps taken, newest last
+        self.ring: deque[tuple[int, dict, dict]] = deque(maxlen=spec.ring)  # (step, model, optimizer)
+        # (step, loss) of the steps taken, newest last: a window, plus what a rewind may drop
+        self.losses: deque[tuple[int, float]] = deque(maxlen=self.rule.window_steps + self.every * spec.ring)
         self.step = 0  # optimizer steps taken on the trajectory kept (rewound ones are given back)
         self.rewinds: list[Rewind] = []
         self.rewound_steps = 0
@@ -81,20 +82,21 @@ class SpikeGuard:
         """Judge the loss of the step about to be taken; on a spike, rewind and say so."""
         if len(self.rewinds) >= self.max_rewinds:
             return None
-        window = [v for _, v in self.losses[-self.rule.window_steps:] if math.isfinite(v)]
+        window = [v for _, v in list(self.losses)[-self.rule.window_steps:] if math.isfinite(v)]
         reason = spike_reason(self.rule, window, loss, self.step)
         if reason is None:
             return None
         # the newest snapshot from before this step (one taken at it would undo nothing): the
         # weights of the steps just before a spike are suspect too (PaLM went back ~100 steps)
-        to_step, model_state, optim_state, kept = next(
+        to_step, model_state, optim_state = next(
             (snap for snap in reversed(self.ring) if snap[0] < self.step), self.ring[-1])
         rates = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(optim_state)
         self._set_rates(rates)
         rewind = Rewind(from_step=self.step, to_step=to_step, reason=reason)
-        del self.losses[kept:]  # the abandoned trajectory's losses leave the window
+        while self.losses and self.losses[-1][0] >= to_step:  # the abandoned trajectory leaves the window
+            self.losses.pop()
         self.rewound_steps += self.step - to_step
         self.step = to_step
         self.rewinds.append(rewind)
@@ -125,4 +127,4 @@ class SpikeGuard:
             self.scheduler.base_lrs = [base * factor for base in self.scheduler.base_lrs]
 
     def _snapshot(self) -> None:
-        self.ring.append((self.step, _cpu_state(self.model), _cpu_state(self.optimizer), len(self.losses)))
+        self.ring.append((self.step, _cpu_state(self.model), _cpu_state(self.optimizer)))

@@ -220,3 +220,28 @@ def test_the_guard_keeps_a_bounded_history_however_long_the_run():
         guard.stepped(1.0)
     assert len(guard.losses) == 8 + 5 * 2 and len(guard.ring) == 2
     assert [s for s, *_ in guard.ring] == [995, 1000]
+
+
+TINY = [0.001 * (1 + 0.05 * ((k * 7) % 5)) for k in range(300)]  # converged far below a first loss of ~1
+
+
+@pytest.mark.parametrize("loss, scale, fires", [
+    pytest.param(0.01, None, True, id="10x-a-converged-loss-without-a-scale"),
+    pytest.param(0.01, 1.0, False, id="10x-but-a-rise-of-1pct-of-the-run's-scale"),
+    pytest.param(0.2, 1.0, True, id="a-rise-of-20pct-of-the-scale"),
+    pytest.param(0.05, 1.0, False, id="a-rise-of-5pct"),
+])
+def test_min_rise_weighs_a_spike_against_the_runs_own_scale(loss, scale, fires):
+    reason = spike_reason(RULE, TINY[-128:], loss, 500, scale)
+    assert (reason is not None) is fires
+
+
+def test_the_guard_leaves_a_converged_run_alone():
+    """Measured before min_rise: a clean digits run trained far past convergence was rewound
+    (its losses near 0.001 jump 10x on some batches, 1% of its first loss)."""
+    guard, _, _ = _guard(warmup_steps=0, window_steps=16)
+    for step in range(400):
+        loss = 1.0 * math.exp(-step / 20) + 0.001 * (1 + 9 * (step % 37 == 0))  # 10x blips once converged
+        assert guard.spiked(loss) is None, step
+        guard.stepped(loss)
+    assert guard.metrics()["rewinds"] == 0.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -76,14 +77,17 @@ class SpikeGuard:
         self.step = 0  # optimizer steps taken on the trajectory kept (rewound ones are given back)
         self.rewinds: list[Rewind] = []
         self.rewound_steps = 0
+        self.scale: float | None = None  # the median of the run's first full window (min_rise's unit)
+        self._median: float | None = None  # a recent window median, for the cheap test of each step
+        self._median_at = 0
         self._snapshot()
 
     def spiked(self, loss: float) -> Rewind | None:
         """Judge the loss of the step about to be taken; on a spike, rewind and say so."""
-        if len(self.rewinds) >= self.max_rewinds:
+        if len(self.rewinds) >= self.max_rewinds or self._plainly_fine(loss):
             return None
         window = [v for _, v in list(self.losses)[-self.rule.window_steps:] if math.isfinite(v)]
-        reason = spike_reason(self.rule, window, loss, self.step)
+        reason = spike_reason(self.rule, window, loss, self.step, self.scale)
         if reason is None:
             return None
         # the newest snapshot from before this step (one taken at it would undo nothing): the
@@ -98,14 +102,27 @@ class SpikeGuard:
         while self.losses and self.losses[-1][0] >= to_step:  # the abandoned trajectory leaves the window
             self.losses.pop()
         self.rewound_steps += self.step - to_step
-        self.step = to_step
+        self.step, self._median = to_step, None
         self.rewinds.append(rewind)
         return rewind
+
+    def _plainly_fine(self, loss: float) -> bool:
+        """Most steps: a finite loss under ``min_ratio`` x the window's median of a few steps ago
+        (refreshed every 16 steps) cannot be a spike, and is passed without sorting the window."""
+        if not math.isfinite(loss) or self.step < self.rule.warmup_steps:
+            return False
+        if self._median is None or self.step >= self._median_at + 16:
+            recent = [v for _, v in list(self.losses)[-self.rule.window_steps:] if math.isfinite(v)]
+            self._median, self._median_at = (statistics.median(recent) if recent else None), self.step
+        return self._median is not None and loss < self.rule.min_ratio * self._median
 
     def stepped(self, loss: float) -> None:
         """After an optimizer step on ``loss``: count it and snapshot every N steps."""
         self.losses.append((self.step, loss))
         self.step += 1
+        if self.scale is None and len(self.losses) >= self.rule.window_steps:  # the run's own scale
+            finite = [v for _, v in self.losses if math.isfinite(v)]
+            self.scale = statistics.median(finite) if finite else None
         if self.step % self.every == 0:
             self._snapshot()
 

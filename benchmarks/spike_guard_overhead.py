@@ -1,0 +1,98 @@
+"""Training-step overhead of the spike guard (``training.spike_guard``) in the managed harness
+(a script, not a test).
+
+Builds two identical harness trainers, guard off and guard on (its defaults: the spike rule
+judged every step, a snapshot of model and optimizer every 50 steps, a ring of 2), runs one
+untimed warm-up epoch each, then times single training epochs (``time.perf_counter`` around
+``train_epoch`` only) rotating the two until ``--seconds`` have passed, so machine noise hits
+both alike. The overhead is the median of the paired (same round) ratios on/off - 1. No spike
+happens on these clean runs: this is the price of watching, not of rewinding.
+
+    .venv/bin/python benchmarks/spike_guard_overhead.py     # writes benchmarks/results/spike_guard_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autofix.harness.builders import normalize_config  # noqa: E402
+from autofix.harness.checkpoint import prepare  # noqa: E402
+from autofix.harness.loop import _Trainer  # noqa: E402
+from autofix.harness.spikes import SpikeGuard  # noqa: E402
+
+CONFIGS = {
+    "digits small_cnn, batch 64": {
+        "model": {"factory": "autofix.harness.models:small_cnn", "args": {"num_classes": 10}},
+        "data": {"factory": "digits", "args": {}}, "optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64},
+    "digits mlp 256x256, batch 16": {
+        "model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 64, "num_classes": 10,
+                                                                    "hidden": [256, 256]}},
+        "data": {"factory": "digits", "args": {"flatten": True}}, "optimizer": {"name": "sgd", "lr": 0.01},
+        "batch_size": 16},
+}
+
+
+def _trainer(cfg: dict[str, Any], guard: bool) -> _Trainer:
+    cfg = normalize_config({**cfg, "epochs": 1000, "seed": 0, "probes": {"enabled": False}})
+    torch.manual_seed(0)
+    trainer = _Trainer(cfg)
+    prepare(trainer, None)
+    if guard:
+        trainer.guard = SpikeGuard({"enabled": True}, trainer.model, trainer.optimizer, trainer.scheduler)
+    return trainer
+
+
+def measure(cfg: dict[str, Any], seconds: float) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    off, on = _trainer(cfg, False), _trainer(cfg, True)
+    for trainer in (off, on):
+        trainer.train_epoch(1)  # warm-up: allocator, kernels
+    ratios, times = [], {"off": [], "on": []}
+    epoch, end = 2, time.monotonic() + seconds
+    while time.monotonic() < end:
+        took = {}
+        for name, trainer in (("off", off), ("on", on)) if epoch % 2 else (("on", on), ("off", off)):
+            began = time.perf_counter()
+            trainer.train_epoch(epoch)
+            took[name] = (time.perf_counter() - began) / trainer.steps_per_epoch
+            times[name].append(took[name])
+        ratios.append(took["on"] / took["off"])
+        epoch += 1
+    return {"rounds": len(ratios), "steps_per_epoch": off.steps_per_epoch,
+            "step_ms_off": 1e3 * statistics.median(times["off"]), "step_ms_on": 1e3 * statistics.median(times["on"]),
+            "overhead_pct": 100 * (statistics.median(ratios) - 1), "rewinds": on.guard.metrics()["rewinds"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per config")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "spike_guard_overhead.json"))
+    args = parser.parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/spike_guard_overhead.py",
+                                                 *(argv if argv is not None else sys.argv[1:])])
+    results = {}
+    for name, cfg in CONFIGS.items():
+        results[name] = measure(cfg, args.seconds)
+        r = results[name]
+        print(f"{name}: {r['step_ms_off']:.3f} ms/step off, {r['step_ms_on']:.3f} on: overhead "
+              f"{r['overhead_pct']:+.2f}% over {r['rounds']} paired epochs ({r['rewinds']:g} rewinds)")
+    Path(args.output).write_text(json.dumps({"command": command, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC",
+                                             time.gmtime()), "results": results}, indent=2) + "\n")
+    print(f"command: {command}\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,8 +43,10 @@ class Detection:
     def _journal_rewinds(self, attempt: Attempt) -> None:
         """A report whose ``rewinds`` grew: the trial's spike guard rewound in place (the latest
         rewind's steps; each report carries the run's totals)."""
+        if "rewinds" not in attempt.history.last_row():  # no guard: no scan of the history per report
+            return
         counts = [v for _, v in attempt.history.series("rewinds")]
-        if not counts or counts[-1] <= (counts[-2] if len(counts) > 1 else 0):
+        if counts[-1] <= (counts[-2] if len(counts) > 1 else 0):
             return
         row = attempt.history.last_row()
         self.journal("rewind", attempt=attempt.id, rewinds=counts[-1], from_step=row.get("last_rewind_from"),

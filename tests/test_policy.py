@@ -183,7 +183,7 @@ def test_disabled_policy_needs_no_when_or_then():
     ({"name": "x", "enabled": False, "for_steps": -1}, "for_steps"),
     ({"name": "x", "enabled": False, "cooldown_steps": -1}, "cooldown_steps"),
     ({"name": "x", "enabled": False, "max_fires": 101}, "max_fires"),
-    ({"name": "x", "enabled": False, "when": {"symptom": "loss_spike"}}, "available: .*diverging_loss"),
+    ({"name": "x", "enabled": False, "when": {"symptom": "loss_spikes"}}, "available: .*diverging_loss"),
 ])
 def test_policy_validation(data, message):
     with pytest.raises(pydantic.ValidationError, match=message):

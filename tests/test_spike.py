@@ -1,5 +1,6 @@
-"""Loss spikes judged step by step (autofix.symptoms.spike) and rewound in place by the managed
-harness's spike guard (autofix.harness.spikes)."""
+"""Loss spikes judged step by step (autofix.symptoms.spike), answered by the in-trial policies
+(autofix.rules.intrial) and rewound in place by the managed harness's spike guard
+(autofix.harness.spikes)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ from torch.utils.data import TensorDataset
 
 from autofix.harness.loop import run_training
 from autofix.harness.spikes import SpikeGuard
-from autofix.symptoms.spike import SpikeRule, spike_reason
+from autofix.rules.intrial import TrialRules, in_trial_data
+from autofix.rules.policy import Policy
+from autofix.spec.training import SpikeGuardSpec
+from autofix.symptoms.spike import SpikeParams, spike_evidence
 
-RULE = SpikeRule()  # 128-step window, 64 warm-up steps, 6 robust sigmas, 2x the median
+RULE = SpikeParams()  # 128-step window, 64 warm-up steps, 6 robust sigmas, 2x the median
 
 
-def _first_spike(losses: list[float], rule: SpikeRule = RULE) -> int | None:
+def _first_spike(losses: list[float], rule: SpikeParams = RULE) -> int | None:
     """The first step judged a spike, each against the finite losses before it."""
     for step, loss in enumerate(losses):
         window = [v for v in losses[max(0, step - rule.window_steps):step] if math.isfinite(v)]
-        if spike_reason(rule, window, loss, step) is not None:
+        if spike_evidence(rule, window, loss, step) is not None:
             return step
     return None
 
@@ -54,11 +58,11 @@ SPIKE_ROWS = [
     pytest.param(_with(CLEAN, 300, 5.0), RULE, 300, id="5x-spike-found-at-its-step"),
     pytest.param(_with(CLEAN, 300, math.nan), RULE, 300, id="nan-after-warm-up"),
     pytest.param(_with(CLEAN, 30, 50.0), RULE, None, id="inside-the-warm-up"),
-    pytest.param(_with(CLEAN, 30, 50.0), SpikeRule(warmup_steps=0, window_steps=16), 30, id="warm-up-0"),
+    pytest.param(_with(CLEAN, 30, 50.0), SpikeParams(warmup_steps=0, window_steps=16), 30, id="warm-up-0"),
     pytest.param(_with(NOISY, 300, NOISY[300] * 1.9), RULE, None, id="noisy-1.9x"),
     pytest.param(_with(NOISY, 300, NOISY[300] * 8), RULE, 300, id="noisy-8x"),
-    pytest.param(_with(CLEAN, 300, 5.0), SpikeRule(min_ratio=10), None, id="min_ratio-10"),
-    pytest.param(_with(CLEAN, 300, 5.0), SpikeRule(z=1e6), None, id="z-1e6"),
+    pytest.param(_with(CLEAN, 300, 5.0), SpikeParams(min_ratio=10), None, id="min_ratio-10"),
+    pytest.param(_with(CLEAN, 300, 5.0), SpikeParams(z=1e6), None, id="z-1e6"),
 ]
 
 
@@ -71,15 +75,28 @@ def test_spike_rule(losses, rule, expected):
                                           ("z", math.inf), ("horizon", 3)])
 def test_bad_thresholds_are_refused(field, value):
     with pytest.raises(pydantic.ValidationError):
-        SpikeRule(**{field: value})
+        SpikeParams(**{field: value})
 
 
-def _guard(**cfg: Any) -> tuple[SpikeGuard, torch.nn.Linear, torch.optim.Optimizer]:
+def _policy(*then: dict[str, Any], for_steps: int = 0, name: str = "spike") -> Policy:
+    return Policy.model_validate({"name": name, "when": {"symptom": "loss_spike"}, "for_steps": for_steps,
+                                  "then": [{"action": "rewind", **t} for t in then]})
+
+
+QUICK = {"warmup_steps": 0, "window_steps": 8}
+
+
+def _rules(*then: dict[str, Any], params: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    return in_trial_data([_policy(*(then or ({"times": 10},)), **kw)], {"loss_spike": params or QUICK})
+
+
+def _guard(rules: dict[str, Any] | None = None, clip: dict[str, Any] | None = None,
+           **guard: Any) -> tuple[SpikeGuard, torch.nn.Linear, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    return SpikeGuard({"warmup_steps": 0, "window_steps": 8, "snapshot_every_steps": 5, "ring": 2, **cfg},
-                      model, optimizer), model, optimizer
+    config = {"spike_guard": {"snapshot_every_steps": 5, "ring": 2, **guard}, "grad_clip": clip}
+    return SpikeGuard(config, model, optimizer, rules=rules or _rules()), model, optimizer
 
 
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -88,21 +105,27 @@ def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Non
     optimizer.step()
 
 
+def _steps(guard: SpikeGuard, model: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int,
+           loss: float = 1.0) -> None:
+    for _ in range(n):
+        assert guard.spiked(loss) is None
+        _train_step(model, optimizer)
+        guard.stepped(loss, 2.0)
+
+
 def test_a_spike_restores_the_newest_snapshot_and_skips_what_came_after():
     guard, model, optimizer = _guard()
-    for _ in range(12):  # snapshots at steps 0, 5, 10; the ring keeps 5 and 10
-        assert guard.spiked(1.0) is None
-        _train_step(model, optimizer)
-        guard.stepped(1.0)
+    _steps(guard, model, optimizer, 12)  # snapshots at steps 0, 5, 10; the ring keeps 5 and 10
     at_10 = {k: v.clone() for k, v in guard.ring[-1][1].items()}
     assert [s for s, *_ in guard.ring] == [5, 10] and guard.step == 12
     rewind = guard.spiked(9.0)
     assert (rewind.from_step, rewind.to_step, rewind.skipped) == (12, 10, 2)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in at_10.items())
     assert optimizer.state_dict()["state"][0]["step"] == 10  # Adam's own count went back too
-    assert guard.step == 10 and len(guard.losses) == 10  # the abandoned steps left the window
-    assert guard.metrics() == {"rewinds": 1.0, "rewound_steps": 2.0, "last_rewind_from": 12.0,
-                               "last_rewind_to": 10.0}
+    assert guard.step == 10 and len(guard.rules.window) == 10  # the abandoned steps left the window
+    assert guard.metrics() == {"rewinds": 1.0, "rewound_steps": 2.0, "skipped_batches": 1.0,
+                               "last_rewind_from": 12.0, "last_rewind_to": 10.0, "last_rewind_policy": 0.0,
+                               "last_rewind_candidate": 0.0, "last_rewind_lr": 0.1}
 
 
 def test_the_snapshot_is_a_copy_later_steps_cannot_change():
@@ -112,13 +135,111 @@ def test_the_snapshot_is_a_copy_later_steps_cannot_change():
     assert all(torch.equal(guard.ring[-1][1][k], v) for k, v in before.items())
 
 
-def test_past_max_rewinds_the_guard_stands_down():
-    guard, model, optimizer = _guard(max_rewinds=2)
-    for _ in range(10):
+def test_once_the_policy_has_spent_its_fires_the_guard_stands_down():
+    guard, model, optimizer = _guard(_rules({"times": 2}))
+    for _ in range(3):
+        _steps(guard, model, optimizer, 6)
+        spiked = guard.spiked(50.0)
+    assert spiked is None and guard.metrics()["rewinds"] == 2.0 and guard.rules.spent
+
+
+def test_a_spike_that_goes_on_after_its_rewind_is_skipped_batch_by_batch_not_walked_back():
+    """A burst of bad batches: the first rewinds, the next ones find the weights already restored
+    and are only skipped (no older snapshot, no later one of the abandoned trajectory, no fire)."""
+    guard, model, optimizer = _guard(_rules({"times": 3}))
+    _steps(guard, model, optimizer, 12)
+    first = guard.spiked(50.0)
+    assert (first.from_step, first.to_step) == (12, 10) and [s for s, *_ in guard.ring] == [5, 10]
+    at_10 = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(5):
+        assert guard.spiked(50.0) is first
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in at_10.items())
+    assert guard.rules.fires["spike"] == 1 and guard.metrics()["skipped_batches"] == 6.0
+    _steps(guard, model, optimizer, 1)  # the burst is over: training goes on from step 10
+
+
+def test_the_snapshots_of_an_abandoned_trajectory_are_dropped():
+    guard, model, optimizer = _guard(_rules({"times": 3}))
+    _steps(guard, model, optimizer, 10)  # snapshots 5 and 10
+    assert guard.spiked(50.0).to_step == 5 and [s for s, *_ in guard.ring] == [5]
+
+
+def test_a_level_that_lasts_past_max_skip_batches_is_trained_on_and_judged_afresh():
+    guard, model, optimizer = _guard(_rules({"times": 3}), max_skip_batches=4)
+    _steps(guard, model, optimizer, 12)
+    assert guard.spiked(50.0) is not None  # the rewind
+    assert all(guard.spiked(50.0) is not None for _ in range(4))  # 4 batches skipped in a row
+    assert guard.spiked(50.0) is None  # the fifth is trained on: a new level, not a spike
+    _steps(guard, model, optimizer, 20, loss=50.0)  # and judged against its own window from now on
+    assert guard.metrics()["rewinds"] == 1.0
+
+
+@pytest.mark.parametrize("then, rates", [
+    pytest.param(({"times": 2},), [0.1, 0.1], id="rewind-keeps-the-rate"),
+    pytest.param(({"times": 2, "lr_factor": 0.5},), [0.05, 0.025], id="lr_factor-0.5"),
+    pytest.param(({"times": 1}, {"times": 1, "lr_factor": 0.5}), [0.1, 0.05], id="the-second-candidate-cuts"),
+])
+def test_each_rewind_sets_the_rate_its_candidate_says(then, rates):
+    guard, model, optimizer = _guard(_rules(*then))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # recomputes from base_lrs
+    guard.scheduler = scheduler
+    seen = []
+    for _ in range(2):
+        _steps(guard, model, optimizer, 6)
+        assert guard.spiked(50.0) is not None
+        seen.append(optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx(rates)
+    assert scheduler.base_lrs == pytest.approx([rates[-1]])  # the next scheduler step keeps the cut
+
+
+@pytest.mark.parametrize("clip, expected", [
+    pytest.param({"kind": "norm", "max": 1.0}, {"kind": "norm", "max": 0.3}, id="1.0-to-0.3-as-OPT-175B"),
+    pytest.param({"kind": "value", "max": 2.0}, {"kind": "value", "max": 0.6}, id="value-bound"),
+    pytest.param(None, {"kind": "norm", "max": 0.6}, id="no-clipping-starts-at-0.3-x-median-norm-2"),
+])
+def test_clip_factor_tightens_gradient_clipping(clip, expected):
+    guard, model, optimizer = _guard(_rules({"times": 1, "clip_factor": 0.3}), clip=clip)
+    _steps(guard, model, optimizer, 6)
+    rewind = guard.spiked(50.0)
+    assert guard.config["grad_clip"] == pytest.approx(expected) and rewind.clip == pytest.approx(expected["max"])
+    assert guard.metrics()["last_rewind_clip"] == pytest.approx(expected["max"])
+
+
+def test_for_steps_holds_a_spike_that_many_steps_before_rewinding():
+    """llm-foundry's KillLossSpike acts after 5 outliers in a row: for_steps 2 fires at the third."""
+    guard, model, optimizer = _guard(_rules({"times": 1}, for_steps=2))
+    _steps(guard, model, optimizer, 12)
+    for _ in range(2):
+        assert guard.spiked(50.0) is None  # pending: trained on
         _train_step(model, optimizer)
-        guard.stepped(1.0)
-    assert guard.spiked(50.0) is not None and guard.spiked(50.0) is not None
-    assert guard.spiked(50.0) is None and guard.metrics()["rewinds"] == 2.0
+        guard.stepped(50.0, 2.0)
+    assert guard.spiked(50.0) is not None
+
+
+def test_the_guard_keeps_a_bounded_history_however_long_the_run():
+    guard, _, _ = _guard()  # window 8, a snapshot every 5 steps, ring 2
+    for _ in range(1000):
+        guard.stepped(1.0, 1.0)
+    assert len(guard.rules.window) == 8 + 5 * 2 and len(guard.ring) == 2 and len(guard.norms) == 8
+    assert [s for s, *_ in guard.ring] == [995, 1000]
+
+
+def test_without_an_enabled_in_trial_policy_nothing_is_rewound():
+    guard, model, optimizer = _guard(in_trial_data([], {"loss_spike": QUICK}))
+    _steps(guard, model, optimizer, 12)
+    assert guard.spiked(math.nan) is None and guard.metrics()["rewinds"] == 0.0
+
+
+@pytest.mark.parametrize("key", ["z", "window_steps", "warmup_steps", "min_ratio", "min_rise", "max_rewinds",
+                                 "lr_factor"])
+def test_a_threshold_left_in_spike_guard_names_where_it_moved(key):
+    with pytest.raises(pydantic.ValidationError, match=f"'{key}' moved out of training.spike_guard"):
+        SpikeGuardSpec(enabled=True, **{key: 1})
+
+
+def test_trial_rules_from_nothing_are_the_shipped_policies():
+    rules = TrialRules.from_data(None)
+    assert [p.name for p in rules.policies] == ["loss-spike-rewind"] and rules.params == SpikeParams()
 
 
 # -- the managed harness ------------------------------------------------------------------------
@@ -145,6 +266,9 @@ def burst_data(monkeypatch: pytest.MonkeyPatch) -> str:
     return module.__name__
 
 
+BURST_RULES = _rules({"times": 10}, params={"warmup_steps": 10, "window_steps": 16})
+
+
 def _run(data: str, guard: dict[str, Any] | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cfg = {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},
@@ -152,13 +276,13 @@ def _run(data: str, guard: dict[str, Any] | None) -> list[dict[str, Any]]:
            "batch_size": 25, "epochs": 3, "seed": 0, "probes": {"enabled": False}}
     if guard is not None:
         cfg["spike_guard"] = guard
-    run_training(cfg, lambda metrics, ckpt: rows.append(metrics))
+    run_training(cfg, lambda metrics, ckpt: rows.append(metrics), in_trial=BURST_RULES)
     return rows
 
 
 def test_the_harness_rewinds_the_corrupted_batch_and_trains_on(burst_data):
     left = _run(burst_data, None)
-    guarded = _run(burst_data, {"enabled": True, "warmup_steps": 10, "window_steps": 16, "snapshot_every_steps": 5})
+    guarded = _run(burst_data, {"enabled": True, "snapshot_every_steps": 5})
     assert "rewinds" not in left[-1]
     assert guarded[-1]["rewinds"] >= 3 and guarded[-1]["rewound_steps"] >= 3  # once an epoch at least
     assert guarded[-1]["last_rewind_from"] > guarded[-1]["last_rewind_to"]
@@ -175,15 +299,19 @@ def test_the_engine_journals_each_rewind_a_report_brings():
     eng = Engine(Plan(config={"lr": 0.1}), build_detectors("val_loss"), load_policies(["builtin"]),
                  journal=lambda event, **data: events.append((event, data)))
     eng.suggest("t0")
-    rows = [{}, {"rewinds": 0.0, "rewound_steps": 0.0}, {"rewinds": 1.0, "rewound_steps": 7.0, "last_rewind_from": 57.0,
-            "last_rewind_to": 50.0}, {"rewinds": 1.0, "rewound_steps": 7.0, "last_rewind_from": 57.0,
-            "last_rewind_to": 50.0}, {"rewinds": 3.0, "rewound_steps": 12.0, "last_rewind_from": 133.0,
-            "last_rewind_to": 130.0}]
+    first = {"rewinds": 1.0, "rewound_steps": 7.0, "last_rewind_from": 57.0, "last_rewind_to": 50.0,
+             "last_rewind_policy": 0.0, "last_rewind_candidate": 0.0}
+    rows = [{}, {"rewinds": 0.0, "rewound_steps": 0.0}, first, first,
+            {"rewinds": 4.0, "rewound_steps": 12.0, "last_rewind_from": 133.0, "last_rewind_to": 130.0,
+             "last_rewind_policy": 0.0, "last_rewind_candidate": 1.0, "last_rewind_lr": 0.05}]
     for i, extra in enumerate(rows):
         eng.observe("t0", i, {"val_loss": 2.3 - 0.3 * i, "epoch": i, "step": 40.0 * i, **extra})
     said = [d for e, d in events if e == "rewind"]
     assert [(d["rewinds"], d["from_step"], d["to_step"], d["rewound_steps"]) for d in said] == [
-        (1.0, 57.0, 50.0, 7.0), (3.0, 133.0, 130.0, 12.0)]
+        (1.0, 57.0, 50.0, 7.0), (4.0, 133.0, 130.0, 12.0)]
+    assert [(d["policy"], d["action"], d["lr"]) for d in said] == [  # the shipped loss-spike-rewind's candidates
+        ("loss-spike-rewind", "rewind()", None),
+        ("loss-spike-rewind", "rewind(lr_factor=0.5, clip_factor=0.3)", 0.05)]
 
 
 def test_rewinds_with_probes_sampling_every_step_keep_the_reports_whole(burst_data):
@@ -191,35 +319,11 @@ def test_rewinds_with_probes_sampling_every_step_keep_the_reports_whole(burst_da
            "data": {"factory": f"{burst_data}:burst", "args": {}}, "optimizer": {"name": "sgd", "lr": 0.05},
            "batch_size": 25, "epochs": 2, "seed": 0,
            "probes": {"enabled": True, "every_steps": 1, "max_overhead": None},  # every step sampled
-           "spike_guard": {"enabled": True, "warmup_steps": 10, "window_steps": 16, "snapshot_every_steps": 5}}
+           "spike_guard": {"enabled": True, "snapshot_every_steps": 5}}
     rows: list[dict[str, Any]] = []
-    run_training(cfg, lambda metrics, ckpt: rows.append(metrics))
+    run_training(cfg, lambda metrics, ckpt: rows.append(metrics), in_trial=BURST_RULES)
     assert rows[-1]["rewinds"] >= 2
     assert all(math.isfinite(r["val_loss"]) and "dead_frac_max" in r for r in rows[1:])
-
-
-@pytest.mark.parametrize("factor, rates", [(None, [0.1, 0.1]), (0.5, [0.05, 0.025])])
-def test_each_rewind_cuts_the_learning_rate_by_lr_factor(factor, rates):
-    guard, model, optimizer = _guard(lr_factor=factor, max_rewinds=5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # recomputes from base_lrs
-    guard.scheduler = scheduler
-    seen = []
-    for _ in range(2):
-        for _ in range(6):
-            _train_step(model, optimizer)
-            guard.stepped(1.0)
-        assert guard.spiked(50.0) is not None
-        seen.append(optimizer.param_groups[0]["lr"])
-    assert seen == pytest.approx(rates)
-    assert scheduler.base_lrs == pytest.approx([rates[-1]])  # the next scheduler step keeps the cut
-
-
-def test_the_guard_keeps_a_bounded_history_however_long_the_run():
-    guard, _, _ = _guard()  # window 8, a snapshot every 5 steps, ring 2
-    for _ in range(1000):
-        guard.stepped(1.0)
-    assert len(guard.losses) == 8 + 5 * 2 and len(guard.ring) == 2
-    assert [s for s, *_ in guard.ring] == [995, 1000]
 
 
 TINY = [0.001 * (1 + 0.05 * ((k * 7) % 5)) for k in range(300)]  # converged far below a first loss of ~1
@@ -232,16 +336,53 @@ TINY = [0.001 * (1 + 0.05 * ((k * 7) % 5)) for k in range(300)]  # converged far
     pytest.param(0.05, 1.0, False, id="a-rise-of-5pct"),
 ])
 def test_min_rise_weighs_a_spike_against_the_runs_own_scale(loss, scale, fires):
-    reason = spike_reason(RULE, TINY[-128:], loss, 500, scale)
-    assert (reason is not None) is fires
+    found = spike_evidence(RULE, TINY[-128:], loss, 500, scale)
+    assert (found is not None) is fires
 
 
 def test_the_guard_leaves_a_converged_run_alone():
     """Measured before min_rise: a clean digits run trained far past convergence was rewound
     (its losses near 0.001 jump 10x on some batches, 1% of its first loss)."""
-    guard, _, _ = _guard(warmup_steps=0, window_steps=16)
+    guard, _, _ = _guard(_rules(params={"warmup_steps": 0, "window_steps": 16}))
     for step in range(400):
         loss = 1.0 * math.exp(-step / 20) + 0.001 * (1 + 9 * (step % 37 == 0))  # 10x blips once converged
         assert guard.spiked(loss) is None, step
         guard.stepped(loss)
     assert guard.metrics()["rewinds"] == 0.0
+
+
+@pytest.mark.parametrize("guard, ships", [({"enabled": True}, True), ({"enabled": False}, False), (None, False)])
+def test_a_trial_gets_the_runs_in_trial_policies_when_its_guard_is_on(guard, ships):
+    from autofix.rules.engine import Engine, Plan
+    from autofix.rules.policy import load_policies
+    from autofix.symptoms import build_detectors
+    from autofix.tune.controller import tune_config
+
+    config = {"optimizer": {"lr": 0.1}, **({"spike_guard": guard} if guard is not None else {})}
+    eng = Engine(Plan(config=config), build_detectors("val_loss", {"loss_spike": {"z": 4.0}}),
+                 load_policies(["builtin"]))
+    meta = tune_config(eng.suggest("t0"), [], eng.in_trial)["__autofix__"]
+    assert ("in_trial" in meta) is ships
+    if ships:  # the spec's parameters and the policy as data, rebuilt in the trial as they were
+        rules = TrialRules.from_data(meta["in_trial"])
+        assert rules.params.z == 4.0 and [p.name for p in rules.policies] == ["loss-spike-rewind"]
+        assert rules.policies[0].then == list(eng.policies.get("loss-spike-rewind").then)
+
+
+def test_the_driver_never_acts_on_an_in_trial_policy():
+    """A report that carried step_loss (a custom trainable's) finds the spike, but the rewind
+    policy is the trial's: the engine relaunches nothing for it."""
+    from autofix.rules.engine import Engine, Plan
+    from autofix.rules.policy import load_policies
+    from autofix.symptoms import build_detectors
+
+    events: list[tuple[str, dict]] = []
+    eng = Engine(Plan(config={"lr": 0.1}), build_detectors("val_loss", {"loss_spike": QUICK}),
+                 load_policies(["builtin"]), journal=lambda event, **data: events.append((event, data)))
+    eng.suggest("t0")
+    for i in range(30):
+        verdict = eng.observe("t0", i, {"val_loss": 1.0 - 0.01 * i, "step": float(i), "planned_steps": 100.0,
+                                        "step_loss": 50.0 if i == 20 else 1.0})
+        assert not verdict.stop, i
+    assert [d["iteration"] for e, d in events if e == "finding" and d["symptom"] == "loss_spike"] == [20]
+    assert eng.attempts["a0"].decision is None

@@ -421,7 +421,7 @@ def test_hard_symptoms_are_those_no_slow_learner_shows():
     hard = sorted(name for name, cls in SYMPTOMS.items() if cls.severity == HARD)
     code = ["detached_loss", "loss_broadcast", "missing_zero_grad", "nan_metric"]  # training-code bugs
     assert hard == sorted(["constant_inputs", "diverging_loss", "exploding_gradients", "no_update",
-                           "nonfinite_at_init", "nonfinite_loss", *code])
+                           "nonfinite_at_init", "nonfinite_loss", "loss_spike", *code])
 
 
 @pytest.mark.parametrize("name", sorted(SYMPTOMS))

@@ -765,9 +765,13 @@ DATA_BUG = "constant_inputs"  # symptoms/data.py: a loading bug, reported like t
 ISOLATION = ("unexplained_failure", "baseline_learns")  # symptoms/isolation.py: the isolation ladder's
 
 
-def test_registry_holds_all_twenty_four_symptoms():
-    assert set(SYMPTOMS) == set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE) | set(ISOLATION) | {DATA_BUG}
-    assert len(SYMPTOMS) == 24
+STEP = ("loss_spike",)  # symptoms/spike.py: judged inside the trial, at every step
+
+
+def test_registry_holds_all_twenty_five_symptoms():
+    assert set(SYMPTOMS) == (set(OLD) | set(NEW) | set(END) | set(MODEL) | set(CODE) | set(ISOLATION) | {DATA_BUG}
+                             | set(STEP))
+    assert len(SYMPTOMS) == 25
     assert all(name == cls.name for name, cls in SYMPTOMS.items())
 
 
@@ -785,7 +789,7 @@ def test_all_is_sorted_and_exports_every_detector():
         assert cls.__name__ in exported and getattr(symptoms_pkg, cls.__name__) is cls
 
 
-SOURCES = re.compile(r"AUTOTRAINER|DeepDiagnosis|Lightning|Ray Tune|Keras|SageMaker|Karpathy")
+SOURCES = re.compile(r"AUTOTRAINER|DeepDiagnosis|Lightning|Ray Tune|Keras|SageMaker|Karpathy|OLMo-core|llm-foundry")
 
 
 @pytest.mark.parametrize("name", sorted(SYMPTOMS))

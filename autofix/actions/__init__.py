@@ -12,6 +12,7 @@ from autofix.actions.data import Augment, NormalizeInputs, ReweightClasses
 from autofix.actions.isolate import Isolate
 from autofix.actions.model import AddBatchNorm, AddDropout, Reinitialize, SetOutputActivation, SwapActivation
 from autofix.actions.optim import ClipGradients, SwitchOptimizer, WeightDecay
+from autofix.actions.rewind import Rewind
 from autofix.actions.schedule import AddScheduler, Warmup
 
 __all__ = [
@@ -31,7 +32,7 @@ ACTIONS: dict[str, type[Action]] = {
     cls.name: cls
     for cls in (
         AddBatchNorm, AddDropout, AddScheduler, Augment, ClipGradients, Isolate, NormalizeInputs, Reinitialize,
-        ReweightClasses, Scale, Set, SetOutputActivation, StopRun, SwapActivation, SwitchOptimizer, Warmup,
+        ReweightClasses, Rewind, Scale, Set, SetOutputActivation, StopRun, SwapActivation, SwitchOptimizer, Warmup,
         WeightDecay,
     )
 }

@@ -99,6 +99,7 @@ class Action(BaseModel):
     name: ClassVar[str]
     summary: ClassVar[str]
     terminal: ClassVar[bool] = False  # True: ends the run instead of patching (see StopRun)
+    in_trial: ClassVar[bool] = False  # True: run inside the trial, in place, instead of patching (see Rewind)
 
     times: int = Field(default=1, ge=1, le=100)
     """How many fires of its policy in one lineage this candidate answers before the next one."""

@@ -188,7 +188,7 @@ class _Trainer:
             self.optimizer.step()
             self.probe.after_step()
             if self.guard is not None:
-                self.guard.stepped(losses[-1])
+                self.guard.stepped(losses[-1], float(norm))
         return {
             "train_loss": _mean(losses),
             "grad_norm": _mean(norms),
@@ -247,7 +247,7 @@ def _pad(began_s: float, min_epoch_s: float | None) -> None:
 
 
 def run_training(config: dict[str, Any], report: Report, restore_dir: str | None = None,
-                 parallel: Parallel | None = None) -> None:
+                 parallel: Parallel | None = None, in_trial: dict[str, Any] | None = None) -> None:
     """Train the model ``config`` describes, calling ``report(metrics, ckpt_dir)`` every epoch.
 
     Reports epoch 0 (evaluation before any step) and then epochs 1..``config["epochs"]``; the
@@ -272,6 +272,9 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     built (:mod:`autofix.harness.assemble`): ``data.normalize/augment/sampler``,
     ``loss.class_weights``, ``architecture``, ``init`` and the warm-up schedulers.
 
+    ``in_trial``: the run's in-trial policies (:func:`autofix.rules.intrial.in_trial_data`) the
+    spike guard answers a loss spike by, when ``spike_guard.enabled``; None: the shipped ones.
+
     ``parallel`` makes this process one rank of a data-parallel (DDP) run: its shard of the
     training data, the model wrapped by ``parallel.wrap``, checkpoints on rank 0 only
     (:mod:`autofix.harness.distributed`); every rank still calls ``report``.
@@ -283,7 +286,7 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     trainer = _Trainer(cfg, parallel)
     start = prepare(trainer, restore_dir)
     if (cfg.get("spike_guard") or {}).get("enabled"):  # its first snapshot is the restored state
-        trainer.guard = SpikeGuard(cfg["spike_guard"], trainer.model, trainer.optimizer, trainer.scheduler)
+        trainer.guard = SpikeGuard(cfg, trainer.model, trainer.optimizer, trainer.scheduler, in_trial)
     if start == 0:
         baseline = {**trainer.initial_metrics(), **trainer.evaluate(), "lr": trainer.lr()}
         _emit(trainer, 0, baseline, report)

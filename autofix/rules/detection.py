@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from autofix.judge.history import History, as_float
 from autofix.judge.judging import blind, gaps, judged_by
+from autofix.rules.intrial import in_trial_policies
 from autofix.rules.lineage import Attempt, Outcome
 from autofix.symptoms import HARD, SYMPTOMS, DetachedLoss, Detector, Finding, NanMetric
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from autofix.rules.control import Verdict
     from autofix.rules.engine import Plan
     from autofix.rules.lineage import Decision
+    from autofix.rules.policy import PolicySet
 
 __all__ = ["Detection"]
 
@@ -29,6 +31,7 @@ class Detection:
     if TYPE_CHECKING:  # the engine's attributes and methods this mixin uses (autofix.rules.engine.Engine)
         plan: Plan
         detectors: list[Detector]
+        policies: PolicySet
         journal: Callable[..., None]
         attempts: dict[str, Attempt]
         judgement: dict[str, list[str]] | None
@@ -42,7 +45,8 @@ class Detection:
 
     def _journal_rewinds(self, attempt: Attempt) -> None:
         """A report whose ``rewinds`` grew: the trial's spike guard rewound in place (the latest
-        rewind's steps; each report carries the run's totals)."""
+        rewind's steps, the policy and candidate that made it; each report carries the run's
+        totals)."""
         if "rewinds" not in attempt.history.last_row():  # no guard: no scan of the history per report
             return
         counts = [v for _, v in attempt.history.series("rewinds")]
@@ -50,7 +54,20 @@ class Detection:
             return
         row = attempt.history.last_row()
         self.journal("rewind", attempt=attempt.id, rewinds=counts[-1], from_step=row.get("last_rewind_from"),
-                     to_step=row.get("last_rewind_to"), rewound_steps=row.get("rewound_steps"))
+                     to_step=row.get("last_rewind_to"), rewound_steps=row.get("rewound_steps"),
+                     skipped_batches=row.get("skipped_batches"), lr=row.get("last_rewind_lr"),
+                     clip=row.get("last_rewind_clip"), **self._rewind_policy(row))
+
+    def _rewind_policy(self, row: dict[str, float]) -> dict[str, str]:
+        """The in-trial policy and action a report's ``last_rewind_policy/candidate`` name."""
+        policies = in_trial_policies(self.policies)  # in the trial's order
+        index, candidate = row.get("last_rewind_policy"), row.get("last_rewind_candidate")
+        if index is None or candidate is None or not 0 <= index < len(policies):
+            return {}
+        policy = policies[int(index)]
+        if not 0 <= candidate < len(policy.then):
+            return {"policy": policy.name}
+        return {"policy": policy.name, "action": policy.then[int(candidate)].describe()}
 
     def _say_inputs(self, attempt: Attempt) -> None:
         """Once per run, from a0's reports: how it is judged (at its first report of training)

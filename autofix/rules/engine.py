@@ -20,6 +20,7 @@ from autofix.judge.verdict import Judge, health
 from autofix.rules.control import CONTINUE, Control, Verdict
 from autofix.rules.decisions import Decisions, gain
 from autofix.rules.detection import Detection
+from autofix.rules.intrial import in_trial_data
 from autofix.rules.ladder import Ladder
 from autofix.rules.lineage import CONTROL, ISOLATION, Attempt, Outcome, config_key
 from autofix.rules.policy import PolicySet
@@ -83,6 +84,13 @@ class Engine(Detection, Control, Ladder, Decisions):
     @property
     def judge(self) -> Judge:
         return self.plan.judge
+
+    @property
+    def in_trial(self) -> dict[str, Any]:
+        """The run's in-trial policies and the parameters of the symptoms they answer, as a trial
+        with its spike guard on receives them (:mod:`autofix.rules.intrial`)."""
+        params = {d.name: d.params.model_dump(exclude={"metric"}) for d in self.detectors if d.in_trial}
+        return in_trial_data(self.policies, params)
 
     # -- Tune events -------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> Attempt | None:

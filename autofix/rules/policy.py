@@ -131,7 +131,14 @@ class Policy(BaseModel):
         # A bare ``{name, enabled: false}`` entry only switches off a policy of that name.
         if self.enabled and (self.when is None or not self.then):
             raise ValueError("an enabled policy needs 'when' and a non-empty 'then'")
+        if self.when is not None and self.then:
+            _check_in_trial(self)
         return self
+
+    @property
+    def in_trial(self) -> bool:
+        """Runs inside the trial, at every optimizer step (``rewind``; :mod:`autofix.rules.intrial`)."""
+        return bool(self.then) and self.then[0].in_trial
 
     @property
     def fire_limit(self) -> int:
@@ -161,6 +168,26 @@ class Policy(BaseModel):
     def schedule(self) -> list[int]:
         """Candidate index of each successive fire, in the policy's own order (``times`` each)."""
         return [i for i, a in enumerate(self.then) for _ in range(a.times)]
+
+
+def _check_in_trial(policy: Policy) -> None:
+    """A policy runs either inside the trial (a step-level symptom answered in place) or at the
+    driver (a relaunch), never half of each."""
+    assert policy.when is not None
+    step_level = SYMPTOMS[policy.when.symptom].in_trial
+    kinds = {a.name for a in policy.then}
+    if step_level and any(not a.in_trial for a in policy.then):
+        raise ValueError(f"'{policy.when.symptom}' is judged inside the trial, at every step: its policy can only "
+                         f"act there ('then' may list only rewind), got {sorted(kinds)}")
+    if any(a.in_trial for a in policy.then) and not step_level:
+        in_trial = sorted(n for n, c in SYMPTOMS.items() if c.in_trial)
+        raise ValueError(f"rewind acts inside the trial: it answers a symptom judged there ({', '.join(in_trial)}), "
+                         f"got '{policy.when.symptom}'")
+    if step_level and any(not path.startswith("evidence.") for path in policy.when.where):
+        raise ValueError("a policy that runs inside the trial can read only its finding's evidence in 'where' "
+                         "(evidence.KEY)")
+    if step_level and policy.cooldown_steps:
+        raise ValueError("cooldown_steps: a policy that runs inside the trial launches nothing to cool down")
 
 
 def metrics_lookup(config: dict, aliases: dict[str, str], row: dict[str, float]) -> Callable[[str], Any]:
@@ -193,6 +220,8 @@ def step_policies(policies: PolicySet, states: dict[str, PolicyState], findings:
     matching: list[tuple[Policy, Any, float]] = []
     moved: list[Transition] = []
     for policy in policies:
+        if policy.in_trial:
+            continue  # answered inside the trial, step by step (autofix.rules.intrial)
         # Most reports have no finding: skip building a search per policy (engine hot path).
         match = next((f for f in findings if policy.matches(f.symptom, f.evidence, lookup)), None) if findings else None
         state = states.get(policy.name)

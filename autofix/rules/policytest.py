@@ -25,10 +25,15 @@ n}`` starts the lineage as if that policy had already fired n times (to test lat
 ``rungs: {rung: {numbers}}`` gives what each isolation rung reports when the decision starts
 the ladder (autofix/rules/ladder.py): the decision compared is then the one the ladder leads to, and
 ``expect.part`` its conclusion.
+
+A ``step_loss`` series is one training loss per optimizer step, judged by the in-trial policies
+(``rewind``; :mod:`autofix.rules.intrial`) exactly as the trial's spike guard judges it: ``at`` is
+the step, and ``expect.then`` the candidate chosen (``{action: rewind, lr_factor: 0.5}``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +43,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from autofix.errors import InputError
 from autofix.judge.history import PLANNED, STEP
 from autofix.rules.engine import Engine, Plan
+from autofix.rules.intrial import TrialRules
 from autofix.rules.policy import BUILTIN, SHIPPED_POLICIES, load_policies
 from autofix.spec.sources import load_yaml, problems_from_validation
 from autofix.symptoms import build_detectors
+from autofix.symptoms.spike import STEP_LOSS, LossSpike, SpikeParams
 
 __all__ = ["PolicyTestFile", "parse_series", "run_policy_tests"]
 
@@ -79,6 +86,7 @@ class Expect(BaseModel):
     symptom: str
     policy: str
     patch: dict[str, Any] = Field(default_factory=dict)
+    then: dict[str, Any] | None = None  # an in-trial policy's candidate: {action: rewind, lr_factor: 0.5}
     part: str | None = None  # the isolation ladder's conclusion (training_step | model | data | optimizer)
 
 
@@ -130,7 +138,40 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _first_decision(test: PolicyTest, policies) -> tuple[int, Any, dict | None] | None:
+@dataclass(frozen=True)
+class _Got:
+    """The first decision of a test, from the engine (per report) or the in-trial rules (per step)."""
+
+    at: int
+    symptom: str
+    policy: str
+    reason: str
+    patch: dict[str, Any]
+    then: dict[str, Any] | None
+    part: str | None
+
+
+def _first_in_trial(test: PolicyTest, policies) -> _Got | None:
+    """A ``step_loss`` series, one value per optimizer step, fed to the in-trial rules exactly as
+    the trial's spike guard feeds them (:mod:`autofix.rules.intrial`)."""
+    rules = TrialRules(policies, SpikeParams(**test.symptoms.get(LossSpike.name, {})))
+    for name, times in test.fired.items():
+        if name not in rules.fires:
+            raise ValueError(f"fired: no enabled in-trial policy named '{name}'")
+        rules.fires[name] = times
+    for step, loss in enumerate(parse_series(test.series[STEP_LOSS])):
+        if loss is None:
+            raise ValueError(f"{STEP_LOSS}: every optimizer step has a loss ('_' at step {step})")
+        order = rules.judge(loss)
+        if order is not None:
+            then = {"action": order.action.name, **order.action.model_dump(exclude_defaults=True,
+                                                                            exclude={"times", "start"})}
+            return _Got(step, order.finding.symptom, order.policy, order.finding.reason, {}, then, None)
+        rules.stepped(loss)
+    return None
+
+
+def _first_decision(test: PolicyTest, policies) -> _Got | None:
     from autofix.spec.schema import PatienceSpec
 
     config = test.config if test.knobs else _merge(_managed_defaults(), test.config)
@@ -156,7 +197,9 @@ def _first_decision(test: PolicyTest, policies) -> tuple[int, Any, dict | None] 
             continue  # no report at this iteration
         if engine.observe("t", i, row).stop and attempt.decision is not None:
             _feed_rungs(engine, test.rungs)
-            return i, attempt.decision, attempt.ladder
+            decision = attempt.decision
+            return _Got(i, decision.finding.symptom, decision.policy, decision.reason,
+                        {c.path: c.new for c in decision.patch}, None, (attempt.ladder or {}).get("part"))
     return None
 
 
@@ -177,28 +220,27 @@ def _feed_rungs(engine: Engine, rungs: dict[str, dict[str, float]]) -> None:
 
 def _check(test: PolicyTest, policies) -> list[str]:
     try:
-        got = _first_decision(test, policies)
+        got = _first_in_trial(test, policies) if STEP_LOSS in test.series else _first_decision(test, policies)
     except ValueError as exc:
         return [str(exc)]
     want = test.expect
     if want is None:
         if got is None:
             return []
-        return [f"expected no decision, got policy '{got[1].policy}' at {got[0]}: {got[1].reason}"]
+        return [f"expected no decision, got policy '{got.policy}' at {got.at}: {got.reason}"]
     if got is None:
         return [f"expected {want.symptom} -> '{want.policy}' at {want.at}, got no decision"]
-    at, decision, ladder = got
-    patch = {c.path: c.new for c in decision.patch}
     fails = []
-    for label, expected, actual in (("at", want.at, at), ("symptom", want.symptom, decision.finding.symptom),
-                                    ("policy", want.policy, decision.policy)):
+    for label, expected, actual in (("at", want.at, got.at), ("symptom", want.symptom, got.symptom),
+                                    ("policy", want.policy, got.policy)):
         if expected != actual:
             fails.append(f"{label}: expected {expected!r}, got {actual!r}")
-    if want.patch and want.patch != patch:
-        fails.append(f"patch: expected {want.patch}, got {patch}")
-    part = (ladder or {}).get("part")
-    if want.part is not None and want.part != part:
-        fails.append(f"part: expected {want.part!r}, got {part!r}")
+    if want.patch and want.patch != got.patch:
+        fails.append(f"patch: expected {want.patch}, got {got.patch}")
+    if want.then is not None and want.then != got.then:
+        fails.append(f"then: expected {want.then}, got {got.then}")
+    if want.part is not None and want.part != got.part:
+        fails.append(f"part: expected {want.part!r}, got {got.part!r}")
     return fails
 
 

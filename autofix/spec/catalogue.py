@@ -20,6 +20,7 @@ __all__ = [
     "ACTIVATIONS", "FAULT_FAMILIES", "FAULT_METRICS", "HARNESS_METRICS", "INIT_SCHEMES", "LOSS_EXPECTS", "METRICS",
     "OPTIMIZERS", "OUTPUT_ACTIVATIONS", "PROBE_FAMILIES", "PROBE_METRICS", "SCHEDULERS",
     "ActivationName", "InitScheme", "LossExpects", "Metric", "OptimizerName", "OutputActivation", "SchedulerName",
+    "Source",
     "harness_metric_names", "harness_reports", "is_metric", "metric_entry",
 ]
 
@@ -30,6 +31,7 @@ ActivationName = Literal["elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh"]
 InitScheme = Literal["default", "kaiming", "lecun_normal", "orthogonal", "xavier"]  # torch.nn.init
 OutputActivation = Literal["identity", "log_softmax", "sigmoid", "softmax"]
 LossExpects = Literal["logits", "log_probs", "probabilities"]  # what a loss takes from the model
+Source = Literal["harness", "probes", "fault", "event", "step"]  # who writes a metric (Metric.source)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
@@ -46,8 +48,9 @@ class Metric:
     name: str
     # harness: the managed loop, every report; probes: with training.probes.enabled (the default);
     # fault: with probes, only when the untrained model's output is not finite; event: only when
-    # it happens or applies (a PyTorch warning, a non-finite output, a loss that names its domain)
-    source: Literal["harness", "probes", "fault", "event"]
+    # it happens or applies (a PyTorch warning, a non-finite output, a loss that names its domain);
+    # step: judged inside the trial at every optimizer step (training.spike_guard), never reported
+    source: Source
     meaning: str
     only: str = ""  # probes that report only for some models: which (a model without them is no gap)
 
@@ -56,7 +59,7 @@ class Metric:
         return self.name.endswith("/")
 
 
-def _m(source: Literal["harness", "probes", "fault", "event"], *entries: tuple[str, ...]) -> list[Metric]:
+def _m(source: Source, *entries: tuple[str, ...]) -> list[Metric]:
     return [Metric(entry[0], source, entry[1], entry[2] if len(entry) > 2 else "") for entry in entries]
 
 
@@ -132,9 +135,18 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("loss_expects/", "1 for what the loss takes (logits, probabilities, log_probs); with probes, for a "
                           "loss that says (not mse, nor a custom loss without loss.expects)"),
         ("rewinds", "loss spikes rewound in place so far (training.spike_guard)"),
+        ("skipped_batches", "batches not trained on by the spike guard: the spikes, and the batches "
+                            "consumed between a rewind's snapshot and its spike"),
+        ("last_rewind_policy", "which in-trial policy made the latest rewind (its place among them, 0 first)"),
+        ("last_rewind_candidate", "which of that policy's candidates (its place in 'then', 0 first)"),
+        ("last_rewind_lr", "the learning rate after the latest rewind (of the first parameter group)"),
+        ("last_rewind_clip", "the gradient-clipping bound after the latest rewind (when the run clips)"),
         ("rewound_steps", "optimizer steps given back by those rewinds"),
         ("last_rewind_from", "the step of the latest spike"),
         ("last_rewind_to", "the step of the snapshot it went back to")),
+    *_m("step",
+        ("step_loss", "the training loss of one optimizer step, judged in the trial before the step "
+                      "(loss_spike); never reported to the driver")),
 ]}
 
 HARNESS_METRICS = tuple(sorted(n for n, m in METRICS.items() if m.source == "harness"))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from autofix.spec.catalogue import OPTIMIZERS, ActivationName, InitScheme, LossExpects, OutputActivation, SchedulerName
 from autofix.spec.refs import check_args, is_ref, resolve
-from autofix.symptoms.spike import SpikeRule
 
 __all__ = ["BUILTIN_DATASETS", "LOSSES", "TrainingSpec"]
 
@@ -186,19 +185,39 @@ class ProbeSpec(Strict):
     carrying the last sample forward with ``probe_age``) to stay under it. None: no budget."""
 
 
-class SpikeGuardSpec(SpikeRule):
-    """Rewind a loss spike in place and skip the batches it ate (``autofix.harness.spikes``).
+# Keys of training.spike_guard that moved (to the loss_spike symptom's parameters and to the
+# rewind policy) when the guard became policy-driven: named in the message, not "extra inputs".
+_GUARD_MOVED = {
+    **{k: f"symptoms: {{loss_spike: {{{k}: ...}}}}" for k in ("window_steps", "warmup_steps", "z", "min_ratio",
+                                                              "min_rise")},
+    "max_rewinds": "the 'times' of the rewind candidates of a policy answering loss_spike",
+    "lr_factor": "the rewind action's lr_factor in a policy answering loss_spike",
+}
 
-    Off by default. The detection thresholds are :class:`autofix.symptoms.spike.SpikeRule`'s
-    (OLMo-core's 6 sigmas over 128 steps after 64; llm-foundry's 2x the window)."""
+
+class SpikeGuardSpec(Strict):
+    """Watch every optimizer step's loss inside the trial and answer a spike in place
+    (``autofix.harness.spikes``): snapshots in memory, rewind, skip the batches.
+
+    Off by default. What is a spike is the ``loss_spike`` symptom's (spec ``symptoms:``); what is
+    done about it, the run's policies answering ``loss_spike`` with ``rewind`` (the shipped
+    ``loss-spike-rewind``, autofix/policies/spikes.yaml)."""
 
     enabled: bool = False  # judge every step's loss before the optimizer steps
     snapshot_every_steps: int = Field(default=50, ge=1, le=1_000_000)  # optimizer steps between snapshots
     ring: int = Field(default=2, ge=1, le=16)  # snapshots kept in memory (each: model + optimizer state)
-    max_rewinds: int = Field(default=10, ge=1, le=1000)  # per run; past it the epoch symptoms answer
-    lr_factor: float | None = Field(default=None, gt=0, le=1)
-    """Multiply the learning rate by this on each rewind (OPT-175B lowered it when restarting after
-    a spike); None keeps it."""
+    max_skip_batches: int = Field(default=200, ge=1, le=1_000_000)
+    """Batches skipped in a row, right after a rewind, while the loss stays spiked; past it the
+    new level is trained on and judged afresh (PaLM skipped about 200-500 batches around a spike)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, where in _GUARD_MOVED.items():
+                if key in data:
+                    raise ValueError(f"'{key}' moved out of training.spike_guard: set it as {where}")
+        return data
 
 
 class TrainingSpec(Strict):

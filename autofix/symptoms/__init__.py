@@ -15,6 +15,7 @@ from autofix.symptoms.isolation import BaselineLearns, UnexplainedFailure
 from autofix.symptoms.loss import DivergingLoss, NonFiniteLoss, OscillatingLoss, Plateau
 from autofix.symptoms.outputs import NonFiniteAtInit, OutputLossMismatch
 from autofix.symptoms.progress import SlowProgress
+from autofix.symptoms.spike import LossSpike
 from autofix.symptoms.updates import UnchangedWeights
 
 # isort-style order (ruff RUF022): constants, then classes, then functions; alphabetical in each.
@@ -34,6 +35,7 @@ __all__ = [
     "Finding",
     "LabelImbalance",
     "LossBroadcast",
+    "LossSpike",
     "MissingZeroGrad",
     "NanMetric",
     "NonFiniteAtInit",
@@ -59,6 +61,8 @@ SYMPTOMS: dict[str, type[Detector]] = {
         NonFiniteAtInit, OutputLossMismatch,
         # the loss curve alone
         NonFiniteLoss, DivergingLoss, OscillatingLoss, Plateau,
+        # one optimizer step's loss, judged inside the trial (autofix.rules.intrial)
+        LossSpike,
         # probe streams: gradients and updates, activations, data, what is learned
         VanishingGradients, ExplodingGradients, UnchangedWeights,
         DyingReLU, SaturatedActivations,

@@ -86,6 +86,9 @@ class Detector:
     advisory: ClassVar[bool] = False
     """A property of the data, not a sickness: reported, answerable by policies, but it does not
     keep an attempt from being judged healthy."""
+    in_trial: ClassVar[bool] = False
+    """Judged inside the trial at every optimizer step (``loss_spike``), by the policies that answer
+    it there (:mod:`autofix.rules.intrial`); reports to the driver never carry its stream."""
     advice: ClassVar[str] = ""
     """What a person should check when the symptom is found (mainly for ``fixable = False``)."""
     inputs: ClassVar[tuple[str, ...]] = ()

@@ -1,5 +1,11 @@
-"""A loss spike, judged step by step inside a trial: the rule the managed harness's spike guard
-(:mod:`autofix.harness.spikes`) applies before each optimizer step. Pure Python.
+"""``loss_spike``: one optimizer step's loss far above the steps before it. Pure Python.
+
+Judged step by step **inside the trial** (``in_trial``): the managed harness's spike guard
+(:mod:`autofix.harness.spikes`) hands each step's training loss to the run's in-trial policies
+(:mod:`autofix.rules.intrial`) before the optimizer steps, and a policy answering ``loss_spike``
+with ``rewind`` puts the weights back instead of training on it. Epoch reports never carry the
+per-step stream ``step_loss``, so at the driver this detector finds nothing; ``autofix policies
+test`` feeds it a ``step_loss`` series, exactly as the trial does.
 
 A step's loss is a spike when, past ``warmup_steps`` steps, it is non-finite, or it lies at
 least ``z`` robust standard deviations above the median of the last ``window_steps`` losses
@@ -16,9 +22,8 @@ almost no spread from calling ordinary noise a spike (6 MADs of a flat curve can
 ``min_rise=0.1`` over the window's largest loss is our choice, measured
 (``benchmarks/spike_guard_overhead.py``): clean digits runs trained far past convergence have
 losses near 0.001 whose small batches jump 10x and more when they hold a hard example; judged
-against the median alone, an MLP with batches of 16 was rewound 10 times (``max_rewinds``, the
-cap) in ~34,000 steps, and as often with the margin taken over the median; over the window's
-largest loss, once in ~33,000.
+against the median alone, an MLP with batches of 16 was rewound 10 times in ~34,000 steps, and
+as often with the margin taken over the median; over the window's largest loss, once in ~33,000.
 """
 
 from __future__ import annotations
@@ -26,18 +31,21 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-__all__ = ["SpikeRule", "spike_reason"]
+from autofix.judge.history import STEP, History
+from autofix.symptoms.base import HARD, Detector, Finding, FixedParams
 
+__all__ = ["STEP_LOSS", "LossSpike", "SpikeParams", "spike_evidence", "spike_text"]
+
+STEP_LOSS = "step_loss"  # the per-step training loss the trial judges (autofix.spec.catalogue)
 _MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution is 0.6745 sigma
 
 
-class SpikeRule(BaseModel):
-    """The thresholds (``training.spike_guard``'s detection half)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class SpikeParams(FixedParams):
+    """The thresholds (spec: ``symptoms: {loss_spike: {...}}``)."""
 
     window_steps: int = Field(default=128, ge=8, le=100_000)  # trailing losses compared with
     warmup_steps: int = Field(default=64, ge=0, le=10_000_000)  # steps before anything is judged
@@ -46,24 +54,73 @@ class SpikeRule(BaseModel):
     min_rise: float = Field(default=0.1, ge=0)  # and this far above the window's largest loss, in run scale
 
 
-def spike_reason(rule: SpikeRule, window: Sequence[float], loss: float, step: int,
-                 scale: float | None = None) -> str | None:
-    """Why ``loss`` at optimizer step ``step`` is a spike against the trailing ``window`` of
-    earlier losses (finite ones), or None. Judged only past the warm-up and with at least half
-    a window of history; ``scale``: the run's first-window median (None: no ``min_rise`` test)."""
-    if step < rule.warmup_steps or len(window) < rule.window_steps // 2:
+def spike_evidence(params: SpikeParams, window: Sequence[float], loss: float, step: int,
+                   scale: float | None = None) -> dict[str, float] | None:
+    """The numbers that make ``loss`` at optimizer step ``step`` a spike against the trailing
+    ``window`` of earlier (finite) losses, or None. Judged only past the warm-up and with at
+    least half a window of history; ``scale``: the run's first-window median (None: no
+    ``min_rise`` test)."""
+    if step < params.warmup_steps or len(window) < params.window_steps // 2:
         return None
-    if not math.isfinite(loss):
-        return f"loss {loss} at step {step}"
-    recent = list(window)[-rule.window_steps:]
+    recent = list(window)[-params.window_steps:]
     median = statistics.median(recent)
-    if median <= 0 or loss < rule.min_ratio * median:
+    if not math.isfinite(loss):
+        return {"loss": loss, "median": median, "step": float(step)}
+    if median <= 0 or loss < params.min_ratio * median:
         return None
-    if scale is not None and loss - max(recent) < rule.min_rise * scale:
+    if scale is not None and loss - max(recent) < params.min_rise * scale:
         return None  # a heavy tail the window already holds (a small batch's hard examples) is no spike
     sigma = _MAD_TO_SIGMA * statistics.median(abs(v - median) for v in recent)
     z = (loss - median) / sigma if sigma > 0 else math.inf
-    if z < rule.z:
+    if z < params.z:
         return None
-    return (f"loss {loss:.4g} at step {step} is {loss / median:.3g}x the median {median:.4g} of the last "
-            f"{len(recent)} steps ({z:.3g} robust sigmas)")
+    return {"loss": loss, "median": median, "ratio": loss / median, "robust_z": z, "step": float(step)}
+
+
+def spike_text(evidence: dict[str, float], window: int) -> str:
+    """The one-line reason of a spike's evidence."""
+    step = int(evidence["step"])
+    if "ratio" not in evidence:
+        return f"loss {evidence['loss']} at step {step}"
+    z = evidence["robust_z"]
+    return (f"loss {evidence['loss']:.4g} at step {step} is {evidence['ratio']:.3g}x the median "
+            f"{evidence['median']:.4g} of the last {window} steps ({z:.3g} robust sigmas)")
+
+
+class LossSpike(Detector):
+    """One step's training loss far above the trailing window: judged inside the trial.
+
+    Past ``warmup_steps`` steps, a loss is a spike when non-finite, or at least ``z`` robust
+    sigmas above the median of the last ``window_steps`` losses, ``min_ratio`` x that median and
+    ``min_rise`` x the run's first-window median above the window's largest loss. Thresholds after
+    OLMo-core's ``SkipStepOptimizer`` (6 sigmas over 128 steps, after 64) and llm-foundry's
+    ``KillLossSpike`` (2x the window); ``min_rise`` is ours, measured (see the module).
+    Recoverable and hard: a spike is answered at once (in place, by ``rewind``), and one that
+    passes declares nothing about the run. Its policies run in the trial, at every optimizer step
+    (:mod:`autofix.rules.intrial`); reports to the driver carry what they did (``rewinds``)."""
+
+    name = "loss_spike"
+    summary = "A step's loss jumps far above the last steps' (judged in the trial, every step)."
+    Params = SpikeParams
+    severity = HARD
+    recoverable = True
+    in_trial: ClassVar[bool] = True
+    inputs = (STEP_LOSS,)
+    evidence_keys = ("loss", "median", "ratio", "robust_z", "step")
+
+    def check(self, history: History) -> Finding | None:
+        if STEP_LOSS not in history.last_row():  # epoch reports never carry it: no scan per report
+            return None
+        series = history.series(STEP_LOSS)
+        if not series or series[-1][0] != history.last_iteration:
+            return None
+        finite = [v for _, v in series[:-1] if math.isfinite(v)]
+        scale = statistics.median(finite[:self.params.window_steps]) \
+            if len(finite) >= self.params.window_steps else None
+        step = history.last(STEP)
+        at = int(step) if step is not None else len(series) - 1
+        found = spike_evidence(self.params, finite[-self.params.window_steps:], series[-1][1], at, scale)
+        if found is None:
+            return None
+        return Finding(self.name, history.last_iteration or 0, STEP_LOSS,
+                       spike_text(found, min(len(finite), self.params.window_steps)), found)

@@ -40,9 +40,12 @@ def iteration_of(result: dict[str, Any]) -> int:
     return int(result.get("training_iteration", 0))
 
 
-def tune_config(attempt: Attempt, sys_path: list[str]) -> dict[str, Any]:
-    """The config a trial receives: the attempt's config plus autofix's reserved metadata."""
+def tune_config(attempt: Attempt, sys_path: list[str], in_trial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config a trial receives: the attempt's config plus autofix's reserved metadata (with the
+    run's in-trial policies when its spike guard is on: :mod:`autofix.rules.intrial`)."""
     meta: dict[str, Any] = {"attempt": attempt.id, "warm_from": attempt.warm_from, "sys_path": sys_path}
+    if in_trial is not None and (attempt.config.get("spike_guard") or {}).get("enabled"):
+        meta["in_trial"] = in_trial
     if attempt.rung is not None:  # the harness runs this isolation rung instead of training (autofix.rules.ladder)
         meta["isolate"] = attempt.rung
     return {**attempt.config, RESERVED: meta}
@@ -66,7 +69,7 @@ class AutofixSearcher(Searcher):
         if self.engine.done:
             return Searcher.FINISHED
         attempt = self.engine.suggest(trial_id)
-        return tune_config(attempt, self.sys_path) if attempt is not None else None
+        return tune_config(attempt, self.sys_path, self.engine.in_trial) if attempt is not None else None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         # Errors were already recorded, with their text, by AutofixScheduler.on_trial_error.

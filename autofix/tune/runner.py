@@ -76,6 +76,10 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
         raise
     journal("run_started", name=spec.name, output=str(out), policies=engine.policies.sources,
             config=engine.plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
+    guard = spec.training is not None and spec.training.spike_guard.enabled
+    if guard and not engine.in_trial["policies"]:
+        journal("notice", text="training.spike_guard is on but no enabled policy answers loss_spike with rewind: "
+                               "no spike is rewound")
     for text in notices(spec) + [f"policy: {w} (kept: a custom trainable may report it)" for w in policies.warnings]:
         journal("notice", text=text)
     return spec, engine, run_dir, journal

@@ -1,0 +1,165 @@
+"""Policies that run inside the trial: a step-level symptom answered in place, at every step.
+
+The managed harness's spike guard (:mod:`autofix.harness.spikes`) hands each optimizer step's
+training loss to :meth:`TrialRules.judge` before the step is taken. The rules are the run's own
+policies, loaded and validated at the driver from its policy files (those whose ``then`` is
+``rewind``), shipped to the trial as data (:func:`in_trial_data`), and driven the way the engine
+drives every policy at a report: the symptom's detector rule makes a finding
+(:func:`autofix.symptoms.spike.spike_evidence`), a matching policy is pending from the step its
+match began and fires once it has held ``for_steps`` steps (:class:`~autofix.rules.alerts.PolicyState`),
+and each fire takes the next candidate of its ``then`` (``times`` each). Only the answer differs:
+an :class:`Order` to rewind in place instead of a relaunch. ``autofix policies test`` drives the
+same object with a ``step_loss`` series. Pure Python: no torch, no ray.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from autofix.actions.rewind import Rewind
+from autofix.rules.alerts import AlertState, PolicyState
+from autofix.rules.policy import BUILTIN, Policy, load_policies
+from autofix.symptoms.base import Finding
+from autofix.symptoms.spike import STEP_LOSS, LossSpike, SpikeParams, spike_evidence, spike_text
+
+__all__ = ["Order", "TrialRules", "in_trial_data", "in_trial_policies"]
+
+_REFRESH_STEPS = 16  # steps between refreshes of the cached median of the cheap test
+
+
+@dataclass(frozen=True)
+class Order:
+    """What an in-trial policy decided at a step: rewind (``fresh``: a new fire of the policy; not
+    fresh: the same spike still going on right after its rewind, whose batch is only skipped)."""
+
+    policy: str
+    policy_index: int  # its place among the in-trial policies (reports carry numbers only)
+    candidate: int  # its place in the policy's ``then``
+    action: Rewind
+    finding: Finding
+    fresh: bool = True
+
+
+def in_trial_policies(policies: Iterable[Policy]) -> list[Policy]:
+    """The enabled in-trial policies, in the order they are considered (priority, highest first)."""
+    return sorted((p for p in policies if p.enabled and p.in_trial), key=lambda p: -p.priority)
+
+
+def in_trial_data(policies: Iterable[Policy], symptoms: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What a trial needs to run the in-trial policies: the enabled ones, as data, and the
+    spec's parameters for ``loss_spike`` (the driver validated both)."""
+    chosen = [p.model_dump(mode="json") for p in in_trial_policies(policies)]
+    return {"policies": chosen, "params": dict((symptoms or {}).get(LossSpike.name, {}))}
+
+
+def _rewind(policy: Policy, candidate: int) -> Rewind:
+    action = policy.then[candidate]
+    assert isinstance(action, Rewind)  # an in-trial policy lists only rewind (Policy's validation)
+    return action
+
+
+class TrialRules:
+    """The in-trial policies of one trial and the trailing window of step losses they judge."""
+
+    def __init__(self, policies: Iterable[Policy], params: SpikeParams | None = None, keep_steps: int = 0) -> None:
+        self.policies = in_trial_policies(policies)
+        self.params = params or SpikeParams()
+        self.states = {p.name: PolicyState() for p in self.policies}
+        self.fires = {p.name: 0 for p in self.policies}
+        # (step, loss) of the steps taken, newest last: the window, plus what a rewind may drop
+        self.window: deque[tuple[int, float]] = deque(maxlen=self.params.window_steps + keep_steps)
+        self.step = 0  # optimizer steps taken on the trajectory kept (rewound ones are given back)
+        self.scale: float | None = None  # the median of the run's first full window (min_rise's unit)
+        self.rewound_at: int | None = None  # the step restored by the latest rewind, until a step is taken
+        self.spiking = False  # the step about to be taken was judged a spike (a pending policy trains on it)
+        self._median: float | None = None  # a recent window median, for the cheap test of each step
+        self._median_at = 0
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any] | None, keep_steps: int = 0) -> TrialRules:
+        """From :func:`in_trial_data`; None: the shipped policies with default parameters (the
+        harness run without a driver, as in tests)."""
+        if data is None:
+            return cls(load_policies([BUILTIN]), keep_steps=keep_steps)
+        policies = [Policy.model_validate(p) for p in data["policies"]]
+        return cls(policies, SpikeParams(**data.get("params", {})), keep_steps)
+
+    @property
+    def spent(self) -> bool:
+        """Every policy has used all its fires: nothing more is answered in the trial."""
+        return all(self.fires[p.name] >= p.fire_limit for p in self.policies)
+
+    def judge(self, loss: float) -> Order | None:
+        """The order for the loss of the step about to be taken, if a policy fires on it."""
+        self.spiking = False
+        if self.spent or self._plainly_fine(loss):
+            self._resolve()
+            return None
+        losses = [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]
+        evidence = spike_evidence(self.params, losses, loss, self.step, self.scale)
+        if evidence is None:
+            self._resolve()
+            return None
+        self.spiking = True
+        finding = Finding(LossSpike.name, self.step, STEP_LOSS, spike_text(evidence, len(losses)), evidence)
+        return self._answer(finding)
+
+    def _answer(self, finding: Finding) -> Order | None:
+        no_config = lambda path: None  # noqa: E731  # in-trial policies read evidence only
+        for index, policy in enumerate(self.policies):
+            state = self.states[policy.name]
+            if not policy.matches(finding.symptom, finding.evidence, no_config):
+                state.resolve(policy.name, self.step)
+                continue
+            if self.rewound_at == self.step and self.fires[policy.name]:  # nothing trained since its rewind
+                last = policy.schedule()[self.fires[policy.name] - 1]
+                return Order(policy.name, index, last, _rewind(policy, last), finding, fresh=False)
+            state.match(policy.name, self.step, policy.for_steps)
+            if state.state is AlertState.FIRING and self.fires[policy.name] < policy.fire_limit:
+                candidate = policy.schedule()[self.fires[policy.name]]
+                self.fires[policy.name] += 1
+                state.resolve(policy.name, self.step)  # answered: the next spike pends anew
+                return Order(policy.name, index, candidate, _rewind(policy, candidate), finding)
+        return None
+
+    def _resolve(self) -> None:
+        for policy in self.policies:
+            self.states[policy.name].resolve(policy.name, self.step)
+
+    def _plainly_fine(self, loss: float) -> bool:
+        """Most steps: a finite loss under ``min_ratio`` x the window's median of a few steps ago
+        (refreshed every 16 steps) cannot be a spike, and is passed without sorting the window."""
+        if not math.isfinite(loss) or self.step < self.params.warmup_steps:
+            return False
+        if self._median is None or self.step >= self._median_at + _REFRESH_STEPS:
+            recent = [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]
+            self._median, self._median_at = (statistics.median(recent) if recent else None), self.step
+        return self._median is not None and loss < self.params.min_ratio * self._median
+
+    def stepped(self, loss: float) -> None:
+        """After an optimizer step on ``loss``: it joins the window, unless it was judged a spike (a
+        policy pending for ``for_steps`` trains on it): a spike that lasts must not hide itself."""
+        if not self.spiking:
+            self.window.append((self.step, loss))
+        self.spiking = False
+        self.step += 1
+        self.rewound_at = None
+        if self.scale is None and len(self.window) >= self.params.window_steps:  # the run's own scale
+            finite = [v for _, v in self.window if math.isfinite(v)]
+            self.scale = statistics.median(finite) if finite else None
+
+    def rewound(self, to_step: int) -> None:
+        """The weights went back to ``to_step``: the abandoned trajectory leaves the window."""
+        while self.window and self.window[-1][0] >= to_step:
+            self.window.pop()
+        self.step, self.rewound_at, self._median = to_step, to_step, None
+
+    def rewarm(self) -> None:
+        """The run's level moved (a "spike" that lasts): judge again once half a new window is in."""
+        self.window.clear()
+        self.rewound_at, self._median = None, None

@@ -50,7 +50,8 @@ def _trainer(cfg: dict[str, Any], guard: bool) -> _Trainer:
     trainer = _Trainer(cfg)
     prepare(trainer, None)
     if guard:
-        trainer.guard = SpikeGuard({"enabled": True}, trainer.model, trainer.optimizer, trainer.scheduler)
+        trainer.cfg["spike_guard"] = {"enabled": True}  # the shipped loss-spike-rewind answers
+        trainer.guard = SpikeGuard(trainer.cfg, trainer.model, trainer.optimizer, trainer.scheduler)
     return trainer
 
 

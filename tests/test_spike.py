@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-import types
 from typing import Any
 
 import pydantic
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from autofix.harness.loop import run_training
 from autofix.harness.spikes import SpikeGuard
@@ -21,6 +18,8 @@ from autofix.rules.intrial import TrialRules, in_trial_data
 from autofix.rules.policy import Policy
 from autofix.spec.training import SpikeGuardSpec
 from autofix.symptoms.spike import SpikeParams, spike_evidence
+
+from conftest import FIXTURES
 
 RULE = SpikeParams()  # 128-step window, 64 warm-up steps, 6 robust sigmas, 2x the median
 
@@ -246,24 +245,10 @@ def test_trial_rules_from_nothing_are_the_shipped_policies():
 
 @pytest.fixture
 def burst_data(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Blobs whose training set holds one corrupted example (inputs x 100, the wrong label): the
-    batch that draws it spikes the loss once per epoch, somewhere in the epoch, and its step
-    throws the weights off (left alone, val_loss 0.61 after one epoch, 0.036 with the guard)."""
-    from sklearn.datasets import make_blobs
-
-    module = types.ModuleType("autofix_test_burst")
-
-    def burst(n: int = 1200) -> tuple[TensorDataset, TensorDataset]:
-        x, y = make_blobs(n_samples=n, centers=3, n_features=4, random_state=0)
-        x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
-        train_x, train_y = x[: n - 200].clone(), y[: n - 200].clone()
-        train_x[0] *= 100
-        train_y[0] = (train_y[0] + 1) % 3
-        return TensorDataset(train_x, train_y), TensorDataset(x[n - 200:], y[n - 200:])
-
-    module.burst = burst  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    return module.__name__
+    """tests/fixtures/spiky_data.py: blobs with one corrupted training example (inputs x 100, the
+    wrong label) - left alone, val_loss 0.61 after one epoch, 0.036 with the guard."""
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    return "spiky_data"
 
 
 BURST_RULES = _rules({"times": 10}, params={"warmup_steps": 10, "window_steps": 16})
@@ -386,3 +371,26 @@ def test_the_driver_never_acts_on_an_in_trial_policy():
         assert not verdict.stop, i
     assert [d["iteration"] for e, d in events if e == "finding" and d["symptom"] == "loss_spike"] == [20]
     assert eng.attempts["a0"].decision is None
+
+
+@pytest.mark.ray
+def test_autofix_run_rewinds_in_the_trial_by_the_runs_policy_and_journals_it(ray_session, tmp_path):
+    """The whole path: the spec's loss_spike parameters and the shipped policy reach the Tune
+    trial, its guard rewinds the corrupted batch, and the journal names the policy and action."""
+    import autofix
+    from autofix.reports.journal import read_journal
+
+    spec = {"name": "spiky", "python_path": [str(FIXTURES)], "metric": "val_loss",
+            "training": {"model": {"factory": "autofix.harness.models:mlp",
+                                   "args": {"in_features": 4, "num_classes": 3}},
+                         "data": {"factory": "spiky_data:burst"}, "optimizer": {"name": "sgd", "lr": 0.05},
+                         "batch_size": 25, "epochs": 3, "seed": 0, "probes": {"enabled": False},
+                         "spike_guard": {"enabled": True, "snapshot_every_steps": 5}},
+            "symptoms": {"loss_spike": {"warmup_steps": 10, "window_steps": 16}},
+            "budget": {"max_attempts": 2, "max_concurrent": 1}}
+    report = autofix.run(spec, tmp_path / "out")
+    assert report.status == "healthy" and [a.id for a in report.attempts] == ["a0"]
+    rewinds = [r for r in read_journal(tmp_path / "out" / "journal.jsonl") if r["event"] == "rewind"]
+    assert rewinds and {(r["policy"], r["action"]) for r in rewinds} == {("loss-spike-rewind", "rewind()")}
+    assert all(r["from_step"] > r["to_step"] for r in rewinds)
+    assert min(r["from_step"] for r in rewinds) < 40  # in epoch 1: the spec's warm-up (10), not the default 64

@@ -79,6 +79,7 @@ class TrialRules:
         self.spiking = False  # the step about to be taken was judged a spike (a pending policy trains on it)
         self._median: float | None = None  # a recent window median, for the cheap test of each step
         self._median_at = 0
+        self._pending = False  # some policy's state is not inactive
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None, keep_steps: int = 0) -> TrialRules:
@@ -120,6 +121,7 @@ class TrialRules:
                 last = policy.schedule()[self.fires[policy.name] - 1]
                 return Order(policy.name, index, last, _rewind(policy, last), finding, fresh=False)
             state.match(policy.name, self.step, policy.for_steps)
+            self._pending = True
             if state.state is AlertState.FIRING and self.fires[policy.name] < policy.fire_limit:
                 candidate = policy.schedule()[self.fires[policy.name]]
                 self.fires[policy.name] += 1
@@ -128,8 +130,11 @@ class TrialRules:
         return None
 
     def _resolve(self) -> None:
+        if not self._pending:  # the hot path: most steps find nothing and nothing is pending
+            return
         for policy in self.policies:
             self.states[policy.name].resolve(policy.name, self.step)
+        self._pending = False
 
     def _plainly_fine(self, loss: float) -> bool:
         """Most steps: a finite loss under ``min_ratio`` x the window's median of a few steps ago

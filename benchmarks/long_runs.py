@@ -122,8 +122,9 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
 
 def run_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| case | seed | method | val_loss | clean | ratio | healed | compute | x clean | relaunches | rewinds "
-             "| first rewind/stop at or after onset (position: from -> to) | lag | alarms before onset |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| first rewind/stop at or after onset (position: from -> to) | lag | alarms before onset "
+             "| corrupted batches trained on | forward jumps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         first = next(((p, f, t) for p, f, t in r["rewinds"] if r["onset"] is not None and p >= r["onset"]), None)
         where = f"{first[0]}: {first[1]} -> {first[2]}" if first else (
@@ -131,7 +132,8 @@ def run_table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {r['case']} | {r['seed']} | {r['method']} | {r['val_loss']:.4f} | {r['clean_val_loss']:.4f} "
                      f"| {r['val_ratio']:.3f} | {'yes' if healed(r) else 'no'} | {r['compute']} | "
                      f"{r['compute_ratio']:.3f} | {r['relaunches']} | {len(r['rewinds'])} | {where} | "
-                     f"{'-' if r['detection_lag'] is None else r['detection_lag']} | {r['early_alarms']} |")
+                     f"{'-' if r['detection_lag'] is None else r['detection_lag']} | {r['early_alarms']} | "
+                     f"{r['corrupted_trained']}/{len(r['corrupted_at'])} | {r['forward_jumps']} |")
     return lines
 
 

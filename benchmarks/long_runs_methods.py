@@ -63,7 +63,7 @@ class Run:
     rewinds: list[tuple[int, int, int]] = field(default_factory=list)  # (batch position, from_step, to_step)
     detected_at: int | None = None  # detect_stop: the batch position it stopped at
     onset_step: int | None = None  # the trajectory step when the injection's first batch was handed out
-    corrupted: int = 0  # batches handed out corrupted
+    corrupted_at: list[int] = field(default_factory=list)  # batch positions handed out corrupted
     seconds: float = 0.0
 
 
@@ -168,7 +168,7 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: dict[str, Any] |
     return Run(val_loss=curve[-1][1], curve=curve, compute=steps[0], trajectory=trajectory(),
                reached=trajectory() >= case.steps, rewinds=recorder.rewinds if recorder is not None else [],
                detected_at=watcher.detected_at if watcher is not None else None, onset_step=stream.onset_step,
-               corrupted=len(stream.corrupted), seconds=round(time.perf_counter() - began, 2))
+               corrupted_at=list(stream.corrupted), seconds=round(time.perf_counter() - began, 2))
 
 
 def run_case(case: Case, seed: int) -> list[dict[str, Any]]:
@@ -207,4 +207,8 @@ def _row(case: Case, seed: int, method: str, run: Run, clean: Run, relaunches: i
             "val_ratio": run.val_loss / clean.val_loss if clean.val_loss > 0 else math.nan,
             "compute_ratio": run.compute / clean.compute if clean.compute else math.nan,
             "relaunches": relaunches, "early_alarms": len(alarms) - len(after) if onset is not None else len(alarms),
-            "detection_lag": after[0] - onset if after and onset is not None else None}
+            "detection_lag": after[0] - onset if after and onset is not None else None,
+            # what the burst case shows: corrupted batches the run did not reject (trained on, unless
+            # the stream ended first), and rewinds that restored a snapshot *newer* than their step
+            "corrupted_trained": len(set(run.corrupted_at) - {p for p, *_ in run.rewinds} - {run.detected_at}),
+            "forward_jumps": sum(1 for _, f, t in run.rewinds if t > f)}

@@ -116,9 +116,9 @@ def test_compute_counts_the_rolled_back_steps(monkeypatch):
 def test_detect_and_stop_ends_at_the_first_spike_before_training_on_it():
     case = Case("tiny_burst", TINY, 300, Injection("corrupt", onset=150, length=5, input_scale=100.0))
     run = long_runs_methods.train(case, 0, stop_at_spike=True)
-    assert (run.detected_at, run.compute, run.corrupted, run.reached) == (150, 150, 1, False)
+    assert (run.detected_at, run.compute, run.corrupted_at, run.reached) == (150, 150, [150], False)
     row = long_runs_methods._row(case, 0, "detect_stop", run, run, 0)
-    assert (row["detection_lag"], row["early_alarms"]) == (0, 0)
+    assert (row["detection_lag"], row["early_alarms"], row["corrupted_trained"]) == (0, 0, 0)
 
 
 def _rows(ratio: float, compute: float, lag: int | None, control_rewinds: int) -> list[dict[str, Any]]:
@@ -150,3 +150,16 @@ def test_each_case_is_a_valid_config_and_its_onset_is_past_the_warm_up(case):
     if case.injection is not None:  # the rule judges nothing before its warm-up and half a window
         rule = long_runs_methods.rule()
         assert max(rule.warmup_steps, rule.window_steps // 2) < case.injection.onset < case.steps
+
+
+@pytest.mark.parametrize("rewinds, detected, trained, jumps", [
+    pytest.param([(5, 5, 0)], None, 2, 0, id="one-rewind-rejects-one-of-three"),
+    pytest.param([(5, 5, 0), (6, 0, 5), (7, 5, 0)], None, 0, 1, id="each-rejected-one-jump-forward"),
+    pytest.param([], 5, 2, 0, id="a-stop-rejects-its-batch"),
+])
+def test_the_row_counts_corrupted_batches_trained_on_and_forward_jumps(rewinds, detected, trained, jumps):
+    case = Case("c", TINY, 100, Injection("corrupt", onset=5, length=3))
+    run = long_runs_methods.Run(val_loss=1.0, curve=[], compute=100, trajectory=100, reached=True,
+                                rewinds=rewinds, detected_at=detected, corrupted_at=[5, 6, 7])
+    row = long_runs_methods._row(case, 0, "guard", run, run, 0)
+    assert (row["corrupted_trained"], row["forward_jumps"], row["detection_lag"]) == (trained, jumps, 0)

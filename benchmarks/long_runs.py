@@ -156,7 +156,8 @@ def _commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "autofix", "benchmarks"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "autofix", "benchmarks", ":!benchmarks/results"],
+                               cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fuzz.py --cases 1000 --seed 0
 	$(BIN)/python benchmarks/probe_overhead.py
 	$(BIN)/python benchmarks/warm_vs_cold.py --seeds 3
+	$(BIN)/python benchmarks/long_runs.py
 	$(BIN)/python benchmarks/bench.py
 
 # The sick zoo on a subset covering every method and block kind (a few minutes).

@@ -1,0 +1,214 @@
+"""Block "long runs" (issue 17): one training run of a case, and the methods compared on it.
+
+Runs go straight through the managed harness's trainer (``_Trainer.train_epoch``, the loop
+``autofix run`` trains with), without Ray: a few thousand steps take seconds, and each step's
+count matters, not Tune's scheduling. The trainer's batch loader is replaced by the case's
+:class:`long_runs_cases.Stream`; ``train_epoch`` is called once per evaluation chunk, each chunk
+ending when the kept trajectory reaches the next tenth of the case's steps.
+
+What is counted, independently of the guard: *compute* is every ``optimizer.step()`` run (a
+step-post hook), rolled-back ones included; the *trajectory* is the steps on the path kept
+(the guard's own count where a guard runs, else compute). The *judge* is our own cross-entropy
+over the whole validation set, not the harness's evaluation.
+
+Methods (``METHODS``): ``left_alone``; ``guard`` (``training.spike_guard`` as shipped);
+``guard_lr_cut`` (the same with ``LR_CUT``); ``detect_stop`` (stop at the first spike the same
+rule detects, keep the model at the stop: Lightning's EarlyStopping on a non-finite metric,
+llm-foundry's ``KillLossSpike``); ``restart_low_lr`` (after that detection, train again from
+scratch at ``RESTART_LR_SCALE`` x the rate; compute = steps to the detection + the restart).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from autofix.harness.builders import normalize_config
+from autofix.harness.checkpoint import prepare
+from autofix.harness.loop import _Trainer
+from autofix.harness.spikes import SpikeGuard
+from autofix.symptoms.spike import SpikeRule, spike_reason
+
+from long_runs_cases import Case, Stream
+
+__all__ = ["GUARD", "LR_CUT", "METHODS", "RESTART_LR_SCALE", "Run", "StopAtSpike", "run_case", "train"]
+
+# The guard as a user turns it on (its shipped defaults), and the LR-cut variant: the one place to
+# change when the cut becomes a policy action (docs/spike-guard.md gives 0.5 as the example).
+GUARD: dict[str, Any] = {"enabled": True}
+LR_CUT: dict[str, Any] = {"lr_factor": 0.5}
+RESTART_LR_SCALE = 0.1  # issue 17: "restart from scratch with a lower LR" (10x lower)
+EVAL_CHUNKS = 10  # val_loss judged at every tenth of the run
+MAX_BATCHES = 3  # x the case's steps: a run whose trajectory cannot advance (all losses NaN) ends
+METHODS = ("left_alone", "guard", "guard_lr_cut", "detect_stop", "restart_low_lr")
+
+
+@dataclass
+class Run:
+    """One training run, as the bench saw it."""
+
+    val_loss: float  # the judge's, at the end
+    curve: list[tuple[int, float]]  # (trajectory step, val_loss) at each chunk's end
+    compute: int  # optimizer steps run, rolled-back ones included
+    trajectory: int  # steps on the path kept
+    reached: bool  # the trajectory reached the case's steps
+    rewinds: list[tuple[int, int, int]] = field(default_factory=list)  # (batch position, from_step, to_step)
+    detected_at: int | None = None  # detect_stop: the batch position it stopped at
+    onset_step: int | None = None  # the trajectory step when the injection's first batch was handed out
+    corrupted_at: list[int] = field(default_factory=list)  # batch positions handed out corrupted
+    seconds: float = 0.0
+
+
+def judge_val_loss(model: torch.nn.Module, val: Any) -> float:
+    """Mean cross-entropy over the whole validation set (the bench's own judge)."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in val.epoch(0):
+            total += float(F.cross_entropy(model(x), y, reduction="sum"))
+            count += len(y)
+    model.train()
+    return total / count if count else math.nan
+
+
+def rule() -> SpikeRule:
+    """The spike rule the guard applies with ``GUARD``'s thresholds (its defaults otherwise)."""
+    return SpikeRule(**{k: v for k, v in GUARD.items() if k in SpikeRule.model_fields})
+
+
+class StopAtSpike:
+    """Stands where the harness keeps its guard: judges each step's loss by the same rule, and
+    on the first spike ends the run (the batch is not trained on) instead of rewinding."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.rule, self.stream = rule(), stream
+        self.losses: deque[float] = deque(maxlen=self.rule.window_steps)
+        self.step, self.scale = 0, None
+        self.detected_at: int | None = None
+
+    def spiked(self, loss: float) -> str | None:
+        window = [v for v in self.losses if math.isfinite(v)]
+        reason = spike_reason(self.rule, window, loss, self.step, self.scale)
+        if reason is not None:
+            self.detected_at = self.stream.position - 1
+            self.stream.stop()
+        return reason
+
+    def stepped(self, loss: float) -> None:
+        self.losses.append(loss)
+        self.step += 1
+        if self.scale is None and len(self.losses) >= self.rule.window_steps:  # as the guard sets it
+            finite = [v for v in self.losses if math.isfinite(v)]
+            self.scale = statistics.median(finite) if finite else None
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+class _Recorder:
+    """Stands between the harness and its guard: notes the batch position (in the stream) of
+    each rewind, with the rewind's own from and to steps."""
+
+    def __init__(self, guard: Any, stream: Stream) -> None:
+        self.guard, self.stream = guard, stream
+        self.rewinds: list[tuple[int, int, int]] = []
+
+    def spiked(self, loss: float) -> Any:
+        rewind = self.guard.spiked(loss)
+        if rewind is not None:
+            self.rewinds.append((self.stream.position - 1, int(rewind.from_step), int(rewind.to_step)))
+        return rewind
+
+    def stepped(self, loss: float) -> None:
+        self.guard.stepped(loss)
+
+    def metrics(self) -> dict[str, float]:
+        return self.guard.metrics()
+
+
+def train(case: Case, seed: int, *, inject: bool = True, guard: dict[str, Any] | None = None,
+          stop_at_spike: bool = False, lr_scale: float = 1.0) -> Run:
+    """Train ``case`` for its steps on the kept trajectory (see the module)."""
+    began = time.perf_counter()
+    cfg = normalize_config({**case.config, "epochs": EVAL_CHUNKS, "seed": seed, "probes": {"enabled": False}})
+    cfg["optimizer"]["lr"] *= lr_scale
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    trainer = _Trainer(cfg)
+    prepare(trainer, None)
+    steps = [0]
+    trainer.optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+    spike_guard = None if guard is None else SpikeGuard(guard, trainer.model, trainer.optimizer, trainer.scheduler)
+
+    def trajectory() -> int:  # the guard's count of the steps kept (the one read of its insides)
+        return spike_guard.step if spike_guard is not None else steps[0]
+
+    stream = Stream(trainer.train, case.injection if inject else None, trainer.optimizer, trajectory,
+                    MAX_BATCHES * case.steps, int(case.config["model"]["args"]["num_classes"]))
+    trainer.train = stream
+    recorder = _Recorder(spike_guard, stream) if spike_guard is not None else None
+    watcher = StopAtSpike(stream) if stop_at_spike else None
+    trainer.guard = recorder or watcher  # type: ignore[assignment]  # the three calls the loop makes of a guard
+    curve = [(0, judge_val_loss(trainer.model, trainer.val))]
+    for chunk in range(1, EVAL_CHUNKS + 1):
+        stream.target = case.steps * chunk // EVAL_CHUNKS
+        trainer.train_epoch(chunk)
+        curve.append((trajectory(), judge_val_loss(trainer.model, trainer.val)))
+        if stream.exhausted:
+            break
+    return Run(val_loss=curve[-1][1], curve=curve, compute=steps[0], trajectory=trajectory(),
+               reached=trajectory() >= case.steps, rewinds=recorder.rewinds if recorder is not None else [],
+               detected_at=watcher.detected_at if watcher is not None else None, onset_step=stream.onset_step,
+               corrupted_at=list(stream.corrupted), seconds=round(time.perf_counter() - began, 2))
+
+
+def run_case(case: Case, seed: int) -> list[dict[str, Any]]:
+    """Every method on one (case, seed), plus the clean twin (and the guard on it): JSON rows."""
+    clean = train(case, seed, inject=False)
+    rows = [_row(case, seed, "clean", clean, clean, 0)]
+    rows.append(_row(case, seed, "clean_guard", train(case, seed, inject=False, guard=GUARD), clean, 0))
+    if case.control:
+        return rows
+    rows.append(_row(case, seed, "left_alone", train(case, seed), clean, 0))
+    rows.append(_row(case, seed, "guard", train(case, seed, guard=GUARD), clean, 0))
+    rows.append(_row(case, seed, "guard_lr_cut", train(case, seed, guard={**GUARD, **LR_CUT}), clean, 0))
+    stopped = train(case, seed, stop_at_spike=True)
+    rows.append(_row(case, seed, "detect_stop", stopped, clean, 0))
+    if stopped.detected_at is None:  # nothing detected: the run went on to its end, nothing to restart
+        rows.append(_row(case, seed, "restart_low_lr", stopped, clean, 0))
+    else:
+        restart = train(case, seed, lr_scale=RESTART_LR_SCALE)
+        restart.compute += stopped.compute
+        restart.detected_at = stopped.detected_at
+        restart.seconds = round(restart.seconds + stopped.seconds, 2)
+        rows.append(_row(case, seed, "restart_low_lr", restart, clean, 1))
+    return rows
+
+
+def _row(case: Case, seed: int, method: str, run: Run, clean: Run, relaunches: int) -> dict[str, Any]:
+    """The JSON row of one run: what it cost and how it ended, against the clean twin.
+
+    Detection is by batch position, the injection's own unit: the first rewind (or stop) at or
+    after the onset; rewinds or a stop before it are false alarms (``early_alarms``)."""
+    onset = None if case.injection is None or method.startswith("clean") else case.injection.onset
+    alarms = [p for p, *_ in run.rewinds] + ([run.detected_at] if run.detected_at is not None else [])
+    after = [p for p in alarms if onset is not None and p >= onset]
+    return {**asdict(run), "case": case.name, "seed": seed, "method": method, "control": case.control,
+            "tags": list(case.tags), "steps": case.steps, "onset": onset, "clean_val_loss": clean.val_loss,
+            "val_ratio": run.val_loss / clean.val_loss if clean.val_loss > 0 else math.nan,
+            "compute_ratio": run.compute / clean.compute if clean.compute else math.nan,
+            "relaunches": relaunches, "early_alarms": len(alarms) - len(after) if onset is not None else len(alarms),
+            "detection_lag": after[0] - onset if after and onset is not None else None,
+            # what the burst case shows: corrupted batches the run did not reject (trained on, unless
+            # the stream ended first), and rewinds that restored a snapshot *newer* than their step
+            "corrupted_trained": len(set(run.corrupted_at) - {p for p, *_ in run.rewinds} - {run.detected_at}),
+            "forward_jumps": sum(1 for _, f, t in run.rewinds if t > f)}

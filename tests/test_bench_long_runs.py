@@ -1,0 +1,165 @@
+"""The pieces of the "long runs" bench block (benchmarks/long_runs*.py): the injector corrupts
+exactly its declared window, the LR burst composes with a cut, compute counts rolled-back steps,
+detect-and-stop stops at the spike, and the targets read the rows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH) not in sys.path:  # the bench modules import each other as long_runs_cases, ...
+    sys.path.insert(0, str(BENCH))
+
+from autofix.harness.data import Batches  # noqa: E402
+from autofix.spec.training import TrainingSpec  # noqa: E402
+
+import long_runs  # noqa: E402
+import long_runs_methods  # noqa: E402
+from long_runs_cases import CASES, Case, Injection, Stream  # noqa: E402
+
+TINY = {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},
+        "data": {"factory": "blobs", "args": {"n_samples": 600, "n_features": 4}},
+        "optimizer": {"name": "sgd", "lr": 0.05}, "batch_size": 20}
+
+
+def _stream(injection: Injection | None, size: int = 50, batch: int = 8, lr: float = 0.1) -> Stream:
+    x = torch.arange(size * 2, dtype=torch.float32).reshape(size, 2) + 1  # no zero: x16 always shows
+    loader = Batches(TensorDataset(x, torch.arange(size) % 3), batch, shuffle=True, seed=0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    count = [0]
+    stream = Stream(loader, injection, optimizer, lambda: count[0], max_batches=10_000, num_classes=3)
+    stream.count = count  # type: ignore[attr-defined]  # the test advances the "trajectory"
+    return stream
+
+
+def _draw(stream: Stream, batches: int) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Draw ``batches`` batches, one 'step' each, with the rate in force for each."""
+    stream.target = batches
+    out = []
+    for x, y in stream.epoch(1):
+        out.append((x, y, stream.optimizer.param_groups[0]["lr"]))
+        stream.count[0] += 1  # type: ignore[attr-defined]
+    return out
+
+
+@pytest.mark.parametrize("onset, length", [(0, 1), (3, 4), (5, 9), (10, 20)])  # 7 batches an epoch: some cross
+def test_the_burst_corrupts_exactly_its_window(onset, length):
+    clean = _draw(_stream(None), 40)
+    burst = _stream(Injection("corrupt", onset=onset, length=length, input_scale=16.0))
+    drawn = _draw(burst, 40)
+    assert burst.corrupted == list(range(onset, onset + length))
+    for k, ((x0, y0, _), (x, y, _)) in enumerate(zip(clean, drawn, strict=True)):
+        inside = onset <= k < onset + length
+        assert torch.equal(x, x0 * 16 if inside else x0), k
+        assert torch.equal(y, (y0 + 1) % 3 if inside else y0), k
+
+
+@pytest.mark.parametrize("length, cut_at, rates", [
+    pytest.param(3, None, [0.1, 0.1, 3.0, 3.0, 3.0, 0.1, 0.1], id="burst-then-back"),
+    pytest.param(None, None, [0.1, 0.1, 3.0, 3.0, 3.0, 3.0, 3.0], id="rise-to-the-end"),
+    pytest.param(3, 3, [0.1, 0.1, 3.0, 1.5, 1.5, 0.05, 0.05], id="a-cut-in-the-burst-is-kept"),
+])
+def test_the_lr_injection_multiplies_the_rate_in_force(length, cut_at, rates):
+    stream = _stream(Injection("lr", onset=2, length=length, lr_factor=30.0))
+    seen = []
+    stream.target = len(rates)
+    for k, _batch in enumerate(stream.epoch(1)):
+        if k == cut_at:  # what a guard's lr_factor does on a rewind
+            stream.optimizer.param_groups[0]["lr"] *= 0.5
+        seen.append(stream.optimizer.param_groups[0]["lr"])
+        stream.count[0] += 1  # type: ignore[attr-defined]
+    assert seen == pytest.approx(rates)
+
+
+def test_a_trajectory_that_cannot_advance_ends_at_max_batches():
+    stream = _stream(None)
+    stream.max_batches, stream.target = 25, 10
+    assert sum(1 for _ in stream.epoch(1)) == 25 and stream.exhausted  # the count never moved
+
+
+class _ScriptedGuard:
+    """Rewinds once, from step ``at`` back to ``to`` (restoring nothing: the bench only counts)."""
+
+    def __init__(self, _cfg: dict, *_args: Any, at: int = 30, to: int = 20) -> None:
+        self.step, self.at, self.to, self.done = 0, at, to, False
+
+    def spiked(self, _loss: float) -> Any:
+        if self.step != self.at or self.done:
+            return None
+        self.done, rewind = True, type("R", (), {"from_step": self.step, "to_step": self.to})()
+        self.step = self.to
+        return rewind
+
+    def stepped(self, _loss: float) -> None:
+        self.step += 1
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+def test_compute_counts_the_rolled_back_steps(monkeypatch):
+    monkeypatch.setattr(long_runs_methods, "SpikeGuard", _ScriptedGuard)
+    case = Case("tiny", TINY, 120)
+    run = long_runs_methods.train(case, 0, guard={"enabled": True})
+    # 120 steps kept + the 10 run from 20 to 30 and thrown away; the spiking batch is not stepped on
+    assert (run.compute, run.trajectory, run.reached) == (130, 120, True)
+    assert run.rewinds == [(30, 30, 20)]  # (batch position, from, to)
+    assert [step for step, _ in run.curve] == [0, *range(12, 121, 12)]
+
+
+def test_detect_and_stop_ends_at_the_first_spike_before_training_on_it():
+    case = Case("tiny_burst", TINY, 300, Injection("corrupt", onset=150, length=5, input_scale=100.0))
+    run = long_runs_methods.train(case, 0, stop_at_spike=True)
+    assert (run.detected_at, run.compute, run.corrupted_at, run.reached) == (150, 150, [150], False)
+    row = long_runs_methods._row(case, 0, "detect_stop", run, run, 0)
+    assert (row["detection_lag"], row["early_alarms"], row["corrupted_trained"]) == (0, 0, 0)
+
+
+def _rows(ratio: float, compute: float, lag: int | None, control_rewinds: int) -> list[dict[str, Any]]:
+    base = {"control": False, "tags": [], "seed": 0, "case": "c", "early_alarms": 0, "rewinds": [],
+            "val_loss": 1.0, "relaunches": 0}
+    return [{**base, "method": "guard", "val_ratio": ratio, "compute_ratio": compute, "detection_lag": lag},
+            {**base, "method": "left_alone", "val_ratio": 3.0, "compute_ratio": 1.0, "detection_lag": None},
+            {**base, "method": "clean_guard", "control": True, "val_ratio": 1.0, "compute_ratio": 1.0,
+             "detection_lag": None, "rewinds": [(5, 5, 0)] * control_rewinds}]
+
+
+@pytest.mark.parametrize("rows, failing", [
+    pytest.param(_rows(1.02, 1.05, 10, 0), set(), id="all-at-their-limits"),
+    pytest.param(_rows(1.021, 1.0, 0, 0), {"healed"}, id="2.1pct-worse-is-not-healed"),
+    pytest.param(_rows(1.0, 1.051, 0, 0), {"compute"}, id="compute-over-1.05x"),
+    pytest.param(_rows(1.0, 1.0, 11, 0), {"detection"}, id="detected-11-steps-late"),
+    pytest.param(_rows(1.0, 1.0, None, 0), {"detection"}, id="never-detected"),
+    pytest.param(_rows(1.0, 1.0, 0, 1), {"0 rewinds on the clean controls"}, id="a-rewind-on-a-control"),
+])
+def test_the_targets_read_the_rows(rows, failing, monkeypatch):
+    monkeypatch.setattr(long_runs, "OVERHEAD_FILE", Path("/nonexistent"))
+    missed = {t["target"] for t in long_runs.targets(rows) if t["met"] is False}
+    assert {next(m for m in missed if key in m) for key in failing} == missed
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_each_case_is_a_valid_config_and_its_onset_is_past_the_warm_up(case):
+    TrainingSpec(**{**case.config, "epochs": 1})
+    if case.injection is not None:  # the rule judges nothing before its warm-up and half a window
+        rule = long_runs_methods.rule()
+        assert max(rule.warmup_steps, rule.window_steps // 2) < case.injection.onset < case.steps
+
+
+@pytest.mark.parametrize("rewinds, detected, trained, jumps", [
+    pytest.param([(5, 5, 0)], None, 2, 0, id="one-rewind-rejects-one-of-three"),
+    pytest.param([(5, 5, 0), (6, 0, 5), (7, 5, 0)], None, 0, 1, id="each-rejected-one-jump-forward"),
+    pytest.param([], 5, 2, 0, id="a-stop-rejects-its-batch"),
+])
+def test_the_row_counts_corrupted_batches_trained_on_and_forward_jumps(rewinds, detected, trained, jumps):
+    case = Case("c", TINY, 100, Injection("corrupt", onset=5, length=3))
+    run = long_runs_methods.Run(val_loss=1.0, curve=[], compute=100, trajectory=100, reached=True,
+                                rewinds=rewinds, detected_at=detected, corrupted_at=[5, 6, 7])
+    row = long_runs_methods._row(case, 0, "guard", run, run, 0)
+    assert (row["corrupted_trained"], row["forward_jumps"], row["detection_lag"]) == (trained, jumps, 0)

@@ -11,8 +11,10 @@ step-post hook), rolled-back ones included; the *trajectory* is the steps on the
 (the guard's own count where a guard runs, else compute). The *judge* is our own cross-entropy
 over the whole validation set, not the harness's evaluation.
 
-Methods (``METHODS``): ``left_alone``; ``guard`` (``training.spike_guard`` as shipped);
-``guard_lr_cut`` (the same with ``LR_CUT``); ``detect_stop`` (stop at the first spike the same
+Methods (``METHODS``): ``left_alone``; ``guard`` (``training.spike_guard`` with the shipped
+``loss-spike-rewind`` policy: three plain rewinds, then rewinds that also halve the LR and tighten
+clipping); ``guard_skip_only`` (every rewind plain: PaLM's skipping alone); ``guard_lr_cut`` (every
+rewind halves the LR); ``detect_stop`` (stop at the first spike the same
 rule detects, keep the model at the stop: Lightning's EarlyStopping on a non-finite metric,
 llm-foundry's ``KillLossSpike``); ``restart_low_lr`` (after that detection, train again from
 scratch at ``RESTART_LR_SCALE`` x the rate; compute = steps to the detection + the restart).
@@ -21,9 +23,7 @@ scratch at ``RESTART_LR_SCALE`` x the rate; compute = steps to the detection + t
 from __future__ import annotations
 
 import math
-import statistics
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,20 +35,32 @@ from autofix.harness.builders import normalize_config
 from autofix.harness.checkpoint import prepare
 from autofix.harness.loop import _Trainer
 from autofix.harness.spikes import SpikeGuard
-from autofix.symptoms.spike import SpikeRule, spike_reason
+from autofix.rules.intrial import TrialRules, in_trial_data
+from autofix.rules.policy import BUILTIN, Policy, load_policies
 
 from long_runs_cases import Case, Stream
 
-__all__ = ["GUARD", "LR_CUT", "METHODS", "RESTART_LR_SCALE", "Run", "StopAtSpike", "run_case", "train"]
+__all__ = ["GUARD", "METHODS", "POLICIES", "RESTART_LR_SCALE", "Run", "StopAtSpike", "run_case", "train"]
 
-# The guard as a user turns it on (its shipped defaults), and the LR-cut variant: the one place to
-# change when the cut becomes a policy action (docs/spike-guard.md gives 0.5 as the example).
+# The guard as a user turns it on, and the in-trial policies it is run with: the shipped one, and
+# two variants written as a user would (the same ten rewinds; each plain, or each halving the LR).
 GUARD: dict[str, Any] = {"enabled": True}
-LR_CUT: dict[str, Any] = {"lr_factor": 0.5}
+
+
+def _policy(*then: dict[str, Any]) -> Policy:
+    return Policy.model_validate({"name": "loss-spike-rewind", "when": {"symptom": "loss_spike"},
+                                  "then": [{"action": "rewind", **t} for t in then]})
+
+
+POLICIES: dict[str, list[Policy]] = {
+    "guard": [p for p in load_policies([BUILTIN]) if p.in_trial],
+    "guard_skip_only": [_policy({"times": 10})],
+    "guard_lr_cut": [_policy({"times": 10, "lr_factor": 0.5})],
+}
 RESTART_LR_SCALE = 0.1  # issue 17: "restart from scratch with a lower LR" (10x lower)
 EVAL_CHUNKS = 10  # val_loss judged at every tenth of the run
 MAX_BATCHES = 3  # x the case's steps: a run whose trajectory cannot advance (all losses NaN) ends
-METHODS = ("left_alone", "guard", "guard_lr_cut", "detect_stop", "restart_low_lr")
+METHODS = ("left_alone", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop", "restart_low_lr")
 
 
 @dataclass
@@ -79,35 +91,23 @@ def judge_val_loss(model: torch.nn.Module, val: Any) -> float:
     return total / count if count else math.nan
 
 
-def rule() -> SpikeRule:
-    """The spike rule the guard applies with ``GUARD``'s thresholds (its defaults otherwise)."""
-    return SpikeRule(**{k: v for k, v in GUARD.items() if k in SpikeRule.model_fields})
-
-
 class StopAtSpike:
-    """Stands where the harness keeps its guard: judges each step's loss by the same rule, and
+    """Stands where the harness keeps its guard: judges each step's loss by the same rules, and
     on the first spike ends the run (the batch is not trained on) instead of rewinding."""
 
     def __init__(self, stream: Stream) -> None:
-        self.rule, self.stream = rule(), stream
-        self.losses: deque[float] = deque(maxlen=self.rule.window_steps)
-        self.step, self.scale = 0, None
+        self.rules, self.stream = TrialRules([_policy({"times": 1})]), stream
         self.detected_at: int | None = None
 
-    def spiked(self, loss: float) -> str | None:
-        window = [v for v in self.losses if math.isfinite(v)]
-        reason = spike_reason(self.rule, window, loss, self.step, self.scale)
-        if reason is not None:
+    def spiked(self, loss: float) -> object | None:
+        order = self.rules.judge(loss)
+        if order is not None:
             self.detected_at = self.stream.position - 1
             self.stream.stop()
-        return reason
+        return order
 
-    def stepped(self, loss: float) -> None:
-        self.losses.append(loss)
-        self.step += 1
-        if self.scale is None and len(self.losses) >= self.rule.window_steps:  # as the guard sets it
-            finite = [v for v in self.losses if math.isfinite(v)]
-            self.scale = statistics.median(finite) if finite else None
+    def stepped(self, loss: float, grad_norm: float | None = None) -> None:
+        self.rules.stepped(loss)
 
     def metrics(self) -> dict[str, float]:
         return {}
@@ -127,14 +127,14 @@ class _Recorder:
             self.rewinds.append((self.stream.position - 1, int(rewind.from_step), int(rewind.to_step)))
         return rewind
 
-    def stepped(self, loss: float) -> None:
-        self.guard.stepped(loss)
+    def stepped(self, loss: float, grad_norm: float | None = None) -> None:
+        self.guard.stepped(loss, grad_norm)
 
     def metrics(self) -> dict[str, float]:
         return self.guard.metrics()
 
 
-def train(case: Case, seed: int, *, inject: bool = True, guard: dict[str, Any] | None = None,
+def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = None,
           stop_at_spike: bool = False, lr_scale: float = 1.0) -> Run:
     """Train ``case`` for its steps on the kept trajectory (see the module)."""
     began = time.perf_counter()
@@ -147,7 +147,9 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: dict[str, Any] |
     prepare(trainer, None)
     steps = [0]
     trainer.optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
-    spike_guard = None if guard is None else SpikeGuard(guard, trainer.model, trainer.optimizer, trainer.scheduler)
+    cfg["spike_guard"] = GUARD
+    spike_guard = None if guard is None else SpikeGuard(cfg, trainer.model, trainer.optimizer, trainer.scheduler,
+                                                        in_trial_data(POLICIES[guard]))
 
     def trajectory() -> int:  # the guard's count of the steps kept (the one read of its insides)
         return spike_guard.step if spike_guard is not None else steps[0]
@@ -175,12 +177,12 @@ def run_case(case: Case, seed: int) -> list[dict[str, Any]]:
     """Every method on one (case, seed), plus the clean twin (and the guard on it): JSON rows."""
     clean = train(case, seed, inject=False)
     rows = [_row(case, seed, "clean", clean, clean, 0)]
-    rows.append(_row(case, seed, "clean_guard", train(case, seed, inject=False, guard=GUARD), clean, 0))
+    rows.append(_row(case, seed, "clean_guard", train(case, seed, inject=False, guard="guard"), clean, 0))
     if case.control:
         return rows
     rows.append(_row(case, seed, "left_alone", train(case, seed), clean, 0))
-    rows.append(_row(case, seed, "guard", train(case, seed, guard=GUARD), clean, 0))
-    rows.append(_row(case, seed, "guard_lr_cut", train(case, seed, guard={**GUARD, **LR_CUT}), clean, 0))
+    for method in POLICIES:
+        rows.append(_row(case, seed, method, train(case, seed, guard=method), clean, 0))
     stopped = train(case, seed, stop_at_spike=True)
     rows.append(_row(case, seed, "detect_stop", stopped, clean, 0))
     if stopped.detected_at is None:  # nothing detected: the run went on to its end, nothing to restart

@@ -18,6 +18,7 @@ if str(BENCH) not in sys.path:  # the bench modules import each other as long_ru
 
 from autofix.harness.data import Batches  # noqa: E402
 from autofix.spec.training import TrainingSpec  # noqa: E402
+from autofix.symptoms.spike import SpikeParams  # noqa: E402
 
 import long_runs  # noqa: E402
 import long_runs_methods  # noqa: E402
@@ -96,7 +97,7 @@ class _ScriptedGuard:
         self.step = self.to
         return rewind
 
-    def stepped(self, _loss: float) -> None:
+    def stepped(self, _loss: float, _grad_norm: float | None = None) -> None:
         self.step += 1
 
     def metrics(self) -> dict[str, float]:
@@ -106,7 +107,7 @@ class _ScriptedGuard:
 def test_compute_counts_the_rolled_back_steps(monkeypatch):
     monkeypatch.setattr(long_runs_methods, "SpikeGuard", _ScriptedGuard)
     case = Case("tiny", TINY, 120)
-    run = long_runs_methods.train(case, 0, guard={"enabled": True})
+    run = long_runs_methods.train(case, 0, guard="guard")
     # 120 steps kept + the 10 run from 20 to 30 and thrown away; the spiking batch is not stepped on
     assert (run.compute, run.trajectory, run.reached) == (130, 120, True)
     assert run.rewinds == [(30, 30, 20)]  # (batch position, from, to)
@@ -148,7 +149,7 @@ def test_the_targets_read_the_rows(rows, failing, monkeypatch):
 def test_each_case_is_a_valid_config_and_its_onset_is_past_the_warm_up(case):
     TrainingSpec(**{**case.config, "epochs": 1})
     if case.injection is not None:  # the rule judges nothing before its warm-up and half a window
-        rule = long_runs_methods.rule()
+        rule = SpikeParams()  # the guard's defaults (no case sets symptoms.loss_spike)
         assert max(rule.warmup_steps, rule.window_steps // 2) < case.injection.onset < case.steps
 
 

@@ -44,7 +44,8 @@ COMPUTE_MAX = 1.05  # issue 17: <= 1.05x the clean run's compute (AUTOTRAINER's 
 DETECT_WITHIN = 10  # issue 17: detection within 10 steps of the onset
 OVERHEAD_MAX_PCT = 1.0  # issue 17: step reporting overhead <= 1%
 OVERHEAD_FILE = ROOT / "benchmarks" / "results" / "spike_guard_overhead.json"
-SUMMARY_METHODS = ("left_alone", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop", "restart_low_lr")
+SUMMARY_METHODS = ("left_alone", "ideal_skip", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop",
+                   "restart_low_lr")
 
 
 def healed(row: dict[str, Any]) -> bool:
@@ -90,6 +91,10 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 all(lag is not None and 0 <= lag <= DETECT_WITHIN for lag in lags) if guard else None,
                 f"lags {lags}; rewinds before the onset: {sum(r['early_alarms'] for r in guard)}"),
     ]
+    ideal = [r for r in rows if r["method"] == "ideal_skip"]
+    out.append(_target("(context, not a target) the ideal skip: the clean run that never trains on the window's "
+                       "batches, against the clean run", None,
+                       ", ".join(f"{r['case']} s{r['seed']} {r['val_ratio']:.3f}x" for r in ideal)))
     return out + [_overhead_target()]
 
 

@@ -37,7 +37,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class Injection:
     """What goes wrong, declared in batches drawn (= optimizer steps before any rewind)."""
 
-    kind: str  # "corrupt" or "lr"
+    kind: str  # "corrupt", "lr", or "drop" (the window's batches are drawn and never trained on)
     onset: int
     length: int | None  # None: to the end of the run
     input_scale: float = 16.0  # corrupt: digits' raw 0..16 pixels instead of [0, 1]
@@ -93,6 +93,9 @@ class Stream:
     def epoch(self, _epoch: int) -> Iterator[Batch]:
         while self.trajectory() < self.target and not self.exhausted:
             x, y = next(self._source)
+            if self.injection is not None and self.injection.kind == "drop" and self.injection.covers(self.position):
+                self.position += 1  # the ideal skip: as if a guard had caught each of them, with no rewind
+                continue
             yield self._inject(x, y)
 
     def _chain(self) -> Iterator[Batch]:

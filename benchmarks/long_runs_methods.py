@@ -22,6 +22,7 @@ scratch at ``RESTART_LR_SCALE`` x the rate; compute = steps to the detection + t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,7 +61,7 @@ POLICIES: dict[str, list[Policy]] = {
 RESTART_LR_SCALE = 0.1  # issue 17: "restart from scratch with a lower LR" (10x lower)
 EVAL_CHUNKS = 10  # val_loss judged at every tenth of the run
 MAX_BATCHES = 3  # x the case's steps: a run whose trajectory cannot advance (all losses NaN) ends
-METHODS = ("left_alone", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop", "restart_low_lr")
+METHODS = ("left_alone", "ideal_skip", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop", "restart_low_lr")
 
 
 @dataclass
@@ -135,7 +136,7 @@ class _Recorder:
 
 
 def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = None,
-          stop_at_spike: bool = False, lr_scale: float = 1.0) -> Run:
+          stop_at_spike: bool = False, lr_scale: float = 1.0, drop: bool = False) -> Run:
     """Train ``case`` for its steps on the kept trajectory (see the module)."""
     began = time.perf_counter()
     cfg = normalize_config({**case.config, "epochs": EVAL_CHUNKS, "seed": seed, "probes": {"enabled": False}})
@@ -154,7 +155,10 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
     def trajectory() -> int:  # the guard's count of the steps kept (the one read of its insides)
         return spike_guard.step if spike_guard is not None else steps[0]
 
-    stream = Stream(trainer.train, case.injection if inject else None, trainer.optimizer, trajectory,
+    injection = case.injection if inject else None
+    if drop and injection is not None:  # the clean run that never trains on the window's batches
+        injection = dataclasses.replace(injection, kind="drop")
+    stream = Stream(trainer.train, injection, trainer.optimizer, trajectory,
                     MAX_BATCHES * case.steps, int(case.config["model"]["args"]["num_classes"]))
     trainer.train = stream
     recorder = _Recorder(spike_guard, stream) if spike_guard is not None else None
@@ -181,6 +185,7 @@ def run_case(case: Case, seed: int) -> list[dict[str, Any]]:
     if case.control:
         return rows
     rows.append(_row(case, seed, "left_alone", train(case, seed), clean, 0))
+    rows.append(_row(case, seed, "ideal_skip", train(case, seed, drop=True), clean, 0))
     for method in POLICIES:
         rows.append(_row(case, seed, method, train(case, seed, guard=method), clean, 0))
     stopped = train(case, seed, stop_at_spike=True)

@@ -61,6 +61,15 @@ def test_the_burst_corrupts_exactly_its_window(onset, length):
         assert torch.equal(y, (y0 + 1) % 3 if inside else y0), k
 
 
+@pytest.mark.parametrize("onset, length", [(0, 1), (3, 4), (10, 20)])
+def test_the_ideal_skip_never_hands_out_the_windows_batches(onset, length):
+    clean = _draw(_stream(None), 40)
+    dropped = _draw(_stream(Injection("drop", onset=onset, length=length)), 40 - length)
+    kept = clean[:onset] + clean[onset + length:]
+    assert len(dropped) == len(kept) == 40 - length
+    assert all(torch.equal(x, x0) and torch.equal(y, y0) for (x, y, _), (x0, y0, _) in zip(dropped, kept, strict=True))
+
+
 @pytest.mark.parametrize("length, cut_at, rates", [
     pytest.param(3, None, [0.1, 0.1, 3.0, 3.0, 3.0, 0.1, 0.1], id="burst-then-back"),
     pytest.param(None, None, [0.1, 0.1, 3.0, 3.0, 3.0, 3.0, 3.0], id="rise-to-the-end"),

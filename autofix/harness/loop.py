@@ -35,6 +35,7 @@ from autofix.harness.evaluate import (
 )
 from autofix.harness.losses import CLASS_ID_LOSSES
 from autofix.harness.spikes import SpikeGuard
+from autofix.harness.stepreports import StepReporter
 from autofix.harness.weighting import output_width
 from autofix.judge.verdict import PLANNED, STEP
 from autofix.probes import Probe
@@ -94,6 +95,7 @@ class _Trainer:
         # plain module (autofix.harness.distributed).
         self.net = parallel.wrap(self.model) if parallel is not None else self.model
         self.guard: SpikeGuard | None = None  # made after a restore (autofix.harness.spikes)
+        self.reporter: StepReporter | None = None  # reports between epochs (autofix.harness.stepreports)
 
     def _chance(self, labels: torch.Tensor | None) -> dict[str, float]:
         """The best constant predictor's scores (autofix.judge.verdict: nothing at chance is healthy).
@@ -167,7 +169,8 @@ class _Trainer:
         losses: list[float] = []
         norms: list[float] = []
         ndim = float("nan")
-        for x, y in self.train.epoch(epoch):
+        base = (epoch - 1) * self.steps_per_epoch if self.steps_per_epoch else 0
+        for batch, (x, y) in enumerate(self.train.epoch(epoch)):
             ndim = float(x.dim())
             self.probe.before_step(x)  # a no-op except on sampled steps
             self.optimizer.zero_grad(set_to_none=True)
@@ -189,6 +192,8 @@ class _Trainer:
             self.probe.after_step()
             if self.guard is not None:
                 self.guard.stepped(losses[-1], float(norm))
+            if self.reporter is not None:
+                self._report_step(base + batch + 1, losses[-1])
         return {
             "train_loss": _mean(losses),
             "grad_norm": _mean(norms),
@@ -197,6 +202,12 @@ class _Trainer:
             **self.probe.epoch_metrics(),
             **(self.guard.metrics() if self.guard is not None else {}),
         }
+
+    def _report_step(self, step: int, loss: float) -> None:
+        planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None
+        extra = self.guard.metrics() if self.guard is not None else None
+        assert self.reporter is not None
+        self.reporter.stepped(step, planned, loss, extra)
 
     def _clip(self, norm: torch.Tensor) -> None:
         clip = self.cfg["grad_clip"]
@@ -247,7 +258,8 @@ def _pad(began_s: float, min_epoch_s: float | None) -> None:
 
 
 def run_training(config: dict[str, Any], report: Report, restore_dir: str | None = None,
-                 parallel: Parallel | None = None, in_trial: dict[str, Any] | None = None) -> None:
+                 parallel: Parallel | None = None, in_trial: dict[str, Any] | None = None,
+                 step_report: Callable[[dict[str, float]], None] | None = None) -> None:
     """Train the model ``config`` describes, calling ``report(metrics, ckpt_dir)`` every epoch.
 
     Reports epoch 0 (evaluation before any step) and then epochs 1..``config["epochs"]``; the
@@ -275,6 +287,9 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     ``in_trial``: the run's in-trial policies (:func:`autofix.rules.intrial.in_trial_data`) the
     spike guard answers a loss spike by, when ``spike_guard.enabled``; None: the shipped ones.
 
+    ``step_report`` receives the reports between epochs (``training.step_reports``;
+    :mod:`autofix.harness.stepreports`); None sends none.
+
     ``parallel`` makes this process one rank of a data-parallel (DDP) run: its shard of the
     training data, the model wrapped by ``parallel.wrap``, checkpoints on rank 0 only
     (:mod:`autofix.harness.distributed`); every rank still calls ``report``.
@@ -287,6 +302,8 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     start = prepare(trainer, restore_dir)
     if (cfg.get("spike_guard") or {}).get("enabled"):  # its first snapshot is the restored state
         trainer.guard = SpikeGuard(cfg, trainer.model, trainer.optimizer, trainer.scheduler, in_trial)
+    if step_report is not None and (cfg.get("step_reports") or {}).get("enabled", True):
+        trainer.reporter = StepReporter(cfg.get("step_reports"), step_report)
     if start == 0:
         baseline = {**trainer.initial_metrics(), **trainer.evaluate(), "lr": trainer.lr()}
         _emit(trainer, 0, baseline, report)

@@ -11,10 +11,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["PLANNED", "STEP", "History", "as_float"]
+__all__ = ["PLANNED", "STEP", "STEP_REPORT", "History", "as_float"]
 
 STEP = "step"  # optimizer steps done when a report was made (reported by the harness / trainable)
 PLANNED = "planned_steps"  # optimizer steps the run plans in all
+STEP_REPORT = "step_report"  # 1 on a report made between epochs (autofix.harness.stepreports): not an epoch's
 
 
 def as_float(value: Any) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from autofix.judge.history import History, as_float
+from autofix.judge.history import STEP, History, as_float
 from autofix.judge.judging import blind, gaps, judged_by
 from autofix.rules.intrial import in_trial_policies
 from autofix.rules.lineage import Attempt, Outcome
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from autofix.rules.lineage import Decision
     from autofix.rules.policy import PolicySet
 
-__all__ = ["Detection"]
+__all__ = ["MAX_STEP_POINTS", "Detection"]
+
+MAX_STEP_POINTS = 1000  # points of an attempt's step series kept for its chart
 
 
 class Detection:
@@ -57,6 +59,17 @@ class Detection:
                      to_step=row.get("last_rewind_to"), rewound_steps=row.get("rewound_steps"),
                      skipped_batches=row.get("skipped_batches"), lr=row.get("last_rewind_lr"),
                      clip=row.get("last_rewind_clip"), **self._rewind_policy(row))
+
+    def _step_report(self, attempt: Attempt, metrics: dict[str, Any]) -> None:
+        """A report between epochs: a point of the attempt's step series (what report.html plots in
+        steps), journaled; at most ``MAX_STEP_POINTS``, every other older one dropped when full."""
+        point = [as_float(metrics.get(k)) for k in (STEP, "step_loss_mean", "step_loss_max")]
+        if point[0] is None:
+            return
+        attempt.steps.append(point)
+        if len(attempt.steps) > MAX_STEP_POINTS:
+            del attempt.steps[:MAX_STEP_POINTS // 2:2]  # thin the older half: the recent steps stay dense
+        self.journal("step_report", attempt=attempt.id, step=point[0], loss_mean=point[1], loss_max=point[2])
 
     def _rewind_policy(self, row: dict[str, float]) -> dict[str, str]:
         """The in-trial policy and action a report's ``last_rewind_policy/candidate`` name."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from autofix.judge.history import as_float
+from autofix.judge.history import STEP_REPORT, as_float
 from autofix.judge.judging import Inputs
 from autofix.judge.verdict import Judge, health
 from autofix.rules.control import CONTINUE, Control, Verdict
@@ -118,6 +118,9 @@ class Engine(Detection, Control, Ladder, Decisions):
             previous = attempt.history.last_iteration
             if previous is not None:
                 attempt.checkpoints[previous] = checkpoint
+        if metrics.get(STEP_REPORT):  # between epochs: shown in steps, never judged (autofix.harness.stepreports)
+            self._step_report(attempt, metrics)
+            return CONTINUE
         judged = attempt.history.last_iteration
         metrics = dict(self.plan.inputs.complete(metrics, self.plan.loss_metric, first=judged is None))
         bad = self._check_stream(metrics)

@@ -31,7 +31,7 @@ ActivationName = Literal["elu", "leaky_relu", "relu", "selu", "sigmoid", "tanh"]
 InitScheme = Literal["default", "kaiming", "lecun_normal", "orthogonal", "xavier"]  # torch.nn.init
 OutputActivation = Literal["identity", "log_softmax", "sigmoid", "softmax"]
 LossExpects = Literal["logits", "log_probs", "probabilities"]  # what a loss takes from the model
-Source = Literal["harness", "probes", "fault", "event", "step"]  # who writes a metric (Metric.source)
+Source = Literal["harness", "probes", "fault", "event", "step", "between"]  # who writes a metric (Metric.source)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
@@ -49,7 +49,8 @@ class Metric:
     # harness: the managed loop, every report; probes: with training.probes.enabled (the default);
     # fault: with probes, only when the untrained model's output is not finite; event: only when
     # it happens or applies (a PyTorch warning, a non-finite output, a loss that names its domain);
-    # step: judged inside the trial at every optimizer step (training.spike_guard), never reported
+    # step: judged inside the trial at every optimizer step (training.spike_guard), never reported;
+    # between: in the reports made between epochs (training.step_reports), kept out of the history
     source: Source
     meaning: str
     only: str = ""  # probes that report only for some models: which (a model without them is no gap)
@@ -147,6 +148,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     *_m("step",
         ("step_loss", "the training loss of one optimizer step, judged in the trial before the step "
                       "(loss_spike); never reported to the driver")),
+    *_m("between",
+        ("step_report", "1 on a report made between epochs (training.step_reports): never judged"),
+        ("step_loss_mean", "mean training loss of the steps the report covers (finite ones)"),
+        ("step_loss_max", "the largest of those losses"),
+        ("step_nonfinite", "how many of them were NaN/Inf"),
+        ("steps_in_report", "optimizer steps the report covers")),
 ]}
 
 HARNESS_METRICS = tuple(sorted(n for n, m in METRICS.items() if m.source == "harness"))

@@ -21,9 +21,10 @@ seen, and ``max_ratio=2`` takes llm-foundry's factor over Megatron's reference: 
 (``benchmarks/long_runs.py``, every rewind plain), clean small-batch runs trained with SGD and
 momentum (one with 10% of the labels flipped and batches of 16) and a digits MLP before its
 injected spike were rewound 27 times in 6 runs on losses 1.06-1.92x their window's largest, each
-called a spike by the other tests; the injected spikes' first steps were 2.5-1000x above it. The median and MAD (instead of mean and standard deviation) keep
-one earlier outlier from hiding the next; the ratio keeps a run whose losses have converged to
-almost no spread from calling ordinary noise a spike (6 MADs of a flat curve can be 1%).
+called a spike by the other tests; the injected spikes' first steps were 2.5-1000x above it. The
+median and MAD (instead of mean and standard deviation) keep one earlier outlier from hiding the
+next; the ratio keeps a run whose losses have converged to almost no spread from calling ordinary
+noise a spike (6 MADs of a flat curve can be 1%).
 ``min_rise=0.1`` over the window's largest loss is our choice, measured
 (``benchmarks/spike_guard_overhead.py``): clean digits runs trained far past convergence have
 losses near 0.001 whose small batches jump 10x and more when they hold a hard example; judged

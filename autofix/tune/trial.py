@@ -115,7 +115,8 @@ def managed_trainable(config: dict[str, Any]) -> None:
         ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.tune.report(metrics, checkpoint=ckpt)
 
-    run_training(training, _report, restore_dir=restore, in_trial=meta.get("in_trial"))
+    run_training(training, _report, restore_dir=restore, in_trial=meta.get("in_trial"),
+                 step_report=lambda metrics: ray.tune.report(metrics))
 
 
 def _run_rung(training: dict[str, Any], rung: dict[str, Any]) -> None:

@@ -1,0 +1,99 @@
+"""Reports between epochs (autofix.harness.stepreports): the harness sends them at its cadence,
+the engine keeps them out of the judged history and in the attempt's step series."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from autofix.harness.loop import run_training
+from autofix.harness.stepreports import StepReporter
+from autofix.judge.history import STEP_REPORT
+from autofix.rules.detection import MAX_STEP_POINTS
+from autofix.rules.engine import Engine, Plan
+from autofix.rules.policy import load_policies
+from autofix.symptoms import build_detectors
+
+BLOBS = {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},
+         "data": {"factory": "blobs", "args": {"n_samples": 600, "n_features": 4}},
+         "optimizer": {"name": "sgd", "lr": 0.05}, "batch_size": 20, "epochs": 2, "seed": 0,
+         "probes": {"enabled": False}}  # 480 training examples: 24 steps an epoch
+
+
+@pytest.mark.parametrize("every, interval, ticks, expected", [
+    pytest.param(10, 0.0, [0.0] * 35, [10, 20, 30], id="every-10-steps"),
+    pytest.param(10, 5.0, [float(k) for k in range(1, 36)], [10, 20, 30], id="slow-steps-the-count-decides"),
+    pytest.param(10, 5.0, [k * 0.1 for k in range(1, 36)], [], id="fast-steps-the-clock-decides"),
+    pytest.param(1, 1.0, [k * 0.25 for k in range(1, 13)], [4, 8, 12], id="one-a-second"),
+])
+def test_a_report_needs_both_the_steps_and_the_seconds(every, interval, ticks, expected):
+    now = [0.0]
+    sent: list[dict[str, float]] = []
+    reporter = StepReporter({"every_steps": every, "min_interval_s": interval}, sent.append, clock=lambda: now[0])
+    for step, tick in enumerate(ticks, start=1):  # the clock reads `tick` seconds when step `step` ends
+        now[0] = tick
+        reporter.stepped(step, 100, 1.0 / step)
+    assert [r["step"] for r in sent] == expected
+    for r in sent:
+        assert r[STEP_REPORT] == 1.0 and r["planned_steps"] == 100.0
+        assert r["step_loss_max"] >= r["step_loss_mean"] > 0
+
+
+def test_a_report_counts_nonfinite_losses_and_averages_the_rest():
+    sent: list[dict[str, float]] = []
+    reporter = StepReporter({"every_steps": 4, "min_interval_s": 0}, sent.append)
+    for step, loss in enumerate([1.0, math.nan, 3.0, math.inf], start=1):
+        reporter.stepped(step, None, loss)
+    assert sent == [{STEP_REPORT: 1.0, "step": 4.0, "step_loss_mean": 2.0, "step_loss_max": 3.0,
+                     "step_nonfinite": 2.0, "steps_in_report": 4.0}]
+
+
+def test_the_harness_sends_step_reports_between_its_epoch_reports():
+    epochs: list[dict[str, Any]] = []
+    steps: list[dict[str, float]] = []
+    cfg = {**BLOBS, "step_reports": {"every_steps": 10, "min_interval_s": 0}}
+    run_training(cfg, lambda metrics, ckpt: epochs.append(metrics), step_report=steps.append)
+    assert [r["step"] for r in steps] == [10.0, 20.0, 30.0, 40.0]  # 24 steps an epoch: reports span epochs
+    assert all(STEP_REPORT not in r for r in epochs) and [r["epoch"] for r in epochs] == [0, 1, 2]
+    assert all(r["planned_steps"] == 48.0 and math.isfinite(r["step_loss_mean"]) for r in steps)
+
+
+def test_the_harness_sends_none_when_switched_off_or_without_a_receiver():
+    steps: list[dict[str, float]] = []
+    run_training({**BLOBS, "step_reports": {"enabled": False, "min_interval_s": 0}}, lambda m, c: None,
+                 step_report=steps.append)
+    run_training({**BLOBS, "step_reports": {"min_interval_s": 0, "every_steps": 1}}, lambda m, c: None)
+    assert steps == []
+
+
+def _engine() -> tuple[Engine, list[tuple[str, dict]]]:
+    events: list[tuple[str, dict]] = []
+    eng = Engine(Plan(config={"lr": 0.1}), build_detectors("val_loss"), load_policies(["builtin"]),
+                 journal=lambda event, **data: events.append((event, data)))
+    eng.suggest("t0")
+    return eng, events
+
+
+def test_the_engine_keeps_step_reports_out_of_the_judged_history():
+    eng, events = _engine()
+    eng.observe("t0", 0, {"val_loss": 2.3, "epoch": 0, "step": 0.0, "planned_steps": 100.0})
+    for k in range(1, 6):  # a NaN step loss between epochs is shown, not judged (no nonfinite_loss)
+        verdict = eng.observe("t0", k, {STEP_REPORT: 1.0, "step": 10.0 * k, "step_loss_mean": math.nan,
+                                        "step_loss_max": math.nan})
+        assert not verdict.stop
+    a0 = eng.attempts["a0"]
+    assert a0.history.iterations == [0] and a0.reports == 1 and not a0.findings
+    assert [p[0] for p in a0.steps] == [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert [d["step"] for e, d in events if e == "step_report"] == [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert a0.to_dict()["steps"] == a0.steps  # report.json carries the series
+
+
+def test_the_step_series_stays_bounded_and_keeps_the_recent_steps_dense():
+    eng, _ = _engine()
+    for k in range(1, 3 * MAX_STEP_POINTS):
+        eng.observe("t0", k, {STEP_REPORT: 1.0, "step": float(k), "step_loss_mean": 1.0, "step_loss_max": 1.0})
+    steps = [p[0] for p in eng.attempts["a0"].steps]
+    assert len(steps) <= MAX_STEP_POINTS and steps == sorted(steps) and steps[-1] == 3 * MAX_STEP_POINTS - 1
+    assert steps[-10:] == [float(k) for k in range(3 * MAX_STEP_POINTS - 10, 3 * MAX_STEP_POINTS)]

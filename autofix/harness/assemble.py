@@ -49,8 +49,8 @@ def _batches(cfg: dict[str, Any], train: Dataset, val: Dataset, eval_batch: int,
         weights = sampler_weights(labels)
     elif data.get("sampler", "uniform") != "uniform":
         raise ValueError(f"data.sampler {data['sampler']!r} is not 'uniform' or 'balanced'")
-    return (Batches(train, size, shuffle=True, seed=seed, weights=weights, transform=train_tf, shard=shard,
-                    device=device),
+    return (Batches(train, size, shuffle=data.get("shuffle", True), seed=seed, weights=weights, transform=train_tf,
+                    shard=shard, device=device),
             Batches(val, max(size, eval_batch), shuffle=False, seed=seed, transform=val_tf, device=device))
 
 

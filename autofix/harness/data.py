@@ -221,7 +221,10 @@ class Batches:
         return -(-size // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(x, y)`` batches for ``epoch``."""
+        """Yield ``(x, y)`` batches for ``epoch``; a dataset with ``set_epoch`` is told the epoch
+        first (the convention of torch's ``DistributedSampler`` and Hugging Face datasets)."""
+        if callable(getattr(self.dataset, "set_epoch", None)):
+            self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]  # checked just above
         key = self.seed * 1_000_003 + epoch
         for i, (x, y) in enumerate(self._raw(torch.Generator().manual_seed(key))):
             if self.transform is not None:

@@ -30,11 +30,13 @@ MAX_RECALL_CLASSES = 20  # per-class val_recall keys beyond this would flood the
 
 
 def predict(out: torch.Tensor) -> torch.Tensor:
-    """Predicted class ids of a batch of logits."""
+    """Predicted class ids of a batch of logits, flat: ``[N, C, d1, ...]`` (torch
+    cross-entropy's form for a class per position, e.g. a language model's) gives one per
+    position, in the order of ``class_targets``' flattened ``[N, d1, ...]`` targets."""
     # A single logit is a binary classifier whose decision boundary is 0.
     if out.dim() == 1 or out.shape[1] == 1:
         return (out.reshape(-1) > 0).long()
-    return out.argmax(dim=1)
+    return out.argmax(dim=1).reshape(-1)
 
 
 def class_targets(y: torch.Tensor, loss_name: str) -> torch.Tensor | None:

@@ -25,6 +25,7 @@ from autofix.probes.stats import (
 
 _NOT_CARRIED_IF_ZERO = "update_ratio"
 """A stale report leaves out the keys with this prefix whose value is exactly 0.0 (see Probe)."""
+_INDEX_DTYPES = (torch.int32, torch.int64)  # what nn.Embedding takes as indices
 
 
 class Probe:
@@ -290,7 +291,9 @@ class Probe:
 
     def _read_input(self) -> None:
         x, self._x = self._x, None
-        if isinstance(x, torch.Tensor) and x.numel():
+        # Integer ids (a language model's tokens, categories) index an embedding: they have no
+        # scale to normalise, and standardising them would break the lookup.
+        if isinstance(x, torch.Tensor) and x.numel() and x.dtype not in _INDEX_DTYPES:
             self._guard(self._input_stats, x)
 
     def _input_stats(self, x: torch.Tensor) -> None:

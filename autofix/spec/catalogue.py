@@ -64,6 +64,7 @@ def _m(source: Source, *entries: tuple[str, ...]) -> list[Metric]:
     return [Metric(entry[0], source, entry[1], entry[2] if len(entry) > 2 else "") for entry in entries]
 
 
+_NUMERIC_INPUTS = "models whose inputs are numbers, not integer ids (a language model's tokens)"
 METRICS: dict[str, Metric] = {m.name: m for m in [
     *_m("harness",
         ("epoch", "epochs trained; 0 is the report of the untrained model"),
@@ -102,9 +103,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("optimizer_steps", "optimizer.step() calls seen by the probe"),
         ("stale_grad_checks", "first backwards after a step that were checked for zeroed gradients"),
         ("stale_grad_steps", "of those, how many found the previous step's gradient still there"),
-        ("input_mean", "mean of a sampled training batch"),
-        ("input_std", "standard deviation of a sampled training batch"),
-        ("input_abs_max", "largest |x| of a sampled training batch"),
+        ("input_mean", "mean of a sampled training batch", _NUMERIC_INPUTS),
+        ("input_std", "standard deviation of a sampled training batch", _NUMERIC_INPUTS),
+        ("input_abs_max", "largest |x| of a sampled training batch", _NUMERIC_INPUTS),
         ("input_spread", "epoch 0: largest |x_i - x_0| over the first training batches (0: one input)"),
         ("label_frac_max", "largest class share of the training labels"),
         ("label_classes", "classes in the training labels"),

@@ -65,6 +65,9 @@ class DataSpec(FactorySpec):
     sampler: Literal["uniform", "balanced"] = "uniform"
     """'balanced': a weighted sampler drawing every class equally often."""
     augment: AugmentSpec | None = None
+    shuffle: bool = True
+    """False: read the training set in its own order (a pre-shuffled stream, as language-model
+    pre-training reads its corpus); a dataset with ``set_epoch(epoch)`` can give each epoch its own."""
 
     @field_validator("factory")
     @classmethod

@@ -108,6 +108,16 @@ def test_balanced_class_weights_are_sklearns(loss: str) -> None:
     assert expected[1] > 5 * expected[0]  # the 5% class counts ~19x more per sample
 
 
+def test_a_class_without_training_samples_gets_weight_one_not_an_error() -> None:
+    """A language model's vocabulary holds characters the corpus never uses: reweighting by class
+    (the label-imbalance remedy) crashed its trial."""
+    from autofix.harness.weighting import balanced_class_weights
+
+    labels = torch.tensor([0, 0, 0, 2])  # class 1 never occurs, class 3 neither
+    expected = compute_class_weight("balanced", classes=np.array([0, 2]), y=labels.numpy())
+    assert balanced_class_weights(labels, 4) == pytest.approx([expected[0], 1.0, expected[1], 1.0])
+
+
 def test_bce_balanced_pos_weight_and_explicit_list() -> None:
     model = {"factory": MLP, "args": {"in_features": 20, "num_classes": 1, "hidden": [8]}}
     run_ = built(imbalanced(model=model, loss={"name": "bce_with_logits", "class_weights": "balanced"}))

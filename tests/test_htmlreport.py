@@ -67,6 +67,20 @@ def test_self_contained_with_sections_and_fallback(tmp_path):
     assert "per-epoch metrics not found" in page  # no tune/ folder: the watched metric only
 
 
+@pytest.mark.parametrize("steps, charted", [
+    pytest.param([[10.0, 2.0, 2.5, None], [20.0, 1.5, 1.9, None], [30.0, 1.1, 1.3, 25.0]], True, id="with-steps"),
+    pytest.param([[10.0, 2.0, 2.5, None]], False, id="one-point-no-chart"),
+    pytest.param([], False, id="no-step-reports"),
+])
+def test_the_chart_in_steps_shows_when_reports_came_between_epochs(steps, charted):
+    report = _hostile_report()
+    images = render_html(report).count('src="data:image/png;base64,')
+    report.attempts[0].steps = steps
+    page = render_html(report)
+    assert ('<section id="steps">' in page) is charted
+    assert page.count('src="data:image/png;base64,') == images + charted
+
+
 def test_recorded_run_page(tmp_path):
     report, run = _recorded("digits_run", tmp_path)
     page = write_html(report, run / "report.html").read_text()

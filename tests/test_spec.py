@@ -24,7 +24,8 @@ def test_bad_spec_lists_each_problem_with_its_line():
         "'no_such_module'); it is looked up in the spec's folder and 'python_path'",
         f"{path}:6: training.optimizer.lr: expected a valid number, unable to parse string as a number, got 'fast'",
         f"{path}:8: training.colour: unknown key; expected one of: architecture, batch_size, checkpoint_every, "
-        "data, epochs, grad_clip, init, loss, min_epoch_s, model, optimizer, probes, scheduler, seed, spike_guard",
+        "data, epochs, grad_clip, init, loss, min_epoch_s, model, optimizer, probes, scheduler, seed, spike_guard, "
+        "step_reports",
     ]
 
 

@@ -124,7 +124,32 @@ def test_a_spike_restores_the_newest_snapshot_and_skips_what_came_after():
     assert guard.step == 10 and len(guard.rules.window) == 10  # the abandoned steps left the window
     assert guard.metrics() == {"rewinds": 1.0, "rewound_steps": 2.0, "skipped_batches": 1.0,
                                "last_rewind_from": 12.0, "last_rewind_to": 10.0, "last_rewind_policy": 0.0,
-                               "last_rewind_candidate": 0.0, "last_rewind_lr": 0.1}
+                               "last_rewind_candidate": 0.0, "last_rewind_lr": 0.1, "last_rewind_restored": 1.0}
+
+
+@pytest.mark.parametrize("reference, restored", [
+    pytest.param(1.0, False, id="fine-on-the-last-good-batch-the-batch-alone-is-skipped"),
+    pytest.param(9.0, True, id="spiked-there-too-the-weights-go-back"),
+    pytest.param(math.nan, True, id="nan-there-the-weights-go-back"),
+])
+def test_the_batch_or_the_weights(reference, restored):
+    """A bad batch spikes on sound weights: nothing is undone. Weights a step too large threw off
+    spike on the batch they last trained on well too: they go back to the snapshot."""
+    guard, model, optimizer = _guard(_rules({"times": 1, "lr_factor": 0.5}))
+    seen: list[Any] = []
+    guard.reference = lambda batch: seen.append(batch) or reference
+    for step in range(12):
+        assert guard.spiked(1.0) is None
+        _train_step(model, optimizer)
+        guard.stepped(1.0, 2.0, ("x", step))
+    now = {k: v.clone() for k, v in model.state_dict().items()}
+    rewind = guard.spiked(9.0)
+    assert seen == [("x", 11)] and rewind.restored is restored
+    assert (rewind.to_step, guard.step) == ((10, 10) if restored else (12, 12))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in now.items()) is not restored
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # the candidate's cut either way
+    assert guard.metrics()["last_rewind_restored"] == float(restored)
+    assert guard.spiked(9.0) is rewind and guard.rules.fires["spike"] == 1  # a burst: skipped, no new fire
 
 
 def test_the_snapshot_is_a_copy_later_steps_cannot_change():
@@ -269,8 +294,9 @@ def test_the_harness_rewinds_the_corrupted_batch_and_trains_on(burst_data):
     left = _run(burst_data, None)
     guarded = _run(burst_data, {"enabled": True, "snapshot_every_steps": 5})
     assert "rewinds" not in left[-1]
-    assert guarded[-1]["rewinds"] >= 3 and guarded[-1]["rewound_steps"] >= 3  # once an epoch at least
-    assert guarded[-1]["last_rewind_from"] > guarded[-1]["last_rewind_to"]
+    assert guarded[-1]["rewinds"] >= 3 and guarded[-1]["skipped_batches"] >= 3  # once an epoch at least
+    # the weights were sound on the batch before: the corrupted batch alone was skipped, nothing undone
+    assert guarded[-1]["rewound_steps"] == 0 and guarded[-1]["last_rewind_restored"] == 0.0
     # the corrupted batch was never trained on: each epoch ends far better than left alone
     assert all(g["val_loss"] < 0.5 * a["val_loss"] for g, a in zip(guarded[1:], left[1:], strict=True))
 
@@ -392,5 +418,5 @@ def test_autofix_run_rewinds_in_the_trial_by_the_runs_policy_and_journals_it(ray
     assert report.status == "healthy" and [a.id for a in report.attempts] == ["a0"]
     rewinds = [r for r in read_journal(tmp_path / "out" / "journal.jsonl") if r["event"] == "rewind"]
     assert rewinds and {(r["policy"], r["action"]) for r in rewinds} == {("loss-spike-rewind", "rewind()")}
-    assert all(r["from_step"] > r["to_step"] for r in rewinds)
+    assert all(r["from_step"] == r["to_step"] and r["restored"] == 0.0 for r in rewinds)  # a bad example: skipped
     assert min(r["from_step"] for r in rewinds) < 40  # in epoch 1: the spec's warm-up (10), not the default 64

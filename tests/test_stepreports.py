@@ -97,3 +97,18 @@ def test_the_step_series_stays_bounded_and_keeps_the_recent_steps_dense():
     steps = [p[0] for p in eng.attempts["a0"].steps]
     assert len(steps) <= MAX_STEP_POINTS and steps == sorted(steps) and steps[-1] == 3 * MAX_STEP_POINTS - 1
     assert steps[-10:] == [float(k) for k in range(3 * MAX_STEP_POINTS - 10, 3 * MAX_STEP_POINTS)]
+
+
+def test_the_headline_says_a_healthy_run_was_rewound_in_place():
+    from autofix.reports.reporting import AttemptReport, Report
+
+    def report(rewinds: float | None) -> Report:
+        last = {"val_loss": 0.5} | ({"rewinds": rewinds} if rewinds is not None else {})
+        a0 = AttemptReport(id="a0", parent=None, trial_id="t", config={}, patch=[], policy=None, start="cold",
+                           findings=[], decision=None, outcome="healthy", reason="", error=None, improvement=0.8,
+                           series=[(0, 2.5), (3, 0.5)], last_metrics=last)
+        return Report(status="healthy", winner="a0", name="x", metric="val_loss", mode="min", min_drop=0.3,
+                      output="o", duration_s=1.0, ended_because="settled", attempts=[a0])
+
+    assert "spike guard rewound 6 loss spike(s) in place" in report(6.0).summary()
+    assert "the run left alone needs no fix" in report(0.0).summary() and "rewound" not in report(None).summary()

@@ -191,7 +191,7 @@ class _Trainer:
             self.optimizer.step()
             self.probe.after_step()
             if self.guard is not None:
-                self.guard.stepped(losses[-1], float(norm))
+                self.guard.stepped(losses[-1], float(norm), (x, y))
             if self.reporter is not None:
                 self._report_step(base + batch + 1, losses[-1])
         return {
@@ -202,6 +202,20 @@ class _Trainer:
             **self.probe.epoch_metrics(),
             **(self.guard.metrics() if self.guard is not None else {}),
         }
+
+    def reference_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """The loss of the model as it is on ``batch`` (the spike guard's "is it the batch or the
+        weights?"): no gradient, and training state left as it was (batch-norm statistics, RNG)."""
+        if self.probe.enabled:
+            self.probe.end_step()  # a sampled step is over: this forward is no training step
+        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
+        rng = torch.get_rng_state()
+        with torch.no_grad():
+            loss = float(self.loss_fn(self.net(batch[0]), batch[1]))
+        for name, b in self.model.named_buffers():
+            b.copy_(buffers[name])
+        torch.set_rng_state(rng)
+        return loss
 
     def _report_step(self, step: int, loss: float) -> None:
         planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None
@@ -302,6 +316,7 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     start = prepare(trainer, restore_dir)
     if (cfg.get("spike_guard") or {}).get("enabled"):  # its first snapshot is the restored state
         trainer.guard = SpikeGuard(cfg, trainer.model, trainer.optimizer, trainer.scheduler, in_trial)
+        trainer.guard.reference = trainer.reference_loss
     if step_report is not None and (cfg.get("step_reports") or {}).get("enabled", True):
         trainer.reporter = StepReporter(cfg.get("step_reports"), step_report)
     if start == 0:

@@ -3,8 +3,13 @@
 With ``training.spike_guard.enabled``, the managed loop hands each step's loss to
 :meth:`SpikeGuard.spiked` before the optimizer steps; the run's in-trial policies judge it
 (:mod:`autofix.rules.intrial`: the ``loss_spike`` symptom, answered by ``rewind``, shipped as
-``loss-spike-rewind`` in autofix/policies/spikes.yaml). A spike is not trained on: the model and
-optimizer go back to the newest snapshot taken before its step (in memory, every
+``loss-spike-rewind`` in autofix/policies/spikes.yaml). A spike is not trained on.
+
+Whether the batch or the weights are to blame is measured first: the model as it is is scored on
+the batch of its latest step (one forward pass, no gradient, batch-norm statistics and RNG left
+as they were). Judged no spike there, the weights are fine and the batch alone is skipped:
+nothing is undone. Otherwise the steps before did the damage (a rate too high): the model and
+optimizer go back to the newest snapshot taken before the spike's step (in memory, every
 ``snapshot_every_steps`` optimizer steps, the last ``ring`` kept), and the batches consumed since
 that snapshot are not replayed: training goes on with the next batch (PaLM restarted about 100
 steps before a spike and skipped the batches around it; replaying the same batches re-spiked).
@@ -22,8 +27,10 @@ on the CPU: ``ring`` of them cost ``ring`` x (model + optimizer state) of host m
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +38,15 @@ import torch
 
 from autofix.rules.intrial import Order, TrialRules
 from autofix.spec.training import SpikeGuardSpec
+from autofix.symptoms.spike import spike_evidence
 
 __all__ = ["Rewind", "SpikeGuard"]
 
 
 @dataclass(frozen=True)
 class Rewind:
-    """One rewind: the step of the spike, the step restored, why, and what else changed."""
+    """One rewind: the step of the spike, the step restored, why, and what else changed
+    (``restored`` False: the weights were fine, the spiking batch was only skipped)."""
 
     from_step: int
     to_step: int
@@ -45,6 +54,7 @@ class Rewind:
     order: Order
     lr: float
     clip: float | None
+    restored: bool = True
 
     @property
     def skipped(self) -> int:
@@ -84,6 +94,10 @@ class SpikeGuard:
         self.norms: deque[float] = deque(maxlen=self.rules.params.window_steps)  # recent gradient norms
         self.rewinds: list[Rewind] = []
         self.rewound_steps = self.skipped_batches = self._in_a_row = 0
+        # The loss of the model as it is on a batch it already trained on well, set by the loop;
+        # with it a spike caused by its batch alone (the weights are fine) is skipped, not rewound.
+        self.reference: Callable[[Any], float] | None = None
+        self.last_good: Any = None  # the batch of the latest step taken
         self._snapshot()
 
     @property
@@ -106,7 +120,20 @@ class SpikeGuard:
             return self.rewinds[-1]
         return self._rewind(order)
 
+    def _weights_fine(self) -> bool:
+        """Is the model as it is still sound? Its loss on the batch of the latest step taken is
+        judged by the same rule against the same window: a spike there too means the steps before
+        did the damage (a rate too high), not this batch (bad data)."""
+        if self.reference is None or self.last_good is None:
+            return False
+        loss = self.reference(self.last_good)
+        window = [v for _, v in list(self.rules.window)[-self.rules.params.window_steps:] if math.isfinite(v)]
+        return math.isfinite(loss) and spike_evidence(self.rules.params, window, loss, self.step,
+                                                      self.rules.scale) is None
+
     def _rewind(self, order: Order) -> Rewind:
+        if self._weights_fine():  # the batch alone: skip it, nothing to undo
+            return self._record(order, self.step, restored=False)
         # the newest snapshot from before this step (one taken at it would undo nothing): the
         # weights of the steps just before a spike are suspect too (PaLM went back ~100 steps)
         to_step, model_state, optim_state = next(
@@ -116,18 +143,24 @@ class SpikeGuard:
         rates = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(optim_state)
-        self._set_rates(rates, order.action.lr_factor)
+        self._set_rates(rates, None)
+        return self._record(order, to_step, restored=True)
+
+    def _record(self, order: Order, to_step: int, restored: bool) -> Rewind:
+        self._set_rates([group["lr"] for group in self.optimizer.param_groups], order.action.lr_factor)
         clip = self._tighten(order.action.clip_factor)
-        rewind = Rewind(self.step, to_step, order.finding.reason, order, self.optimizer.param_groups[0]["lr"], clip)
+        rewind = Rewind(self.step, to_step, order.finding.reason, order, self.optimizer.param_groups[0]["lr"], clip,
+                        restored)
         self.rewound_steps += self.step - to_step
         self.rules.rewound(to_step)
         self.rewinds.append(rewind)
-        self._in_a_row = 0
+        self._in_a_row, self.last_good = 0, None
         return rewind
 
-    def stepped(self, loss: float, grad_norm: float | None = None) -> None:
-        """After an optimizer step on ``loss``: count it and snapshot every N steps."""
+    def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
+        """After an optimizer step on ``loss`` (its ``batch``): count it and snapshot every N steps."""
         self.rules.stepped(loss)
+        self.last_good = batch
         self._in_a_row = 0
         if grad_norm is not None:
             self.norms.append(grad_norm)
@@ -142,7 +175,8 @@ class SpikeGuard:
             last = self.rewinds[-1]
             out.update(last_rewind_from=float(last.from_step), last_rewind_to=float(last.to_step),
                        last_rewind_policy=float(last.order.policy_index),
-                       last_rewind_candidate=float(last.order.candidate), last_rewind_lr=float(last.lr))
+                       last_rewind_candidate=float(last.order.candidate), last_rewind_lr=float(last.lr),
+                       last_rewind_restored=float(last.restored))
             if last.clip is not None:
                 out["last_rewind_clip"] = float(last.clip)
         return out

@@ -54,21 +54,22 @@ def sampler_weights(labels: torch.Tensor) -> torch.Tensor:
 
 
 def balanced_class_weights(labels: torch.Tensor, n_classes: int) -> list[float]:
-    """scikit-learn's balanced weights for classes ``0 .. n_classes-1``.
+    """scikit-learn's balanced weights for classes ``0 .. n_classes-1``; a class without training
+    samples gets 1.0 (no target has it, so its weight never enters the training loss: a model
+    with more outputs than the data's classes, as a language model's vocabulary, is no error).
 
     Raises:
-        ValueError: a label outside that range, or a class without training samples.
+        ValueError: a label outside that range.
     """
     y = labels.numpy()
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"loss.class_weights: training labels span {int(y.min())}..{int(y.max())} "
                          f"but the model has {n_classes} outputs")
-    missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
-    if missing:
-        raise ValueError(f"loss.class_weights 'balanced': class(es) {missing} have no training "
-                         "samples; give an explicit list of weights instead")
-    classes = np.arange(n_classes)
-    return compute_class_weight("balanced", classes=classes, y=y).tolist()
+    present = np.unique(y)
+    weights = np.ones(n_classes)
+    if present.size:
+        weights[present] = compute_class_weight("balanced", classes=present, y=y)
+    return weights.tolist()
 
 
 def _balanced_pos_weight(labels: torch.Tensor, n_outputs: int) -> list[float]:

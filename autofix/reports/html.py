@@ -8,9 +8,7 @@ evidence and outcome) and ``winner`` (its per-epoch curves, read from the Tune t
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 import re
@@ -20,7 +18,9 @@ from typing import Any
 import yaml
 
 from autofix.reports.diagnose import attempt_rows
+from autofix.reports.figures import figure, img
 from autofix.reports.reporting import AttemptReport, Report
+from autofix.reports.stepchart import steps_section
 
 __all__ = ["render_html", "write_html"]
 
@@ -68,6 +68,7 @@ def render_html(report: Report, tune_dir: str | Path | None = None) -> str:
         f"<title>autofix report: {e(report.name)}</title><style>{_CSS}</style></head><body>"
         f"<h1>autofix report: {e(report.name)}</h1><p>{e(head)}</p><table>{rows}</table>"
         f"<section id=\"chart\"><h2>{e(report.metric)} of every attempt</h2>{_chart_section(report)}</section>"
+        f"{steps_section(report)}"
         f"<section id=\"lineage\"><h2>Lineage</h2>{_tree(report, None)}</section>"
         f"{_isolation_section(report)}"
         f"<section id=\"winner\"><h2>Winner</h2>{_winner_section(report, tune_dir)}</section>"
@@ -79,7 +80,7 @@ def render_html(report: Report, tune_dir: str | Path | None = None) -> str:
 def _chart_section(report: Report) -> str:
     if not any(a.series for a in report.attempts):
         return "<p class=\"muted\">no attempt reported the watched metric</p>"
-    fig = _figure(10, 5)
+    fig = figure(10, 5)
     ax = fig.subplots()
     by_id = {a.id: a for a in report.attempts}
     decided = [a.id for a in report.attempts if a.decision]
@@ -90,7 +91,7 @@ def _chart_section(report: Report) -> str:
     ax.legend(handles=ax.get_legend_handles_labels()[0] + _marker_legend(), fontsize=9, loc="best")
     caption = ("X: a symptom a policy answered; diamond: where a patch took over; dashed: epochs a warm "
                "restart inherited from its parent's checkpoint; triangle at the top: a non-finite value.")
-    return _img(fig, f"{report.metric} per attempt") + f"<p class=\"muted\">{_esc(caption)}</p>"
+    return img(fig, f"{report.metric} per attempt") + f"<p class=\"muted\">{_esc(caption)}</p>"
 
 
 def _plot_attempt(ax: Any, a: AttemptReport, by_id: dict[str, AttemptReport], color: str, decided: list[str]) -> None:
@@ -241,7 +242,7 @@ def _winner_section(report: Report, tune_dir: str | Path | None) -> str:
 def _curves(rows: dict[int, dict[str, float]], name: str) -> str:
     groups = [[m for m in group if any(m in r for r in rows.values())] for group in CURVES]
     groups = [g for g in groups if g] or [sorted({k for r in rows.values() for k in r})[:1]]
-    fig = _figure(10, 4)
+    fig = figure(10, 4)
     for ax, group in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True):
         for m in group:
             xs = [i for i in rows if m in rows[i]]
@@ -249,23 +250,10 @@ def _curves(rows: dict[int, dict[str, float]], name: str) -> str:
         _finish_axes(ax, " / ".join(group), [rows[i][m] for m in group for i in rows if m in rows[i]])
         ax.legend(fontsize=9)
     fig.suptitle(f"{name}: per-epoch metrics")
-    return _img(fig, f"{name} per-epoch metrics")
+    return img(fig, f"{name} per-epoch metrics")
 
 
 # -- helpers -------------------------------------------------------------------------------
-def _figure(w: float, h: float) -> Any:
-    from matplotlib.figure import Figure  # no pyplot: no global backend, safe in any process
-
-    return Figure(figsize=(w, h), dpi=100, layout="constrained")
-
-
-def _img(fig: Any, alt: str) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f"<img alt=\"{_esc(alt)}\" src=\"data:image/png;base64,{data}\">"
-
-
 def _points(series: list) -> list[tuple[int, float]]:
     """``(iteration, value)`` with report strings ("NaN", "Infinity") back as floats."""
     out = []

@@ -48,6 +48,7 @@ class AttemptReport(BaseModel):
     hints: list[str] = []  # remedies skipped for want of a knob: the path to map, and what it would do
     rung: dict[str, Any] | None = None  # role "isolation": the rung run and its sizes (autofix.rules.isolation)
     rung_result: dict[str, Any] | None = None  # ... its verdict, evidence and cost in examples and seconds
+    steps: list[list[float | None]] = []  # reports between epochs: [step, loss mean, loss max, latest rewind's step]
 
 
 class Report(BaseModel):
@@ -124,6 +125,10 @@ class Report(BaseModel):
         w = self.attempt(self.winner)
         gain = self._gain(w)
         if self.status == "healthy":
+            rewinds = w.last_metrics.get("rewinds")
+            if isinstance(rewinds, float) and rewinds > 0:  # healed in the trial, not left alone
+                return (f"autofix: HEALTHY: no relaunch needed, its spike guard rewound {rewinds:g} loss "
+                        f"spike(s) in place; {gain}{keep}")
             return f"autofix: HEALTHY: the run left alone needs no fix; {gain}{keep}"
         diff = "; ".join(f"{path}: {old} -> {new}" for path, (old, new) in self.net_patch(w.id).items())
         if self.status == "unverified":
@@ -167,7 +172,7 @@ def _attempt_report(engine: Engine, a: Attempt) -> AttemptReport:
         last_metrics=rows[max(rows)] if rows else {}, race=list(a.race), reports=a.reports,
         role=a.role, stopped_on=a.stopped_on, compared=a.compared,
         last_step=a.history.position(a.history.last_iteration) if rows else None, hints=list(a.hints),
-        rung=a.rung, rung_result=a.rung_result,
+        rung=a.rung, rung_result=a.rung_result, steps=[list(p) for p in a.steps],
     )
 
 

@@ -57,13 +57,15 @@ class Detection:
         row = attempt.history.last_row()
         self.journal("rewind", attempt=attempt.id, rewinds=counts[-1], from_step=row.get("last_rewind_from"),
                      to_step=row.get("last_rewind_to"), rewound_steps=row.get("rewound_steps"),
-                     skipped_batches=row.get("skipped_batches"), lr=row.get("last_rewind_lr"),
+                     skipped_batches=row.get("skipped_batches"), restored=row.get("last_rewind_restored"),
+                     lr=row.get("last_rewind_lr"),
                      clip=row.get("last_rewind_clip"), **self._rewind_policy(row))
 
     def _step_report(self, attempt: Attempt, metrics: dict[str, Any]) -> None:
-        """A report between epochs: a point of the attempt's step series (what report.html plots in
-        steps), journaled; at most ``MAX_STEP_POINTS``, every other older one dropped when full."""
-        point = [as_float(metrics.get(k)) for k in (STEP, "step_loss_mean", "step_loss_max")]
+        """A report between epochs: a point of the attempt's step series (what report.html plots
+        in steps, with the step of the latest rewind so far), journaled; at most
+        ``MAX_STEP_POINTS``, every other older one dropped when full."""
+        point = [as_float(metrics.get(k)) for k in (STEP, "step_loss_mean", "step_loss_max", "last_rewind_from")]
         if point[0] is None:
             return
         attempt.steps.append(point)

@@ -98,7 +98,8 @@ class TrialRules:
     def judge(self, loss: float) -> Order | None:
         """The order for the loss of the step about to be taken, if a policy fires on it."""
         self.spiking = False
-        if self.spent or self._plainly_fine(loss):
+        spent = self.spent and self.rewound_at != self.step  # a burst after the last fire is still skipped
+        if spent or self._plainly_fine(loss):
             self._resolve()
             return None
         losses = [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]

@@ -102,7 +102,7 @@ class Attempt:
     rung: dict[str, Any] | None = None  # ISOLATION: the rung run and its sizes (autofix.rules.isolation.rung_budget)
     rung_result: dict[str, Any] | None = None  # ISOLATION: its verdict (autofix.rules.isolation.RungResult) and cost
     ladder: dict[str, Any] | None = None  # the ladder run on this attempt (rungs, cost, conclusion), if any
-    steps: list[list[float | None]] = field(default_factory=list)  # [step, loss mean, loss max] between epochs
+    steps: list[list[float | None]] = field(default_factory=list)  # between epochs: [step, loss mean, max, rewound at]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # an attempt pickled by a release before the step series (a resumed run's engine) has none

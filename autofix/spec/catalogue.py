@@ -141,6 +141,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
                             "consumed between a rewind's snapshot and its spike"),
         ("last_rewind_policy", "which in-trial policy made the latest rewind (its place among them, 0 first)"),
         ("last_rewind_candidate", "which of that policy's candidates (its place in 'then', 0 first)"),
+        ("last_rewind_restored", "1 when the latest rewind restored a snapshot; 0 when the weights were fine on "
+                                 "the last good batch and the spiking batch was only skipped"),
         ("last_rewind_lr", "the learning rate after the latest rewind (of the first parameter group)"),
         ("last_rewind_clip", "the gradient-clipping bound after the latest rewind (when the run clips)"),
         ("rewound_steps", "optimizer steps given back by those rewinds"),

@@ -34,8 +34,7 @@ import torch.nn.functional as F
 
 from autofix.harness.builders import normalize_config
 from autofix.harness.checkpoint import prepare
-from autofix.harness.loop import _Trainer
-from autofix.harness.spikes import SpikeGuard
+from autofix.harness.loop import _Trainer, attach_guard
 from autofix.rules.intrial import TrialRules, in_trial_data
 from autofix.rules.policy import BUILTIN, Policy, load_policies
 
@@ -107,7 +106,7 @@ class StopAtSpike:
             self.stream.stop()
         return order
 
-    def stepped(self, loss: float, grad_norm: float | None = None) -> None:
+    def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
         self.rules.stepped(loss)
 
     def metrics(self) -> dict[str, float]:
@@ -128,8 +127,8 @@ class _Recorder:
             self.rewinds.append((self.stream.position - 1, int(rewind.from_step), int(rewind.to_step)))
         return rewind
 
-    def stepped(self, loss: float, grad_norm: float | None = None) -> None:
-        self.guard.stepped(loss, grad_norm)
+    def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
+        self.guard.stepped(loss, grad_norm, batch)
 
     def metrics(self) -> dict[str, float]:
         return self.guard.metrics()
@@ -149,8 +148,7 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
     steps = [0]
     trainer.optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
     cfg["spike_guard"] = GUARD
-    spike_guard = None if guard is None else SpikeGuard(cfg, trainer.model, trainer.optimizer, trainer.scheduler,
-                                                        in_trial_data(POLICIES[guard]))
+    spike_guard = None if guard is None else attach_guard(trainer, in_trial_data(POLICIES[guard]))
 
     def trajectory() -> int:  # the guard's count of the steps kept (the one read of its insides)
         return spike_guard.step if spike_guard is not None else steps[0]

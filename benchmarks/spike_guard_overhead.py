@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from autofix.harness.builders import normalize_config  # noqa: E402
 from autofix.harness.checkpoint import prepare  # noqa: E402
-from autofix.harness.loop import _Trainer  # noqa: E402
-from autofix.harness.spikes import SpikeGuard  # noqa: E402
+from autofix.harness.loop import _Trainer, attach_guard  # noqa: E402
 
 CONFIGS = {
     "digits small_cnn, batch 64": {
@@ -51,7 +50,7 @@ def _trainer(cfg: dict[str, Any], guard: bool) -> _Trainer:
     prepare(trainer, None)
     if guard:
         trainer.cfg["spike_guard"] = {"enabled": True}  # the shipped loss-spike-rewind answers
-        trainer.guard = SpikeGuard(trainer.cfg, trainer.model, trainer.optimizer, trainer.scheduler)
+        attach_guard(trainer)
     return trainer
 
 

@@ -106,7 +106,7 @@ class _ScriptedGuard:
         self.step = self.to
         return rewind
 
-    def stepped(self, _loss: float, _grad_norm: float | None = None) -> None:
+    def stepped(self, _loss: float, _grad_norm: float | None = None, _batch: Any = None) -> None:
         self.step += 1
 
     def metrics(self) -> dict[str, float]:
@@ -114,7 +114,7 @@ class _ScriptedGuard:
 
 
 def test_compute_counts_the_rolled_back_steps(monkeypatch):
-    monkeypatch.setattr(long_runs_methods, "SpikeGuard", _ScriptedGuard)
+    monkeypatch.setattr(long_runs_methods, "attach_guard", lambda trainer, rules: _ScriptedGuard({}))
     case = Case("tiny", TINY, 120)
     run = long_runs_methods.train(case, 0, guard="guard")
     # 120 steps kept + the 10 run from 20 to 30 and thrown away; the spiking batch is not stepped on

@@ -271,6 +271,13 @@ def _pad(began_s: float, min_epoch_s: float | None) -> None:
         time.sleep(max(0.0, min_epoch_s - (time.monotonic() - began_s)))
 
 
+def attach_guard(trainer: _Trainer, in_trial: dict[str, Any] | None = None) -> SpikeGuard:
+    """Give ``trainer`` its spike guard (its first snapshot is the model as it stands now)."""
+    trainer.guard = SpikeGuard(trainer.cfg, trainer.model, trainer.optimizer, trainer.scheduler, in_trial)
+    trainer.guard.reference = trainer.reference_loss
+    return trainer.guard
+
+
 def run_training(config: dict[str, Any], report: Report, restore_dir: str | None = None,
                  parallel: Parallel | None = None, in_trial: dict[str, Any] | None = None,
                  step_report: Callable[[dict[str, float]], None] | None = None) -> None:
@@ -315,8 +322,7 @@ def run_training(config: dict[str, Any], report: Report, restore_dir: str | None
     trainer = _Trainer(cfg, parallel)
     start = prepare(trainer, restore_dir)
     if (cfg.get("spike_guard") or {}).get("enabled"):  # its first snapshot is the restored state
-        trainer.guard = SpikeGuard(cfg, trainer.model, trainer.optimizer, trainer.scheduler, in_trial)
-        trainer.guard.reference = trainer.reference_loss
+        attach_guard(trainer, in_trial)
     if step_report is not None and (cfg.get("step_reports") or {}).get("enabled", True):
         trainer.reporter = StepReporter(cfg.get("step_reports"), step_report)
     if start == 0:

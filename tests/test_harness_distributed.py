@@ -26,6 +26,8 @@ from autofix.harness.data import Batches, blobs
 from autofix.harness.distributed import Parallel, all_finite, per_rank_batch, shard_order, unwrap
 
 # 160 blobs, 20% held out: 128 training samples, two full global batches of 64 per epoch.
+from conftest import FIXTURES
+
 CONFIG: dict[str, Any] = {
     "model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 2, "num_classes": 3}},
     "data": {"factory": "blobs", "args": {"n_samples": 160}, "val_fraction": 0.2},
@@ -139,3 +141,46 @@ def test_ranks_agree_and_only_rank_zero_checkpoints(ddp_runs) -> None:
     assert [r["val_loss"] for r in chief] == [r["val_loss"] for r in other]  # one replicated model
     assert [r["checkpoint"] for r in chief] == [False, True, True]
     assert not any(r["checkpoint"] for r in other)
+
+
+# -- the spike guard under DDP: every rank judges the mean loss over the ranks ------------------
+
+def _guarded_config() -> dict[str, Any]:
+    """tests/fixtures/spiky_data.py (one corrupted training example) and the guard on, judged from
+    step 10 over 16-step windows: one spike an epoch, on whichever rank draws that example."""
+    return {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},
+            "data": {"factory": "spiky_data:burst", "args": {}}, "optimizer": {"name": "sgd", "lr": 0.05},
+            "batch_size": 50, "epochs": 2, "seed": 0, "probes": {"enabled": False},
+            "spike_guard": {"enabled": True, "snapshot_every_steps": 5}}
+
+
+def _guard_rules() -> dict[str, Any]:
+    from autofix.rules.intrial import in_trial_data
+    from autofix.rules.policy import load_policies
+
+    return in_trial_data(load_policies(["builtin"]), {"loss_spike": {"warmup_steps": 10, "window_steps": 16}})
+
+
+def _guarded_rank(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    rows: list[dict[str, Any]] = []
+    try:
+        run_training(_guarded_config(), lambda m, c: rows.append(m),
+                     parallel=Parallel(rank, 2, wrap=nn.parallel.DistributedDataParallel), in_trial=_guard_rules())
+    finally:
+        dist.destroy_process_group()
+    Path(out, f"guarded{rank}.json").write_text(json.dumps(rows))
+
+
+def test_under_ddp_every_rank_rewinds_the_same_spikes_as_one_process_would(tmp_path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    mp.start_processes(_guarded_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    chief, other = (json.loads(Path(tmp_path, f"guarded{r}.json").read_text()) for r in range(2))
+    single: list[dict[str, Any]] = []
+    run_training(_guarded_config(), lambda m, c: single.append(m), in_trial=_guard_rules())
+    keys = ("rewinds", "skipped_batches", "rewound_steps", "last_rewind_from")
+    assert chief[-1]["rewinds"] >= 2  # one spike an epoch, each found
+    assert [[r.get(k) for k in keys] for r in chief] == [[r.get(k) for k in keys] for r in other]  # ranks agree
+    assert [[r.get(k) for k in keys] for r in chief] == [[r.get(k) for k in keys] for r in single]  # as one process
+    _assert_same(chief, single)

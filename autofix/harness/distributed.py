@@ -14,6 +14,10 @@ Ray-free on purpose (only controller/runner/trial touch Ray): :mod:`autofix.tune
   runs too;
 * "skip a non-finite loss" is decided by all ranks together, else one rank would skip a
   backward the others wait on in the all-reduce (a hang);
+* the spike guard judges the mean loss over the ranks (one all-reduce of a number a step, only with
+  the guard on), and its "is it the batch or the weights?" check the mean over the ranks too:
+  every rank runs the same deterministic rules on the same numbers, so all agree on each rewind
+  and restore their (identical) snapshots together;
 * only rank 0 writes checkpoints (the caller reports only rank 0's metrics);
 * batches and the loss's weights move to ``device`` (``wrap`` moves the model there).
 """
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["Parallel", "all_finite", "per_rank_batch", "shard_order", "unwrap"]
+__all__ = ["Parallel", "all_finite", "mean_across", "per_rank_batch", "shard_order", "unwrap"]
 
 
 def _identity(model: nn.Module) -> nn.Module:
@@ -69,6 +73,16 @@ def all_finite(loss: torch.Tensor) -> bool:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
     return bool(flag.item() > 0)
+
+
+def mean_across(value: float, device: str = "cpu") -> float:
+    """The mean of ``value`` over the ranks (a collective: every rank must call it); the value
+    itself without a process group."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+    return float(total.item()) / torch.distributed.get_world_size()
 
 
 def unwrap(model: nn.Module) -> nn.Module:

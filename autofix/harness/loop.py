@@ -24,7 +24,7 @@ from autofix.harness.anatomy import nonfinite_metrics
 from autofix.harness.assemble import build_run
 from autofix.harness.builders import LossFn, build_optimizer, normalize_config
 from autofix.harness.checkpoint import STATE_FILE, prepare, save_checkpoint
-from autofix.harness.distributed import Parallel, all_finite
+from autofix.harness.distributed import Parallel, all_finite, mean_across
 from autofix.harness.evaluate import (
     chance_metrics,
     evaluate,
@@ -176,7 +176,8 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.net(x), y)
             losses.append(loss.item())
-            if self.guard is not None and self.guard.spiked(losses[-1]) is not None:
+            judged = self._judged(losses[-1]) if self.guard is not None else losses[-1]
+            if self.guard is not None and self.guard.spiked(judged) is not None:
                 if self.probe.enabled:
                     self.probe.end_step()  # close a sampled step: no hook may stay on for evaluation
                 continue  # rewound to the last snapshot: this batch and those since are skipped
@@ -191,7 +192,7 @@ class _Trainer:
             self.optimizer.step()
             self.probe.after_step()
             if self.guard is not None:
-                self.guard.stepped(losses[-1], float(norm), (x, y))
+                self.guard.stepped(judged, float(norm), (x, y))
             if self.reporter is not None:
                 self._report_step(base + batch + 1, losses[-1])
         return {
@@ -203,6 +204,10 @@ class _Trainer:
             **(self.guard.metrics() if self.guard is not None else {}),
         }
 
+    def _judged(self, loss: float) -> float:
+        """The loss the spike guard judges: under DDP the mean over the ranks, so all agree."""
+        return mean_across(loss, self.parallel.device) if self.parallel is not None else loss
+
     def reference_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         """The loss of the model as it is on ``batch`` (the spike guard's "is it the batch or the
         weights?"): no gradient, and training state left as it was (batch-norm statistics, RNG)."""
@@ -210,12 +215,12 @@ class _Trainer:
             self.probe.end_step()  # a sampled step is over: this forward is no training step
         buffers = {name: b.clone() for name, b in self.model.named_buffers()}
         rng = torch.get_rng_state()
-        with torch.no_grad():
-            loss = float(self.loss_fn(self.net(batch[0]), batch[1]))
+        with torch.no_grad():  # the plain module: no DDP collective inside the forward
+            loss = float(self.loss_fn(self.model(batch[0]), batch[1]))
         for name, b in self.model.named_buffers():
             b.copy_(buffers[name])
         torch.set_rng_state(rng)
-        return loss
+        return self._judged(loss)
 
     def _report_step(self, step: int, loss: float) -> None:
         planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None

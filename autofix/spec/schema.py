@@ -245,9 +245,6 @@ class Spec(Strict):
             raise ValueError("'config' and 'knobs' belong to a custom 'trainable', not to 'training'")
         if self.mode == "max" and self.loss_metric is None:
             raise ValueError("mode 'max' needs 'loss_metric': the loss stream the symptom detectors read")
-        if self.training is not None and self.training.spike_guard.enabled and self.ray.distributed is not None:
-            raise ValueError("training.spike_guard does not run under ray.distributed yet (every rank would have "
-                             "to agree on each rewind): turn one of them off")
         return self
 
     def symptom_params(self) -> dict[str, dict[str, Any]]:

@@ -298,7 +298,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=ckpt)
 
-    run_training(loop_config["training"], _report, restore_dir=loop_config["restore"], parallel=parallel)
+    run_training(loop_config["training"], _report, restore_dir=loop_config["restore"], parallel=parallel,
+                 in_trial=loop_config["meta"].get("in_trial"))  # no step reports: each rank's report is a barrier
 
 
 # PyTorch's warning when a loss broadcasts its target (torch.nn.functional: mse_loss, l1_loss,

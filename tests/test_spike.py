@@ -144,7 +144,7 @@ def test_the_batch_or_the_weights(reference, restored):
         guard.stepped(1.0, 2.0, ("x", step))
     now = {k: v.clone() for k, v in model.state_dict().items()}
     rewind = guard.spiked(9.0)
-    assert seen == [("x", 11)] and rewind.restored is restored
+    assert seen == [("x", 10)] and rewind.restored is restored  # the batch before the last: not just fitted
     assert (rewind.to_step, guard.step) == ((10, 10) if restored else (12, 12))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in now.items()) is not restored
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # the candidate's cut either way

@@ -6,8 +6,8 @@ With ``training.spike_guard.enabled``, the managed loop hands each step's loss t
 ``loss-spike-rewind`` in autofix/policies/spikes.yaml). A spike is not trained on.
 
 Whether the batch or the weights are to blame is measured first: the model as it is is scored on
-the batch of its latest step (one forward pass, no gradient, batch-norm statistics and RNG left
-as they were). Judged no spike there, the weights are fine and the batch alone is skipped:
+the batch of the step before its latest (one forward pass, no gradient, batch-norm statistics and
+RNG left as they were; not the latest, which the last step just fitted). Judged no spike there, the weights are fine and the batch alone is skipped:
 nothing is undone. Otherwise the steps before did the damage (a rate too high): the model and
 optimizer go back to the newest snapshot taken before the spike's step (in memory, every
 ``snapshot_every_steps`` optimizer steps, the last ``ring`` kept), and the batches consumed since
@@ -97,7 +97,9 @@ class SpikeGuard:
         # The loss of the model as it is on a batch it already trained on well, set by the loop;
         # with it a spike caused by its batch alone (the weights are fine) is skipped, not rewound.
         self.reference: Callable[[Any], float] | None = None
-        self.last_good: Any = None  # the batch of the latest step taken
+        # the batches of the last two steps taken: the older one is the probe (the latest was just
+        # fitted: a step far too large can lower its loss and raise every other batch's)
+        self.recent: deque[Any] = deque(maxlen=2)
         self._snapshot()
 
     @property
@@ -121,12 +123,12 @@ class SpikeGuard:
         return self._rewind(order)
 
     def _weights_fine(self) -> bool:
-        """Is the model as it is still sound? Its loss on the batch of the latest step taken is
-        judged by the same rule against the same window: a spike there too means the steps before
-        did the damage (a rate too high), not this batch (bad data)."""
-        if self.reference is None or self.last_good is None:
+        """Is the model as it is still sound? Its loss on the batch of the step before the latest
+        is judged by the same rule against the same window: a spike there too means the steps
+        before did the damage (a rate too high), not this batch (bad data)."""
+        if self.reference is None or len(self.recent) < 2:
             return False
-        loss = self.reference(self.last_good)
+        loss = self.reference(self.recent[0])
         window = [v for _, v in list(self.rules.window)[-self.rules.params.window_steps:] if math.isfinite(v)]
         return math.isfinite(loss) and spike_evidence(self.rules.params, window, loss, self.step,
                                                       self.rules.scale) is None
@@ -154,13 +156,14 @@ class SpikeGuard:
         self.rewound_steps += self.step - to_step
         self.rules.rewound(to_step)
         self.rewinds.append(rewind)
-        self._in_a_row, self.last_good = 0, None
+        self._in_a_row = 0
         return rewind
 
     def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
         """After an optimizer step on ``loss`` (its ``batch``): count it and snapshot every N steps."""
         self.rules.stepped(loss)
-        self.last_good = batch
+        if batch is not None:
+            self.recent.append(batch)
         self._in_a_row = 0
         if grad_norm is not None:
             self.norms.append(grad_norm)

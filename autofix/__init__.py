@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["InputError", "Report", "Spec", "get_checkpoint", "judge_inputs", "load_spec", "report", "run"]
+__all__ = ["InputError", "Report", "Spec", "get_checkpoint", "judge_inputs", "load_spec", "report", "run",
+           "spike_guard"]
 __version__ = "0.1.0"
 
 from autofix._moved import install as _install_moved
@@ -41,6 +42,14 @@ def get_checkpoint(config: Any = None) -> str | None:
     from autofix.tune.trial import get_checkpoint as _get
 
     return _get(config)
+
+
+def spike_guard(config: Any, model: Any, optimizer: Any, *, loss_fn: Any = None, scheduler: Any = None) -> Any:
+    """A custom trainable's in-trial spike guard, None when the spec's is off; see
+    :func:`autofix.tune.trial.spike_guard`."""
+    from autofix.tune.trial import spike_guard as _guard
+
+    return _guard(config, model, optimizer, loss_fn=loss_fn, scheduler=scheduler)
 
 
 def judge_inputs(y_true: Any, outputs: Any, train_labels: Any = None, *, cross_entropy: bool = True) -> dict:

@@ -420,3 +420,48 @@ def test_autofix_run_rewinds_in_the_trial_by_the_runs_policy_and_journals_it(ray
     assert rewinds and {(r["policy"], r["action"]) for r in rewinds} == {("loss-spike-rewind", "rewind()")}
     assert all(r["from_step"] == r["to_step"] and r["restored"] == 0.0 for r in rewinds)  # a bad example: skipped
     assert min(r["from_step"] for r in rewinds) < 40  # in epoch 1: the spec's warm-up (10), not the default 64
+
+
+def test_a_custom_trainable_gets_no_guard_unless_the_spec_turns_it_on():
+    import autofix
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    rules = _rules()
+    assert autofix.spike_guard({"lr": 0.1}, model, optimizer) is None  # outside autofix
+    assert autofix.spike_guard({"__autofix__": {"in_trial": rules}}, model, optimizer) is None  # managed-only rules
+    on = {**rules, "guard": {"enabled": True, "snapshot_every_steps": 5}}
+    guard = autofix.spike_guard({"__autofix__": {"in_trial": on}}, model, optimizer)
+    assert guard is not None and guard.every == 5 and guard.max_grad_norm is None
+    off = {**rules, "guard": {"enabled": False}}
+    assert autofix.spike_guard({"__autofix__": {"in_trial": off}}, model, optimizer) is None
+
+
+@pytest.mark.ray
+def test_a_custom_trainable_rewinds_through_autofix_spike_guard(ray_session, tmp_path):
+    """The spec's top-level spike_guard reaches the user's loop: the corrupted example is skipped
+    by the guard it builds with autofix.spike_guard, and the journal says which policy did it."""
+    import autofix
+    from autofix.reports.journal import read_journal
+
+    spec = {"name": "custom-spiky", "python_path": [str(FIXTURES)], "trainable": "guarded_trainable:train_fn",
+            "config": {"lr": 0.05, "epochs": 3}, "knobs": {"optimizer.lr": "lr"}, "metric": "val_loss",
+            "spike_guard": {"enabled": True, "snapshot_every_steps": 5},
+            "symptoms": {"loss_spike": {"warmup_steps": 10, "window_steps": 16}},
+            "budget": {"max_attempts": 2, "max_concurrent": 1}}
+    report = autofix.run(spec, tmp_path / "out")
+    assert report.status == "healthy" and [a.id for a in report.attempts] == ["a0"]
+    rewinds = [r for r in read_journal(tmp_path / "out" / "journal.jsonl") if r["event"] == "rewind"]
+    assert rewinds and {r["policy"] for r in rewinds} == {"loss-spike-rewind"}
+    assert report.attempts[0].last_metrics["skipped_batches"] >= 3  # once an epoch
+
+
+def test_spike_guard_at_the_top_of_a_managed_spec_is_refused(tmp_path):
+    from autofix.errors import InputError
+    from autofix.spec.schema import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("training: {model: {factory: 'autofix.harness.models:small_cnn'}, data: {factory: digits},\n"
+                    "           optimizer: {name: adam, lr: 0.001}}\nspike_guard: {enabled: true}\n")
+    with pytest.raises(InputError, match=r"a managed run sets training\.spike_guard"):
+        load_spec(path)

@@ -34,7 +34,7 @@ from autofix.harness.evaluate import (
     val_targets,
 )
 from autofix.harness.losses import CLASS_ID_LOSSES
-from autofix.harness.spikes import SpikeGuard
+from autofix.harness.spikes import SpikeGuard, reference_loss
 from autofix.harness.stepreports import StepReporter
 from autofix.harness.weighting import output_width
 from autofix.judge.verdict import PLANNED, STEP
@@ -210,17 +210,11 @@ class _Trainer:
 
     def reference_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         """The loss of the model as it is on ``batch`` (the spike guard's "is it the batch or the
-        weights?"): no gradient, and training state left as it was (batch-norm statistics, RNG)."""
+        weights?"), under DDP the mean over the ranks."""
         if self.probe.enabled:
             self.probe.end_step()  # a sampled step is over: this forward is no training step
-        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
-        rng = torch.get_rng_state()
-        with torch.no_grad():  # the plain module: no DDP collective inside the forward
-            loss = float(self.loss_fn(self.model(batch[0]), batch[1]))
-        for name, b in self.model.named_buffers():
-            b.copy_(buffers[name])
-        torch.set_rng_state(rng)
-        return self._judged(loss)
+        # the plain module: no DDP collective inside the forward
+        return self._judged(reference_loss(self.model, self.loss_fn, batch))
 
     def _report_step(self, step: int, loss: float) -> None:
         planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None

@@ -50,6 +50,7 @@ class Plan:
     f1_metric: str = "val_macro_f1"
     inputs: Inputs = field(default_factory=Inputs)  # a custom trainable's declared judgement inputs
     managed: bool = True  # the managed harness runs the trials: the isolation ladder can run (autofix.rules.ladder)
+    guard: dict[str, Any] | None = None  # a custom trainable's spike guard settings (spec spike_guard)
 
     @property
     def judge(self) -> Judge:
@@ -90,7 +91,7 @@ class Engine(Detection, Control, Ladder, Decisions):
         """The run's in-trial policies and the parameters of the symptoms they answer, as a trial
         with its spike guard on receives them (:mod:`autofix.rules.intrial`)."""
         params = {d.name: d.params.model_dump(exclude={"metric"}) for d in self.detectors if d.in_trial}
-        return in_trial_data(self.policies, params)
+        return in_trial_data(self.policies, params, getattr(self.plan, "guard", None))  # a Plan pickled before it: none
 
     # -- Tune events -------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> Attempt | None:

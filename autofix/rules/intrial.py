@@ -50,11 +50,16 @@ def in_trial_policies(policies: Iterable[Policy]) -> list[Policy]:
     return sorted((p for p in policies if p.enabled and p.in_trial), key=lambda p: -p.priority)
 
 
-def in_trial_data(policies: Iterable[Policy], symptoms: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """What a trial needs to run the in-trial policies: the enabled ones, as data, and the
-    spec's parameters for ``loss_spike`` (the driver validated both)."""
+def in_trial_data(policies: Iterable[Policy], symptoms: dict[str, dict[str, Any]] | None = None,
+                  guard: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a trial needs to run the in-trial policies: the enabled ones, as data, the spec's
+    parameters for ``loss_spike`` (the driver validated both) and, for a custom trainable, its
+    spike guard's settings (``guard``; a managed run's are in its config)."""
     chosen = [p.model_dump(mode="json") for p in in_trial_policies(policies)]
-    return {"policies": chosen, "params": dict((symptoms or {}).get(LossSpike.name, {}))}
+    data = {"policies": chosen, "params": dict((symptoms or {}).get(LossSpike.name, {}))}
+    if guard is not None:
+        data["guard"] = dict(guard)
+    return data
 
 
 def _rewind(policy: Policy, candidate: int) -> Rewind:
@@ -88,7 +93,7 @@ class TrialRules:
         if data is None:
             return cls(load_policies([BUILTIN]), keep_steps=keep_steps)
         policies = [Policy.model_validate(p) for p in data["policies"]]
-        return cls(policies, SpikeParams(**data.get("params", {})), keep_steps)
+        return cls(policies, SpikeParams(**data.get("params", {})), keep_steps)  # "guard" is the harness's
 
     @property
     def spent(self) -> bool:
@@ -98,8 +103,8 @@ class TrialRules:
     def judge(self, loss: float) -> Order | None:
         """The order for the loss of the step about to be taken, if a policy fires on it."""
         self.spiking = False
-        spent = self.spent and self.rewound_at != self.step  # a burst after the last fire is still skipped
-        if spent or self._plainly_fine(loss):
+        # the cheap test first (most steps); a burst after the last fire is still skipped
+        if self._plainly_fine(loss) or (self.spent and self.rewound_at != self.step):
             self._resolve()
             return None
         losses = [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]

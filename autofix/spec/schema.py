@@ -22,7 +22,7 @@ from autofix.rules.policypaths import Known
 from autofix.spec.catalogue import harness_metric_names, harness_reports
 from autofix.spec.refs import resolve
 from autofix.spec.sources import load_yaml, problems_from_validation, source_from_data
-from autofix.spec.training import BUILTIN_DATASETS, Strict, TrainingSpec
+from autofix.spec.training import BUILTIN_DATASETS, SpikeGuardSpec, Strict, TrainingSpec
 from autofix.symptoms import SYMPTOMS
 
 __all__ = ["BUILTIN_DATASETS", "Spec", "TrainingSpec", "load_spec"]
@@ -141,6 +141,7 @@ class Spec(Strict):
     trainable: str | None = None  # or a Ray Tune function trainable, 'module:function'
     config: dict[str, Any] = Field(default_factory=dict)  # the custom trainable's config
     knobs: dict[str, str] = Field(default_factory=dict)  # policy path -> your config key
+    spike_guard: SpikeGuardSpec | None = None  # a custom trainable's spike guard (autofix.spike_guard)
     judge: JudgeSpec | None = None
     """What a custom trainable is judged on (``autofix.judge.judging``); the managed harness reports it all."""
     metric: str = "val_loss"  # what success is judged on
@@ -241,8 +242,9 @@ class Spec(Strict):
     def _shape(self) -> Spec:
         if (self.training is None) == (self.trainable is None):
             raise ValueError("give exactly one of 'training' (managed) or 'trainable' (custom function)")
-        if self.training is not None and (self.config or self.knobs):
-            raise ValueError("'config' and 'knobs' belong to a custom 'trainable', not to 'training'")
+        if self.training is not None and (self.config or self.knobs or self.spike_guard is not None):
+            raise ValueError("'config', 'knobs' and 'spike_guard' belong to a custom 'trainable', not to 'training' "
+                             "(a managed run sets training.spike_guard)")
         if self.mode == "max" and self.loss_metric is None:
             raise ValueError("mode 'max' needs 'loss_metric': the loss stream the symptom detectors read")
         return self

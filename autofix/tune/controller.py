@@ -44,7 +44,8 @@ def tune_config(attempt: Attempt, sys_path: list[str], in_trial: dict[str, Any] 
     """The config a trial receives: the attempt's config plus autofix's reserved metadata (with the
     run's in-trial policies when its spike guard is on: :mod:`autofix.rules.intrial`)."""
     meta: dict[str, Any] = {"attempt": attempt.id, "warm_from": attempt.warm_from, "sys_path": sys_path}
-    if in_trial is not None and (attempt.config.get("spike_guard") or {}).get("enabled"):
+    managed = attempt.config.get("spike_guard") or {}
+    if in_trial is not None and (managed.get("enabled") or (in_trial.get("guard") or {}).get("enabled")):
         meta["in_trial"] = in_trial
     if attempt.rung is not None:  # the harness runs this isolation rung instead of training (autofix.rules.ladder)
         meta["isolate"] = attempt.rung

@@ -29,7 +29,7 @@ from autofix.rules.engine import Engine, Plan
 from autofix.rules.ledger import Ledger
 from autofix.rules.policy import load_policies
 from autofix.spec.schema import Spec, load_spec
-from autofix.spec.training import TrainingSpec
+from autofix.spec.training import SpikeGuardSpec, TrainingSpec
 from autofix.symptoms import build_detectors
 from autofix.tune import preflight
 from autofix.tune.interrupt import Interrupts
@@ -76,7 +76,7 @@ def prepare(spec: Any, output: str | os.PathLike | None = None, overwrite: bool 
         raise
     journal("run_started", name=spec.name, output=str(out), policies=engine.policies.sources,
             config=engine.plan.config, metric=spec.metric, mode=spec.mode, budget=spec.budget.model_dump())
-    guard = spec.training is not None and spec.training.spike_guard.enabled
+    guard = (spec.training.spike_guard if spec.training is not None else spec.spike_guard or SpikeGuardSpec()).enabled
     if guard and not engine.in_trial["policies"]:
         journal("notice", text="training.spike_guard is on but no enabled policy answers loss_spike with rewind: "
                                "no spike is rewound")
@@ -109,6 +109,7 @@ def assemble(spec: Spec, out: Path, echo: Callable[[dict], None] | None = None) 
         max_epochs=spec.budget.max_epochs, aliases=dict(spec.knobs), parallel=spec.budget.max_concurrent,
         soft_min_steps=spec.patience.min_steps, soft_share=spec.patience.share,
         inputs=spec.judge.inputs() if spec.judge is not None else Inputs(), managed=spec.training is not None,
+        guard=spec.spike_guard.model_dump() if spec.spike_guard is not None else None,
     )
     engine = Engine(plan, detectors, policies, journal=journal, check_config=_config_checker(spec),
                     ranker=ledger.ranker() if ledger else None)

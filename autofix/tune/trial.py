@@ -9,6 +9,7 @@ harness as a Ray Train ``TorchTrainer`` (DDP) and relays rank 0's reports and ch
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -25,8 +26,15 @@ from ray.train import UserCallback
 
 from autofix.judge.history import PLANNED, STEP, as_float
 
-__all__ = ["RESERVED", "get_checkpoint", "make_custom_trainable", "make_distributed_trainable",
-           "managed_trainable", "report"]
+__all__ = [
+    "RESERVED",
+    "get_checkpoint",
+    "make_custom_trainable",
+    "make_distributed_trainable",
+    "managed_trainable",
+    "report",
+    "spike_guard",
+]
 
 RESERVED = "__autofix__"  # config key autofix adds: attempt id, warm-start checkpoint, import path
 
@@ -59,6 +67,42 @@ def report(metrics: Mapping[str, Any], checkpoint: str | os.PathLike | ray.tune.
             raise ValueError(f"autofix.report: checkpoint must be a directory, got {str(path)!r}")
         checkpoint = ray.tune.Checkpoint.from_directory(str(path))
     ray.tune.report(clean, checkpoint=checkpoint)
+
+
+def spike_guard(config: Mapping[str, Any] | None, model: Any, optimizer: Any, *, loss_fn: Any = None,
+                scheduler: Any = None) -> Any:
+    """The spike guard of a custom trainable (:class:`autofix.harness.spikes.SpikeGuard`), or None
+    when the spec's ``spike_guard`` is off or the trainable runs outside autofix.
+
+    The run's in-trial policies arrive in ``config`` (the trial's); the loop asks the guard about
+    each step's loss *before* the optimizer steps, and a batch it answers is not trained on::
+
+        guard = autofix.spike_guard(config, model, optimizer, loss_fn=loss_fn)
+        for x, y in batches:
+            loss = loss_fn(model(x), y)
+            if guard is not None and guard.spiked(loss.item()):
+                continue                      # rewound in place, or skipped: go on with the next batch
+            loss.backward(); optimizer.step(); optimizer.zero_grad()
+            if guard is not None:
+                guard.stepped(loss.item(), batch=(x, y))
+        autofix.report({"val_loss": ..., **(guard.metrics() if guard else {})}, step=...)
+
+    There is no skip list to keep: the batches a rewind gives back are simply not drawn again.
+    ``loss_fn`` lets the guard tell a bad batch (skipped, nothing undone) from weights a step too
+    large threw off (restored); without it every spike restores. A rewind's ``lr_factor`` acts on
+    the optimizer; its ``clip_factor`` on :attr:`SpikeGuard.max_grad_norm`, for the loop to pass to
+    ``clip_grad_norm_``."""
+    meta = (config or {}).get(RESERVED) or {}
+    rules = meta.get("in_trial") or {}
+    settings = rules.get("guard")
+    if not settings or not settings.get("enabled"):
+        return None
+    from autofix.harness.spikes import SpikeGuard, reference_loss
+
+    guard = SpikeGuard({"spike_guard": settings, "grad_clip": None}, model, optimizer, scheduler, rules)
+    if loss_fn is not None:
+        guard.reference = functools.partial(reference_loss, model, loss_fn)
+    return guard
 
 
 def _position(step: Any, planned: Any) -> dict[str, float]:

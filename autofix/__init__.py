@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["InputError", "Report", "Spec", "get_checkpoint", "judge_inputs", "load_spec", "report", "run",
-           "spike_guard"]
+           "spike_guard", "step_reporter"]
 __version__ = "0.1.0"
 
 from autofix._moved import install as _install_moved
@@ -50,6 +50,13 @@ def spike_guard(config: Any, model: Any, optimizer: Any, *, loss_fn: Any = None,
     from autofix.tune.trial import spike_guard as _guard
 
     return _guard(config, model, optimizer, loss_fn=loss_fn, scheduler=scheduler)
+
+
+def step_reporter(every_steps: int = 50, min_interval_s: float = 2.0) -> Any:
+    """Reports between epochs from a custom trainable; see :func:`autofix.tune.trial.step_reporter`."""
+    from autofix.tune.trial import step_reporter as _reporter
+
+    return _reporter(every_steps, min_interval_s)
 
 
 def judge_inputs(y_true: Any, outputs: Any, train_labels: Any = None, *, cross_entropy: bool = True) -> dict:

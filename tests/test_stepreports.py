@@ -112,3 +112,27 @@ def test_the_headline_says_a_healthy_run_was_rewound_in_place():
 
     assert "spike guard rewound 6 loss spike(s) in place" in report(6.0).summary()
     assert "the run left alone needs no fix" in report(0.0).summary() and "rewound" not in report(None).summary()
+
+
+@pytest.mark.parametrize("step, steps, planned, shown", [
+    pytest.param(120.0, 50.0, 1000.0, True, id="crosses-10pct"),
+    pytest.param(150.0, 25.0, 1000.0, False, id="inside-one-tenth"),
+    pytest.param(1000.0, 60.0, 1000.0, True, id="the-end"),
+    pytest.param(120.0, 50.0, None, False, id="no-plan-no-line"),
+])
+def test_the_live_view_prints_a_step_report_each_tenth_of_the_plan(step, steps, planned, shown):
+    from autofix.reports.progress import event_line
+
+    line = event_line({"event": "step_report", "attempt": "a0", "step": step, "steps": steps, "planned": planned,
+                       "loss_mean": 0.4321, "loss_max": 0.9})
+    assert (line is not None) is shown
+    if shown:
+        assert f"step {step:g}/{planned:g}: training loss 0.4321 (mean of the last {steps:g} steps)" in line
+
+
+def test_a_custom_trainable_builds_its_step_reporter_with_the_harness_defaults():
+    import autofix
+
+    reporter = autofix.step_reporter()
+    assert (reporter.every, reporter.interval) == (50, 2.0)
+    assert (autofix.step_reporter(10, 0.5).every, autofix.step_reporter(10, 0.5).interval) == (10, 0.5)

@@ -19,6 +19,15 @@ __all__ = ["Progress", "event_line"]
 _BARS = "▁▂▃▄▅▆▇█"
 
 
+def _step_line(who: str, record: dict[str, Any]) -> str | None:
+    step, planned, steps = record.get("step"), record.get("planned"), record.get("steps") or 0
+    if not step or not planned or math.floor(10 * step / planned) == math.floor(10 * (step - steps) / planned):
+        return None
+    mean = record.get("loss_mean")
+    loss = f"{mean:.4g}" if isinstance(mean, float) else "?"
+    return f"{who} step {step:g}/{planned:g}: training loss {loss} (mean of the last {steps:g} steps)"
+
+
 def event_line(record: dict[str, Any]) -> str | None:
     """The one-line text of a journal record, or None for records not worth a line."""
     event, who = record["event"], f"[{record.get('attempt', '')}]"
@@ -42,6 +51,8 @@ def event_line(record: dict[str, Any]) -> str | None:
     if event == "rewind":  # the trial's spike guard went back in place (autofix.harness.spikes)
         return (f"{who} rewound a loss spike: step {record['from_step']:g} -> {record['to_step']:g} "
                 f"({record['rewinds']:g} so far, {record['rewound_steps']:g} steps given back)")
+    if event == "step_report":  # between epochs: a line each tenth of the planned steps
+        return _step_line(who, record)
     if event == "detectors_blind":  # detectors no report feeds: they can find nothing
         return "\n".join(f"not detected: {line}" for line in record["lines"])
     if event == "knob_hint":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from autofix.judge.history import STEP, History, as_float
+from autofix.judge.history import PLANNED, STEP, History, as_float
 from autofix.judge.judging import blind, gaps, judged_by
 from autofix.rules.intrial import in_trial_policies
 from autofix.rules.lineage import Attempt, Outcome
@@ -71,7 +71,8 @@ class Detection:
         attempt.steps.append(point)
         if len(attempt.steps) > MAX_STEP_POINTS:
             del attempt.steps[:MAX_STEP_POINTS // 2:2]  # thin the older half: the recent steps stay dense
-        self.journal("step_report", attempt=attempt.id, step=point[0], loss_mean=point[1], loss_max=point[2])
+        self.journal("step_report", attempt=attempt.id, step=point[0], loss_mean=point[1], loss_max=point[2],
+                     steps=as_float(metrics.get("steps_in_report")), planned=as_float(metrics.get(PLANNED)))
 
     def _rewind_policy(self, row: dict[str, float]) -> dict[str, str]:
         """The in-trial policy and action a report's ``last_rewind_policy/candidate`` name."""

@@ -212,11 +212,12 @@ def train_ddp(case: Case, seed: int, **kwargs: Any) -> Run:
 
 
 def run_ddp_case(case: Case, seed: int) -> list[dict[str, Any]]:
-    """A DDP case: the clean twin (alone and guarded), left alone and the shipped guard."""
+    """A DDP case: the clean twin (alone and guarded), left alone, the ideal skip and the shipped guard."""
     clean = train_ddp(case, seed, inject=False)
     rows = [_row(case, seed, "clean", clean, clean, 0),
             _row(case, seed, "clean_guard", train_ddp(case, seed, inject=False, guard="guard"), clean, 0)]
     rows.append(_row(case, seed, "left_alone", train_ddp(case, seed), clean, 0))
+    rows.append(_row(case, seed, "ideal_skip", train_ddp(case, seed, drop=True), clean, 0))
     rows.append(_row(case, seed, "guard", train_ddp(case, seed, guard="guard"), clean, 0))
     return rows
 

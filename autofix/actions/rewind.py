@@ -1,10 +1,12 @@
-"""The ``rewind`` action: put the weights back in place, inside the trial, and skip the batches.
+"""The ``rewind`` action: answer a loss spike in place, inside the trial, and skip its batches.
 
 A policy whose ``then`` lists ``rewind`` candidates runs inside the trial (its symptom must be
-judged there: ``loss_spike``): the managed harness's spike guard (:mod:`autofix.harness.spikes`)
-restores the model and optimizer from the newest in-memory snapshot taken before the spike,
-does not replay the batches consumed since (PaLM skipped the batches around a spike; replaying
-them re-spiked) and trains on, in the same trial. No config is patched and nothing relaunches.
+judged there: ``loss_spike``). The spike guard (:mod:`autofix.harness.spikes`) first asks whether
+the batch or the weights are to blame: weights still sound on an earlier batch mean a bad batch,
+skipped with nothing undone; otherwise it restores the model and optimizer from the newest
+in-memory snapshot taken before the spike and does not replay the batches consumed since (PaLM
+skipped the batches around a spike; replaying them re-spiked). Either way it trains on, in the
+same trial. No config is patched and nothing relaunches.
 Each fire spends one of the candidate's ``times``, as for any policy; once every candidate is
 spent the guard stands down and the epoch-level symptoms answer, with a relaunch.
 """
@@ -21,10 +23,12 @@ __all__ = ["Rewind"]
 
 
 class Rewind(Action):
-    """Rewind to the last snapshot before the spike; optionally cut the LR and tighten clipping."""
+    """Skip a spiking batch, or restore the last snapshot before it when the weights are hurt;
+    optionally cut the LR and tighten clipping."""
 
     name = "rewind"
-    summary = "Rewind in place to the last snapshot before a loss spike and skip its batches (in the trial)."
+    summary = ("Answer a loss spike in place (in the trial): skip its batch, or restore the last snapshot before "
+               "it when the weights are hurt.")
     in_trial: ClassVar[bool] = True
     action: Literal["rewind"] = "rewind"
     lr_factor: float | None = Field(default=None, gt=0, le=1)

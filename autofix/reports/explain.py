@@ -57,9 +57,11 @@ def _policy(policy: Policy) -> str:
            f"  when: {policy.when.symptom}{' where ' + where if where else ''}, held for {policy.for_steps} "
            f"optimizer step(s){_patience(policy.when.symptom)}",
            f"  priority {policy.priority}, cooldown {policy.cooldown_steps} step(s), "
-           f"at most {policy.fire_limit} fire(s) per lineage, labels {policy.labels or '{}'}"]
+           f"at most {policy.fire_limit} fire(s) per {'trial, inside it' if policy.in_trial else 'lineage'}, "
+           f"labels {policy.labels or '{}'}"]
     for i, action in enumerate(policy.then, 1):
-        out.append(f"  {i}. {action.describe()}  x{action.times}, starts {action.start}: {type(action).summary}")
+        start = "in place" if action.in_trial else f"starts {action.start}"
+        out.append(f"  {i}. {action.describe()}  x{action.times}, {start}: {type(action).summary}")
     return "\n".join(out)
 
 

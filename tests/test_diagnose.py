@@ -259,3 +259,20 @@ def test_bad_input_header_only_and_broken_json(tmp_path):
     with pytest.raises(InputError) as err:
         diagnose(str(trial))
     assert err.value.problems[0].line == 2 and "expected one JSON object per line" in str(err.value)
+
+
+def test_reports_between_epochs_are_not_read_as_epochs(tmp_path):
+    """A managed trial's result.json interleaves reports between epochs (no epoch, step_report 1):
+    they are no epoch's, and must not take an epoch's place (training_iteration collides)."""
+    from autofix.reports.diagnose import read_metrics_file
+
+    lines = [{"epoch": 0, "val_loss": 2.3, "training_iteration": 1},
+             {"step_report": 1.0, "step": 50.0, "step_loss_mean": 1.9, "training_iteration": 2},
+             {"epoch": 1, "val_loss": 1.2, "training_iteration": 3},
+             {"step_report": 1.0, "step": 100.0, "step_loss_mean": 0.9, "training_iteration": 4},
+             {"epoch": 2, "val_loss": 0.7, "training_iteration": 5}]
+    path = tmp_path / "result.json"
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    rows = read_metrics_file(path)
+    assert sorted(rows) == [0, 1, 2] and [rows[k]["val_loss"] for k in sorted(rows)] == [2.3, 1.2, 0.7]
+    assert not any("step_loss_mean" in r for r in rows.values())

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from autofix.errors import InputError, Problem
-from autofix.judge.history import as_float
+from autofix.judge.history import STEP_REPORT, as_float
 from autofix.reports.journal import jsonable
 from autofix.rules.ledger import Ledger
 from autofix.rules.lineage import Outcome
@@ -206,6 +206,8 @@ def read_metrics_file(file: Path) -> Rows:
     """Numeric metrics per iteration from JSON lines (``.json``, ``.jsonl``) or a CSV with a header row."""
     records = _json_lines(file) if file.suffix in (".json", ".jsonl") else _csv_records(file)
     rows: Rows = {}
+    # reports between epochs (training.step_reports) are no epoch's: charted, never judged
+    records = [r for r in records if not _number(r.get(STEP_REPORT))]
     for index, record in enumerate(records):
         row = {k: f for k, v in record.items() if (f := _number(v)) is not None}
         rows[_iteration(row, index)] = row

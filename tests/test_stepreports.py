@@ -136,3 +136,16 @@ def test_a_custom_trainable_builds_its_step_reporter_with_the_harness_defaults()
     reporter = autofix.step_reporter()
     assert (reporter.every, reporter.interval) == (50, 2.0)
     assert (autofix.step_reporter(10, 0.5).every, autofix.step_reporter(10, 0.5).interval) == (10, 0.5)
+
+
+@pytest.mark.parametrize("restored, expected", [
+    (1.0, "a0 rewound a loss spike: step 700 -> 650 (1 so far, 50 steps given back)"),
+    (0.0, "a0 skipped a loss spike's batch at step 700, weights sound (1 so far, 50 steps given back)"),
+    (None, "a0 rewound a loss spike: step 700 -> 650 (1 so far, 50 steps given back)"),  # a journal of before
+])
+def test_the_live_view_says_whether_a_spike_was_rewound_or_its_batch_skipped(restored, expected):
+    from autofix.reports.progress import event_line
+
+    record = {"event": "rewind", "attempt": "a0", "rewinds": 1.0, "from_step": 700.0, "to_step": 650.0,
+              "rewound_steps": 50.0, "restored": restored}
+    assert event_line(record).endswith(expected)

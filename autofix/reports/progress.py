@@ -48,9 +48,11 @@ def event_line(record: dict[str, Any]) -> str | None:
     if event == "judgement_inputs":
         lines = ["judged by: " + "; ".join(record["judged_by"])]
         return "\n".join(lines + [f"not judged: {line}" for line in record["missing"]])
-    if event == "rewind":  # the trial's spike guard went back in place (autofix.harness.spikes)
-        return (f"{who} rewound a loss spike: step {record['from_step']:g} -> {record['to_step']:g} "
-                f"({record['rewinds']:g} so far, {record['rewound_steps']:g} steps given back)")
+    if event == "rewind":  # the trial's spike guard answered a spike in place (autofix.harness.spikes)
+        so_far = f"({record['rewinds']:g} so far, {record['rewound_steps']:g} steps given back)"
+        if record.get("restored") == 0.0:  # the weights were sound: the batch alone was skipped
+            return f"{who} skipped a loss spike's batch at step {record['from_step']:g}, weights sound {so_far}"
+        return f"{who} rewound a loss spike: step {record['from_step']:g} -> {record['to_step']:g} {so_far}"
     if event == "step_report":  # between epochs: a line each tenth of the planned steps
         return _step_line(who, record)
     if event == "detectors_blind":  # detectors no report feeds: they can find nothing

@@ -139,9 +139,9 @@ def test_a_custom_trainable_builds_its_step_reporter_with_the_harness_defaults()
 
 
 @pytest.mark.parametrize("restored, expected", [
-    (1.0, "a0 rewound a loss spike: step 700 -> 650 (1 so far, 50 steps given back)"),
-    (0.0, "a0 skipped a loss spike's batch at step 700, weights sound (1 so far, 50 steps given back)"),
-    (None, "a0 rewound a loss spike: step 700 -> 650 (1 so far, 50 steps given back)"),  # a journal of before
+    (1.0, "] rewound a loss spike: step 700 -> 650 (1 so far, 50 steps given back)"),
+    (0.0, "] skipped a loss spike's batch at step 700, weights sound (1 so far, 50 steps given back)"),
+    (None, "] rewound a loss spike: step 700 -> 650 (1 so far, 50 steps given back)"),  # a journal of before
 ])
 def test_the_live_view_says_whether_a_spike_was_rewound_or_its_batch_skipped(restored, expected):
     from autofix.reports.progress import event_line

@@ -105,7 +105,7 @@ def _overhead_target() -> dict[str, Any]:
     data = json.loads(OVERHEAD_FILE.read_text())
     pcts = {name: r["overhead_pct"] for name, r in data["results"].items()}
     return _target(f"step overhead <= {OVERHEAD_MAX_PCT}% (the guard's per-step cost; the reports between epochs "
-                   "cost <= 0.12%: one ~2.3 ms report per 2 s at most)",
+                   "cost <= 0.12%: one ~2 ms report per 2 s at most)",
                    all(p <= OVERHEAD_MAX_PCT for p in pcts.values()),
                    "; ".join(f"{n}: {p:+.2f}%" for n, p in pcts.items())
                    + f" (cited: `{data['command']}`, {data['date_utc']})")

@@ -227,8 +227,8 @@ class StepReportSpec(Strict):
     """Reports to the driver between epochs (``autofix.harness.stepreports``): the training loss
     of the steps since the last one, for the live view and the report's chart in steps.
 
-    A report costs the trial one ``ray.tune.report`` (~2.3 ms measured on this project's 2-core
-    machine, ``docs/spike-guard.md``): at most one every ``min_interval_s`` keeps it under 0.12%
+    A report costs the trial one ``ray.tune.report`` (1.9-2.3 ms measured on this project's 2-core
+    machine, ``benchmarks/step_report_cost.py``): at most one every ``min_interval_s`` keeps it under 0.12%
     of training time, 8x under the 1% budget, whatever the step time."""
 
     enabled: bool = True  # report between epochs

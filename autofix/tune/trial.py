@@ -111,7 +111,7 @@ def step_reporter(every_steps: int = 50, min_interval_s: float = 2.0) -> Any:
     call ``.stepped(step, planned_steps, loss)`` after each optimizer step; once ``every_steps``
     steps and ``min_interval_s`` seconds have passed it sends the mean and largest training loss
     of those steps to the driver (kept out of the judged history; report.html charts them in
-    steps). The managed harness's defaults: one ``ray.tune.report`` (~2.3 ms) every 2 s at most."""
+    steps). The managed harness's defaults: one ``ray.tune.report`` (~2 ms) every 2 s at most."""
     from autofix.harness.stepreports import StepReporter
 
     return StepReporter({"every_steps": every_steps, "min_interval_s": min_interval_s},

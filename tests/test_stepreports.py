@@ -110,7 +110,7 @@ def test_the_headline_says_a_healthy_run_was_rewound_in_place():
         return Report(status="healthy", winner="a0", name="x", metric="val_loss", mode="min", min_drop=0.3,
                       output="o", duration_s=1.0, ended_because="settled", attempts=[a0])
 
-    assert "spike guard rewound 6 loss spike(s) in place" in report(6.0).summary()
+    assert "spike guard answered 6 loss spike(s) in place" in report(6.0).summary()
     assert "the run left alone needs no fix" in report(0.0).summary() and "rewound" not in report(None).summary()
 
 

@@ -127,7 +127,7 @@ class Report(BaseModel):
         if self.status == "healthy":
             rewinds = w.last_metrics.get("rewinds")
             if isinstance(rewinds, float) and rewinds > 0:  # healed in the trial, not left alone
-                return (f"autofix: HEALTHY: no relaunch needed, its spike guard rewound {rewinds:g} loss "
+                return (f"autofix: HEALTHY: no relaunch needed, its spike guard answered {rewinds:g} loss "
                         f"spike(s) in place; {gain}{keep}")
             return f"autofix: HEALTHY: the run left alone needs no fix; {gain}{keep}"
         diff = "; ".join(f"{path}: {old} -> {new}" for path, (old, new) in self.net_patch(w.id).items())

@@ -70,6 +70,11 @@ def _rows(trial_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def distributed_run(tmp_path_factory):
     """The report and output directory of one distributed repair run."""
+    return _run(SPEC, tmp_path_factory)
+
+
+def _run(spec: dict, tmp_path_factory) -> tuple[dict, Path]:
+    """``autofix.run(spec)`` in a subprocess with its own Ray: the report and output directory."""
     import tempfile
 
     out = tmp_path_factory.mktemp("distributed") / "run"
@@ -81,7 +86,7 @@ def distributed_run(tmp_path_factory):
     # As autofix.tune.runner does for an embedded Ray: Train's placement-group cleaner finds the State
     # API through this variable, not by auto-detection, which fails beside other Rays on the host.
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    args = json.dumps([SPEC, str(out), temp_dir, port])
+    args = json.dumps([spec, str(out), temp_dir, port])
     try:
         done = subprocess.run([sys.executable, "-c", DRIVER, args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=RUN_TIMEOUT_S)
@@ -132,3 +137,28 @@ def test_tune_sees_rank_zero_only_with_checkpoints(distributed_run):
         assert not (trial_dir / "train").exists()
         if attempt["outcome"] == "healthy":
             assert len(saved) == SPEC["training"]["epochs"]
+
+
+SPIKY = {
+    "version": 1, "name": "distributed-spiky", "python_path": [str(ROOT / "tests" / "fixtures")],
+    "training": {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},
+                 "data": {"factory": "spiky_data:burst"}, "optimizer": {"name": "sgd", "lr": 0.05},
+                 "batch_size": 50, "epochs": 3, "seed": 0, "probes": {"enabled": False},
+                 "spike_guard": {"enabled": True, "snapshot_every_steps": 5}},
+    "symptoms": {"loss_spike": {"warmup_steps": 10, "window_steps": 16}},
+    "metric": "val_loss", "budget": {"max_attempts": 2, "max_concurrent": 1, "wall_clock_s": 480},
+    "ray": {"cpus_per_trial": 1, "distributed": {"workers": 2, "backend": "gloo"}}, "ledger": False,
+}
+
+
+@pytest.mark.ray
+def test_the_spike_guard_runs_in_every_train_worker_and_they_agree(tmp_path_factory):
+    """One corrupted training example (tests/fixtures/spiky_data.py): on whichever rank draws it,
+    the mean loss over the ranks spikes, every rank skips that batch, and the run needs no relaunch
+    (measured: one spike an epoch, HEALTHY, ~40 s)."""
+    report, out = _run(SPIKY, tmp_path_factory)
+    assert report["status"] == "healthy" and [a["id"] for a in report["attempts"]] == ["a0"]
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines() if line.strip()]
+    rewinds = [r for r in journal if r["event"] == "rewind"]
+    assert len(rewinds) >= 2 and {r["policy"] for r in rewinds} == {"loss-spike-rewind"}
+    assert report["attempts"][0]["last_metrics"]["train_workers"] == 2

@@ -149,3 +149,12 @@ def test_the_live_view_says_whether_a_spike_was_rewound_or_its_batch_skipped(res
     record = {"event": "rewind", "attempt": "a0", "rewinds": 1.0, "from_step": 700.0, "to_step": 650.0,
               "rewound_steps": 50.0, "restored": restored}
     assert event_line(record).endswith(expected)
+
+
+def test_extra_numbers_are_asked_for_only_when_a_report_is_sent():
+    sent: list[dict[str, float]] = []
+    asked: list[int] = []
+    reporter = StepReporter({"every_steps": 5, "min_interval_s": 0}, sent.append)
+    for step in range(1, 11):
+        reporter.stepped(step, None, 1.0, lambda at=step: asked.append(at) or {"rewinds": 2.0})
+    assert asked == [5, 10] and [r["rewinds"] for r in sent] == [2.0, 2.0]

@@ -218,9 +218,8 @@ class _Trainer:
 
     def _report_step(self, step: int, loss: float) -> None:
         planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None
-        extra = self.guard.metrics() if self.guard is not None else None
         assert self.reporter is not None
-        self.reporter.stepped(step, planned, loss, extra)
+        self.reporter.stepped(step, planned, loss, self.guard.metrics if self.guard is not None else None)
 
     def _clip(self, norm: torch.Tensor) -> None:
         clip = self.cfg["grad_clip"]

@@ -39,7 +39,6 @@ import torch
 
 from autofix.rules.intrial import Order, TrialRules
 from autofix.spec.training import SpikeGuardSpec
-from autofix.symptoms.spike import spike_evidence
 
 __all__ = ["Rewind", "SpikeGuard", "reference_loss"]
 
@@ -153,9 +152,7 @@ class SpikeGuard:
         if self.reference is None or len(self.recent) < 2:
             return False
         loss = self.reference(self.recent[0])
-        window = [v for _, v in list(self.rules.window)[-self.rules.params.window_steps:] if math.isfinite(v)]
-        return math.isfinite(loss) and spike_evidence(self.rules.params, window, loss, self.step,
-                                                      self.rules.scale) is None
+        return math.isfinite(loss) and not self.rules.is_spike(loss)
 
     def _rewind(self, order: Order) -> Rewind:
         if self._weights_fine():  # the batch alone: skip it, nothing to undo

@@ -34,8 +34,10 @@ class StepReporter:
         self.last = clock()
         self.sent = 0
 
-    def stepped(self, step: int, planned: int | None, loss: float, extra: dict[str, float] | None = None) -> None:
-        """After optimizer step ``step`` (lineage-wide, 1-based) on ``loss``."""
+    def stepped(self, step: int, planned: int | None, loss: float,
+                extra: Callable[[], dict[str, float]] | None = None) -> None:
+        """After optimizer step ``step`` (lineage-wide, 1-based) on ``loss``; ``extra`` gives more
+        numbers for the report, asked only when one is sent (not on every step)."""
         self.losses.append(loss)
         if len(self.losses) < self.every or self.clock() - self.last < self.interval:
             return
@@ -43,7 +45,7 @@ class StepReporter:
         report = {STEP_REPORT: 1.0, STEP: float(step), "step_loss_mean": sum(finite) / len(finite) if finite
                   else math.nan, "step_loss_max": max(finite) if finite else math.nan,
                   "step_nonfinite": float(len(self.losses) - len(finite)), "steps_in_report": float(len(self.losses)),
-                  **(extra or {})}
+                  **(extra() if extra is not None else {})}
         if planned is not None:
             report[PLANNED] = float(planned)
         self.losses.clear()

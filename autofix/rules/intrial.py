@@ -107,7 +107,7 @@ class TrialRules:
         if self._plainly_fine(loss) or (self.spent and self.rewound_at != self.step):
             self._resolve()
             return None
-        losses = [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]
+        losses = self.recent_losses()
         evidence = spike_evidence(self.params, losses, loss, self.step, self.scale)
         if evidence is None:
             self._resolve()
@@ -115,6 +115,14 @@ class TrialRules:
         self.spiking = True
         finding = Finding(LossSpike.name, self.step, STEP_LOSS, spike_text(evidence, len(losses)), evidence)
         return self._answer(finding)
+
+    def recent_losses(self) -> list[float]:
+        """The finite losses of the last ``window_steps`` steps kept, oldest first."""
+        return [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]
+
+    def is_spike(self, loss: float) -> bool:
+        """Would ``loss`` at the current step be a spike against the window (no policy involved)?"""
+        return spike_evidence(self.params, self.recent_losses(), loss, self.step, self.scale) is not None
 
     def _answer(self, finding: Finding) -> Order | None:
         no_config = lambda path: None  # noqa: E731  # in-trial policies read evidence only
@@ -148,7 +156,7 @@ class TrialRules:
         if not math.isfinite(loss) or self.step < self.params.warmup_steps:
             return False
         if self._median is None or self.step >= self._median_at + _REFRESH_STEPS:
-            recent = [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]
+            recent = self.recent_losses()
             self._median, self._median_at = (statistics.median(recent) if recent else None), self.step
         return self._median is not None and loss < self.params.min_ratio * self._median
 

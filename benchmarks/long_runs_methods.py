@@ -102,14 +102,19 @@ class StopAtSpike:
         self.detected_at: int | None = None
 
     def spiked(self, loss: float) -> object | None:
-        order = self.rules.judge(loss)
+        return self._stop(self.rules.judge(loss))
+
+    def grad_spiked(self, grad_norm: float) -> object | None:
+        return self._stop(self.rules.judge_norm(grad_norm))
+
+    def _stop(self, order: object | None) -> object | None:
         if order is not None:
             self.detected_at = self.stream.position - 1
             self.stream.stop()
         return order
 
     def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
-        self.rules.stepped(loss)
+        self.rules.stepped(loss, grad_norm)
 
     def metrics(self) -> dict[str, float]:
         return {}
@@ -124,7 +129,12 @@ class _Recorder:
         self.rewinds: list[tuple[int, int, int]] = []
 
     def spiked(self, loss: float) -> Any:
-        rewind = self.guard.spiked(loss)
+        return self._note(self.guard.spiked(loss))
+
+    def grad_spiked(self, grad_norm: float) -> Any:
+        return self._note(self.guard.grad_spiked(grad_norm))
+
+    def _note(self, rewind: Any) -> Any:
         if rewind is not None:
             self.rewinds.append((self.stream.position - 1, int(rewind.from_step), int(rewind.to_step)))
         return rewind
@@ -164,7 +174,7 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
     trainer.train = stream
     recorder = _Recorder(spike_guard, stream) if spike_guard is not None else None
     watcher = StopAtSpike(stream) if stop_at_spike else None
-    trainer.guard = recorder or watcher  # type: ignore[assignment]  # the three calls the loop makes of a guard
+    trainer.guard = recorder or watcher  # type: ignore[assignment]  # the four calls the loop makes of a guard
     curve = [(0, judge_val_loss(trainer.model, trainer.val))]
     for chunk in range(1, EVAL_CHUNKS + 1):
         stream.target = case.steps * chunk // EVAL_CHUNKS

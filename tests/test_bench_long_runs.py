@@ -106,6 +106,9 @@ class _ScriptedGuard:
         self.step = self.to
         return rewind
 
+    def grad_spiked(self, _grad_norm: float) -> Any:
+        return None
+
     def stepped(self, _loss: float, _grad_norm: float | None = None, _batch: Any = None) -> None:
         self.step += 1
 

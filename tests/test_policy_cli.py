@@ -185,3 +185,16 @@ def test_ledger_learns_only_rows_of_its_version(tmp_path, line, counted):
     ledger.record("r", "a1", "plateau", "p", "a", False)  # what record writes is always read back
     assert ledger.stats() == {("plateau", "p", "a"): (2, 1) if counted else (1, 0)}
     assert json.loads(path.read_text().splitlines()[-1])["v"] == 2
+
+
+def test_a_gradient_norm_series_without_its_loss_series_is_an_input_error(tmp_path, capsys):
+    path = _write(tmp_path, "norms.test.yaml", """\
+        version: 1
+        tests:
+          - name: norms alone
+            series: {step_grad_norm: "3x100 60"}
+            expect: null
+        """)
+    assert main(["policies", "test", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "norms.test.yaml:4: tests[0].series: " in err and "give both" in err

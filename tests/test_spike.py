@@ -121,7 +121,7 @@ def test_a_spike_restores_the_newest_snapshot_and_skips_what_came_after():
     assert (rewind.from_step, rewind.to_step, rewind.skipped) == (12, 10, 2)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in at_10.items())
     assert optimizer.state_dict()["state"][0]["step"] == 10  # Adam's own count went back too
-    assert guard.step == 10 and len(guard.rules.window) == 10  # the abandoned steps left the window
+    assert guard.step == 10 and len(guard.rules.losses.values) == len(guard.rules.norms.values) == 10  # abandoned
     assert guard.metrics() == {"rewinds": 1.0, "rewound_steps": 2.0, "skipped_batches": 1.0,
                                "last_rewind_from": 12.0, "last_rewind_to": 10.0, "last_rewind_policy": 0.0,
                                "last_rewind_candidate": 0.0, "last_rewind_lr": 0.1, "last_rewind_restored": 1.0}
@@ -244,7 +244,7 @@ def test_the_guard_keeps_a_bounded_history_however_long_the_run():
     guard, _, _ = _guard()  # window 8, a snapshot every 5 steps, ring 2
     for _ in range(1000):
         guard.stepped(1.0, 1.0)
-    assert len(guard.rules.window) == 8 + 5 * 2 and len(guard.ring) == 2 and len(guard.norms) == 8
+    assert len(guard.rules.losses.values) == len(guard.rules.norms.values) == 8 + 5 * 2 and len(guard.ring) == 2
     assert [s for s, *_ in guard.ring] == [995, 1000]
 
 

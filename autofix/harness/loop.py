@@ -177,9 +177,7 @@ class _Trainer:
             loss = self.loss_fn(self.net(x), y)
             losses.append(loss.item())
             judged = self._judged(losses[-1]) if self.guard is not None else losses[-1]
-            if self.guard is not None and self.guard.spiked(judged) is not None:
-                if self.probe.enabled:
-                    self.probe.end_step()  # close a sampled step: no hook may stay on for evaluation
+            if self.guard is not None and self._skipped(self.guard.spiked(judged)):
                 continue  # rewound to the last snapshot: this batch and those since are skipped
             if not self._backward(loss):
                 continue
@@ -188,6 +186,8 @@ class _Trainer:
             norms.append(float(norm))
             if not torch.isfinite(norm):
                 continue  # same reason as a non-finite loss: keep the weights readable
+            if self.guard is not None and self._skipped(self.guard.grad_spiked(norms[-1])):
+                continue
             self._clip(norm)
             self.optimizer.step()
             self.probe.after_step()
@@ -203,6 +203,12 @@ class _Trainer:
             **self.probe.epoch_metrics(),
             **(self.guard.metrics() if self.guard is not None else {}),
         }
+
+    def _skipped(self, rewind: object | None) -> bool:
+        """The spike guard's answer: a rewind (not None) skips this step's batch."""
+        if rewind is not None and self.probe.enabled:
+            self.probe.end_step()  # close a sampled step: no hook may stay on for evaluation
+        return rewind is not None
 
     def _judged(self, loss: float) -> float:
         """The loss the spike guard judges: under DDP the mean over the ranks, so all agree."""

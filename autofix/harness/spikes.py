@@ -1,9 +1,10 @@
 """The spike guard: rewind a loss spike in place, inside the trial, and skip the batches it ate.
 
 With ``training.spike_guard.enabled``, the managed loop hands each step's loss to
-:meth:`SpikeGuard.spiked` before the optimizer steps; the run's in-trial policies judge it
-(:mod:`autofix.rules.intrial`: the ``loss_spike`` symptom, answered by ``rewind``, shipped as
-``loss-spike-rewind`` in autofix/policies/spikes.yaml). A spike is not trained on.
+:meth:`SpikeGuard.spiked` before the backward pass, and its gradient norm (before clipping) to
+:meth:`SpikeGuard.grad_spiked` after it, before the optimizer steps; the run's in-trial policies
+judge both (:mod:`autofix.rules.intrial`: the ``loss_spike`` symptom, answered by ``rewind``,
+shipped as ``loss-spike-rewind`` in autofix/policies/spikes.yaml). A spike is not trained on.
 
 Whether the batch or the weights are to blame is measured first: the model as it is is scored on
 the batch of the step before its latest (one forward pass, no gradient, batch-norm statistics
@@ -106,7 +107,6 @@ class SpikeGuard:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.rules = TrialRules.from_data(rules, keep_steps=self.every * spec.ring)
         self.ring: deque[tuple[int, dict, dict]] = deque(maxlen=spec.ring)  # (step, model, optimizer)
-        self.norms: deque[float] = deque(maxlen=self.rules.params.window_steps)  # recent gradient norms
         self.rewinds: list[Rewind] = []
         self.rewound_steps = self.skipped_batches = self._in_a_row = 0
         # The loss of the model as it is on a batch it already trained on well, set by the loop;
@@ -132,7 +132,15 @@ class SpikeGuard:
     def spiked(self, loss: float) -> Rewind | None:
         """Judge the loss of the step about to be taken: the latest rewind when its batch is not
         to be trained on, else None."""
-        order = self.rules.judge(loss)
+        return self._answered(self.rules.judge(loss))
+
+    def grad_spiked(self, grad_norm: float) -> Rewind | None:
+        """Judge the gradient norm (before clipping) of the step about to be taken, once its loss
+        passed :meth:`spiked`: the latest rewind when the step is not to be taken, else None.
+        Under DDP the norm of the averaged gradients is the same on every rank."""
+        return self._answered(self.rules.judge_norm(grad_norm))
+
+    def _answered(self, order: Order | None) -> Rewind | None:
         if order is None:
             return None
         self.skipped_batches += 1
@@ -182,12 +190,10 @@ class SpikeGuard:
 
     def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
         """After an optimizer step on ``loss`` (its ``batch``): count it and snapshot every N steps."""
-        self.rules.stepped(loss)
+        self.rules.stepped(loss, grad_norm)
         if batch is not None:
             self.recent.append(batch)
         self._in_a_row = 0
-        if grad_norm is not None:
-            self.norms.append(grad_norm)
         if self.step % self.every == 0:
             self._snapshot()
 
@@ -220,8 +226,8 @@ class SpikeGuard:
         clip = self.config.get("grad_clip")
         if factor is not None and clip is not None:
             clip = self.config["grad_clip"] = {**clip, "max": clip["max"] * factor}
-        elif factor is not None and self.norms:
-            clip = self.config["grad_clip"] = {"kind": "norm", "max": statistics.median(self.norms) * factor}
+        elif factor is not None and (norms := self.rules.norms.recent()):
+            clip = self.config["grad_clip"] = {"kind": "norm", "max": statistics.median(norms) * factor}
         return clip["max"] if clip is not None else None
 
     def _snapshot(self) -> None:

@@ -1,7 +1,8 @@
 """Policies that run inside the trial: a step-level symptom answered in place, at every step.
 
 The managed harness's spike guard (:mod:`autofix.harness.spikes`) hands each optimizer step's
-training loss to :meth:`TrialRules.judge` before the step is taken. The rules are the run's own
+training loss to :meth:`TrialRules.judge` before the backward pass, and its gradient norm to
+:meth:`TrialRules.judge_norm` after it, before the step is taken. The rules are the run's own
 policies, loaded and validated at the driver from its policy files (those whose ``then`` is
 ``rewind``), shipped to the trial as data (:func:`in_trial_data`), and driven the way the engine
 drives every policy at a report: the symptom's detector rule makes a finding
@@ -9,7 +10,7 @@ drives every policy at a report: the symptom's detector rule makes a finding
 match began and fires once it has held ``for_steps`` steps (:class:`~autofix.rules.alerts.PolicyState`),
 and each fire takes the next candidate of its ``then`` (``times`` each). Only the answer differs:
 an :class:`Order` to rewind in place instead of a relaunch. ``autofix policies test`` drives the
-same object with a ``step_loss`` series. Pure Python: no torch, no ray.
+same object with a ``step_loss`` series (and a ``step_grad_norm`` one). Pure Python: no torch, no ray.
 """
 
 from __future__ import annotations
@@ -25,11 +26,56 @@ from autofix.actions.rewind import Rewind
 from autofix.rules.alerts import AlertState, PolicyState
 from autofix.rules.policy import BUILTIN, Policy, load_policies
 from autofix.symptoms.base import Finding
-from autofix.symptoms.spike import STEP_LOSS, LossSpike, SpikeParams, spike_evidence, spike_text
+from autofix.symptoms.spike import STEP_GRAD_NORM, STEP_LOSS, LossSpike, SpikeParams, spike_evidence, spike_text
 
 __all__ = ["Order", "TrialRules", "in_trial_data", "in_trial_policies"]
 
 _REFRESH_STEPS = 16  # steps between refreshes of the cached median of the cheap test
+
+
+class _Window:
+    """One judged series (the losses or the gradient norms) of the steps kept: its trailing
+    window, the run's own scale, and a cached median for the cheap test of most steps."""
+
+    def __init__(self, name: str, params: SpikeParams, keep_steps: int) -> None:
+        self.name, self.params = name, params
+        # (step, value) of the steps taken, newest last: the window, plus what a rewind may drop
+        self.values: deque[tuple[int, float]] = deque(maxlen=params.window_steps + keep_steps)
+        self.scale: float | None = None  # the median of the run's first full window (min_rise's unit)
+        self._median: float | None = None
+        self._median_at = 0
+
+    def recent(self) -> list[float]:
+        """The finite values of the last ``window_steps`` steps kept, oldest first."""
+        return [v for _, v in list(self.values)[-self.params.window_steps:] if math.isfinite(v)]
+
+    def evidence(self, value: float, step: int) -> dict[str, float] | None:
+        """The spike rule on ``value`` at ``step``: its evidence, or None. Most steps pass the
+        cheap test (a finite value under ``min_ratio`` x the median of a few steps ago, refreshed
+        every 16 steps) without the window being sorted."""
+        if math.isfinite(value) and step >= self.params.warmup_steps:
+            if self._median is None or step >= self._median_at + _REFRESH_STEPS:
+                recent = self.recent()
+                self._median, self._median_at = (statistics.median(recent) if recent else None), step
+            if self._median is not None and value < self.params.min_ratio * self._median:
+                return None
+        return spike_evidence(self.params, self.recent(), value, step, self.scale, self.name)
+
+    def add(self, step: int, value: float) -> None:
+        self.values.append((step, value))
+        if self.scale is None and len(self.values) >= self.params.window_steps:  # the run's own scale
+            finite = [v for _, v in self.values if math.isfinite(v)]
+            self.scale = statistics.median(finite) if finite else None
+
+    def drop_from(self, step: int) -> None:
+        """The steps from ``step`` on were abandoned (a rewind)."""
+        while self.values and self.values[-1][0] >= step:
+            self.values.pop()
+        self._median = None
+
+    def clear(self) -> None:
+        self.values.clear()
+        self._median = None
 
 
 @dataclass(frozen=True)
@@ -69,21 +115,19 @@ def _rewind(policy: Policy, candidate: int) -> Rewind:
 
 
 class TrialRules:
-    """The in-trial policies of one trial and the trailing window of step losses they judge."""
+    """The in-trial policies of one trial and the trailing windows of step losses and gradient
+    norms they judge."""
 
     def __init__(self, policies: Iterable[Policy], params: SpikeParams | None = None, keep_steps: int = 0) -> None:
         self.policies = in_trial_policies(policies)
         self.params = params or SpikeParams()
         self.states = {p.name: PolicyState() for p in self.policies}
         self.fires = {p.name: 0 for p in self.policies}
-        # (step, loss) of the steps taken, newest last: the window, plus what a rewind may drop
-        self.window: deque[tuple[int, float]] = deque(maxlen=self.params.window_steps + keep_steps)
+        self.losses = _Window(STEP_LOSS, self.params, keep_steps)
+        self.norms = _Window(STEP_GRAD_NORM, self.params, keep_steps)
         self.step = 0  # optimizer steps taken on the trajectory kept (rewound ones are given back)
-        self.scale: float | None = None  # the median of the run's first full window (min_rise's unit)
         self.rewound_at: int | None = None  # the step restored by the latest rewind, until a step is taken
         self.spiking = False  # the step about to be taken was judged a spike (a pending policy trains on it)
-        self._median: float | None = None  # a recent window median, for the cheap test of each step
-        self._median_at = 0
         self._pending = False  # some policy's state is not inactive
 
     @classmethod
@@ -103,27 +147,35 @@ class TrialRules:
     def judge(self, loss: float) -> Order | None:
         """The order for the loss of the step about to be taken, if a policy fires on it."""
         self.spiking = False
-        # the cheap test first (most steps); a burst after the last fire is still skipped
-        if self._plainly_fine(loss) or (self.spent and self.rewound_at != self.step):
-            self._resolve()
+        return self._judge(self.losses, loss)
+
+    def judge_norm(self, norm: float) -> Order | None:
+        """The order for the gradient norm of the step about to be taken (after its loss passed
+        :meth:`judge`), if a policy fires on it; None when ``grad_norm`` judging is off, or when
+        the loss already spiked (a policy pending on it trains on the step: its state stays)."""
+        if not self.params.grad_norm or self.spiking:
             return None
-        losses = self.recent_losses()
-        evidence = spike_evidence(self.params, losses, loss, self.step, self.scale)
+        return self._judge(self.norms, norm)
+
+    def _judge(self, window: _Window, value: float) -> Order | None:
+        evidence = None
+        if not self.spent or self.rewound_at == self.step:  # a burst after the last fire is still skipped
+            evidence = window.evidence(value, self.step)
         if evidence is None:
             self._resolve()
             return None
         self.spiking = True
-        finding = Finding(LossSpike.name, self.step, STEP_LOSS, spike_text(evidence, len(losses)), evidence)
+        finding = Finding(LossSpike.name, self.step, window.name,
+                          spike_text(evidence, min(len(window.values), self.params.window_steps)), evidence)
         return self._answer(finding)
 
     def recent_losses(self) -> list[float]:
         """The finite losses of the last ``window_steps`` steps kept, oldest first."""
-        return [v for _, v in list(self.window)[-self.params.window_steps:] if math.isfinite(v)]
+        return self.losses.recent()
 
     def is_spike(self, loss: float) -> bool:
         """Would ``loss`` at the current step be a spike against the window (no policy involved)?"""
-        return spike_evidence(self.params, self.recent_losses(), loss, self.step, self.scale) is not None
-
+        return spike_evidence(self.params, self.losses.recent(), loss, self.step, self.losses.scale) is not None
     def _answer(self, finding: Finding) -> Order | None:
         no_config = lambda path: None  # noqa: E731  # in-trial policies read evidence only
         for index, policy in enumerate(self.policies):
@@ -150,35 +202,26 @@ class TrialRules:
             self.states[policy.name].resolve(policy.name, self.step)
         self._pending = False
 
-    def _plainly_fine(self, loss: float) -> bool:
-        """Most steps: a finite loss under ``min_ratio`` x the window's median of a few steps ago
-        (refreshed every 16 steps) cannot be a spike, and is passed without sorting the window."""
-        if not math.isfinite(loss) or self.step < self.params.warmup_steps:
-            return False
-        if self._median is None or self.step >= self._median_at + _REFRESH_STEPS:
-            recent = self.recent_losses()
-            self._median, self._median_at = (statistics.median(recent) if recent else None), self.step
-        return self._median is not None and loss < self.params.min_ratio * self._median
-
-    def stepped(self, loss: float) -> None:
-        """After an optimizer step on ``loss``: it joins the window, unless it was judged a spike (a
-        policy pending for ``for_steps`` trains on it): a spike that lasts must not hide itself."""
+    def stepped(self, loss: float, norm: float | None = None) -> None:
+        """After an optimizer step on ``loss`` (its gradient norm ``norm``): they join their windows,
+        unless the step was judged a spike (a policy pending for ``for_steps`` trains on it): a
+        spike that lasts must not hide itself."""
         if not self.spiking:
-            self.window.append((self.step, loss))
+            self.losses.add(self.step, loss)
+            if norm is not None:
+                self.norms.add(self.step, norm)
         self.spiking = False
         self.step += 1
         self.rewound_at = None
-        if self.scale is None and len(self.window) >= self.params.window_steps:  # the run's own scale
-            finite = [v for _, v in self.window if math.isfinite(v)]
-            self.scale = statistics.median(finite) if finite else None
 
     def rewound(self, to_step: int) -> None:
-        """The weights went back to ``to_step``: the abandoned trajectory leaves the window."""
-        while self.window and self.window[-1][0] >= to_step:
-            self.window.pop()
-        self.step, self.rewound_at, self._median = to_step, to_step, None
+        """The weights went back to ``to_step``: the abandoned trajectory leaves the windows."""
+        self.losses.drop_from(to_step)
+        self.norms.drop_from(to_step)
+        self.step, self.rewound_at = to_step, to_step
 
     def rewarm(self) -> None:
         """The run's level moved (a "spike" that lasts): judge again once half a new window is in."""
-        self.window.clear()
-        self.rewound_at, self._median = None, None
+        self.losses.clear()
+        self.norms.clear()
+        self.rewound_at = None

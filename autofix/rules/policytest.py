@@ -28,7 +28,9 @@ the ladder (autofix/rules/ladder.py): the decision compared is then the one the 
 
 A ``step_loss`` series is one training loss per optimizer step, judged by the in-trial policies
 (``rewind``; :mod:`autofix.rules.intrial`) exactly as the trial's spike guard judges it: ``at`` is
-the step, and ``expect.then`` the candidate chosen (``{action: rewind, lr_factor: 0.5}``).
+the step, and ``expect.then`` the candidate chosen (``{action: rewind, lr_factor: 0.5}``). A
+``step_grad_norm`` series beside it gives each step's gradient norm, judged after its loss passed
+(``_`` where a step has none).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from autofix.rules.intrial import TrialRules
 from autofix.rules.policy import BUILTIN, SHIPPED_POLICIES, load_policies
 from autofix.spec.sources import load_yaml, problems_from_validation
 from autofix.symptoms import build_detectors
-from autofix.symptoms.spike import STEP_LOSS, LossSpike, SpikeParams
+from autofix.symptoms.spike import STEP_GRAD_NORM, STEP_LOSS, LossSpike, SpikeParams
 
 __all__ = ["PolicyTestFile", "parse_series", "run_policy_tests"]
 
@@ -111,6 +113,8 @@ class PolicyTest(BaseModel):
     def _parses(cls, value: dict[str, str]) -> dict[str, str]:
         for text in value.values():
             parse_series(text)
+        if STEP_GRAD_NORM in value and STEP_LOSS not in value:
+            raise ValueError(f"a {STEP_GRAD_NORM} series is judged beside a {STEP_LOSS} series: give both")
         return value
 
 
@@ -152,22 +156,28 @@ class _Got:
 
 
 def _first_in_trial(test: PolicyTest, policies) -> _Got | None:
-    """A ``step_loss`` series, one value per optimizer step, fed to the in-trial rules exactly as
-    the trial's spike guard feeds them (:mod:`autofix.rules.intrial`)."""
+    """A ``step_loss`` series, one value per optimizer step (and any ``step_grad_norm`` series),
+    fed to the in-trial rules exactly as the trial's spike guard feeds them
+    (:mod:`autofix.rules.intrial`)."""
     rules = TrialRules(policies, SpikeParams(**test.symptoms.get(LossSpike.name, {})))
     for name, times in test.fired.items():
         if name not in rules.fires:
             raise ValueError(f"fired: no enabled in-trial policy named '{name}'")
         rules.fires[name] = times
-    for step, loss in enumerate(parse_series(test.series[STEP_LOSS])):
+    losses = parse_series(test.series[STEP_LOSS])
+    norms = parse_series(test.series.get(STEP_GRAD_NORM, ""))
+    for step, loss in enumerate(losses):
         if loss is None:
             raise ValueError(f"{STEP_LOSS}: every optimizer step has a loss ('_' at step {step})")
+        norm = norms[step] if step < len(norms) else None
         order = rules.judge(loss)
+        if order is None and norm is not None:
+            order = rules.judge_norm(norm)
         if order is not None:
             then = {"action": order.action.name, **order.action.model_dump(exclude_defaults=True,
                                                                             exclude={"times", "start"})}
             return _Got(step, order.finding.symptom, order.policy, order.finding.reason, {}, then, None)
-        rules.stepped(loss)
+        rules.stepped(loss, norm)
     return None
 
 

@@ -150,7 +150,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("last_rewind_to", "the step of the snapshot it went back to")),
     *_m("step",
         ("step_loss", "the training loss of one optimizer step, judged in the trial before the step "
-                      "(loss_spike); never reported to the driver")),
+                      "(loss_spike); never reported to the driver"),
+        ("step_grad_norm", "the gradient norm (before clipping) of one optimizer step, judged in the trial "
+                           "after its loss, before the step (loss_spike); never reported to the driver")),
     *_m("between",
         ("step_report", "1 on a report made between epochs (training.step_reports): never judged"),
         ("step_loss_mean", "mean training loss of the steps the report covers (finite ones)"),

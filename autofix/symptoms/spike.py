@@ -1,4 +1,5 @@
-"""``loss_spike``: one optimizer step's loss far above the steps before it. Pure Python.
+"""``loss_spike``: one optimizer step's loss, or its gradient norm, far above the steps before it.
+Pure Python.
 
 Judged step by step **inside the trial** (``in_trial``): the managed harness's spike guard
 (:mod:`autofix.harness.spikes`) hands each step's training loss to the run's in-trial policies
@@ -11,7 +12,10 @@ A step's loss is a spike when, past ``warmup_steps`` steps, it is non-finite, or
 least ``z`` robust standard deviations above the median of the last ``window_steps`` losses
 (1.4826 x the median absolute deviation) **and** at least ``min_ratio`` x that median **and**
 at least ``max_ratio`` x the largest loss of the window **and** at least ``min_rise`` x the run's
-own scale (the median of its first full window) above it.
+own scale (the median of its first full window) above it. With ``grad_norm`` (on by default) each
+step's gradient norm, measured after the backward pass and before clipping, is judged the same way
+against its own window (OLMo-core's ``SkipStepOptimizer`` judges both): a step whose loss looks
+ordinary but whose gradient is far out of line is not taken either.
 
 Defaults and sources: OLMo-core's ``SkipStepOptimizer`` skips a step whose loss is more than 6
 standard deviations above a 128-step window, after 64 warm-up steps (``z=6``, ``window_steps=128``,
@@ -44,9 +48,11 @@ from pydantic import Field
 from autofix.judge.history import STEP, History
 from autofix.symptoms.base import HARD, Detector, Finding, FixedParams
 
-__all__ = ["STEP_LOSS", "LossSpike", "SpikeParams", "spike_evidence", "spike_text"]
+__all__ = ["STEP_GRAD_NORM", "STEP_LOSS", "LossSpike", "SpikeParams", "spike_evidence", "spike_text"]
 
 STEP_LOSS = "step_loss"  # the per-step training loss the trial judges (autofix.spec.catalogue)
+STEP_GRAD_NORM = "step_grad_norm"  # the per-step gradient norm, before clipping (autofix.spec.catalogue)
+_NAMES = {STEP_LOSS: "loss", STEP_GRAD_NORM: "grad_norm"}  # each series' value in the evidence
 _MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution is 0.6745 sigma
 
 
@@ -59,20 +65,23 @@ class SpikeParams(FixedParams):
     min_ratio: float = Field(default=2.0, ge=1)  # and at least this many times that median
     min_rise: float = Field(default=0.1, ge=0)  # and this far above the window's largest loss, in run scale
     max_ratio: float = Field(default=2.0, ge=1)  # and at least this many times the window's largest loss
+    grad_norm: bool = True  # judge each step's gradient norm too, by the same thresholds (OLMo-core)
 
 
 def spike_evidence(params: SpikeParams, window: Sequence[float], loss: float, step: int,
-                   scale: float | None = None) -> dict[str, float] | None:
+                   scale: float | None = None, series: str = STEP_LOSS) -> dict[str, float] | None:
     """The numbers that make ``loss`` at optimizer step ``step`` a spike against the trailing
-    ``window`` of earlier (finite) losses, or None. Judged only past the warm-up and with at
+    ``window`` of earlier (finite) values, or None. Judged only past the warm-up and with at
     least half a window of history; ``scale``: the run's first-window median (None: no
-    ``min_rise`` test)."""
+    ``min_rise`` test); ``series``: what is judged (the evidence names the value after it:
+    ``loss`` or ``grad_norm``)."""
     if step < params.warmup_steps or len(window) < params.window_steps // 2:
         return None
     recent = list(window)[-params.window_steps:]
     median = statistics.median(recent)
+    key = _NAMES[series]
     if not math.isfinite(loss):
-        return {"loss": loss, "median": median, "step": float(step)}
+        return {key: loss, "median": median, "step": float(step)}
     if median <= 0 or loss < params.min_ratio * median:
         return None
     largest = max(recent)
@@ -82,46 +91,56 @@ def spike_evidence(params: SpikeParams, window: Sequence[float], loss: float, st
     z = (loss - median) / sigma if sigma > 0 else math.inf
     if z < params.z:
         return None
-    return {"loss": loss, "median": median, "ratio": loss / median, "robust_z": z, "over_max": loss / largest,
+    return {key: loss, "median": median, "ratio": loss / median, "robust_z": z, "over_max": loss / largest,
             "step": float(step)}
 
 
 def spike_text(evidence: dict[str, float], window: int) -> str:
     """The one-line reason of a spike's evidence."""
     step = int(evidence["step"])
+    name, value = ("gradient norm", evidence["grad_norm"]) if "grad_norm" in evidence else ("loss", evidence["loss"])
     if "ratio" not in evidence:
-        return f"loss {evidence['loss']} at step {step}"
+        return f"{name} {value} at step {step}"
     z = evidence["robust_z"]
-    return (f"loss {evidence['loss']:.4g} at step {step} is {evidence['ratio']:.3g}x the median "
+    return (f"{name} {value:.4g} at step {step} is {evidence['ratio']:.3g}x the median "
             f"{evidence['median']:.4g} of the last {window} steps ({z:.3g} robust sigmas)")
 
 
 class LossSpike(Detector):
-    """One step's training loss far above the trailing window: judged inside the trial.
+    """One step's training loss, or gradient norm, far above the trailing window: judged inside the trial.
 
     Past ``warmup_steps`` steps, a loss is a spike when non-finite, or at least ``z`` robust
     sigmas above the median of the last ``window_steps`` losses, ``min_ratio`` x that median,
     ``max_ratio`` x the window's largest loss and ``min_rise`` x the run's first-window median
-    above it. Thresholds after OLMo-core's ``SkipStepOptimizer`` (6 sigmas over 128 steps, after
-    64), llm-foundry's ``KillLossSpike`` (2x the window) and Megatron's spiky-loss check (a multiple
-    of the largest loss); ``min_rise`` and ``max_ratio``'s value are ours, measured (see the module).
-    Recoverable and hard: a spike is answered at once (in place, by ``rewind``), and one that
-    passes declares nothing about the run. Its policies run in the trial, at every optimizer step
-    (:mod:`autofix.rules.intrial`); reports to the driver carry what they did (``rewinds``)."""
+    above it; with ``grad_norm``, a gradient norm likewise against the window of norms. Thresholds
+    after OLMo-core's ``SkipStepOptimizer`` (6 sigmas over 128 steps, after 64, on the loss and the
+    gradient norm), llm-foundry's ``KillLossSpike`` (2x the window) and Megatron's spiky-loss check
+    (a multiple of the largest loss); ``min_rise`` and ``max_ratio``'s value are ours, measured (see
+    the module). Recoverable and hard: a spike is answered at once (in place, by ``rewind``), and
+    one that passes declares nothing about the run. Its policies run in the trial, at every
+    optimizer step (:mod:`autofix.rules.intrial`); reports to the driver carry what they did
+    (``rewinds``)."""
 
     name = "loss_spike"
-    summary = "A step's loss jumps far above the last steps' (judged in the trial, every step)."
+    summary = "A step's loss or gradient norm jumps far above the last steps' (judged in the trial, every step)."
     Params = SpikeParams
     severity = HARD
     recoverable = True
     in_trial: ClassVar[bool] = True
-    inputs = (STEP_LOSS,)
-    evidence_keys = ("loss", "median", "over_max", "ratio", "robust_z", "step")
+    inputs = (STEP_LOSS, STEP_GRAD_NORM)
+    evidence_keys = ("grad_norm", "loss", "median", "over_max", "ratio", "robust_z", "step")
 
     def check(self, history: History) -> Finding | None:
-        if STEP_LOSS not in history.last_row():  # epoch reports never carry it: no scan per report
-            return None
-        series = history.series(STEP_LOSS)
+        row = history.last_row()
+        for series in (STEP_LOSS, STEP_GRAD_NORM) if self.params.grad_norm else (STEP_LOSS,):
+            if series in row:  # epoch reports never carry them: no scan per report
+                found = self._check(history, series)
+                if found is not None:
+                    return found
+        return None
+
+    def _check(self, history: History, name: str) -> Finding | None:
+        series = history.series(name)
         if not series or series[-1][0] != history.last_iteration:
             return None
         finite = [v for _, v in series[:-1] if math.isfinite(v)]
@@ -129,8 +148,8 @@ class LossSpike(Detector):
             if len(finite) >= self.params.window_steps else None
         step = history.last(STEP)
         at = int(step) if step is not None else len(series) - 1
-        found = spike_evidence(self.params, finite[-self.params.window_steps:], series[-1][1], at, scale)
+        found = spike_evidence(self.params, finite[-self.params.window_steps:], series[-1][1], at, scale, name)
         if found is None:
             return None
-        return Finding(self.name, history.last_iteration or 0, STEP_LOSS,
+        return Finding(self.name, history.last_iteration or 0, name,
                        spike_text(found, min(len(finite), self.params.window_steps)), found)

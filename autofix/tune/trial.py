@@ -76,16 +76,21 @@ def spike_guard(config: Mapping[str, Any] | None, model: Any, optimizer: Any, *,
     when the spec's ``spike_guard`` is off or the trainable runs outside autofix.
 
     The run's in-trial policies arrive in ``config`` (the trial's); the loop asks the guard about
-    each step's loss *before* the optimizer steps, and a batch it answers is not trained on::
+    each step's loss, then its gradient norm, *before* the optimizer steps, and a batch it answers
+    is not trained on::
 
         guard = autofix.spike_guard(config, model, optimizer, loss_fn=loss_fn)
         for x, y in batches:
             loss = loss_fn(model(x), y)
             if guard is not None and guard.spiked(loss.item()):
                 continue                      # rewound in place, or skipped: go on with the next batch
-            loss.backward(); optimizer.step(); optimizer.zero_grad()
+            optimizer.zero_grad(); loss.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf))
+            if guard is not None and guard.grad_spiked(norm):
+                continue                      # a gradient far out of line: the step is not taken
+            optimizer.step()
             if guard is not None:
-                guard.stepped(loss.item(), batch=(x, y))
+                guard.stepped(loss.item(), norm, batch=(x, y))
         autofix.report({"val_loss": ..., **(guard.metrics() if guard else {})}, step=...)
 
     There is no skip list to keep: the batches a rewind gives back are simply not drawn again.

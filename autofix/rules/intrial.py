@@ -158,9 +158,9 @@ class TrialRules:
         return self._judge(self.norms, norm)
 
     def _judge(self, window: _Window, value: float) -> Order | None:
-        evidence = None
-        if not self.spent or self.rewound_at == self.step:  # a burst after the last fire is still skipped
-            evidence = window.evidence(value, self.step)
+        evidence = window.evidence(value, self.step)  # most steps end here, with None
+        if evidence is not None and self.spent and self.rewound_at != self.step:
+            evidence = None  # the policies are spent; a burst right after the last fire is still skipped
         if evidence is None:
             self._resolve()
             return None

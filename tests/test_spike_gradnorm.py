@@ -97,14 +97,14 @@ def _run(data: str, params: dict[str, Any], blow_up_at: int, monkeypatch: pytest
     """The managed loop on clean blobs, its gradient norm of step ``blow_up_at`` reported 1000x
     (a gradient the loss does not show): the last epoch's report and the optimizer steps taken."""
     calls = {"n": 0}
-    real = loop._grad_norm
+    real = loop.grad_norm
 
     def norm(model: torch.nn.Module) -> torch.Tensor:
         calls["n"] += 1
         value = real(model)
         return value * 1000 if calls["n"] == blow_up_at + 2 else value  # call 1: epoch 0; call 2: step 0
 
-    monkeypatch.setattr(loop, "_grad_norm", norm)
+    monkeypatch.setattr(loop, "grad_norm", norm)
     rows: list[dict[str, Any]] = []
     steps = {"n": 0}
     cfg = {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from autofix.harness.anatomy import nonfinite_metrics
 from autofix.harness.assemble import build_run
@@ -33,6 +32,7 @@ from autofix.harness.evaluate import (
     train_labels,
     val_targets,
 )
+from autofix.harness.gradients import clip_gradients, grad_norm
 from autofix.harness.losses import CLASS_ID_LOSSES
 from autofix.harness.spikes import SpikeGuard, reference_loss
 from autofix.harness.stepreports import StepReporter
@@ -45,15 +45,6 @@ __all__ = ["STATE_FILE", "Report", "run_training"]
 Report = Callable[[dict[str, Any], str | None], None]
 _EPOCH0_TRAIN_BATCHES = 20  # enough for a stable initial-loss estimate, cheap on big sets
 _EVAL_BATCH_MIN = 256  # evaluation holds no graph, so bigger batches are free speed
-
-
-def _grad_norm(model: nn.Module) -> torch.Tensor:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return torch.tensor(0.0)
-    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: one fused foreach kernel
-        return torch.nn.utils.get_total_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def _spread(x: torch.Tensor, first: torch.Tensor) -> float:
@@ -139,7 +130,7 @@ class _Trainer:
         out = self.net(x)
         ok = self._backward(self.loss_fn(out, y))
         self.probe.after_backward()
-        norm = float(_grad_norm(self.model)) if ok else float("nan")
+        norm = float(grad_norm(self.model)) if ok else float("nan")
         self.probe.end_step()  # measured only: no step at epoch 0, so no update ratio
         self.optimizer.zero_grad(set_to_none=True)
         # Policies read it (``metrics.input_ndim``): image-only remedies need 4-D (N,C,H,W) input.
@@ -182,13 +173,13 @@ class _Trainer:
             if not self._backward(loss):
                 continue
             self.probe.after_backward()  # before clipping: the raw gradients
-            norm = _grad_norm(self.model)
+            norm = grad_norm(self.model)
             norms.append(float(norm))
             if not torch.isfinite(norm):
                 continue  # same reason as a non-finite loss: keep the weights readable
             if self.guard is not None and self._skipped(self.guard.grad_spiked(norms[-1])):
                 continue
-            self._clip(norm)
+            clip_gradients(self.model, self.cfg["grad_clip"], norm)
             self.optimizer.step()
             self.probe.after_step()
             if self.guard is not None:
@@ -226,20 +217,6 @@ class _Trainer:
         planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None
         assert self.reporter is not None
         self.reporter.stepped(step, planned, loss, self.guard.metrics if self.guard is not None else None)
-
-    def _clip(self, norm: torch.Tensor) -> None:
-        clip = self.cfg["grad_clip"]
-        if clip is None:
-            return
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if clip["kind"] == "norm" and hasattr(torch.nn.utils, "clip_grads_with_norm_"):
-            torch.nn.utils.clip_grads_with_norm_(params, clip["max"], norm)  # reuse the norm
-        elif clip["kind"] == "norm":
-            torch.nn.utils.clip_grad_norm_(params, clip["max"])  # torch < 2.6
-        elif clip["kind"] == "value":
-            torch.nn.utils.clip_grad_value_(params, clip["max"])
-        else:
-            raise ValueError(f"grad_clip kind {clip['kind']!r} is not 'norm' or 'value'")
 
     def evaluate(self) -> dict[str, Any]:
         """Loss, accuracy and macro F1 on the whole validation set (and probe class stats),

@@ -185,7 +185,7 @@ class _Trainer:
             if self.guard is not None:
                 self.guard.stepped(judged, float(norm), (x, y))
             if self.reporter is not None:
-                self._report_step(base + batch + 1, losses[-1])
+                self._report_step(base + batch + 1, judged)  # under DDP with a guard: the mean over ranks
         return {
             "train_loss": _mean(losses),
             "grad_norm": _mean(norms),

@@ -226,7 +226,8 @@ def make_distributed_trainable(workers: int, backend: str, use_gpu: bool,
         relay = _Relay(f"{storage.trial_fs_path}/{_TRAIN_RUN}", storage.storage_filesystem)
         trainer = TorchTrainer(
             _train_worker,
-            train_loop_config={"training": training, "restore": restore, "meta": meta, "use_gpu": use_gpu},
+            train_loop_config={"training": training, "restore": restore, "meta": meta, "use_gpu": use_gpu,
+                               "steps": relay.queue},  # rank 0's reports between epochs, around Train's barrier
             torch_config=TorchConfig(backend=backend),
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": cpus_per_worker}),
@@ -312,7 +313,7 @@ class _Relay:
                 if thread.is_alive() or not self.queue.empty():
                     continue
                 return  # fit is over and every report was relayed
-            self.controller = item["controller"]
+            self.controller = item["controller"] or self.controller  # None: rank 0's report between epochs
             train_ckpt = item["checkpoint"]
             ckpt = ray.tune.Checkpoint(train_ckpt.path, train_ckpt.filesystem) if train_ckpt else None
             try:
@@ -360,8 +361,23 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=ckpt)
 
+    steps = loop_config.get("steps") if parallel.is_chief else None
     run_training(loop_config["training"], _report, restore_dir=loop_config["restore"], parallel=parallel,
-                 in_trial=loop_config["meta"].get("in_trial"))  # no step reports: each rank's report is a barrier
+                 in_trial=loop_config["meta"].get("in_trial"),
+                 step_report=None if steps is None else lambda metrics: _step_report(steps, metrics))
+
+
+def _step_report(queue: Any, metrics: dict[str, float]) -> None:
+    """Rank 0's report between epochs, straight onto the relay's queue: ``ray.train.report`` is a
+    barrier every rank would have to meet at the same step. Best effort: when the one slot holds
+    an epoch report still to relay, this one is dropped rather than wait (the next comes within
+    ``training.step_reports``' bounds; the epoch report carries what the judges read)."""
+    from ray.util.queue import Full
+
+    try:
+        queue.put_nowait({"metrics": metrics, "checkpoint": None, "controller": None})
+    except Full:
+        pass
 
 
 # PyTorch's warning when a loss broadcasts its target (torch.nn.functional: mse_loss, l1_loss,

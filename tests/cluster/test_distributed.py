@@ -126,7 +126,7 @@ def test_tune_sees_rank_zero_only_with_checkpoints(distributed_run):
         if attempt["outcome"] == "not_launched":
             continue
         trial_dir = next((out / "tune").glob(f"{attempt['id']}-*"))
-        rows = _rows(trial_dir)
+        rows = [r for r in _rows(trial_dir) if not r.get("step_report")]  # epoch reports
         epochs = [int(r["epoch"]) for r in rows]
         # One report per epoch, however many workers: rank 0's, merged from both workers.
         assert epochs == list(range(len(rows))), epochs
@@ -144,7 +144,8 @@ SPIKY = {
     "training": {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features": 4, "num_classes": 3}},
                  "data": {"factory": "spiky_data:burst"}, "optimizer": {"name": "sgd", "lr": 0.05},
                  "batch_size": 50, "epochs": 3, "seed": 0, "probes": {"enabled": False},
-                 "spike_guard": {"enabled": True, "snapshot_every_steps": 5}},
+                 "spike_guard": {"enabled": True, "snapshot_every_steps": 5},
+                 "step_reports": {"every_steps": 5, "min_interval_s": 0}},
     "symptoms": {"loss_spike": {"warmup_steps": 10, "window_steps": 16}},
     "metric": "val_loss", "budget": {"max_attempts": 2, "max_concurrent": 1, "wall_clock_s": 480},
     "ray": {"cpus_per_trial": 1, "distributed": {"workers": 2, "backend": "gloo"}}, "ledger": False,
@@ -162,3 +163,6 @@ def test_the_spike_guard_runs_in_every_train_worker_and_they_agree(tmp_path_fact
     rewinds = [r for r in journal if r["event"] == "rewind"]
     assert len(rewinds) >= 2 and {r["policy"] for r in rewinds} == {"loss-spike-rewind"}
     assert report["attempts"][0]["last_metrics"]["train_workers"] == 2
+    # rank 0's reports between epochs reached the engine: the attempt's loss in steps, in order
+    steps = [point[0] for point in report["attempts"][0]["steps"]]
+    assert len(steps) >= 3 and steps == sorted(steps) and steps[-1] <= 3 * 20  # 3 epochs of 1000/50 steps

@@ -6,8 +6,10 @@ guard (rewind and skip) or by what users do today, judged step by step.
 Cases (``long_runs_cases.CASES``): a burst of corrupted batches, an LR burst, a late LR rise that
 skipping alone cannot heal (the LR-cut variant is the guard judged there), and clean controls.
 Methods (``long_runs_methods.METHODS``): left alone, the guard, the guard with the LR cut,
-detect-and-stop, restart from scratch at a 10x lower rate. No Ray: the harness's trainer is
-driven directly (``long_runs_methods``). Writes PREFIX.json and PREFIX.md and prints the table.
+detect-and-stop, restart from scratch at a 10x lower rate, and autofix's own epoch-level warm
+relaunch (its engine judging one report per tenth of the run: ``long_runs_warm``). No Ray: the
+harness's trainer is driven directly (``long_runs_methods``). Writes PREFIX.json and PREFIX.md and
+prints the table.
 
 Definitions and targets are issue 17's: compute = optimizer steps run, rolled-back ones
 included; healed = the final val_loss within 2% of the clean twin's at the same trajectory
@@ -45,7 +47,7 @@ DETECT_WITHIN = 10  # issue 17: detection within 10 steps of the onset
 OVERHEAD_MAX_PCT = 1.0  # issue 17: step reporting overhead <= 1%
 OVERHEAD_FILE = ROOT / "benchmarks" / "results" / "spike_guard_overhead.json"
 SUMMARY_METHODS = ("left_alone", "ideal_skip", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop",
-                   "restart_low_lr")
+                   "restart_low_lr", "warm_relaunch")
 
 
 def healed(row: dict[str, Any]) -> bool:
@@ -91,6 +93,12 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 all(lag is not None and 0 <= lag <= DETECT_WITHIN for lag in lags) if guard else None,
                 f"lags {lags}; rewinds before the onset: {sum(r['early_alarms'] for r in guard)}"),
     ]
+    warm = [r for r in rows if r["control"] and r["method"] == "warm_relaunch"]
+    out.append(_target("(do no harm, not an issue target) autofix's warm relaunch keeps no model worse than the "
+                       "clean control's (relaunches on soft symptoms are its own, counted)",
+                       all(healed(r) for r in warm) if warm else None,
+                       f"{sum(r['relaunches'] for r in warm)} relaunches in {len(warm)} control runs; kept: "
+                       + ", ".join(f"{r['case']} s{r['seed']} {r['kept']} {r['val_ratio']:.3f}x" for r in warm)))
     ideal = [r for r in rows if r["method"] == "ideal_skip"]
     out.append(_target("(context, not a target) the ideal skip: the clean run that never trains on the window's "
                        "batches, against the clean run", None,
@@ -136,6 +144,8 @@ def run_table(rows: list[dict[str, Any]]) -> list[str]:
         first = next(((p, f, t) for p, f, t in r["rewinds"] if r["onset"] is not None and p >= r["onset"]), None)
         where = f"{first[0]}: {first[1]} -> {first[2]}" if first else (
             f"stop at {r['detected_at']}" if r["detected_at"] is not None else "-")
+        if r.get("kept_by"):  # the warm relaunch: the attempt judged, and why that one
+            where += f"; {len(r['attempts'])} attempts, kept {r['kept']} ({r['kept_by']}, {r['status']})"
         lines.append(f"| {r['case']} | {r['seed']} | {r['method']} | {r['val_loss']:.4f} | {r['clean_val_loss']:.4f} "
                      f"| {r['val_ratio']:.3f} | {'yes' if healed(r) else 'no'} | {r['compute']} | "
                      f"{r['compute_ratio']:.3f} | {r['relaunches']} | {len(r['rewinds'])} | {where} | "
@@ -152,7 +162,10 @@ def markdown(data: dict[str, Any]) -> str:
             + "; ".join(f"{m}: {', '.join(a.describe() + ' x' + str(a.times) for p in ps for a in p.then)}"
                         for m, ps in POLICIES.items())
             + f"; restart at "
-            f"{RESTART_LR_SCALE}x the rate. Healed: val_loss <= {1 + HEAL_MARGIN}x the clean twin's.", "",
+            f"{RESTART_LR_SCALE}x the rate; warm relaunch: autofix's engine (`autofix.tune.runner.assemble`, "
+            "shipped policies, default budget and patience, probes on, spike guard off) judging one report per "
+            "tenth of the run, children warm from the checkpoint it names (benchmarks/long_runs_warm.py). "
+            f"Healed: val_loss <= {1 + HEAL_MARGIN}x the clean twin's.", "",
             "Cases:", ""]
     head += [f"- `{c['name']}` ({c['steps']} steps): {c['note']}" for c in data["cases"]]
     tgt = ["| target | met | measured |", "|---|---|---|"] + [

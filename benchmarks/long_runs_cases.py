@@ -12,6 +12,12 @@ is the step of the onset in the run left alone. After a rewind the stream still 
 a corrupted shard stays where it is in the data (the guard skips it, it is not replayed), and an
 LR burst is a schedule stepped once per batch drawn (a scheduler does not rewind either).
 
+A relaunch warm from a checkpoint (``long_runs_warm``) starts its stream at the checkpoint's
+batch position (``start``): the harness seeds each epoch's order, so a relaunched trial meets
+the same batches again. The batches before ``start`` are drawn and discarded, a corrupted shard
+past it is met again, and an LR burst whose window covers ``start`` is put on the new optimizer
+(its rate is the config's, patched or not, times the burst's factor).
+
 - ``corrupt``: batches ``onset .. onset+length-1`` have their inputs multiplied by
   ``input_scale`` and every label moved to the next class (a shard decoded without its
   normalisation and with shifted labels).
@@ -70,15 +76,21 @@ class Stream:
     evaluation chunk), ``stop()`` or ``max_batches`` ends it."""
 
     def __init__(self, batches: Any, injection: Injection | None, optimizer: torch.optim.Optimizer,
-                 trajectory: Callable[[], int], max_batches: int, num_classes: int) -> None:
+                 trajectory: Callable[[], int], max_batches: int, num_classes: int, start: int = 0) -> None:
         self.batches, self.injection, self.optimizer = batches, injection, optimizer
         self.trajectory, self.max_batches, self.num_classes = trajectory, max_batches, num_classes
-        self.position = 0  # batches handed out
+        self.position = start  # batches handed out (a warm relaunch: from its checkpoint's position)
         self.target = 0
         self.stopped = False
         self.corrupted: list[int] = []  # positions handed out corrupted (what the tests check)
         self.onset_step: int | None = None  # trajectory() when the injection's first batch went out
         self._source = self._chain()
+        for _ in range(start):  # replayed from the start of the data: the same order as the first run's
+            next(self._source)
+        self._burst_on = False  # the LR burst multiplies this optimizer's rate now
+        if injection is not None and injection.kind == "lr" and start > injection.onset and injection.covers(start):
+            self._scale_rates(injection.lr_factor)  # the burst is in force where the relaunch begins
+            self._burst_on = True
 
     def steps_per_epoch(self) -> int | None:
         return self.batches.steps_per_epoch()  # the loader's, for the harness's bookkeeping
@@ -117,8 +129,10 @@ class Stream:
             self.onset_step = self.trajectory()
         if inj.kind == "lr" and position == inj.onset:
             self._scale_rates(inj.lr_factor)
-        elif inj.kind == "lr" and inj.length is not None and position == inj.onset + inj.length:
-            self._scale_rates(1.0 / inj.lr_factor)
+            self._burst_on = True
+        elif inj.kind == "lr" and self._burst_on and inj.length is not None and position == inj.onset + inj.length:
+            self._scale_rates(1.0 / inj.lr_factor)  # (a relaunch that began past the window never had it)
+            self._burst_on = False
         if inj.kind == "corrupt" and inj.covers(position):
             self.corrupted.append(position)
             return x * inj.input_scale, (y + 1) % self.num_classes

@@ -17,7 +17,10 @@ clipping); ``guard_skip_only`` (every rewind plain: PaLM's skipping alone); ``gu
 rewind halves the LR); ``detect_stop`` (stop at the first spike the same
 rule detects, keep the model at the stop: Lightning's EarlyStopping on a non-finite metric,
 llm-foundry's ``KillLossSpike``); ``restart_low_lr`` (after that detection, train again from
-scratch at ``RESTART_LR_SCALE`` x the rate; compute = steps to the detection + the restart).
+scratch at ``RESTART_LR_SCALE`` x the rate; compute = steps to the detection + the restart);
+``warm_relaunch`` (no guard: autofix's engine judges one report per chunk and relaunches a patched
+child warm from a checkpoint, :mod:`long_runs_warm`; also run on the clean controls, where a
+relaunch is a false alarm; not on the DDP case, whose forked ranks run one attempt each).
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ POLICIES: dict[str, list[Policy]] = {
 RESTART_LR_SCALE = 0.1  # issue 17: "restart from scratch with a lower LR" (10x lower)
 EVAL_CHUNKS = 10  # val_loss judged at every tenth of the run
 MAX_BATCHES = 3  # x the case's steps: a run whose trajectory cannot advance (all losses NaN) ends
-METHODS = ("left_alone", "ideal_skip", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop", "restart_low_lr")
+METHODS = ("left_alone", "ideal_skip", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop", "restart_low_lr",
+           "warm_relaunch")
 
 
 @dataclass
@@ -236,9 +240,13 @@ def run_case(case: Case, seed: int) -> list[dict[str, Any]]:
     """Every method on one (case, seed), plus the clean twin (and the guard on it): JSON rows."""
     if "ddp" in case.tags:
         return run_ddp_case(case, seed)
+    from long_runs_warm import train_warm_relaunch  # imported here: it imports this module
+
     clean = train(case, seed, inject=False)
     rows = [_row(case, seed, "clean", clean, clean, 0)]
     rows.append(_row(case, seed, "clean_guard", train(case, seed, inject=False, guard="guard"), clean, 0))
+    warm = train_warm_relaunch(case, seed)
+    rows.append(_row(case, seed, "warm_relaunch", warm, clean, len(warm.attempts) - 1))
     if case.control:
         return rows
     rows.append(_row(case, seed, "left_alone", train(case, seed), clean, 0))

@@ -1,6 +1,7 @@
 """The pieces of the "long runs" bench block (benchmarks/long_runs*.py): the injector corrupts
 exactly its declared window, the LR burst composes with a cut, compute counts rolled-back steps,
-detect-and-stop stops at the spike, and the targets read the rows."""
+detect-and-stop stops at the spike, the targets read the rows, and the warm relaunch is the engine's
+(a warm child of a spiked run, none on a clean one, every optimizer step counted)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from typing import Any
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import TensorDataset
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCH) not in sys.path:  # the bench modules import each other as long_runs_cases, ...
     sys.path.insert(0, str(BENCH))
 
+import long_runs_warm  # noqa: E402
+
 from autofix.harness.data import Batches  # noqa: E402
+from autofix.rules.policy import BUILTIN, load_policies  # noqa: E402
 from autofix.spec.training import TrainingSpec  # noqa: E402
 from autofix.symptoms.spike import SpikeParams  # noqa: E402
 
@@ -29,12 +34,12 @@ TINY = {"model": {"factory": "autofix.harness.models:mlp", "args": {"in_features
         "optimizer": {"name": "sgd", "lr": 0.05}, "batch_size": 20}
 
 
-def _stream(injection: Injection | None, size: int = 50, batch: int = 8, lr: float = 0.1) -> Stream:
+def _stream(injection: Injection | None, size: int = 50, batch: int = 8, lr: float = 0.1, start: int = 0) -> Stream:
     x = torch.arange(size * 2, dtype=torch.float32).reshape(size, 2) + 1  # no zero: x16 always shows
     loader = Batches(TensorDataset(x, torch.arange(size) % 3), batch, shuffle=True, seed=0)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     count = [0]
-    stream = Stream(loader, injection, optimizer, lambda: count[0], max_batches=10_000, num_classes=3)
+    stream = Stream(loader, injection, optimizer, lambda: count[0], max_batches=10_000, num_classes=3, start=start)
     stream.count = count  # type: ignore[attr-defined]  # the test advances the "trajectory"
     return stream
 
@@ -176,3 +181,51 @@ def test_the_row_counts_corrupted_batches_trained_on_and_forward_jumps(rewinds, 
                                 rewinds=rewinds, detected_at=detected, corrupted_at=[5, 6, 7])
     row = long_runs_methods._row(case, 0, "guard", run, run, 0)
     assert (row["corrupted_trained"], row["forward_jumps"], row["detection_lag"]) == (trained, jumps, 0)
+
+
+@pytest.mark.parametrize("injection, start", [
+    pytest.param(Injection("corrupt", onset=5, length=6), 8, id="inside-a-corrupted-window"),
+    pytest.param(Injection("corrupt", onset=5, length=6), 12, id="past-the-window"),
+    pytest.param(None, 30, id="clean-across-an-epoch-boundary"),  # 7 batches an epoch
+])
+def test_a_stream_started_at_a_position_replays_the_same_batches(injection, start):
+    whole = _draw(_stream(injection), 40)
+    resumed = _stream(injection, start=start)
+    drawn = _draw(resumed, 40 - start)
+    pairs = zip(drawn, whole[start:], strict=True)
+    assert all(torch.equal(x, x0) and torch.equal(y, y0) for (x, y, _), (x0, y0, _) in pairs)
+    assert resumed.corrupted == [p for p in range(start, 40) if injection is not None and injection.covers(p)]
+
+
+@pytest.mark.parametrize("start, rate", [(1, 0.1), (2, 3.0), (4, 3.0), (5, 0.1)])  # burst x30 on 2..4
+def test_a_stream_started_inside_an_lr_burst_puts_it_on_the_new_optimizer(start, rate):
+    stream = _stream(Injection("lr", onset=2, length=3, lr_factor=30.0), start=start)
+    stream.target = 1
+    next(iter(stream.epoch(1)))  # the first batch drawn: the rate it is trained at
+    assert stream.optimizer.param_groups[0]["lr"] == pytest.approx(rate)
+
+
+@pytest.mark.parametrize("injection, relaunched", [
+    pytest.param(None, False, id="clean-run-left-alone"),
+    pytest.param(Injection("lr", onset=120, length=None, lr_factor=20.0), True, id="rate-x20-relaunched-warm"),
+])
+def test_the_warm_relaunch_is_the_engines_and_counts_every_step(injection, relaunched):
+    counted = [0]  # every optimizer.step() in this process, whoever runs it
+    handle = register_optimizer_step_post_hook(
+        lambda *_: counted.__setitem__(0, counted[0] + 1))
+    try:
+        run = long_runs_warm.train_warm_relaunch(Case("tiny", TINY, 300, injection), 0)
+    finally:
+        handle.remove()
+    assert (len(run.attempts) > 1, run.reached, run.isolation) == (relaunched, True, [])
+    assert run.compute == counted[0] == sum(a["compute"] for a in run.attempts)
+    assert (run.compute > run.trajectory) == relaunched  # the steps of the run thrown away are counted
+    row = long_runs_methods._row(Case("tiny", TINY, 300, injection), 0, "warm_relaunch", run, run,
+                                 len(run.attempts) - 1)
+    assert (row["relaunches"] > 0, row["detected_at"] is not None) == (relaunched, relaunched)
+    if relaunched:
+        child = run.attempts[1]
+        shipped = {p.name for p in load_policies([BUILTIN])}
+        assert (child["start"], child["parent"], child["policy"] in shipped) == ("warm", "a0", True)
+        assert 0 < child["from_step"] <= injection.onset and child["patch"]  # a healthy checkpoint, a patched config
+        assert run.kept == child["id"] and run.val_loss == child["val_loss"]

@@ -31,6 +31,7 @@ def _noisy(steps: int, level: float, noise: float, seed: int) -> list[float]:
     return [level * (1 + noise * (2 * rng.random() - 1)) for _ in range(steps)]
 
 
+ON, OFF = SpikeParams(grad_norm=True), SpikeParams()  # off by default (autofix.symptoms.spike)
 CALM = _noisy(400, 1.0, 0.05, 0)  # the loss of every row: nothing to see there
 NORMS = _noisy(400, 3.0, 0.3, 1)  # gradient norms of a healthy run: +-30%
 NOISY_NORMS = _noisy(400, 3.0, 0.45, 2)
@@ -53,15 +54,15 @@ def _first(losses: list[float], norms: list[float], params: SpikeParams, for_ste
 
 
 ROWS = [
-    pytest.param(CALM, NORMS, SpikeParams(), None, id="healthy-norms"),
-    pytest.param(CALM, NOISY_NORMS, SpikeParams(), None, id="noisy-norms"),
-    pytest.param(CALM, _with(NORMS, 300, 60.0), SpikeParams(), (300, STEP_GRAD_NORM), id="20x-norm-calm-loss"),
-    pytest.param(CALM, _with(NORMS, 300, math.inf), SpikeParams(), (300, STEP_GRAD_NORM), id="inf-norm"),
-    pytest.param(CALM, _with(NORMS, 300, 60.0), SpikeParams(grad_norm=False), None, id="grad_norm-off"),
-    pytest.param(CALM, _with(NORMS, 30, 60.0), SpikeParams(), None, id="inside-the-warm-up"),
-    pytest.param(CALM, _with(NORMS, 300, 1.9 * max(NORMS[172:300])), SpikeParams(), None,
+    pytest.param(CALM, NORMS, ON, None, id="healthy-norms"),
+    pytest.param(CALM, NOISY_NORMS, ON, None, id="noisy-norms"),
+    pytest.param(CALM, _with(NORMS, 300, 60.0), ON, (300, STEP_GRAD_NORM), id="20x-norm-calm-loss"),
+    pytest.param(CALM, _with(NORMS, 300, math.inf), ON, (300, STEP_GRAD_NORM), id="inf-norm"),
+    pytest.param(CALM, _with(NORMS, 300, 60.0), OFF, None, id="grad_norm-off-the-default"),
+    pytest.param(CALM, _with(NORMS, 30, 60.0), ON, None, id="inside-the-warm-up"),
+    pytest.param(CALM, _with(NORMS, 300, 1.9 * max(NORMS[172:300])), ON, None,
                  id="1.9x-the-windows-largest-norm"),
-    pytest.param(_with(CALM, 300, 9.0), _with(NORMS, 300, 60.0), SpikeParams(), (300, STEP_LOSS),
+    pytest.param(_with(CALM, 300, 9.0), _with(NORMS, 300, 60.0), ON, (300, STEP_LOSS),
                  id="both-spike-the-loss-is-judged-first"),
 ]
 
@@ -75,8 +76,8 @@ def test_a_loss_spike_pending_for_steps_is_not_resolved_by_a_calm_gradient_norm(
     """for_steps 2: the loss spikes three steps in a row; the calm norms judged after each loss
     must not reset the pending policy (it fires at the third, as without the norm arm)."""
     losses = CALM[:300] + [9.0, 9.0, 9.0] + CALM[303:]
-    assert _first(losses, NORMS, SpikeParams(), for_steps=2) == (302, STEP_LOSS)
-    assert _first(losses, NORMS, SpikeParams(grad_norm=False), for_steps=2) == (302, STEP_LOSS)
+    assert _first(losses, NORMS, ON, for_steps=2) == (302, STEP_LOSS)
+    assert _first(losses, NORMS, OFF, for_steps=2) == (302, STEP_LOSS)
 
 
 def test_a_rewind_drops_the_abandoned_steps_norms_too():
@@ -124,7 +125,7 @@ def _run(data: str, params: dict[str, Any], blow_up_at: int, monkeypatch: pytest
     return {**rows[-1], "steps_taken": steps["n"]}
 
 
-@pytest.mark.parametrize("params, skipped", [({}, 1), ({"grad_norm": False}, 0)])
+@pytest.mark.parametrize("params, skipped", [({"grad_norm": True}, 1), ({}, 0)])
 def test_the_loop_does_not_step_on_a_gradient_norm_spike(blobs, params, skipped, monkeypatch):
     last = _run(blobs, params, blow_up_at=30, monkeypatch=monkeypatch)
     assert last["skipped_batches"] == skipped and last["rewinds"] == skipped

@@ -12,10 +12,14 @@ A step's loss is a spike when, past ``warmup_steps`` steps, it is non-finite, or
 least ``z`` robust standard deviations above the median of the last ``window_steps`` losses
 (1.4826 x the median absolute deviation) **and** at least ``min_ratio`` x that median **and**
 at least ``max_ratio`` x the largest loss of the window **and** at least ``min_rise`` x the run's
-own scale (the median of its first full window) above it. With ``grad_norm`` (on by default) each
-step's gradient norm, measured after the backward pass and before clipping, is judged the same way
-against its own window (OLMo-core's ``SkipStepOptimizer`` judges both): a step whose loss looks
-ordinary but whose gradient is far out of line is not taken either.
+own scale (the median of its first full window) above it. With ``grad_norm`` each step's gradient
+norm, measured after the backward pass and before clipping, is judged the same way against its own
+window (OLMo-core's ``SkipStepOptimizer`` judges both): a step whose loss looks ordinary but whose
+gradient is far out of line is not taken either. Off by default, measured
+(``benchmarks/long_runs.py``, 2026-12-05, the shipped policy): with it on, the norm arm never
+caught a spike before the loss arm, rewound one clean run (a DDP twin, once), and spent the
+policy's twenty fires within ~70 steps of a lasting rate rise, which then ended at 1.38x and
+2.12x the clean run's val_loss instead of 0.97x and 1.03x.
 
 Defaults and sources: OLMo-core's ``SkipStepOptimizer`` skips a step whose loss is more than 6
 standard deviations above a 128-step window, after 64 warm-up steps (``z=6``, ``window_steps=128``,
@@ -65,7 +69,7 @@ class SpikeParams(FixedParams):
     min_ratio: float = Field(default=2.0, ge=1)  # and at least this many times that median
     min_rise: float = Field(default=0.1, ge=0)  # and this far above the window's largest loss, in run scale
     max_ratio: float = Field(default=2.0, ge=1)  # and at least this many times the window's largest loss
-    grad_norm: bool = True  # judge each step's gradient norm too, by the same thresholds (OLMo-core)
+    grad_norm: bool = False  # judge each step's gradient norm too, by the same thresholds (OLMo-core; see the module)
 
 
 def spike_evidence(params: SpikeParams, window: Sequence[float], loss: float, step: int,
@@ -112,7 +116,7 @@ class LossSpike(Detector):
     Past ``warmup_steps`` steps, a loss is a spike when non-finite, or at least ``z`` robust
     sigmas above the median of the last ``window_steps`` losses, ``min_ratio`` x that median,
     ``max_ratio`` x the window's largest loss and ``min_rise`` x the run's first-window median
-    above it; with ``grad_norm``, a gradient norm likewise against the window of norms. Thresholds
+    above it; with ``grad_norm`` (off by default), a gradient norm likewise against the window of norms. Thresholds
     after OLMo-core's ``SkipStepOptimizer`` (6 sigmas over 128 steps, after 64, on the loss and the
     gradient norm), llm-foundry's ``KillLossSpike`` (2x the window) and Megatron's spiky-loss check
     (a multiple of the largest loss); ``min_rise`` and ``max_ratio``'s value are ours, measured (see
@@ -122,7 +126,7 @@ class LossSpike(Detector):
     (``rewinds``)."""
 
     name = "loss_spike"
-    summary = "A step's loss or gradient norm jumps far above the last steps' (judged in the trial, every step)."
+    summary = "A step's loss (or, with grad_norm, its gradient norm) jumps far above the last steps' (in the trial)."
     Params = SpikeParams
     severity = HARD
     recoverable = True

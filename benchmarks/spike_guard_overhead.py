@@ -6,7 +6,9 @@ judged every step, a snapshot of model and optimizer every 50 steps, a ring of 2
 untimed warm-up epoch each, then times single training epochs (``time.perf_counter`` around
 ``train_epoch`` only) rotating the two until ``--seconds`` have passed, so machine noise hits
 both alike. The overhead is the median of the paired (same round) ratios on/off - 1. No spike
-happens on these clean runs: this is the price of watching, not of rewinding.
+happens on these clean runs: this is the price of watching, not of rewinding. Then, where the
+time goes: the guard's calls timed one by one inside the training loop (40 epochs), and the same
+calls back to back outside it.
 
     .venv/bin/python benchmarks/spike_guard_overhead.py     # writes benchmarks/results/spike_guard_overhead.json
 """
@@ -75,6 +77,49 @@ def measure(cfg: dict[str, Any], seconds: float) -> dict[str, Any]:
             "overhead_pct": 100 * (statistics.median(ratios) - 1), "rewinds": on.guard.metrics()["rewinds"]}
 
 
+class _Timed:
+    """Stands where the loop keeps its guard: the guard's own calls, each timed (ns, summed)."""
+
+    def __init__(self, guard: Any) -> None:
+        self.guard, self.ns = guard, {"spiked": 0, "grad_spiked": 0, "stepped": 0}
+
+    def _timed(self, name: str, *args: Any) -> Any:
+        began = time.perf_counter_ns()
+        out = getattr(self.guard, name)(*args)
+        self.ns[name] += time.perf_counter_ns() - began
+        return out
+
+    def spiked(self, loss: float) -> Any:
+        return self._timed("spiked", loss)
+
+    def grad_spiked(self, norm: float) -> Any:
+        return self._timed("grad_spiked", norm)
+
+    def stepped(self, loss: float, norm: float | None = None, batch: Any = None) -> None:
+        self._timed("stepped", loss, norm, batch)
+
+    def metrics(self) -> dict[str, float]:
+        return self.guard.metrics()
+
+
+def split(cfg: dict[str, Any], epochs: int = 40) -> dict[str, float]:
+    """Where the guard's time goes: us per step of each of its calls inside the training loop,
+    and of the same calls back to back outside it (the same guard, on the losses it saw)."""
+    trainer = _trainer(cfg, True)
+    timed = _Timed(trainer.guard)
+    trainer.guard = timed  # type: ignore[assignment]
+    for epoch in range(1, epochs + 1):
+        trainer.train_epoch(epoch)
+    steps = timed.guard.step
+    out = {f"in_loop_{name}_us": ns / steps / 1e3 for name, ns in timed.ns.items()}
+    guard, batch = timed.guard, next(iter(trainer.train.epoch(1)))
+    began = time.perf_counter_ns()
+    for _ in range(steps):
+        guard.spiked(1.0), guard.grad_spiked(1.0), guard.stepped(1.0, 1.0, batch)
+    out["isolated_all_us"] = (time.perf_counter_ns() - began) / steps / 1e3
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per config")
@@ -84,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  *(argv if argv is not None else sys.argv[1:])])
     results = {}
     for name, cfg in CONFIGS.items():
-        results[name] = measure(cfg, args.seconds)
+        results[name] = {**measure(cfg, args.seconds), **split(cfg)}
         r = results[name]
         print(f"{name}: {r['step_ms_off']:.3f} ms/step off, {r['step_ms_on']:.3f} on: overhead "
-              f"{r['overhead_pct']:+.2f}% over {r['rounds']} paired epochs ({r['rewinds']:g} rewinds)")
+              f"{r['overhead_pct']:+.2f}% over {r['rounds']} paired epochs ({r['rewinds']:g} rewinds); "
+              "the guard's calls in the loop, us a step: " + ", ".join(
+                  f"{k[8:-3]} {v:.1f}" for k, v in r.items() if k.startswith("in_loop_"))
+              + f"; all three back to back outside it {r['isolated_all_us']:.1f}")
     Path(args.output).write_text(json.dumps({"command": command, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC",
                                              time.gmtime()), "results": results}, indent=2) + "\n")
     print(f"command: {command}\nwrote {args.output}")

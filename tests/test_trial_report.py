@@ -70,3 +70,39 @@ def test_a_bad_position_is_rejected_before_tune(kwargs, fragment, tune_reports):
 def test_a_valid_position_is_reported_with_the_metrics(kwargs, sent, tune_reports):
     autofix.report({"loss": 1.0}, **kwargs)
     assert tune_reports == [sent]
+
+
+class _Queue:
+    """Stands for the relay's one-slot ``ray.util.queue.Queue``: raises ``error`` or keeps the item."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error, self.items = error, []
+
+    def put_nowait(self, item: dict) -> None:
+        if self.error is not None:
+            raise self.error
+        self.items.append(item)
+
+
+def _actor_died() -> BaseException:
+    from ray.exceptions import RayActorError
+
+    return RayActorError()
+
+
+@pytest.mark.parametrize("error, kept", [
+    pytest.param(None, 1, id="relayed"),
+    pytest.param("full", 0, id="slot-holds-an-epoch-report-dropped"),
+    pytest.param("dead", 0, id="trial-being-stopped-dropped"),
+])
+def test_rank_zero_step_reports_are_best_effort(error, kept):
+    from ray.util.queue import Full
+
+    from autofix.tune.trial import _step_report
+
+    queue = _Queue({"full": Full(), "dead": _actor_died(), None: None}[error])
+    _step_report(queue, {"step_report": 1.0, "step": 50.0})  # never raises into the training loop
+    assert len(queue.items) == kept
+    if kept:  # no controller: the relay keeps the one it got from the last epoch report
+        assert queue.items[0] == {"metrics": {"step_report": 1.0, "step": 50.0}, "checkpoint": None,
+                                  "controller": None}

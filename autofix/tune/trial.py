@@ -371,12 +371,14 @@ def _step_report(queue: Any, metrics: dict[str, float]) -> None:
     """Rank 0's report between epochs, straight onto the relay's queue: ``ray.train.report`` is a
     barrier every rank would have to meet at the same step. Best effort: when the one slot holds
     an epoch report still to relay, this one is dropped rather than wait (the next comes within
-    ``training.step_reports``' bounds; the epoch report carries what the judges read)."""
+    ``training.step_reports``' bounds; the epoch report carries what the judges read), and so is
+    one sent while the trial is being stopped (the relay's queue is gone)."""
+    from ray.exceptions import RayActorError
     from ray.util.queue import Full
 
     try:
         queue.put_nowait({"metrics": metrics, "checkpoint": None, "controller": None})
-    except Full:
+    except (Full, RayActorError):
         pass
 
 

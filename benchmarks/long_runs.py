@@ -4,7 +4,8 @@ guard (rewind and skip) or by what users do today, judged step by step.
     python benchmarks/long_runs.py [--seeds N] [--cases A,B] [--out PREFIX]
 
 Cases (``long_runs_cases.CASES``): a burst of corrupted batches, an LR burst, a late LR rise that
-skipping alone cannot heal (the LR-cut variant is the guard judged there), and clean controls.
+skipping alone cannot heal (the LR-cut variant is the guard judged there), the corrupted burst under
+Ray Train DDP (``long_runs_ddp``; ``--ddp fork``: forked ranks instead), and clean controls.
 Methods (``long_runs_methods.METHODS``): left alone, the guard, the guard with the LR cut,
 detect-and-stop, restart from scratch at a 10x lower rate, and autofix's own epoch-level warm
 relaunch (its engine judging one report per tenth of the run: ``long_runs_warm``). No Ray: the
@@ -37,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from long_runs_ddp import LAUNCHERS, run_ddp_case  # noqa: E402
 
 from long_runs_cases import CASES  # noqa: E402
 from long_runs_methods import GUARD, POLICIES, RESTART_LR_SCALE, run_case  # noqa: E402
@@ -187,20 +190,34 @@ def _commit() -> str:
         return "unknown"
 
 
+def _start_ray() -> None:
+    """A local Ray for the Ray Train runs; its workers import the project and these modules."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    path = os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=os.cpu_count() or 2, log_to_driver=False, include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--cases", help="comma-separated case names (default: all)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "long_runs"))
+    parser.add_argument("--ddp", choices=LAUNCHERS, default="ray",
+                        help="how the DDP case's two ranks run: Ray Train TorchTrainer (default) or forked processes")
     args = parser.parse_args(argv)
     argv = argv if argv is not None else sys.argv[1:]
     warnings.filterwarnings("ignore")
     cases = [c for c in CASES if not args.cases or c.name in args.cases.split(",")]
     load_start, started = [round(x, 2) for x in os.getloadavg()], time.time()
     rows: list[dict[str, Any]] = []
+    if args.ddp == "ray" and any("ddp" in c.tags for c in cases):
+        _start_ray()
     for seed in range(args.seeds):
         for case in cases:
-            rows += run_case(case, seed)
+            rows += run_ddp_case(case, seed, args.ddp) if "ddp" in case.tags else run_case(case, seed)
             print(f"{case.name} seed {seed}: " + ", ".join(
                 f"{r['method']} {r['val_ratio']:.3f}x/{r['compute_ratio']:.2f}c/{len(r['rewinds'])}rw"
                 for r in rows if r["case"] == case.name and r["seed"] == seed), flush=True)

@@ -173,7 +173,7 @@ CASES: tuple[Case, ...] = (
     Case("late_lr_rise_digits_mlp", _mlp_digits([128, 128], _SGD, 32), 1600,
          Injection("lr", onset=1000, length=None, lr_factor=20.0),
          "the rate x20 from step 1000 of 1600 to the end: skipping alone cannot heal it", ("needs_lr_cut",)),
-    # The same burst under DDP: two gloo ranks (forked processes), each drawing half of every
+    # The same burst under DDP: two gloo ranks (Ray Train workers: long_runs_ddp), each drawing half of every
     # batch; the guard judges the mean loss over the ranks (autofix.harness.distributed).
     Case("corrupt_burst_digits_mlp_ddp", _mlp_digits([128, 128], _SGD, 32), 1500,
          Injection("corrupt", onset=600, length=20),

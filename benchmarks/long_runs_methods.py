@@ -26,11 +26,9 @@ relaunch is a false alarm; not on the DDP case, whose forked ranks run one attem
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,53 +190,11 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
                corrupted_at=list(stream.corrupted), seconds=round(time.perf_counter() - began, 2))
 
 
-def _ddp_rank(rank: int, port: int, out: str, case: Case, seed: int, kwargs: dict[str, Any]) -> None:
-    import torch.distributed as dist
-    from torch import nn
-
-    from autofix.harness.distributed import Parallel
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        run = train(case, seed, parallel=Parallel(rank, 2, wrap=nn.parallel.DistributedDataParallel), **kwargs)
-    finally:
-        dist.destroy_process_group()
-    if rank == 0:
-        Path(out, "run.json").write_text(json.dumps(asdict(run)))
-
-
-def train_ddp(case: Case, seed: int, **kwargs: Any) -> Run:
-    """:func:`train` on two gloo ranks in forked processes; rank 0's run (the ranks agree)."""
-    import socket
-    import tempfile
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as out:
-        mp.start_processes(_ddp_rank, args=(port, out, case, seed, kwargs), nprocs=2, join=True, start_method="fork")
-        data = json.loads(Path(out, "run.json").read_text())
-    data["curve"] = [tuple(p) for p in data["curve"]]
-    data["rewinds"] = [tuple(r) for r in data["rewinds"]]
-    return Run(**data)
-
-
-def run_ddp_case(case: Case, seed: int) -> list[dict[str, Any]]:
-    """A DDP case: the clean twin (alone and guarded), left alone, the ideal skip and the shipped guard."""
-    clean = train_ddp(case, seed, inject=False)
-    rows = [_row(case, seed, "clean", clean, clean, 0),
-            _row(case, seed, "clean_guard", train_ddp(case, seed, inject=False, guard="guard"), clean, 0)]
-    rows.append(_row(case, seed, "left_alone", train_ddp(case, seed), clean, 0))
-    rows.append(_row(case, seed, "ideal_skip", train_ddp(case, seed, drop=True), clean, 0))
-    rows.append(_row(case, seed, "guard", train_ddp(case, seed, guard="guard"), clean, 0))
-    return rows
-
-
 def run_case(case: Case, seed: int) -> list[dict[str, Any]]:
     """Every method on one (case, seed), plus the clean twin (and the guard on it): JSON rows."""
     if "ddp" in case.tags:
+        from long_runs_ddp import run_ddp_case  # imported here: it imports this module
+
         return run_ddp_case(case, seed)
     from long_runs_warm import train_warm_relaunch  # imported here: it imports this module
 

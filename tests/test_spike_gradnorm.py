@@ -132,3 +132,11 @@ def test_the_loop_does_not_step_on_a_gradient_norm_spike(blobs, params, skipped,
     assert last["steps_taken"] == 2 * 40 - skipped  # 1000 examples / 25 a batch, two epochs
     if skipped:  # the loss was fine on the batch before: the batch alone is skipped, nothing undone
         assert last["last_rewind_from"] == 30 and last["last_rewind_restored"] == 0.0
+
+
+def test_a_gradient_norm_spike_pending_for_steps_fires_like_a_loss_spike():
+    """for_steps 2 on the norm arm: the calm loss judged first each step must not reset the policy
+    the norm keeps pending; it fires at the third spiking step, as the loss arm does."""
+    norms = NORMS[:300] + [60.0, 60.0, 60.0] + NORMS[303:]
+    assert _first(CALM, norms, ON, for_steps=2) == (302, STEP_GRAD_NORM)
+    assert _first(CALM, norms, OFF, for_steps=2) is None

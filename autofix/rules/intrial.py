@@ -161,8 +161,7 @@ class TrialRules:
         evidence = window.evidence(value, self.step)  # most steps end here, with None
         if evidence is not None and self.spent and self.rewound_at != self.step:
             evidence = None  # the policies are spent; a burst right after the last fire is still skipped
-        if evidence is None:
-            self._resolve()
+        if evidence is None:  # pending policies resolve once the step is taken with neither arm spiking
             return None
         self.spiking = True
         finding = Finding(LossSpike.name, self.step, window.name,
@@ -210,6 +209,7 @@ class TrialRules:
             self.losses.add(self.step, loss)
             if norm is not None:
                 self.norms.add(self.step, norm)
+            self._resolve()  # no arm spiked at this step: a pending policy's condition ended
         self.spiking = False
         self.step += 1
         self.rewound_at = None

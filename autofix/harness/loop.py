@@ -183,7 +183,7 @@ class _Trainer:
             self.optimizer.step()
             self.probe.after_step()
             if self.guard is not None:
-                self.guard.stepped(judged, float(norm), (x, y))
+                self.guard.stepped(judged, norms[-1], (x, y))
             if self.reporter is not None:
                 self._report_step(base + batch + 1, judged)  # under DDP with a guard: the mean over ranks
         return {

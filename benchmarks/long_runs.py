@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from long_runs_ddp import LAUNCHERS, run_ddp_case  # noqa: E402
+from long_runs_ddp import LAUNCHERS  # noqa: E402
 
 from long_runs_cases import CASES  # noqa: E402
 from long_runs_methods import GUARD, POLICIES, RESTART_LR_SCALE, run_case  # noqa: E402
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         _start_ray()
     for seed in range(args.seeds):
         for case in cases:
-            rows += run_ddp_case(case, seed, args.ddp) if "ddp" in case.tags else run_case(case, seed)
+            rows += run_case(case, seed, args.ddp)
             print(f"{case.name} seed {seed}: " + ", ".join(
                 f"{r['method']} {r['val_ratio']:.3f}x/{r['compute_ratio']:.2f}c/{len(r['rewinds'])}rw"
                 for r in rows if r["case"] == case.name and r["seed"] == seed), flush=True)

@@ -43,7 +43,8 @@ from autofix.rules.policy import BUILTIN, Policy, load_policies
 
 from long_runs_cases import Case, Stream
 
-__all__ = ["GUARD", "METHODS", "POLICIES", "RESTART_LR_SCALE", "Run", "StopAtSpike", "run_case", "train"]
+__all__ = ["GUARD", "METHODS", "POLICIES", "RESTART_LR_SCALE", "Run", "StopAtSpike", "build_trainer", "run_case",
+           "train"]
 
 # The guard as a user turns it on, and the in-trial policies it is run with: the shipped one, and
 # two variants written as a user would (the same ten rewinds; each plain, or each halving the LR).
@@ -148,6 +149,20 @@ class _Recorder:
         return self.guard.metrics()
 
 
+def build_trainer(cfg: dict[str, Any], parallel: Any = None) -> tuple[_Trainer, int, list[int]]:
+    """The harness's trainer for a normalized ``cfg``, seeded as ``run_training`` seeds a trial and
+    prepared (a ``warm_start`` in ``cfg`` loaded); the first epoch to run, and a one-item counter of
+    every ``optimizer.step()`` it takes (compute)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    trainer = _Trainer(cfg, parallel)
+    first = prepare(trainer, None)
+    steps = [0]
+    trainer.optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+    return trainer, first, steps
+
+
 def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = None,
           stop_at_spike: bool = False, lr_scale: float = 1.0, drop: bool = False, parallel: Any = None) -> Run:
     """Train ``case`` for its steps on the kept trajectory (see the module); ``parallel``: as one
@@ -155,13 +170,7 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
     began = time.perf_counter()
     cfg = normalize_config({**case.config, "epochs": EVAL_CHUNKS, "seed": seed, "probes": {"enabled": False}})
     cfg["optimizer"]["lr"] *= lr_scale
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    trainer = _Trainer(cfg, parallel)
-    prepare(trainer, None)
-    steps = [0]
-    trainer.optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+    trainer, _, steps = build_trainer(cfg, parallel)
     cfg["spike_guard"] = GUARD
     spike_guard = None if guard is None else attach_guard(trainer, in_trial_data(POLICIES[guard]))
 
@@ -190,12 +199,13 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
                corrupted_at=list(stream.corrupted), seconds=round(time.perf_counter() - began, 2))
 
 
-def run_case(case: Case, seed: int) -> list[dict[str, Any]]:
-    """Every method on one (case, seed), plus the clean twin (and the guard on it): JSON rows."""
+def run_case(case: Case, seed: int, ddp: str = "ray") -> list[dict[str, Any]]:
+    """Every method on one (case, seed), plus the clean twin (and the guard on it): JSON rows;
+    ``ddp``: how a DDP case's ranks run (:data:`long_runs_ddp.LAUNCHERS`)."""
     if "ddp" in case.tags:
         from long_runs_ddp import run_ddp_case  # imported here: it imports this module
 
-        return run_ddp_case(case, seed)
+        return run_ddp_case(case, seed, ddp)
     from long_runs_warm import train_warm_relaunch  # imported here: it imports this module
 
     clean = train(case, seed, inject=False)

@@ -41,13 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from autofix.harness.builders import normalize_config
-from autofix.harness.checkpoint import prepare, save_checkpoint
+from autofix.harness.checkpoint import save_checkpoint
 from autofix.harness.isolation import run_rung
-from autofix.harness.loop import _Trainer
 from autofix.judge.verdict import PLANNED, STEP
 from autofix.rules import settle
 from autofix.rules.engine import Engine
@@ -56,7 +52,7 @@ from autofix.spec.schema import load_spec
 from autofix.tune.runner import assemble
 
 from long_runs_cases import Case, Stream
-from long_runs_methods import EVAL_CHUNKS, MAX_BATCHES, Run, judge_val_loss
+from long_runs_methods import EVAL_CHUNKS, MAX_BATCHES, Run, build_trainer, judge_val_loss
 
 __all__ = ["Relaunched", "spec_of", "train_warm_relaunch"]
 
@@ -140,14 +136,9 @@ class _Driver:
     def _start(self, attempt: Attempt) -> _Trial:
         warm = attempt.warm_from
         cfg = normalize_config({**attempt.config, "warm_start": warm})
-        torch.set_num_threads(1)
-        torch.manual_seed(cfg["seed"])  # as run_training seeds every trial
-        np.random.seed(cfg["seed"])
-        trainer = _Trainer(cfg)
-        first = prepare(trainer, None)  # the checkpoint's epoch + 1, as a relaunched trial starts
+        trainer, first, steps = build_trainer(cfg)  # first: the checkpoint's epoch + 1, as a relaunched trial starts
         start_step, position = self.saved[warm] if warm else (0, 0)
-        trial = _Trial(attempt, trainer, None, start_step, first)  # type: ignore[arg-type]  # the stream needs the trial
-        trainer.optimizer.register_step_post_hook(lambda *_: trial.steps.__setitem__(0, trial.steps[0] + 1))
+        trial = _Trial(attempt, trainer, None, start_step, first, steps)  # type: ignore[arg-type]  # the stream needs the trial
         trial.stream = Stream(trainer.train, self.injection, trainer.optimizer, lambda: trial.trajectory,
                               position + MAX_BATCHES * self.case.steps, int(cfg["model"]["args"]["num_classes"]),
                               start=position)

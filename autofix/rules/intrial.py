@@ -168,10 +168,6 @@ class TrialRules:
                           spike_text(evidence, min(len(window.values), self.params.window_steps)), evidence)
         return self._answer(finding)
 
-    def recent_losses(self) -> list[float]:
-        """The finite losses of the last ``window_steps`` steps kept, oldest first."""
-        return self.losses.recent()
-
     def is_spike(self, loss: float) -> bool:
         """Would ``loss`` at the current step be a spike against the window (no policy involved)?"""
         return spike_evidence(self.params, self.losses.recent(), loss, self.step, self.losses.scale) is not None

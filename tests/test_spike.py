@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from typing import Any
@@ -157,6 +158,20 @@ def test_the_snapshot_is_a_copy_later_steps_cannot_change():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     _train_step(model, optimizer)
     assert all(torch.equal(guard.ring[-1][1][k], v) for k, v in before.items())
+
+
+def test_a_snapshot_restored_stays_what_it_was_for_the_next_rewind():
+    """The optimizer adopts the tensors ``load_state_dict`` is given (Adam's moments, its step):
+    restored from the snapshot itself, the steps after a rewind would rewrite the snapshot, and a
+    second rewind to it would bring back their moments instead of the snapshot's."""
+    guard, model, optimizer = _guard(_rules({"times": 3}))
+    _steps(guard, model, optimizer, 12)
+    saved = copy.deepcopy(guard.ring[-1][2])
+    assert guard.spiked(50.0).to_step == 10
+    _steps(guard, model, optimizer, 2)  # steps 10, 11 on the restored state: no new snapshot
+    assert guard.spiked(50.0).to_step == 10
+    restored, expected = optimizer.state_dict()["state"][0], saved["state"][0]
+    assert all(torch.equal(restored[k], expected[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
 
 
 def test_once_the_policy_has_spent_its_fires_the_guard_stands_down():

@@ -172,8 +172,9 @@ class SpikeGuard:
         while self.ring[-1][0] > to_step:  # snapshots of the abandoned trajectory
             self.ring.pop()
         rates = [group["lr"] for group in self.optimizer.param_groups]
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(optim_state)
+        self.model.load_state_dict(model_state)  # copied into the parameters
+        # a copy: the optimizer adopts the tensors it is given, and its steps would rewrite the snapshot
+        self.optimizer.load_state_dict(_copied(optim_state))
         self._set_rates(rates, None)
         return self._record(order, to_step, restored=True)
 

@@ -107,6 +107,10 @@ class StopAtSpike:
     def spiked(self, loss: float) -> object | None:
         return self._stop(self.rules.judge(loss))
 
+    @property
+    def judges_norms(self) -> bool:
+        return self.rules.params.grad_norm
+
     def grad_spiked(self, grad_norm: float) -> object | None:
         return self._stop(self.rules.judge_norm(grad_norm))
 
@@ -133,6 +137,10 @@ class _Recorder:
 
     def spiked(self, loss: float) -> Any:
         return self._note(self.guard.spiked(loss))
+
+    @property
+    def judges_norms(self) -> bool:
+        return bool(self.guard.judges_norms)
 
     def grad_spiked(self, grad_norm: float) -> Any:
         return self._note(self.guard.grad_spiked(grad_norm))

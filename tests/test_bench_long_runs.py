@@ -111,6 +111,8 @@ class _ScriptedGuard:
         self.step = self.to
         return rewind
 
+    judges_norms = False
+
     def grad_spiked(self, _grad_norm: float) -> Any:
         return None
 

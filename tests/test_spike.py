@@ -12,6 +12,7 @@ from typing import Any
 import pydantic
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from autofix.harness.loop import run_training
 from autofix.harness.spikes import SpikeGuard
@@ -172,6 +173,42 @@ def test_a_snapshot_restored_stays_what_it_was_for_the_next_rewind():
     assert guard.spiked(50.0).to_step == 10
     restored, expected = optimizer.state_dict()["state"][0], saved["state"][0]
     assert all(torch.equal(restored[k], expected[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+
+
+def test_a_full_ring_writes_the_new_snapshot_into_the_leaving_ones_tensors():
+    guard, model, optimizer = _guard()
+    _steps(guard, model, optimizer, 5)  # snapshots 0 and 5: the ring is full
+    leaving = [t.data_ptr() for t in guard.ring[0][1].values()]
+    _steps(guard, model, optimizer, 5)  # snapshot 10 replaces 0
+    assert [s for s, *_ in guard.ring] == [5, 10]
+    assert [t.data_ptr() for t in guard.ring[-1][1].values()] == leaving
+    assert all(torch.equal(guard.ring[-1][1][k], v) for k, v in model.state_dict().items())
+    assert guard.ring[-1][2]["state"][0]["step"] == 10 and guard.ring[0][2]["state"][0]["step"] == 5
+
+
+_LOSSES = st.lists(st.one_of(st.floats(0.5, 1.5), st.floats(1.5, 100.0),
+                             st.sampled_from([math.nan, math.inf, -math.inf, 0.0])), min_size=1, max_size=120)
+
+
+@settings(max_examples=60, deadline=None)
+@given(losses=_LOSSES, warmup=st.integers(0, 20))
+def test_the_guards_cheap_test_answers_as_the_rules_do(losses, warmup):
+    """The guard passes most steps on one cached bound instead of asking the rules: it must
+    answer every step as the rules themselves do (same order, same step, same windows)."""
+    rules = _rules({"times": 4}, params={"warmup_steps": warmup, "window_steps": 8})
+    guard, *_ = _guard(rules)
+    twin = TrialRules.from_data(rules, keep_steps=10)
+    for loss in losses:
+        order, rewind = twin.judge(loss), guard.spiked(loss)
+        assert (rewind is None) == (order is None)
+        if order is not None and order.fresh:
+            twin.rewound(rewind.to_step)  # where the guard's snapshots took it
+        assert guard.step == twin.step
+        if order is not None:
+            continue
+        twin.stepped(loss, 1.0)
+        guard.stepped(loss, 1.0)
+    assert list(guard.rules.losses.values) == list(twin.losses.values)
 
 
 def test_once_the_policy_has_spent_its_fires_the_guard_stands_down():

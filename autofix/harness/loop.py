@@ -161,6 +161,7 @@ class _Trainer:
         norms: list[float] = []
         ndim = float("nan")
         base = (epoch - 1) * self.steps_per_epoch if self.steps_per_epoch else 0
+        judge_norms = self.guard is not None and self.guard.judges_norms  # else grad_spiked is None: not called
         for batch, (x, y) in enumerate(self.train.epoch(epoch)):
             ndim = float(x.dim())
             self.probe.before_step(x)  # a no-op except on sampled steps
@@ -177,7 +178,7 @@ class _Trainer:
             norms.append(float(norm))
             if not torch.isfinite(norm):
                 continue  # same reason as a non-finite loss: keep the weights readable
-            if self.guard is not None and self._skipped(self.guard.grad_spiked(norms[-1])):
+            if judge_norms and self._skipped(self.guard.grad_spiked(norms[-1])):  # type: ignore[union-attr]
                 continue
             clip_gradients(self.model, self.cfg["grad_clip"], norm)
             self.optimizer.step()

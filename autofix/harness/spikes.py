@@ -43,6 +43,9 @@ from autofix.spec.training import SpikeGuardSpec
 
 __all__ = ["Rewind", "SpikeGuard", "reference_loss"]
 
+_NEG_INF = -math.inf  # a module constant: read on every step
+_ATOMS = (bool, int, float, str)  # immutable: a snapshot may share them
+
 
 @dataclass(frozen=True)
 class Rewind:
@@ -62,21 +65,30 @@ class Rewind:
         return self.from_step - self.to_step
 
 
-def _cpu_state(obj: Any) -> dict[str, Any]:
-    """A copy of ``obj.state_dict()`` on the CPU that later steps cannot change: each tensor
-    cloned (``.cpu()`` of a CPU tensor is the tensor itself), the rest (an optimizer's
-    hyperparameters) deep-copied. Cloning the tensors directly is ~5x faster than deep-copying
-    the whole dict (measured on a 256x256 MLP: 31 us against 161 us)."""
-    return _copied(obj.state_dict())
+def _cpu_state(obj: Any, old: Any = None) -> dict[str, Any]:
+    """A copy of ``obj.state_dict()`` on the CPU that later steps cannot change, written into the
+    tensors of ``old`` (a snapshot leaving the ring) where their shapes match. Cloning the tensors
+    directly is ~5x faster than deep-copying the whole dict (measured on a 256x256 MLP: 31 us
+    against 161 us); writing into tensors already there spares the allocation and its page
+    faults (see benchmarks/spike_guard_overhead.py)."""
+    return _copied(obj.state_dict(), old)
 
 
-def _copied(value: Any) -> Any:
+def _copied(value: Any, old: Any = None) -> Any:
+    """``value`` copied: its tensors into those of ``old`` at the same place where they match in
+    shape and dtype, else into new ones on the CPU; the rest (hyperparameters) deep-copied."""
+    if value is None or type(value) in _ATOMS:  # most hyperparameters: nothing to copy
+        return value
     if torch.is_tensor(value):
+        if torch.is_tensor(old) and old.shape == value.shape and old.dtype == value.dtype:
+            return old.copy_(value.detach())
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {k: _copied(v) for k, v in value.items()}
+        olds = old if isinstance(old, dict) else {}
+        return {k: _copied(v, olds.get(k)) for k, v in value.items()}
     if isinstance(value, list) or type(value) is tuple:
-        return type(value)(_copied(v) for v in value)
+        parts = old if type(old) is type(value) and len(old) == len(value) else [None] * len(value)
+        return type(value)(_copied(v, o) for v, o in zip(value, parts, strict=True))
     return copy.deepcopy(value)
 
 
@@ -114,7 +126,8 @@ class SpikeGuard:
         self.reference: Callable[[Any], float] | None = None
         # the batches of the last two steps taken: the older one is the probe (the latest was just
         # fitted: a step far too large can lower its loss and raise every other batch's)
-        self.recent: deque[Any] = deque(maxlen=2)
+        self._older: Any = None
+        self._newer: Any = None
         self._snapshot()
 
     @property
@@ -129,10 +142,21 @@ class SpikeGuard:
         clip = self.config.get("grad_clip")
         return float(clip["max"]) if clip is not None and clip.get("kind", "norm") == "norm" else None
 
+    @property
+    def judges_norms(self) -> bool:
+        """Are gradient norms judged (``loss_spike.grad_norm``)? When not, :meth:`grad_spiked`
+        answers None whatever the norm: a loop may leave the call out."""
+        return self.rules.params.grad_norm
+
     def spiked(self, loss: float) -> Rewind | None:
         """Judge the loss of the step about to be taken: the latest rewind when its batch is not
         to be trained on, else None."""
-        return self._answered(self.rules.judge(loss))
+        rules, window = self.rules, self.rules.losses
+        # most steps: under the window's cheap test, no spike (a NaN or infinity fails it)
+        if _NEG_INF < loss < window.bar and rules.step < window.bar_until:
+            rules.spiking = False
+            return None
+        return self._answered(rules.judge(loss))
 
     def grad_spiked(self, grad_norm: float) -> Rewind | None:
         """Judge the gradient norm (before clipping) of the step about to be taken, once its loss
@@ -157,9 +181,9 @@ class SpikeGuard:
         """Is the model as it is still sound? Its loss on the batch of the step before the latest
         is judged by the same rule against the same window: a spike there too means the steps
         before did the damage (a rate too high), not this batch (bad data)."""
-        if self.reference is None or len(self.recent) < 2:
+        if self.reference is None or self._older is None:
             return False
-        loss = self.reference(self.recent[0])
+        loss = self.reference(self._older)
         return math.isfinite(loss) and not self.rules.is_spike(loss)
 
     def _rewind(self, order: Order) -> Rewind:
@@ -191,11 +215,12 @@ class SpikeGuard:
 
     def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
         """After an optimizer step on ``loss`` (its ``batch``): count it and snapshot every N steps."""
-        self.rules.stepped(loss, grad_norm)
+        rules = self.rules
+        rules.stepped(loss, grad_norm)
         if batch is not None:
-            self.recent.append(batch)
+            self._older, self._newer = self._newer, batch
         self._in_a_row = 0
-        if self.step % self.every == 0:
+        if rules.step % self.every == 0:
             self._snapshot()
 
     def metrics(self) -> dict[str, float]:
@@ -232,4 +257,6 @@ class SpikeGuard:
         return clip["max"] if clip is not None else None
 
     def _snapshot(self) -> None:
-        self.ring.append((self.step, _cpu_state(self.model), _cpu_state(self.optimizer)))
+        # the oldest snapshot's tensors, about to leave the ring, take the new one's values
+        _, old_model, old_optim = self.ring.popleft() if len(self.ring) == self.ring.maxlen else (None, None, None)
+        self.ring.append((self.step, _cpu_state(self.model, old_model), _cpu_state(self.optimizer, old_optim)))

@@ -35,7 +35,7 @@ _REFRESH_STEPS = 16  # steps between refreshes of the cached median of the cheap
 
 class _Window:
     """One judged series (the losses or the gradient norms) of the steps kept: its trailing
-    window, the run's own scale, and a cached median for the cheap test of most steps."""
+    window, the run's own scale, and the cheap test of most steps as one number (``bar``)."""
 
     def __init__(self, name: str, params: SpikeParams, keep_steps: int) -> None:
         self.name, self.params = name, params
@@ -44,6 +44,9 @@ class _Window:
         self.scale: float | None = None  # the median of the run's first full window (min_rise's unit)
         self._median: float | None = None
         self._median_at = 0
+        # a value under ``bar`` at a step before ``bar_until`` is no spike: +inf in the warm-up,
+        # else min_ratio x the cached median; -inf (judge in full) until a median is cached
+        self.bar, self.bar_until = -math.inf, 0
 
     def recent(self) -> list[float]:
         """The finite values of the last ``window_steps`` steps kept, oldest first."""
@@ -53,12 +56,16 @@ class _Window:
         """The spike rule on ``value`` at ``step``: its evidence, or None. Most steps pass the
         cheap test (a finite value under ``min_ratio`` x the median of a few steps ago, refreshed
         every 16 steps) without the window being sorted."""
-        if math.isfinite(value) and step >= self.params.warmup_steps:
-            if self._median is None or step >= self._median_at + _REFRESH_STEPS:
-                recent = self.recent()
-                self._median, self._median_at = (statistics.median(recent) if recent else None), step
-            if self._median is not None and value < self.params.min_ratio * self._median:
-                return None
+        if step < self.params.warmup_steps:  # nothing is judged before it
+            self.bar, self.bar_until = math.inf, self.params.warmup_steps
+            return None
+        if self._median is None or step >= self._median_at + _REFRESH_STEPS:
+            recent = self.recent()
+            self._median, self._median_at = (statistics.median(recent) if recent else None), step
+            self.bar = -math.inf if self._median is None else self.params.min_ratio * self._median
+            self.bar_until = step + _REFRESH_STEPS
+        if -math.inf < value < self.bar:  # False for a NaN or an infinity: those are judged in full
+            return None
         return spike_evidence(self.params, self.recent(), value, step, self.scale, self.name)
 
     def add(self, step: int, value: float) -> None:
@@ -67,15 +74,18 @@ class _Window:
             finite = [v for _, v in self.values if math.isfinite(v)]
             self.scale = statistics.median(finite) if finite else None
 
+    def _forget(self) -> None:
+        self._median, self.bar = None, -math.inf
+
     def drop_from(self, step: int) -> None:
         """The steps from ``step`` on were abandoned (a rewind)."""
         while self.values and self.values[-1][0] >= step:
             self.values.pop()
-        self._median = None
+        self._forget()
 
     def clear(self) -> None:
         self.values.clear()
-        self._median = None
+        self._forget()
 
 
 @dataclass(frozen=True)
@@ -191,8 +201,6 @@ class TrialRules:
         return None
 
     def _resolve(self) -> None:
-        if not self._pending:  # the hot path: most steps find nothing and nothing is pending
-            return
         for policy in self.policies:
             self.states[policy.name].resolve(policy.name, self.step)
         self._pending = False
@@ -205,7 +213,8 @@ class TrialRules:
             self.losses.add(self.step, loss)
             if norm is not None:
                 self.norms.add(self.step, norm)
-            self._resolve()  # no arm spiked at this step: a pending policy's condition ended
+            if self._pending:  # no arm spiked at this step: a pending policy's condition ended
+                self._resolve()
         self.spiking = False
         self.step += 1
         self.rewound_at = None

@@ -3,7 +3,7 @@
 Issue 17 asks for "a spike under Ray Train DDP". Each run of the DDP case is :func:`train` on
 every worker of a ``TorchTrainer`` (2 CPU workers, gloo), the model wrapped by Ray Train's own
 ``prepare_model`` as ``autofix run`` wraps it under ``ray.distributed``
-(:func:`autofix.tune.trial.make_distributed_trainable`); each rank draws its shard of every batch
+(:func:`autofix.tune.ddp.make_distributed_trainable`); each rank draws its shard of every batch
 and, with the guard on, judges the mean loss over the ranks (:mod:`autofix.harness.distributed`).
 Rank 0's :class:`long_runs_methods.Run` comes back as the training function's return value (Ray
 Train's ``Result.return_value`` is rank 0's; the ranks agree on every rewind, as

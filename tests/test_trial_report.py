@@ -98,7 +98,7 @@ def _actor_died() -> BaseException:
 def test_rank_zero_step_reports_are_best_effort(error, kept):
     from ray.util.queue import Full
 
-    from autofix.tune.trial import _step_report
+    from autofix.tune.ddp import _step_report
 
     queue = _Queue({"full": Full(), "dead": _actor_died(), None: None}[error])
     _step_report(queue, {"step_report": 1.0, "step": 50.0})  # never raises into the training loop

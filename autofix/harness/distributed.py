@@ -1,6 +1,6 @@
 """Data-parallel (DDP) hooks of the managed loop: what changes when N processes train one model.
 
-Ray-free on purpose (only controller/runner/trial touch Ray): :mod:`autofix.tune.trial` builds a
+Ray-free on purpose (only the tune package touches Ray): :mod:`autofix.tune.ddp` builds a
 :class:`Parallel` from Ray Train's context and passes ``ray.train.torch.prepare_model`` as
 ``wrap``. What the loop does differently under a :class:`Parallel`:
 

@@ -19,7 +19,8 @@ gradient is far out of line is not taken either. Off by default, measured
 (``benchmarks/long_runs.py``, 2026-12-05, the shipped policy): with it on, the norm arm never
 caught a spike before the loss arm, rewound one clean run (a DDP twin, once), and spent the
 policy's twenty fires within ~70 steps of a lasting rate rise, which then ended at 1.38x and
-2.12x the clean run's val_loss instead of 0.97x and 1.03x.
+2.12x the clean run's val_loss instead of 0.97x and 1.03x (commit 9b724c2, before a rewind
+restored a copy of the snapshot's optimizer state).
 
 Defaults and sources: OLMo-core's ``SkipStepOptimizer`` skips a step whose loss is more than 6
 standard deviations above a 128-step window, after 64 warm-up steps (``z=6``, ``window_steps=128``,

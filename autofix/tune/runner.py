@@ -269,7 +269,8 @@ def trainable_of(spec: Spec) -> Any:
     """The Tune trainable of a spec, with its per-trial resources."""
     from ray import tune
 
-    from autofix.tune.trial import make_custom_trainable, make_distributed_trainable, managed_trainable
+    from autofix.tune.ddp import make_distributed_trainable
+    from autofix.tune.trial import make_custom_trainable, managed_trainable
 
     dist = spec.ray.distributed
     if dist is not None:

@@ -60,10 +60,6 @@ POLICIES: dict[str, list[Policy]] = {
     "guard": [p for p in load_policies([BUILTIN]) if p.in_trial],
     "guard_skip_only": [_policy({"times": 10})],
     "guard_lr_cut": [_policy({"times": 10, "lr_factor": 0.5})],
-    "guard_lent50": [_policy({"times": 20, "lr_factor": 0.5, "restore_after_steps": 50})],
-    "guard_lent100": [_policy({"times": 20, "lr_factor": 0.5, "restore_after_steps": 100})],
-    "guard_lent200": [_policy({"times": 20, "lr_factor": 0.5, "restore_after_steps": 200})],
-    "guard_noclip": [_policy({"times": 10}, {"times": 10, "lr_factor": 0.5})],
 }
 RESTART_LR_SCALE = 0.1  # issue 17: "restart from scratch with a lower LR" (10x lower)
 EVAL_CHUNKS = 10  # val_loss judged at every tenth of the run

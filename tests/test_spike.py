@@ -124,7 +124,7 @@ def test_a_spike_restores_the_newest_snapshot_and_skips_what_came_after():
     assert all(torch.equal(model.state_dict()[k], v) for k, v in at_10.items())
     assert optimizer.state_dict()["state"][0]["step"] == 10  # Adam's own count went back too
     assert guard.step == 10 and len(guard.rules.losses.values) == len(guard.rules.norms.values) == 10  # abandoned
-    assert guard.metrics() == {"rewinds": 1.0, "rewound_steps": 2.0, "skipped_batches": 1.0, "lr_given_back": 0.0,
+    assert guard.metrics() == {"rewinds": 1.0, "rewound_steps": 2.0, "skipped_batches": 1.0,
                                "last_rewind_from": 12.0, "last_rewind_to": 10.0, "last_rewind_policy": 0.0,
                                "last_rewind_candidate": 0.0, "last_rewind_lr": 0.1, "last_rewind_restored": 1.0}
 
@@ -279,60 +279,6 @@ def test_clip_factor_tightens_gradient_clipping(clip, expected):
     rewind = guard.spiked(50.0)
     assert guard.config["grad_clip"] == pytest.approx(expected) and rewind.clip == pytest.approx(expected["max"])
     assert guard.metrics()["last_rewind_clip"] == pytest.approx(expected["max"])
-
-
-def _lr(optimizer: torch.optim.Optimizer) -> float:
-    return optimizer.param_groups[0]["lr"]
-
-
-def test_a_lent_cut_goes_back_once_the_rate_holds_restore_after_steps():
-    guard, model, optimizer = _guard(_rules({"times": 5, "lr_factor": 0.5, "restore_after_steps": 4}))
-    _steps(guard, model, optimizer, 12)
-    assert guard.spiked(50.0).to_step == 10 and _lr(optimizer) == pytest.approx(0.05)
-    _steps(guard, model, optimizer, 3)
-    assert _lr(optimizer) == pytest.approx(0.05) and guard.given_back == 0
-    _steps(guard, model, optimizer, 1)  # the fourth clean step after the rewind
-    assert _lr(optimizer) == pytest.approx(0.1) and guard.given_back == 1
-    assert guard.metrics()["lr_given_back"] == 1.0
-
-
-def test_every_rewind_restarts_the_countdown_of_what_is_lent():
-    guard, model, optimizer = _guard(_rules({"times": 5, "lr_factor": 0.5, "restore_after_steps": 6}))
-    _steps(guard, model, optimizer, 12)
-    guard.spiked(50.0)  # step 12 -> 10, rate 0.05, due back at 16
-    _steps(guard, model, optimizer, 4)
-    assert guard.spiked(50.0).to_step == 10  # step 14 -> 10: rate 0.025, due back at 16 again
-    _steps(guard, model, optimizer, 5)
-    assert _lr(optimizer) == pytest.approx(0.025)
-    _steps(guard, model, optimizer, 1)
-    assert _lr(optimizer) == pytest.approx(0.1)  # both cuts at once
-
-
-def test_a_spike_soon_after_a_give_back_keeps_its_cut_until_the_rate_holds():
-    """The cut went back and the rate spiked again within restore_after_steps: the rate itself
-    was too high. That cut, and one that follows within as many steps, stay; once the rate holds
-    that long, a cut is lent again."""
-    guard, model, optimizer = _guard(_rules({"times": 6, "lr_factor": 0.5, "restore_after_steps": 4}))
-    _steps(guard, model, optimizer, 12)
-    guard.spiked(50.0)
-    _steps(guard, model, optimizer, 4)  # given back at step 14: 0.1
-    _steps(guard, model, optimizer, 1)
-    guard.spiked(50.0)  # step 15, within 4 of the give-back: kept
-    _steps(guard, model, optimizer, 2)
-    guard.spiked(50.0)  # within 4 of that one: kept too
-    _steps(guard, model, optimizer, 20)
-    assert _lr(optimizer) == pytest.approx(0.025) and guard.given_back == 1
-    guard.spiked(50.0)  # the rate held 20 steps: this cut is lent
-    _steps(guard, model, optimizer, 4)
-    assert _lr(optimizer) == pytest.approx(0.025) and guard.given_back == 2
-
-
-def test_a_cut_without_restore_after_steps_stays():
-    guard, model, optimizer = _guard(_rules({"times": 5, "lr_factor": 0.5}))
-    _steps(guard, model, optimizer, 12)
-    guard.spiked(50.0)
-    _steps(guard, model, optimizer, 200)
-    assert _lr(optimizer) == pytest.approx(0.05) and guard.given_back == 0
 
 
 def test_for_steps_holds_a_spike_that_many_steps_before_rewinding():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from autofix.actions.base import Action, Change, NotApplicable
 
@@ -36,17 +36,6 @@ class Rewind(Action):
     clip_factor: float | None = Field(default=None, gt=0, le=1)
     """Tighten norm clipping to this share of its bound (OPT-175B: 1.0 -> 0.3); a run that does not
     clip starts clipping at this share of the median gradient norm of its last steps."""
-    restore_after_steps: int | None = Field(default=None, ge=1, le=10_000_000)
-    """With ``lr_factor``: the cut is given back once this many optimizer steps pass with no
-    rewind (an overshoot that passed: its cut must not cost the rest of the run its rate). A
-    spike within as many steps of a give-back keeps its cut, and so do those after it until
-    the rate holds that long (the rate itself was too high). None: the cut stays."""
-
-    @model_validator(mode="after")
-    def _restore_needs_cut(self) -> Rewind:
-        if self.restore_after_steps is not None and self.lr_factor is None:
-            raise ValueError("restore_after_steps gives back an lr_factor cut: set lr_factor too")
-        return self
 
     def patch(self, config: dict, aliases: dict[str, str]) -> list[Change]:
         raise NotApplicable("rewind patches nothing; the trial's spike guard runs it in place")

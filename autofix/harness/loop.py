@@ -161,15 +161,17 @@ class _Trainer:
         norms: list[float] = []
         ndim = float("nan")
         base = (epoch - 1) * self.steps_per_epoch if self.steps_per_epoch else 0
-        judge_norms = self.guard is not None and self.guard.judges_norms  # else grad_spiked is None: not called
+        guard = self.guard  # read once: every call and lookup a step costs shows on small models
+        judge_norms = guard is not None and guard.judges_norms  # else grad_spiked is None: not called
         for batch, (x, y) in enumerate(self.train.epoch(epoch)):
             ndim = float(x.dim())
             self.probe.before_step(x)  # a no-op except on sampled steps
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.net(x), y)
             losses.append(loss.item())
-            judged = self._judged(losses[-1]) if self.guard is not None else losses[-1]
-            if self.guard is not None and self._skipped(self.guard.spiked(judged)):
+            judged = self._judged(losses[-1]) if guard is not None and self.parallel is not None else losses[-1]
+            if guard is not None and guard.spiked(judged) is not None:
+                self._skip()
                 continue  # rewound to the last snapshot: this batch and those since are skipped
             if not self._backward(loss):
                 continue
@@ -178,13 +180,14 @@ class _Trainer:
             norms.append(float(norm))
             if not torch.isfinite(norm):
                 continue  # same reason as a non-finite loss: keep the weights readable
-            if judge_norms and self._skipped(self.guard.grad_spiked(norms[-1])):  # type: ignore[union-attr]
+            if judge_norms and guard.grad_spiked(norms[-1]) is not None:  # type: ignore[union-attr]
+                self._skip()
                 continue
             clip_gradients(self.model, self.cfg["grad_clip"], norm)
             self.optimizer.step()
             self.probe.after_step()
-            if self.guard is not None:
-                self.guard.stepped(judged, norms[-1], (x, y))
+            if guard is not None:
+                guard.stepped(judged, norms[-1], (x, y))
             if self.reporter is not None:
                 self._report_step(base + batch + 1, judged)  # under DDP with a guard: the mean over ranks
         return {
@@ -196,11 +199,10 @@ class _Trainer:
             **(self.guard.metrics() if self.guard is not None else {}),
         }
 
-    def _skipped(self, rewind: object | None) -> bool:
-        """The spike guard's answer: a rewind (not None) skips this step's batch."""
-        if rewind is not None and self.probe.enabled:
+    def _skip(self) -> None:
+        """The spike guard rewound: this step's batch is skipped."""
+        if self.probe.enabled:
             self.probe.end_step()  # close a sampled step: no hook may stay on for evaluation
-        return rewind is not None
 
     def _judged(self, loss: float) -> float:
         """The loss the spike guard judges: under DDP the mean over the ranks, so all agree."""

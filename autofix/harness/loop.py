@@ -180,7 +180,7 @@ class _Trainer:
             norms.append(float(norm))
             if not torch.isfinite(norm):
                 continue  # same reason as a non-finite loss: keep the weights readable
-            if judge_norms and guard.grad_spiked(norms[-1]) is not None:  # type: ignore[union-attr]
+            if judge_norms and guard is not None and guard.grad_spiked(norms[-1]) is not None:
                 self._skip()
                 continue
             clip_gradients(self.model, self.cfg["grad_clip"], norm)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from long_runs_cases import Case
-from long_runs_methods import Run, _row, train
+from long_runs_methods import Run, _row, stop_and_restart, train
 
 __all__ = ["LAUNCHERS", "run_ddp_case", "train_ddp"]
 
@@ -100,9 +100,13 @@ def train_ddp(case: Case, seed: int, launcher: str = "ray", **kwargs: Any) -> Ru
 
 
 def run_ddp_case(case: Case, seed: int, launcher: str = "ray") -> list[dict[str, Any]]:
-    """A DDP case: the clean twin (alone and guarded), left alone, the ideal skip and the shipped guard."""
+    """A DDP case: the clean twin (alone and guarded), left alone, the ideal skip, the shipped
+    guard, detect-and-stop and the restart at a lower rate after it (every rank stops at the same
+    step: they judge the mean loss over the ranks, as the guard does)."""
     clean = train_ddp(case, seed, launcher, inject=False)
     runs = {"clean": clean, "clean_guard": train_ddp(case, seed, launcher, inject=False, guard="guard"),
             "left_alone": train_ddp(case, seed, launcher), "ideal_skip": train_ddp(case, seed, launcher, drop=True),
             "guard": train_ddp(case, seed, launcher, guard="guard")}
-    return [{**_row(case, seed, method, run, clean, 0), "launcher": launcher} for method, run in runs.items()]
+    rows = [_row(case, seed, method, run, clean, 0) for method, run in runs.items()]
+    rows += stop_and_restart(case, seed, clean, lambda **kwargs: train_ddp(case, seed, launcher, **kwargs))
+    return [{**row, "launcher": launcher} for row in rows]

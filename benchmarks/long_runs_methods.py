@@ -26,8 +26,10 @@ relaunch is a false alarm; not on the DDP case, whose forked ranks run one attem
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,7 +46,7 @@ from autofix.rules.policy import BUILTIN, Policy, load_policies
 from long_runs_cases import Case, Stream
 
 __all__ = ["GUARD", "METHODS", "POLICIES", "RESTART_LR_SCALE", "Run", "StopAtSpike", "build_trainer", "run_case",
-           "train"]
+           "stop_and_restart", "train"]
 
 # The guard as a user turns it on, and the in-trial policies it is run with: the shipped one, and
 # two variants written as a user would (the same ten rewinds; each plain, or each halving the LR).
@@ -227,17 +229,21 @@ def run_case(case: Case, seed: int, ddp: str = "ray") -> list[dict[str, Any]]:
     rows.append(_row(case, seed, "ideal_skip", train(case, seed, drop=True), clean, 0))
     for method in POLICIES:
         rows.append(_row(case, seed, method, train(case, seed, guard=method), clean, 0))
-    stopped = train(case, seed, stop_at_spike=True)
-    rows.append(_row(case, seed, "detect_stop", stopped, clean, 0))
+    return rows + stop_and_restart(case, seed, clean, functools.partial(train, case, seed))
+
+
+def stop_and_restart(case: Case, seed: int, clean: Run, run: Callable[..., Run]) -> list[dict[str, Any]]:
+    """The rows of detect-and-stop and of a restart from scratch at ``RESTART_LR_SCALE`` x the
+    rate after that stop (its compute counts the stopped run's too); ``run(**kwargs)`` trains."""
+    stopped = run(stop_at_spike=True)
+    rows = [_row(case, seed, "detect_stop", stopped, clean, 0)]
     if stopped.detected_at is None:  # nothing detected: the run went on to its end, nothing to restart
-        rows.append(_row(case, seed, "restart_low_lr", stopped, clean, 0))
-    else:
-        restart = train(case, seed, lr_scale=RESTART_LR_SCALE)
-        restart.compute += stopped.compute
-        restart.detected_at = stopped.detected_at
-        restart.seconds = round(restart.seconds + stopped.seconds, 2)
-        rows.append(_row(case, seed, "restart_low_lr", restart, clean, 1))
-    return rows
+        return [*rows, _row(case, seed, "restart_low_lr", stopped, clean, 0)]
+    restart = run(lr_scale=RESTART_LR_SCALE)
+    restart.compute += stopped.compute
+    restart.detected_at = stopped.detected_at
+    restart.seconds = round(restart.seconds + stopped.seconds, 2)
+    return [*rows, _row(case, seed, "restart_low_lr", restart, clean, 1)]
 
 
 def _row(case: Case, seed: int, method: str, run: Run, clean: Run, relaunches: int) -> dict[str, Any]:

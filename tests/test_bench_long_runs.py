@@ -231,3 +231,25 @@ def test_the_warm_relaunch_is_the_engines_and_counts_every_step(injection, relau
         assert (child["start"], child["parent"], child["policy"] in shipped) == ("warm", "a0", True)
         assert 0 < child["from_step"] <= injection.onset and child["patch"]  # a healthy checkpoint, a patched config
         assert run.kept == child["id"] and run.val_loss == child["val_loss"]
+
+
+@pytest.mark.parametrize("detected, restart_compute, relaunches", [
+    pytest.param(600, 600 + 1500, 1, id="stopped-then-restarted-compute-adds-up"),
+    pytest.param(None, 1500, 0, id="nothing-detected-nothing-restarted"),
+])
+def test_stop_and_restart_is_one_method_for_both_launchers(detected, restart_compute, relaunches):
+    """run_case and run_ddp_case share it: the restart's compute counts the stopped run's."""
+    case = next(c for c in CASES if c.injection is not None)
+    calls: list[dict[str, Any]] = []
+
+    def run(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        stopped = kwargs.get("stop_at_spike", False)
+        return long_runs_methods.Run(val_loss=1.0, curve=[], compute=600 if stopped and detected else 1500,
+                                     trajectory=1500, reached=True, detected_at=detected if stopped else None)
+
+    clean = long_runs_methods.Run(val_loss=1.0, curve=[], compute=1500, trajectory=1500, reached=True)
+    rows = long_runs_methods.stop_and_restart(case, 0, clean, run)
+    assert [r["method"] for r in rows] == ["detect_stop", "restart_low_lr"]
+    assert (rows[1]["compute"], rows[1]["relaunches"]) == (restart_compute, relaunches)
+    assert calls == [{"stop_at_spike": True}] + ([{"lr_scale": long_runs_methods.RESTART_LR_SCALE}] if detected else [])

@@ -61,6 +61,8 @@ def save_checkpoint(trainer: Any, epoch: int) -> str:
         "scheduler_spec": trainer.cfg["scheduler"],
         "structure": structure(trainer.cfg),
         "rng": _rng_state(),
+        # the spike guard's rules and totals: a retried trial goes on judging as the run was
+        "guard": trainer.guard.state_dict() if getattr(trainer, "guard", None) is not None else None,
     }
     torch.save(state, os.path.join(directory, STATE_FILE))
     return directory
@@ -127,6 +129,7 @@ def prepare(trainer: Any, restore_dir: str | None) -> int:
             _rebase_scheduler(trainer.scheduler, trainer.optimizer)
     if restore_dir:
         _set_rng_state(state["rng"])
+        trainer.restored_guard = state.get("guard")  # a retry goes on with it; a warm start is a new attempt
     return state["epoch"] + 1
 
 

@@ -86,6 +86,7 @@ class _Trainer:
         # plain module (autofix.harness.distributed).
         self.net = parallel.wrap(self.model) if parallel is not None else self.model
         self.guard: SpikeGuard | None = None  # made after a restore (autofix.harness.spikes)
+        self.restored_guard: dict[str, Any] | None = None  # its state in a retried trial's checkpoint
         self.reporter: StepReporter | None = None  # reports between epochs (autofix.harness.stepreports)
 
     def _chance(self, labels: torch.Tensor | None) -> dict[str, float]:
@@ -259,6 +260,8 @@ def attach_guard(trainer: _Trainer, in_trial: dict[str, Any] | None = None) -> S
     """Give ``trainer`` its spike guard (its first snapshot is the model as it stands now)."""
     trainer.guard = SpikeGuard(trainer.cfg, trainer.model, trainer.optimizer, trainer.scheduler, in_trial)
     trainer.guard.reference = trainer.reference_loss
+    if trainer.restored_guard is not None:  # a retry of this trial (prepare)
+        trainer.guard.load_state_dict(trainer.restored_guard)
     return trainer.guard
 
 

@@ -127,6 +127,7 @@ class SpikeGuard:
         # fitted: a step far too large can lower its loss and raise every other batch's)
         self._older: Any = None
         self._newer: Any = None
+        self._rewinds_before = 0  # rewinds of the run before a restore (state_dict)
         self._snapshot()
 
     @property
@@ -224,7 +225,7 @@ class SpikeGuard:
 
     def metrics(self) -> dict[str, float]:
         """What the epoch's report carries (cumulative over the run)."""
-        out = {"rewinds": float(len(self.rewinds)), "rewound_steps": float(self.rewound_steps),
+        out = {"rewinds": float(self._rewinds_before + len(self.rewinds)), "rewound_steps": float(self.rewound_steps),
                "skipped_batches": float(self.skipped_batches)}
         if self.rewinds:
             last = self.rewinds[-1]
@@ -235,6 +236,24 @@ class SpikeGuard:
             if last.clip is not None:
                 out["last_rewind_clip"] = float(last.clip)
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the trial's checkpoint keeps of the guard, so that a retried trial goes on as
+        the run was: the rules (step, fires, windows), the totals its reports carry, and the
+        clipping bound a rewind tightened. Not the snapshots: a restored run's first snapshot is
+        the restored state. (The learning rate a rewind cut is in the optimizer's own state.)"""
+        return {"rules": self.rules.state_dict(), "rewinds": self._rewinds_before + len(self.rewinds),
+                "rewound_steps": self.rewound_steps, "skipped_batches": self.skipped_batches,
+                "grad_clip": self.config.get("grad_clip")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from :meth:`state_dict`, the model and optimizer restored as they were then."""
+        self.rules.load_state_dict(state["rules"])
+        self._rewinds_before = int(state["rewinds"]) - len(self.rewinds)
+        self.rewound_steps, self.skipped_batches = int(state["rewound_steps"]), int(state["skipped_batches"])
+        self.config["grad_clip"] = state["grad_clip"]
+        self.ring.clear()
+        self._snapshot()  # at the restored step
 
     def _set_rates(self, rates: list[float], factor: float | None) -> None:
         """The rates in use before the rewind (a snapshot does not undo an earlier cut), cut by

@@ -87,6 +87,15 @@ class _Window:
         self.values.clear()
         self._forget()
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": [[step, value] for step, value in self.values], "scale": self.scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values.clear()
+        self.values.extend((int(step), float(value)) for step, value in state.get("values", []))
+        self.scale = state.get("scale")
+        self._forget()
+
 
 @dataclass(frozen=True)
 class Order:
@@ -224,6 +233,22 @@ class TrialRules:
         self.losses.drop_from(to_step)
         self.norms.drop_from(to_step)
         self.step, self.rewound_at = to_step, to_step
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a retried trial needs to judge on as before: the step, each policy's fires and the
+        windows. Plain data (a checkpoint loads it with ``weights_only``). A policy pending for
+        ``for_steps`` is not kept: the checkpoint is taken between epochs."""
+        return {"step": self.step, "fires": dict(self.fires),
+                "windows": {window.name: window.state_dict() for window in (self.losses, self.norms)}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from :meth:`state_dict` (a policy no longer among the run's is dropped)."""
+        self.step = int(state["step"])
+        for name, fires in state["fires"].items():
+            if name in self.fires:
+                self.fires[name] = int(fires)
+        for window in (self.losses, self.norms):
+            window.load_state_dict(state["windows"].get(window.name, {}))
 
     def rewarm(self) -> None:
         """The run's level moved (a "spike" that lasts): judge again once half a new window is in."""

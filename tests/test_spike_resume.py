@@ -107,3 +107,27 @@ def test_a_retried_trial_goes_on_with_the_guards_totals_and_the_same_run(burst_d
     for before, after in zip(whole[2:], resumed, strict=True):
         assert {k: after[k] for k in TOTALS} == {k: before[k] for k in TOTALS}
         assert after["val_loss"] == pytest.approx(before["val_loss"], rel=1e-6)
+
+
+@pytest.mark.ray
+def test_a_trial_tune_retries_after_a_crash_goes_on_with_its_guard(ray_session, tmp_path):
+    """The whole path: the trial crashes in epoch 2 (after epoch 1's checkpoint), Ray Tune retries
+    it from that checkpoint inside the same attempt, and the guard's count goes on: the journal's
+    rewinds read 1, 2, 3 (a fresh guard would report 1 again in epoch 2, and no rewind be journaled)."""
+    import autofix
+    from autofix.reports.journal import read_journal
+
+    marker = tmp_path / "crashed"
+    spec = {"name": "spiky-crash", "python_path": [str(FIXTURES)], "metric": "val_loss",
+            "training": {"model": {"factory": "spiky_data:crash_once_mlp",
+                                   "args": {"marker": str(marker), "after_calls": 60}},
+                         "data": {"factory": "spiky_data:burst"}, "optimizer": {"name": "sgd", "lr": 0.05},
+                         "batch_size": 25, "epochs": 3, "seed": 0, "probes": {"enabled": False},
+                         "spike_guard": {"enabled": True, "snapshot_every_steps": 5}},
+            "symptoms": {"loss_spike": {"warmup_steps": 10, "window_steps": 16}},
+            "ray": {"max_failures": 1}, "budget": {"max_attempts": 2, "max_concurrent": 1}, "ledger": False}
+    report = autofix.run(spec, tmp_path / "out")
+    assert marker.exists()  # it did crash
+    assert report.status == "healthy" and [a.id for a in report.attempts] == ["a0"]
+    rewinds = [r["rewinds"] for r in read_journal(tmp_path / "out" / "journal.jsonl") if r["event"] == "rewind"]
+    assert rewinds == [1.0, 2.0, 3.0]

@@ -42,10 +42,9 @@ class _Window:
         # (step, value) of the steps taken, newest last: the window, plus what a rewind may drop
         self.values: deque[tuple[int, float]] = deque(maxlen=params.window_steps + keep_steps)
         self.scale: float | None = None  # the median of the run's first full window (min_rise's unit)
-        self._median: float | None = None
-        self._median_at = 0
-        # a value under ``bar`` at a step before ``bar_until`` is no spike: +inf in the warm-up,
-        # else min_ratio x the cached median; -inf (judge in full) until a median is cached
+        # the cheap test of most steps as one number: a value under ``bar`` at a step before
+        # ``bar_until`` is no spike (+inf in the warm-up; else min_ratio x the window's median,
+        # refreshed every 16 steps; -inf: no median yet, judge in full)
         self.bar, self.bar_until = -math.inf, 0
 
     def recent(self) -> list[float]:
@@ -59,10 +58,9 @@ class _Window:
         if step < self.params.warmup_steps:  # nothing is judged before it
             self.bar, self.bar_until = math.inf, self.params.warmup_steps
             return None
-        if self._median is None or step >= self._median_at + _REFRESH_STEPS:
+        if self.bar == -math.inf or step >= self.bar_until:
             recent = self.recent()
-            self._median, self._median_at = (statistics.median(recent) if recent else None), step
-            self.bar = -math.inf if self._median is None else self.params.min_ratio * self._median
+            self.bar = self.params.min_ratio * statistics.median(recent) if recent else -math.inf
             self.bar_until = step + _REFRESH_STEPS
         if -math.inf < value < self.bar:  # False for a NaN or an infinity: those are judged in full
             return None
@@ -75,7 +73,7 @@ class _Window:
             self.scale = statistics.median(finite) if finite else None
 
     def _forget(self) -> None:
-        self._median, self.bar = None, -math.inf
+        self.bar = -math.inf
 
     def drop_from(self, step: int) -> None:
         """The steps from ``step`` on were abandoned (a rewind)."""

@@ -62,7 +62,7 @@ def save_checkpoint(trainer: Any, epoch: int) -> str:
         "structure": structure(trainer.cfg),
         "rng": _rng_state(),
         # the spike guard's rules and totals: a retried trial goes on judging as the run was
-        "guard": trainer.guard.state_dict() if getattr(trainer, "guard", None) is not None else None,
+        "guard": trainer.guard.state_dict() if trainer.guard is not None else None,
     }
     torch.save(state, os.path.join(directory, STATE_FILE))
     return directory

@@ -201,6 +201,7 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
         stream.target = case.steps * chunk // EVAL_CHUNKS
         trainer.train_epoch(chunk)
         curve.append((trajectory(), judge_val_loss(trainer.model, trainer.val)))
+        trainer.step_scheduler(curve[-1][1])  # once per chunk, as the harness steps it once per epoch
         if stream.exhausted:
             break
     return Run(val_loss=curve[-1][1], curve=curve, compute=steps[0], trajectory=trajectory(),

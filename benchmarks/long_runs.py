@@ -16,7 +16,11 @@ Definitions and targets are issue 17's: compute = optimizer steps run, rolled-ba
 included; healed = the final val_loss within 2% of the clean twin's at the same trajectory
 length (the bench's own cross-entropy on the validation set); every spike case healed by the
 guard; its compute <= 1.05x the clean run's; 0 rewinds on clean controls; detection within 10
-steps of the onset; step overhead <= 1% (cited from ``spike_guard_overhead.py``'s results).
+steps of the spike's onset; step overhead <= 1% (cited from ``spike_guard_overhead.py``'s results).
+The spike's onset is the run left alone's: the first step whose loss leaves the range of its last
+128 steps before the injection (``long_runs_methods.spike_onset``). A corrupted batch spikes at
+once; a rate rise takes steps to move the loss, and no loss-based detector can see it sooner: the
+lag from the injection itself is shown beside it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from long_runs_ddp import LAUNCHERS  # noqa: E402
 
 from long_runs_cases import CASES  # noqa: E402
-from long_runs_methods import GUARD, POLICIES, RESTART_LR_SCALE, run_case  # noqa: E402
+from long_runs_methods import GUARD, ONSET_WINDOW, POLICIES, RESTART_LR_SCALE, run_case  # noqa: E402
 
 HEAL_MARGIN = 0.02  # issue 17: within 2% of the clean run's val_loss
 COMPUTE_MAX = 1.05  # issue 17: <= 1.05x the clean run's compute (AUTOTRAINER's whole-run figure: 1.14x)
@@ -74,7 +78,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ctrl = [r for r in rows if r["control"] and r["method"] == "clean_guard"]
     twins = [r for r in rows if not r["control"] and r["method"] == "clean_guard"]
     alone = [r for r in rows if r["method"] == "left_alone"]
-    lags = [r["detection_lag"] for r in guard]
+    lags = [r["loss_onset_lag"] for r in guard]
     out = [
         _target("each spike case broken left alone (the case is a real one; not an issue target)",
                 all(not healed(r) for r in alone) if alone else None,
@@ -92,9 +96,12 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         _target("(also) 0 rewinds on the spike cases' clean twins",
                 sum(len(r["rewinds"]) for r in twins) == 0 if twins else None,
                 f"{sum(len(r['rewinds']) for r in twins)} rewinds in {len(twins)} runs"),
-        _target(f"detection within {DETECT_WITHIN} steps of the onset (first rewind at or after it)",
-                all(lag is not None and 0 <= lag <= DETECT_WITHIN for lag in lags) if guard else None,
-                f"lags {lags}; rewinds before the onset: {sum(r['early_alarms'] for r in guard)}"),
+        _target(f"detection within {DETECT_WITHIN} steps of the spike's onset (the first step where the loss left "
+                f"alone leaves the range of its last {ONSET_WINDOW} steps before the injection)",
+                all(lag is not None and lag <= DETECT_WITHIN for lag in lags) if guard else None,
+                f"lags {lags}; from the injection itself (a rate rise takes steps to move the loss): "
+                f"{[r['detection_lag'] for r in guard]}; rewinds before the injection: "
+                f"{sum(r['early_alarms'] for r in guard)}"),
     ]
     warm = [r for r in rows if r["control"] and r["method"] == "warm_relaunch"]
     out.append(_target("(do no harm, not an issue target) autofix's warm relaunch keeps no model worse than the "
@@ -124,7 +131,8 @@ def _overhead_target() -> dict[str, Any]:
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
     """Per method over the spike cases: healed, compute, relaunches, detection."""
-    lines = ["| method | healed | compute / clean (median, max) | relaunches | rewinds | detection lag (median) |",
+    lines = ["| method | healed | compute / clean (median, max) | relaunches | rewinds "
+             "| detection lag from the injection, from the loss's onset (median) |",
              "|---|---|---|---|---|---|"]
     for method in SUMMARY_METHODS:
         mine = [r for r in rows if not r["control"] and r["method"] == method]
@@ -132,15 +140,18 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             continue
         ratios = [r["compute_ratio"] for r in mine]
         lags = [r["detection_lag"] for r in mine if r["detection_lag"] is not None]
+        own = [r["loss_onset_lag"] for r in mine if r.get("loss_onset_lag") is not None]
         lines.append(f"| {method} | {sum(healed(r) for r in mine)}/{len(mine)} | {statistics.median(ratios):.3f}, "
                      f"{max(ratios):.3f} | {sum(r['relaunches'] for r in mine)} | "
-                     f"{sum(len(r['rewinds']) for r in mine)} | {statistics.median(lags) if lags else '-'} |")
+                     f"{sum(len(r['rewinds']) for r in mine)} | {statistics.median(lags) if lags else '-'}, "
+                     f"{statistics.median(own) if own else '-'} |")
     return lines
 
 
 def run_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| case | seed | method | val_loss | clean | ratio | healed | compute | x clean | relaunches | rewinds "
-             "| first rewind/stop at or after onset (position: from -> to) | lag | alarms before onset "
+             "| first rewind/stop at or after onset (position: from -> to) | lag (injection, loss's onset) "
+             "| alarms before onset "
              "| corrupted batches trained on | forward jumps |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -152,7 +163,8 @@ def run_table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {r['case']} | {r['seed']} | {r['method']} | {r['val_loss']:.4f} | {r['clean_val_loss']:.4f} "
                      f"| {r['val_ratio']:.3f} | {'yes' if healed(r) else 'no'} | {r['compute']} | "
                      f"{r['compute_ratio']:.3f} | {r['relaunches']} | {len(r['rewinds'])} | {where} | "
-                     f"{'-' if r['detection_lag'] is None else r['detection_lag']} | {r['early_alarms']} | "
+                     f"{'-' if r['detection_lag'] is None else r['detection_lag']}, "
+                     f"{'-' if r.get('loss_onset_lag') is None else r['loss_onset_lag']} | {r['early_alarms']} | "
                      f"{r['corrupted_trained']}/{len(r['corrupted_at'])} | {r['forward_jumps']} |")
     return lines
 

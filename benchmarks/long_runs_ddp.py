@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from long_runs_cases import Case
-from long_runs_methods import Run, _row, stop_and_restart, train
+from long_runs_methods import Run, _row, stop_and_restart, train, with_loss_onset
 
 __all__ = ["LAUNCHERS", "run_ddp_case", "train_ddp"]
 
@@ -109,4 +109,4 @@ def run_ddp_case(case: Case, seed: int, launcher: str = "ray") -> list[dict[str,
             "guard": train_ddp(case, seed, launcher, guard="guard")}
     rows = [_row(case, seed, method, run, clean, 0) for method, run in runs.items()]
     rows += stop_and_restart(case, seed, clean, lambda **kwargs: train_ddp(case, seed, launcher, **kwargs))
-    return [{**row, "launcher": launcher} for row in rows]
+    return [{**row, "launcher": launcher} for row in with_loss_onset(rows)]

@@ -84,6 +84,7 @@ class Run:
     onset_step: int | None = None  # the trajectory step when the injection's first batch was handed out
     corrupted_at: list[int] = field(default_factory=list)  # batch positions handed out corrupted
     seconds: float = 0.0
+    loss_onset: int | None = None  # left alone: the batch position where its loss left its range (spike_onset)
 
 
 def judge_val_loss(model: torch.nn.Module, val: Any) -> float:
@@ -127,6 +128,38 @@ class StopAtSpike:
 
     def metrics(self) -> dict[str, float]:
         return {}
+
+
+ONSET_WINDOW = 128  # steps before the injection whose largest loss is the range a spike leaves
+
+
+class _LossLog:
+    """Stands where the harness keeps its guard in a run left alone: notes every step's loss
+    (under DDP the mean over the ranks) by batch position, and judges nothing."""
+
+    judges_norms = False
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream, self.losses = stream, []  # type: list[tuple[int, float]]
+
+    def spiked(self, loss: float) -> None:
+        self.losses.append((self.stream.position - 1, loss))
+
+    def stepped(self, loss: float, grad_norm: float | None = None, batch: Any = None) -> None:
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+def spike_onset(losses: list[tuple[int, float]], onset: int, window: int = ONSET_WINDOW) -> int | None:
+    """The spike's own onset, which no detector defines: the first batch position at or after the
+    injection's ``onset`` whose loss (left alone) is above every loss of the ``window`` steps
+    before the injection, or not finite. A corrupted batch spikes at once; a rate rise takes
+    steps to move the loss, and a loss-based detector cannot see it before then."""
+    before = [loss for p, loss in losses if onset - window <= p < onset and math.isfinite(loss)]
+    top = max(before, default=math.inf)
+    return next((p for p, loss in losses if p >= onset and not (loss <= top)), None)
 
 
 class _Recorder:
@@ -195,7 +228,8 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
     trainer.train = stream
     recorder = _Recorder(spike_guard, stream) if spike_guard is not None else None
     watcher = StopAtSpike(stream) if stop_at_spike else None
-    trainer.guard = recorder or watcher  # type: ignore[assignment]  # the four calls the loop makes of a guard
+    log = _LossLog(stream) if injection is not None and not drop and not (recorder or watcher) else None
+    trainer.guard = recorder or watcher or log  # type: ignore[assignment]  # the four calls the loop makes of a guard
     curve = [(0, judge_val_loss(trainer.model, trainer.val))]
     for chunk in range(1, EVAL_CHUNKS + 1):
         stream.target = case.steps * chunk // EVAL_CHUNKS
@@ -207,7 +241,8 @@ def train(case: Case, seed: int, *, inject: bool = True, guard: str | None = Non
     return Run(val_loss=curve[-1][1], curve=curve, compute=steps[0], trajectory=trajectory(),
                reached=trajectory() >= case.steps, rewinds=recorder.rewinds if recorder is not None else [],
                detected_at=watcher.detected_at if watcher is not None else None, onset_step=stream.onset_step,
-               corrupted_at=list(stream.corrupted), seconds=round(time.perf_counter() - began, 2))
+               corrupted_at=list(stream.corrupted), seconds=round(time.perf_counter() - began, 2),
+               loss_onset=spike_onset(log.losses, injection.onset) if log is not None and injection else None)
 
 
 def run_case(case: Case, seed: int, ddp: str = "ray") -> list[dict[str, Any]]:
@@ -230,7 +265,20 @@ def run_case(case: Case, seed: int, ddp: str = "ray") -> list[dict[str, Any]]:
     rows.append(_row(case, seed, "ideal_skip", train(case, seed, drop=True), clean, 0))
     for method in POLICIES:
         rows.append(_row(case, seed, method, train(case, seed, guard=method), clean, 0))
-    return rows + stop_and_restart(case, seed, clean, functools.partial(train, case, seed))
+    return with_loss_onset(rows + stop_and_restart(case, seed, clean, functools.partial(train, case, seed)))
+
+
+def with_loss_onset(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One (case, seed)'s rows, each with the spike's own onset (the left-alone run's
+    ``loss_onset``) and its first alarm's lag from it (``loss_onset_lag``; None: no alarm after
+    the injection, or a loss that never left its range)."""
+    onset = next((r["loss_onset"] for r in rows if r["method"] == "left_alone"), None)
+    for r in rows:
+        alarms = [p for p, *_ in r["rewinds"]] + ([r["detected_at"]] if r["detected_at"] is not None else [])
+        first = min((p for p in alarms if r["onset"] is not None and p >= r["onset"]), default=None)
+        r["loss_onset"] = onset
+        r["loss_onset_lag"] = first - onset if first is not None and onset is not None else None
+    return rows
 
 
 def stop_and_restart(case: Case, seed: int, clean: Run, run: Callable[..., Run]) -> list[dict[str, Any]]:

@@ -138,7 +138,7 @@ def test_a_spike_restores_the_newest_snapshot_and_skips_what_came_after():
 def test_the_batch_or_the_weights(reference, restored):
     """A bad batch spikes on sound weights: nothing is undone. Weights a step too large threw off
     spike on the batch they last trained on well too: they go back to the snapshot."""
-    guard, model, optimizer = _guard(_rules({"times": 1, "lr_factor": 0.5}))
+    guard, model, optimizer = _guard(_rules({"times": 1}))
     seen: list[Any] = []
     guard.reference = lambda batch: seen.append(batch) or reference
     for step in range(12):
@@ -150,9 +150,39 @@ def test_the_batch_or_the_weights(reference, restored):
     assert seen == [("x", 10)] and rewind.restored is restored  # the batch before the last: not just fitted
     assert (rewind.to_step, guard.step) == ((10, 10) if restored else (12, 12))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in now.items()) is not restored
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # the candidate's cut either way
     assert guard.metrics()["last_rewind_restored"] == float(restored)
     assert guard.spiked(9.0) is rewind and guard.rules.fires["spike"] == 1  # a burst: skipped, no new fire
+
+
+@pytest.mark.parametrize("cut", [{"lr_factor": 0.5}, {"clip_factor": 0.3}], ids=["lr_factor", "clip_factor"])
+def test_a_rewind_that_makes_the_steps_smaller_restores_whatever_the_probe_says(cut):
+    """A policy that cuts the rate or the clipping bound has judged the steps too large: the
+    weights they made go back to the snapshot even when the probe batch finds them fine."""
+    guard, model, optimizer = _guard(_rules({"times": 1, **cut}), clip={"kind": "norm", "max": 1.0})
+    guard.reference = lambda batch: 1.0  # the probe: the weights look fine
+    for step in range(12):
+        assert guard.spiked(1.0) is None
+        _train_step(model, optimizer)
+        guard.stepped(1.0, 2.0, ("x", step))
+    rewind = guard.spiked(9.0)
+    assert rewind.restored and (rewind.to_step, guard.step) == (10, 10)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * cut.get("lr_factor", 1.0))
+    assert rewind.clip == pytest.approx(cut.get("clip_factor", 1.0))
+
+
+def test_no_snapshot_is_taken_until_the_run_has_been_quiet_a_snapshot_interval_after_a_rewind():
+    """The ring keeps what came before a spike episode: a snapshot due within ``every`` steps of
+    the last rewind's target is not taken (the weights between spikes are suspect)."""
+    guard, model, optimizer = _guard()  # a snapshot every 5 steps
+    guard.reference = lambda batch: 1.0  # the probe finds the weights fine: the batch alone is skipped
+    for step in range(9):  # snapshots 0, 5
+        _train_step(model, optimizer)
+        guard.stepped(1.0, 2.0, ("x", step))
+    assert guard.spiked(9.0).to_step == 9  # quiet from step 14 on
+    _steps(guard, model, optimizer, 5)  # steps 9..13: the one due at 10 is not taken
+    assert [s for s, *_ in guard.ring] == [0, 5]
+    _steps(guard, model, optimizer, 2)  # the one due at 15 is
+    assert [s for s, *_ in guard.ring] == [5, 15]
 
 
 def test_the_snapshot_is_a_copy_later_steps_cannot_change():

@@ -128,6 +128,10 @@ class SpikeGuard:
         self._older: Any = None
         self._newer: Any = None
         self._rewinds_before = 0  # rewinds of the run before a restore (state_dict)
+        # Snapshots are of a healthy trajectory only: none within ``every`` steps of the last
+        # rewind's target, so the ring keeps what came before a spike episode (a rate too high
+        # spikes again and again, damaging the weights in between) for the rewind that cuts.
+        self._quiet_from = 0
         self._snapshot()
 
     @property
@@ -187,8 +191,12 @@ class SpikeGuard:
         return math.isfinite(loss) and not self.rules.is_spike(loss)
 
     def _rewind(self, order: Order) -> Rewind:
-        if self._weights_fine():  # the batch alone: skip it, nothing to undo
-            return self._record(order, self.step, restored=False)
+        # An order that makes the steps smaller (lr_factor, clip_factor) says the steps were too
+        # large: the weights they made are not trusted, whatever the probe batch says (OPT-175B
+        # restarted from the last healthy checkpoint with a lower rate). A rate rise that lasts
+        # damages the weights slowly, between spikes the probe sees as the batch's alone.
+        if not (order.action.lr_factor or order.action.clip_factor) and self._weights_fine():
+            return self._record(order, self.step, restored=False)  # the batch alone: skip it, nothing to undo
         # the newest snapshot from before this step (one taken at it would undo nothing): the
         # weights of the steps just before a spike are suspect too (PaLM went back ~100 steps)
         to_step, model_state, optim_state = next(
@@ -209,6 +217,7 @@ class SpikeGuard:
                         restored)
         self.rewound_steps += self.step - to_step
         self.rules.rewound(to_step)
+        self._quiet_from = to_step + self.every  # no snapshot until the run has been quiet that long
         self.rewinds.append(rewind)
         self._in_a_row = 0
         return rewind
@@ -220,7 +229,7 @@ class SpikeGuard:
         if batch is not None:
             self._older, self._newer = self._newer, batch
         self._in_a_row = 0
-        if rules.step % self.every == 0:
+        if rules.step % self.every == 0 and rules.step >= self._quiet_from:
             self._snapshot()
 
     def metrics(self) -> dict[str, float]:
@@ -244,7 +253,7 @@ class SpikeGuard:
         the restored state. (The learning rate a rewind cut is in the optimizer's own state.)"""
         return {"rules": self.rules.state_dict(), "rewinds": self._rewinds_before + len(self.rewinds),
                 "rewound_steps": self.rewound_steps, "skipped_batches": self.skipped_batches,
-                "grad_clip": self.config.get("grad_clip")}
+                "grad_clip": self.config.get("grad_clip"), "quiet_from": self._quiet_from}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Go on from :meth:`state_dict`, the model and optimizer restored as they were then."""
@@ -252,6 +261,7 @@ class SpikeGuard:
         self._rewinds_before = int(state["rewinds"]) - len(self.rewinds)
         self.rewound_steps, self.skipped_batches = int(state["rewound_steps"]), int(state["skipped_batches"])
         self.config["grad_clip"] = state["grad_clip"]
+        self._quiet_from = int(state.get("quiet_from", 0))  # (absent from checkpoints written before it)
         self.ring.clear()
         self._snapshot()  # at the restored step
 

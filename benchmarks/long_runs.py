@@ -1,7 +1,7 @@
 """`make bench` block "long runs" (issue 17): a loss spike mid-run, healed in place by the spike
 guard (rewind and skip) or by what users do today, judged step by step.
 
-    python benchmarks/long_runs.py [--seeds N] [--cases A,B] [--out PREFIX]
+    python benchmarks/long_runs.py [--seeds N (4)] [--cases A,B] [--out PREFIX]
 
 Cases (``long_runs_cases.CASES``): a burst of corrupted batches, an LR burst, a late LR rise that
 skipping alone cannot heal (the LR-cut variant is the guard judged there), the corrupted burst under
@@ -214,7 +214,7 @@ def _start_ray() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--cases", help="comma-separated case names (default: all)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "long_runs"))
     parser.add_argument("--ddp", choices=LAUNCHERS, default="ray",

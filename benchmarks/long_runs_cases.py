@@ -31,7 +31,7 @@ harness's ``cosine`` scheduler stepped once per tenth of the run, down to 2.4% o
 last tenth. Why: at a constant rate the final val_loss sits anywhere in SGD's noise, and the
 judge (within 2% of the clean twin) could not tell a heal from luck: the ideal skip, the clean
 run that merely never trains on the window's 20 batches, ended 0.888x-1.039x its twin on 4
-seeds (2 of the 3 windowed cases outside 2%); with the decay, 0.984x-1.014x
+seeds (6 of the 8 runs of the two windowed cases outside 2%); with the decay, 0.984x-1.014x
 (benchmarks/results/long_runs_noise_floor.md). Its floor is 0 (``eta_min``, torch's default),
 not GPT-3's and LLaMA's 10% of the peak: the harness's floor is an absolute rate, which would go
 stale under every method that changes the rate (the restart at 0.1x, the engine's LR patches,

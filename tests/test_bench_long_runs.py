@@ -5,6 +5,7 @@ detect-and-stop stops at the spike, the targets read the rows, and the warm rela
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,8 @@ def test_detect_and_stop_ends_at_the_first_spike_before_training_on_it():
 def _rows(ratio: float, compute: float, lag: int | None, control_rewinds: int) -> list[dict[str, Any]]:
     base = {"control": False, "tags": [], "seed": 0, "case": "c", "early_alarms": 0, "rewinds": [],
             "val_loss": 1.0, "relaunches": 0}
-    return [{**base, "method": "guard", "val_ratio": ratio, "compute_ratio": compute, "detection_lag": lag},
+    return [{**base, "method": "guard", "val_ratio": ratio, "compute_ratio": compute, "detection_lag": lag,
+             "loss_onset_lag": lag},
             {**base, "method": "left_alone", "val_ratio": 3.0, "compute_ratio": 1.0, "detection_lag": None},
             {**base, "method": "clean_guard", "control": True, "val_ratio": 1.0, "compute_ratio": 1.0,
              "detection_lag": None, "rewinds": [(5, 5, 0)] * control_rewinds}]
@@ -162,6 +164,33 @@ def test_the_targets_read_the_rows(rows, failing, monkeypatch):
     monkeypatch.setattr(long_runs, "OVERHEAD_FILE", Path("/nonexistent"))
     missed = {t["target"] for t in long_runs.targets(rows) if t["met"] is False}
     assert {next(m for m in missed if key in m) for key in failing} == missed
+
+
+@pytest.mark.parametrize("losses, onset, expected", [
+    pytest.param([(p, 1.0) for p in range(10)] + [(10, 5.0)], 10, 10, id="a-corrupted-batch-spikes-at-once"),
+    pytest.param([(p, 1.0) for p in range(10)] + [(10, 1.0), (11, 1.0), (12, 1.5)], 10, 12,
+                 id="a-rate-rise-moves-the-loss-later"),
+    pytest.param([(p, 1.0) for p in range(10) if p != 7] + [(7, 2.0), (10, 1.5), (11, 2.5)], 10, 11,
+                 id="the-range-is-the-windows-largest-loss"),
+    pytest.param([(p, 1.0) for p in range(10)] + [(10, float("nan"))], 10, 10, id="nan-left-the-range"),
+    pytest.param([(p, 1.0) for p in range(12)], 10, None, id="never-left-it"),
+    pytest.param([(p, 9.0) for p in range(5)] + [(p, 1.0) for p in range(5, 10)] + [(10, 2.0)], 10, 10,
+                 id="only-the-window-before-the-injection-counts"),
+])
+def test_the_spikes_own_onset_is_where_the_loss_left_alone_leaves_its_range(losses, onset, expected):
+    assert long_runs_methods.spike_onset(losses, onset, window=5) == expected
+
+
+def test_every_row_gets_the_left_alone_runs_onset_and_its_lag_from_it():
+    case = Case("c", TINY, 100, Injection("lr", onset=5, length=None))
+    run = long_runs_methods.Run(val_loss=1.0, curve=[], compute=100, trajectory=100, reached=True)
+    alone = dataclasses.replace(run, loss_onset=9)
+    guard = dataclasses.replace(run, rewinds=[(3, 3, 3), (11, 11, 10)])
+    stop = dataclasses.replace(run, detected_at=8)
+    rows = long_runs_methods.with_loss_onset([long_runs_methods._row(case, 0, method, r, run, 0) for method, r in
+                                              (("guard", guard), ("left_alone", alone), ("detect_stop", stop))])
+    assert [(r["loss_onset"], r["loss_onset_lag"], r["detection_lag"]) for r in rows] == [
+        (9, 2, 6), (9, None, None), (9, -1, 3)]  # an alarm before the injection (3) is not the detection
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

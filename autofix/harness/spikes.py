@@ -14,12 +14,17 @@ steps before did the damage (a rate too high): the model and optimizer go back t
 snapshot taken before the spike's step (in memory, every ``snapshot_every_steps`` optimizer
 steps, the last ``ring`` kept), and the batches consumed since that snapshot are not replayed:
 training goes on with the next batch (PaLM restarted about 100 steps before a spike and skipped
-the batches around it; replaying the same batches re-spiked). A batch that still spikes right
-after a rewind is skipped too, without another rewind, up to ``max_skip_batches`` in a row; past
-that the new level is trained on and judged afresh. The rewind action may also cut the learning
-rate (``lr_factor``) and tighten gradient clipping (``clip_factor``). Once the policies have
-spent their fires the guard stands down: a spike that keeps coming back is the epoch-level
-symptoms' to answer (``diverging_loss``, ``nonfinite_loss``).
+the batches around it; replaying the same batches re-spiked). No snapshot is taken within
+``snapshot_every_steps`` of the last rewind's target, so the ring holds weights from before a
+spike episode; and a rewind whose action makes the steps smaller (``lr_factor``,
+``clip_factor``) restores one whatever the probe batch says: a rate too high damages the weights
+between its spikes too (OPT-175B restarted from its last healthy checkpoint with a lower rate).
+A batch that still spikes right after a rewind is skipped too, without another rewind, up to
+``max_skip_batches`` in a row; past that the new level is trained on and judged afresh. The
+rewind action may also cut the learning rate (``lr_factor``) and tighten gradient clipping
+(``clip_factor``). Once the policies have spent their fires the guard stands down: a spike
+that keeps coming back is the epoch-level symptoms' to answer (``diverging_loss``,
+``nonfinite_loss``).
 
 Each epoch's report carries what the guard did (``rewinds``, ``rewound_steps``,
 ``skipped_batches``, ``last_rewind_*``); the engine journals each new rewind. Snapshots are copies

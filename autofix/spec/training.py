@@ -207,7 +207,9 @@ class SpikeGuardSpec(Strict):
     ``loss-spike-rewind``, autofix/policies/spikes.yaml)."""
 
     enabled: bool = False  # judge every step's loss before the optimizer steps
-    snapshot_every_steps: int = Field(default=50, ge=1, le=1_000_000)  # optimizer steps between snapshots
+    snapshot_every_steps: int = Field(default=50, ge=1, le=1_000_000)
+    """Optimizer steps between snapshots; none is taken within this many steps of a rewind's
+    target, so the ring keeps weights from before a spike episode."""
     ring: int = Field(default=2, ge=1, le=16)  # snapshots kept in memory (each: model + optimizer state)
     max_skip_batches: int = Field(default=200, ge=1, le=1_000_000)
     """Batches skipped in a row, right after a rewind, while the loss stays spiked; past it the

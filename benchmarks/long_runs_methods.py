@@ -274,8 +274,7 @@ def with_loss_onset(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     the injection, or a loss that never left its range)."""
     onset = next((r["loss_onset"] for r in rows if r["method"] == "left_alone"), None)
     for r in rows:
-        alarms = [p for p, *_ in r["rewinds"]] + ([r["detected_at"]] if r["detected_at"] is not None else [])
-        first = min((p for p in alarms if r["onset"] is not None and p >= r["onset"]), default=None)
+        first = r["first_alarm"]
         r["loss_onset"] = onset
         r["loss_onset_lag"] = first - onset if first is not None and onset is not None else None
     return rows
@@ -308,6 +307,7 @@ def _row(case: Case, seed: int, method: str, run: Run, clean: Run, relaunches: i
             "val_ratio": run.val_loss / clean.val_loss if clean.val_loss > 0 else math.nan,
             "compute_ratio": run.compute / clean.compute if clean.compute else math.nan,
             "relaunches": relaunches, "early_alarms": len(alarms) - len(after) if onset is not None else len(alarms),
+            "first_alarm": after[0] if after else None,  # the batch position of the detection
             "detection_lag": after[0] - onset if after and onset is not None else None,
             # what the burst case shows: corrupted batches the run did not reject (trained on, unless
             # the stream ended first), and rewinds that restored a snapshot *newer* than their step

@@ -19,7 +19,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from long_runs import _commit  # noqa: E402  # the head, +dirty when the code differs from it
 from long_runs_cases import CASES, Case  # noqa: E402
 from long_runs_methods import EVAL_CHUNKS, train  # noqa: E402
 
@@ -51,8 +51,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "long_runs_noise_floor"))
     args = parser.parse_args()
     began = time.perf_counter()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    commit = _commit()
     cases = [c for c in CASES if not c.control and "ddp" not in c.tags]  # DDP: the MLP burst's own floor
     table: dict[str, dict[str, list[float]]] = {}
     for schedule in SCHEDULES:

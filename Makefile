@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/probe_overhead.py
 	$(BIN)/python benchmarks/warm_vs_cold.py --seeds 3
 	$(BIN)/python benchmarks/long_runs.py
+	$(BIN)/python benchmarks/spike_guard_do_no_harm.py --seeds 5 --jobs 2
 	$(BIN)/python benchmarks/step_report_cost.py
 	$(BIN)/python benchmarks/bench.py
 

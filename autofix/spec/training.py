@@ -210,11 +210,12 @@ class SpikeGuardSpec(Strict):
     snapshot_every_steps: int = Field(default=10, ge=1, le=1_000_000)
     """Optimizer steps between snapshots; none is taken within this many steps of a rewind's
     target, so the ring keeps weights from before a spike episode. A rewind that restores gives
-    back the steps since its snapshot: measured (benchmarks/long_runs.py, the lasting rate rise,
-    8 seeds), every 50 steps cost 1.06-1.10x the clean run's compute and missed the clean run's
-    val_loss by more than 2% on 2 of them; every 10, 1.02-1.03x, none missed (20, 25 and 5 each
-    missed one run; docs/spike-guard.md). A snapshot copies model and optimizer state to the CPU:
-    raise it where that copy is slow against ten steps."""
+    back the steps since its snapshot: measured on the long-runs spike cases, 8 seeds
+    (benchmarks/long_runs_snapshot_interval.py), every 50 steps cost the lasting rate rise
+    1.06-1.10x the clean run's compute and left 2 of its 8 runs more than 2% off the clean run's
+    val_loss; every 10, 1.02-1.03x and all 24 spike runs healed (5, 20 and 25 each missed 3 of
+    24). A snapshot copies model and optimizer state to the CPU: raise it where that copy is slow
+    against ten steps."""
     ring: int = Field(default=2, ge=1, le=16)  # snapshots kept in memory (each: model + optimizer state)
     max_skip_batches: int = Field(default=200, ge=1, le=1_000_000)
     """Batches skipped in a row, right after a rewind, while the loss stays spiked; past it the

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -244,13 +245,18 @@ def main(argv: list[str] | None = None) -> int:
                        "injection": None if c.injection is None else vars(c.injection)} for c in cases],
             "runs": rows}
     data["targets"] = targets(rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(data, indent=1) + "\n")
-    text = markdown(data)
-    Path(args.out + ".md").write_text(text)
-    print(text)
-    print(f"written: {args.out}.json {args.out}.md\ncommand: {data['command']}")
+    write_results(args.out, data, markdown)
     return 0
+
+
+def write_results(out: str, data: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """``out``.json and ``out``.md (``render(data)``), printed with the command that made them."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out + ".json").write_text(json.dumps(data, indent=1) + "\n")
+    text = render(data)
+    Path(out + ".md").write_text(text)
+    print(text)
+    print(f"written: {out}.json {out}.md\ncommand: {data['command']}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CLAIM_SLACK, finite, is_custom, load_cases, train_series, training_config  # noqa: E402
-from long_runs import _commit  # noqa: E402  # the head, +dirty when the code differs from it
+from long_runs import _commit, write_results  # noqa: E402  # _commit: the head, +dirty when the code differs
 
 GUARD: dict[str, Any] = {"enabled": True}  # as a user turns it on: the shipped policy, default thresholds
 
@@ -149,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(time.time() - started, 1), "guard": GUARD, "claim_slack": CLAIM_SLACK, "rows": rows,
             "not_run": [{"case": r["case"], "seed": r["seed"], "raised": r["raised"]} for r in raised]}
     data["targets"] = targets(rows)
-    Path(args.out + ".json").write_text(json.dumps(data, indent=1) + "\n")
-    text = markdown(data)
-    Path(args.out + ".md").write_text(text)
-    print(text)
-    print(f"written: {args.out}.json {args.out}.md\ncommand: {data['command']}")
+    write_results(args.out, data, markdown)
     return 0
 
 

@@ -84,15 +84,13 @@ def _cpu_state(obj: Any, old: Any = None) -> dict[str, Any]:
 
 
 def _copied(value: Any, old: Any = None, into: tuple[list[Any], list[Any]] | None = None) -> Any:
-    """``value`` copied: its tensors into those of ``old`` at the same place where they match in
-    shape and dtype (with ``into``: only listed there, destinations and sources, for the caller to
-    copy at once), else into new ones on the CPU; the rest (hyperparameters) deep-copied."""
+    """``value`` copied: its tensors into new ones on the CPU, or (with ``into``) into those of
+    ``old`` at the same place where they match in shape and dtype, listed in ``into``
+    (destinations, sources) for the caller to copy at once; the rest (hyperparameters) deep-copied."""
     if value is None or type(value) in _ATOMS:  # most hyperparameters: nothing to copy
         return value
     if torch.is_tensor(value):
-        if torch.is_tensor(old) and old.shape == value.shape and old.dtype == value.dtype:
-            if into is None:
-                return old.copy_(value.detach())
+        if into is not None and torch.is_tensor(old) and old.shape == value.shape and old.dtype == value.dtype:
             into[0].append(old)
             into[1].append(value.detach())
             return old

@@ -16,7 +16,8 @@ Definitions and targets are issue 17's: compute = optimizer steps run, rolled-ba
 included; healed = the final val_loss within 2% of the clean twin's at the same trajectory
 length (the bench's own cross-entropy on the validation set); every spike case healed by the
 guard; its compute <= 1.05x the clean run's; 0 rewinds on clean controls; detection within 10
-steps of the spike's onset; step overhead <= 1% (cited from ``spike_guard_overhead.py``'s results).
+steps of the spike's onset; step reporting overhead <= 1% (cited from ``spike_guard_overhead.py``'s
+results, which also give the guard's own per-step cost, held to 1% in a stricter row of ours).
 The spike's onset is the run left alone's: the first step whose loss leaves the range of its last
 128 steps before the injection (``long_runs_methods.spike_onset``). A corrupted batch spikes at
 once; a rate rise takes steps to move the loss, and no loss-based detector can see it sooner: the
@@ -52,7 +53,7 @@ from long_runs_methods import GUARD, ONSET_WINDOW, POLICIES, RESTART_LR_SCALE, r
 HEAL_MARGIN = 0.02  # issue 17: within 2% of the clean run's val_loss
 COMPUTE_MAX = 1.05  # issue 17: <= 1.05x the clean run's compute (AUTOTRAINER's whole-run figure: 1.14x)
 DETECT_WITHIN = 10  # issue 17: detection within 10 steps of the onset
-OVERHEAD_MAX_PCT = 1.0  # issue 17: step reporting overhead <= 1%
+OVERHEAD_MAX_PCT = 1.0  # issue 17: step reporting overhead <= 1% (and ours: the guard's)
 OVERHEAD_FILE = ROOT / "benchmarks" / "results" / "spike_guard_overhead.json"
 SUMMARY_METHODS = ("left_alone", "ideal_skip", "guard", "guard_skip_only", "guard_lr_cut", "detect_stop",
                    "restart_low_lr", "warm_relaunch")
@@ -114,20 +115,36 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out.append(_target("(context, not a target) the ideal skip: the clean run that never trains on the window's "
                        "batches, against the clean run", None,
                        ", ".join(f"{r['case']} s{r['seed']} {r['val_ratio']:.3f}x" for r in ideal)))
-    return out + [_overhead_target()]
+    return out + _overhead_targets()
 
 
-def _overhead_target() -> dict[str, Any]:
-    """Cited, not re-measured: the guard's per-step cost from spike_guard_overhead.py's results."""
+def _overhead_targets() -> list[dict[str, Any]]:
+    """Cited, not re-measured: spike_guard_overhead.py's results. The issue's target is the step
+    reports' cost (their bookkeeping at every step in the loop, plus the report call's share at one
+    report per 2 s at most, from step_report_cost.py); the guard's own per-step cost is held to
+    the same 1% as a stricter row of ours."""
     if not OVERHEAD_FILE.exists():
-        return _target(f"step overhead <= {OVERHEAD_MAX_PCT}%", None, "not measured (no spike_guard_overhead.json)")
+        return [_target(f"step reporting overhead <= {OVERHEAD_MAX_PCT}%", None,
+                        "not measured (no spike_guard_overhead.json)")]
     data = json.loads(OVERHEAD_FILE.read_text())
-    pcts = {name: r["overhead_pct"] for name, r in data["results"].items()}
-    return _target(f"step overhead <= {OVERHEAD_MAX_PCT}% (the guard's per-step cost; the reports between epochs "
-                   "cost <= 0.12%: one ~2 ms report per 2 s at most)",
-                   all(p <= OVERHEAD_MAX_PCT for p in pcts.values()),
-                   "; ".join(f"{n}: {p:+.2f}%" for n, p in pcts.items())
-                   + f" (cited: `{data['command']}`, {data['date_utc']})")
+    cited = f" (cited: `{data['command']}`, {data['date_utc']})"
+    share = data.get("report_call_share_pct")
+    reports = {name: r["reports_pct"] + (share or 0.0) for name, r in data["results"].items() if "reports_pct" in r}
+    guard = {name: r["overhead_pct"] for name, r in data["results"].items()}
+    return [
+        _target(f"step reporting overhead <= {OVERHEAD_MAX_PCT}% (the reports between epochs: their bookkeeping "
+                "at every step, measured in the loop, plus the report call at one per 2 s at most, "
+                f"{share if share is not None else float('nan'):.3f}% from step_report_cost.py)",
+                all(p <= OVERHEAD_MAX_PCT for p in reports.values()) if reports and share is not None else None,
+                "; ".join(f"{n}: {p:+.2f}%" for n, p in reports.items()) + cited),
+        _target(f"(ours, stricter than the issue's wording) the spike guard's own per-step cost <= "
+                f"{OVERHEAD_MAX_PCT}% (judging every step, a snapshot every 10)",
+                all(p <= OVERHEAD_MAX_PCT for p in guard.values()),
+                "; ".join(f"{n}: {p:+.2f}% ({r['step_ms_off']:.2f} ms a step; within 1% from "
+                          f"{r['one_percent_from_ms']:.1f} ms)" for (n, p), r in zip(guard.items(),
+                                                                                   data["results"].values(),
+                                                                                   strict=True)) + cited),
+    ]
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:

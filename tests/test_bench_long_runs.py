@@ -6,6 +6,7 @@ detect-and-stop stops at the spike, the targets read the rows, and the warm rela
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,27 @@ def test_the_targets_read_the_rows(rows, failing, monkeypatch):
     monkeypatch.setattr(long_runs, "OVERHEAD_FILE", Path("/nonexistent"))
     missed = {t["target"] for t in long_runs.targets(rows) if t["met"] is False}
     assert {next(m for m in missed if key in m) for key in failing} == missed
+
+
+def _overhead(tmp_path, reports_pct, guard_pct, share=0.094):
+    result = {"reports_pct": reports_pct, "overhead_pct": guard_pct, "step_ms_off": 0.6, "one_percent_from_ms": 2.0}
+    path = tmp_path / "overhead.json"
+    path.write_text(json.dumps({"command": "cmd", "date_utc": "now", "report_call_share_pct": share,
+                                "results": {"a": result, "b": {**result, "overhead_pct": 0.5}}}))
+    return path
+
+
+@pytest.mark.parametrize("reports_pct, guard_pct, share, expected", [
+    pytest.param(0.9, 0.5, 0.094, (True, True), id="both-within"),
+    pytest.param(0.95, 0.5, 0.094, (False, True), id="the-report-calls-share-counts"),
+    pytest.param(0.2, 3.0, 0.094, (True, False), id="the-guard-is-its-own-row"),
+    pytest.param(0.2, 0.5, None, (None, True), id="no-report-call-measured"),
+])
+def test_the_overhead_rows_read_the_cited_results(tmp_path, monkeypatch, reports_pct, guard_pct, share, expected):
+    monkeypatch.setattr(long_runs, "OVERHEAD_FILE", _overhead(tmp_path, reports_pct, guard_pct, share))
+    reporting, guard = long_runs._overhead_targets()
+    assert (reporting["met"], guard["met"]) == expected
+    assert "step reporting overhead" in reporting["target"] and "spike guard" in guard["target"]
 
 
 @pytest.mark.parametrize("losses, onset, expected", [

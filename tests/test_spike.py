@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import statistics
 from typing import Any
 
 import pydantic
@@ -16,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 
 from autofix.harness.loop import run_training
 from autofix.harness.spikes import SpikeGuard
-from autofix.rules.intrial import TrialRules, in_trial_data
+from autofix.rules.intrial import TrialRules, _Window, in_trial_data
 from autofix.rules.policy import Policy
 from autofix.spec.training import SpikeGuardSpec
 from autofix.symptoms.spike import SpikeParams, spike_evidence
@@ -215,6 +216,8 @@ def test_a_full_ring_writes_the_new_snapshot_into_the_leaving_ones_tensors():
     assert [t.data_ptr() for t in guard.ring[-1][1].values()] == leaving
     assert all(torch.equal(guard.ring[-1][1][k], v) for k, v in model.state_dict().items())
     assert guard.ring[-1][2]["state"][0]["step"] == 10 and guard.ring[0][2]["state"][0]["step"] == 5
+    # read from the parameters themselves (keep_vars), yet copied as plain data: no autograd link
+    assert not any(t.requires_grad or t.grad_fn is not None for t in guard.ring[-1][1].values())
 
 
 _LOSSES = st.lists(st.one_of(st.floats(0.5, 1.5), st.floats(1.5, 100.0),
@@ -240,6 +243,52 @@ def test_the_guards_cheap_test_answers_as_the_rules_do(losses, warmup):
         twin.stepped(loss, 1.0)
         guard.stepped(loss, 1.0)
     assert list(guard.rules.losses.values) == list(twin.losses.values)
+
+
+class _MedianBarOnly(_Window):
+    """The window as it was measured before its bar took the window's largest value too: the
+    bar is ``min_ratio`` x the median alone."""
+
+    __slots__ = ()
+
+    def _refresh(self, step):
+        recent = self.recent()
+        self.bar = self.params.min_ratio * statistics.median(recent) if recent else -math.inf
+        self.bar_until = step + 16
+
+
+def _series(rng, steps):
+    """A run's ordinary losses, its outliers small and large, and now and then a NaN or an infinity."""
+    for _ in range(steps):
+        u = rng.random()
+        yield (rng.uniform(0.9, 1.1) if u < 0.6 else rng.uniform(1.5, 4.0) if u < 0.8
+               else rng.uniform(4.0, 60.0) if u < 0.97 else rng.choice([math.nan, math.inf]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_windows_bar_spares_only_steps_the_rule_calls_no_spike(seed):
+    """The bar also takes ``max_ratio`` x (and ``min_rise`` over) the largest value staying in the
+    window: every step of random runs, rewound now and then, under random thresholds, must get the
+    evidence it got when the bar was the median's alone. (The bar's two new terms bind on ~1 step
+    in 2,000: hence many runs.)"""
+    rng = random.Random(seed)
+    for _ in range(600):
+        params = SpikeParams(window_steps=rng.randint(8, 40), warmup_steps=rng.randint(0, 20),
+                             max_ratio=rng.choice([rng.uniform(1.0, 1.3), rng.uniform(1.0, 3.0)]),
+                             min_ratio=rng.uniform(1.0, 3.0), min_rise=rng.uniform(0.0, 3.0), z=rng.uniform(0.5, 8.0))
+        ours, before = _Window("step_loss", params, 10), _MedianBarOnly("step_loss", params, 10)
+        step = 0
+        for loss in _series(rng, 200):
+            assert ours.evidence(loss, step) == before.evidence(loss, step)
+            if rng.random() < 0.01 and step > 3:  # a rewind drops the last steps
+                step -= 3
+                ours.drop_from(step)
+                before.drop_from(step)
+                continue
+            ours.add(step, loss)
+            before.add(step, loss)
+            step += 1
+        assert ours.values == before.values and ours.scale == before.scale
 
 
 def test_once_the_policy_has_spent_its_fires_the_guard_stands_down():

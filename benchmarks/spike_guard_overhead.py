@@ -4,19 +4,20 @@ epochs (``training.step_reports``) in the managed harness (a script, not a test)
 Three models: the digits CNN and a 256x256 MLP with batches of 16 (sub-millisecond steps: the
 worst case for a cost paid in Python at every step), and the character language model of
 ``examples/loss_spike_lm.yaml`` (the issue's long run; its clean data, epochs of 20 steps).
-For each, builds three identical harness trainers: neither, the guard alone (its defaults: the
-spike rule judged every step, a snapshot of model and optimizer every 10 steps, a ring of 2), the
-step reports alone (their defaults: one when 50 steps and 2 s have passed; each report kept in a
-list, where a trial calls ``ray.tune.report``, whose cost ``step_report_cost.py`` measures). It
-runs one untimed warm-up epoch each, then times single training epochs (``time.perf_counter``
-around ``train_epoch`` only), rotating the three (each takes each place in a round in turn) until
-``--seconds`` have passed and at least 12 rounds are in, so machine noise hits all alike. An
-overhead is the median of the paired (same round) ratios to the trainer with neither, minus 1;
-times the step it is the guard's own cost a step, and a hundred times that the step from which
-the 1% budget holds. No spike happens on these clean runs: this is the price of watching, not of
-rewinding. Then, where the guard's time goes: its calls timed one by one inside the training loop
-(its snapshots apart; about 1,000 steps, at most 40 epochs), and the same calls back to back
-outside it.
+For each, two pairs of identical harness trainers: neither against the guard alone (its
+defaults: the spike rule judged every step, a snapshot of model and optimizer every 10 steps, a
+ring of 2), then neither against the step reports alone (their defaults: one when 50 steps and 2 s
+have passed; each report kept in a list, where a trial calls ``ray.tune.report``, whose cost
+``step_report_cost.py`` measures). A pair runs one untimed warm-up epoch each, then times single
+training epochs (``time.perf_counter`` around ``train_epoch`` only) in turn, each first every
+other round, until ``--seconds`` have passed and at least 12 rounds are in, so machine noise hits
+both alike. (Three trainers in one rotation measured the guard ~0.5 points dearer on the MLP:
+three models take turns in the caches, which no real run does.) An overhead is the median of the
+paired (same round) ratios, minus 1; times the step it is the guard's own cost a step, and a
+hundred times that the step from which the 1% budget holds. No spike happens on these clean runs:
+this is the price of watching, not of rewinding. Then, where the guard's time goes: its calls timed
+one by one inside the training loop (its snapshots apart; about 1,000 steps, at most 40 epochs),
+and the same calls back to back outside it.
 
     .venv/bin/python benchmarks/spike_guard_overhead.py     # writes benchmarks/results/spike_guard_overhead.json
 """
@@ -87,38 +88,42 @@ def _trainer(cfg: dict[str, Any], guard: bool, reports: bool = False) -> _Traine
 
 
 def measure(cfg: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Paired epochs of three trainers: neither (off), the guard alone (on), the reports between
-    epochs alone (reports); each one's overhead is the median of its ratios to off in the same round."""
+    """The guard's overhead (a pair: neither, the guard alone), then the step reports' (another
+    pair: neither, the reports alone), each over ``seconds``."""
     torch.set_num_threads(1)
-    trainers = {"off": _trainer(cfg, False), "on": _trainer(cfg, True), "reports": _trainer(cfg, False, True)}
-    for trainer in trainers.values():
-        trainer.train_epoch(1)  # warm-up: allocator, kernels
-    ratios: dict[str, list[float]] = {"on": [], "reports": []}
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    epoch, end = 2, time.monotonic() + seconds
-    while time.monotonic() < end or len(ratios["on"]) < MIN_ROUNDS:
-        took = {}
-        names = list(trainers)  # each takes each place in turn: the place in a round matters (caches)
-        for name in names[epoch % 3:] + names[:epoch % 3]:
-            began = time.perf_counter()
-            trainers[name].train_epoch(epoch)
-            took[name] = (time.perf_counter() - began) / trainers[name].steps_per_epoch
-            times[name].append(took[name])
-        for name, kept in ratios.items():
-            kept.append(took[name] / took["off"])
-        epoch += 1
-    overhead = statistics.median(ratios["on"]) - 1
-    step_ms = 1e3 * statistics.median(times["off"])
+    guard_pair = _paired(_trainer(cfg, False), _trainer(cfg, True), seconds)
+    reports_pair = _paired(_trainer(cfg, False), _trainer(cfg, False, True), seconds)
+    guard, reporter = guard_pair["on"].guard, reports_pair["on"].reporter
+    assert guard is not None and reporter is not None
+    overhead, step_ms = guard_pair["overhead"], guard_pair["step_ms_off"]
     # the guard's own cost a step, and the step time from which it stays within the 1% budget
     cost_us = overhead * step_ms * 1e3
-    reports = statistics.median(ratios["reports"]) - 1
-    guard = trainers["on"].guard
-    assert guard is not None
-    return {"rounds": len(ratios["on"]), "steps_per_epoch": trainers["off"].steps_per_epoch,
-            "step_ms_off": step_ms, "step_ms_on": 1e3 * statistics.median(times["on"]),
+    return {"rounds": guard_pair["rounds"], "steps_per_epoch": guard_pair["off"].steps_per_epoch,
+            "step_ms_off": step_ms, "step_ms_on": guard_pair["step_ms_on"],
             "overhead_pct": 100 * overhead, "cost_us": cost_us, "one_percent_from_ms": cost_us / 10,
-            "rewinds": guard.metrics()["rewinds"],
-            "reports_pct": 100 * reports, "reports_sent": getattr(trainers["reports"].reporter, "sent", 0)}
+            "rewinds": guard.metrics()["rewinds"], "reports_pct": 100 * reports_pair["overhead"],
+            "reports_rounds": reports_pair["rounds"], "reports_sent": reporter.sent}
+
+
+def _paired(off: _Trainer, on: _Trainer, seconds: float) -> dict[str, Any]:
+    """Single epochs of ``off`` and ``on`` in turn (each goes first every other round) after an
+    untimed warm-up epoch each: the median of the same round's ratios on/off, minus 1."""
+    for trainer in (off, on):
+        trainer.train_epoch(1)  # warm-up: allocator, kernels
+    ratios: list[float] = []
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    epoch, end = 2, time.monotonic() + seconds
+    while time.monotonic() < end or len(ratios) < MIN_ROUNDS:
+        took = {}
+        for name, trainer in (("off", off), ("on", on)) if epoch % 2 else (("on", on), ("off", off)):
+            began = time.perf_counter()
+            trainer.train_epoch(epoch)
+            took[name] = (time.perf_counter() - began) / trainer.steps_per_epoch
+            times[name].append(took[name])
+        ratios.append(took["on"] / took["off"])
+        epoch += 1
+    return {"off": off, "on": on, "rounds": len(ratios), "overhead": statistics.median(ratios) - 1,
+            "step_ms_off": 1e3 * statistics.median(times["off"]), "step_ms_on": 1e3 * statistics.median(times["on"])}
 
 
 class _Timed:
@@ -197,7 +202,7 @@ def _report_call_share() -> float | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0,
-                        help=f"timed seconds per config (at least {MIN_ROUNDS} paired epochs)")
+                        help=f"timed seconds per pair of trainers (at least {MIN_ROUNDS} paired epochs)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "spike_guard_overhead.json"))
     args = parser.parse_args(argv)
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/spike_guard_overhead.py",
@@ -213,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
               "the guard's calls in the loop, us a step: " + ", ".join(
                   f"{k[8:-3]} {v:.1f}" for k, v in r.items() if k.startswith("in_loop_"))
               + f"; the same calls back to back outside it {r['isolated_all_us']:.1f}. Step reports: "
-              f"{r['reports_pct']:+.2f}% in the loop ({r['reports_sent']} sent)")
+              f"{r['reports_pct']:+.2f}% in the loop over {r['reports_rounds']} paired epochs "
+              f"({r['reports_sent']} sent)")
     Path(args.output).write_text(json.dumps({"command": command, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC",
                                              time.gmtime()), "report_call_share_pct": report_share,
                                              "results": results}, indent=2) + "\n")

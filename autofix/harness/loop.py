@@ -164,6 +164,9 @@ class _Trainer:
         base = (epoch - 1) * self.steps_per_epoch if self.steps_per_epoch else 0
         guard = self.guard  # read once: every call and lookup a step costs shows on small models
         judge_norms = guard is not None and guard.judges_norms  # else grad_spiked is None: not called
+        reporter = self.reporter  # likewise: what its reports need, read once
+        planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None
+        extra = guard.metrics if guard is not None else None
         for batch, (x, y) in enumerate(self.train.epoch(epoch)):
             ndim = float(x.dim())
             self.probe.before_step(x)  # a no-op except on sampled steps
@@ -189,8 +192,8 @@ class _Trainer:
             self.probe.after_step()
             if guard is not None:
                 guard.stepped(judged, norms[-1], (x, y))
-            if self.reporter is not None:
-                self._report_step(base + batch + 1, judged)  # under DDP with a guard: the mean over ranks
+            if reporter is not None:  # under DDP with a guard: the mean loss over the ranks
+                reporter.stepped(base + batch + 1, planned, judged, extra)
         return {
             "train_loss": _mean(losses),
             "grad_norm": _mean(norms),
@@ -216,11 +219,6 @@ class _Trainer:
             self.probe.end_step()  # a sampled step is over: this forward is no training step
         # the plain module: no DDP collective inside the forward
         return self._judged(reference_loss(self.model, self.loss_fn, batch))
-
-    def _report_step(self, step: int, loss: float) -> None:
-        planned = self.cfg["epochs"] * self.steps_per_epoch if self.steps_per_epoch else None
-        assert self.reporter is not None
-        self.reporter.stepped(step, planned, loss, self.guard.metrics if self.guard is not None else None)
 
     def evaluate(self) -> dict[str, Any]:
         """Loss, accuracy and macro F1 on the whole validation set (and probe class stats),

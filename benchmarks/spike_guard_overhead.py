@@ -3,12 +3,12 @@ epochs (``training.step_reports``) in the managed harness (a script, not a test)
 
 Three models: the digits CNN and a 256x256 MLP with batches of 16 (sub-millisecond steps: the
 worst case for a cost paid in Python at every step), and the character language model of
-``examples/loss_spike_lm.yaml`` (the issue's long run; its clean data, epochs of 20 steps).
+``examples/loss_spike_lm.yaml`` (the issue's long run; its clean data, epochs of 4 steps).
 For each, two pairs of identical harness trainers: neither against the guard alone (its
 defaults: the spike rule judged every step, a snapshot of model and optimizer every 10 steps, a
 ring of 2), then neither against the step reports alone (their defaults: one when 50 steps and 2 s
 have passed; each report kept in a list, where a trial calls ``ray.tune.report``, whose cost
-``step_report_cost.py`` measures). A pair runs one untimed warm-up epoch each, then times single
+``step_report_cost.py`` measures). A pair runs untimed warm-up epochs (64 steps) each, then times single
 training epochs (``time.perf_counter`` around ``train_epoch`` only) in turn, each first every
 other round, until ``--seconds`` have passed and at least 12 rounds are in, so machine noise hits
 both alike. (Three trainers in one rotation measured the guard ~0.5 points dearer on the MLP:
@@ -16,7 +16,7 @@ three models take turns in the caches, which no real run does.) An overhead is t
 paired (same round) ratios, minus 1; times the step it is the guard's own cost a step, and a
 hundred times that the step from which the 1% budget holds. No spike happens on these clean runs:
 this is the price of watching, not of rewinding. Then, where the guard's time goes: its calls timed
-one by one inside the training loop (its snapshots apart; about 1,000 steps, at most 40 epochs),
+one by one inside the training loop (its snapshots apart; whole epochs, at least 1,000 steps),
 and the same calls back to back outside it.
 
     .venv/bin/python benchmarks/spike_guard_overhead.py     # writes benchmarks/results/spike_guard_overhead.json
@@ -45,17 +45,19 @@ from autofix.harness.stepreports import StepReporter  # noqa: E402
 from autofix.spec.schema import load_spec  # noqa: E402
 
 MIN_ROUNDS = 12  # paired epochs at least, however long an epoch takes
-SPLIT_STEPS = 1000  # steps timed call by call (at most 40 epochs)
+WARMUP_STEPS = 64  # untimed: the allocator, kernels, and the spike rule's own warm-up (loss_spike.warmup_steps)
+SPLIT_STEPS = 1000  # steps timed call by call (whole epochs: at least this many)
 
 
 def _lm_config() -> dict[str, Any]:
     """The language-model example's training config, its data clean (no burst), guard off, and
-    epochs of 20 steps instead of 200 (the same model and steps): its paired epochs of ~4 s
-    differed by -7% to +8% from one another, too noisy for a median of a few to read 1%."""
+    epochs of 4 steps instead of 200 (the same model and steps): paired epochs of 200 steps
+    differed by -7% to +8%, of 20 steps by about +-2.6% (interquartile), too noisy for the median
+    of the ~45 pairs that fit in 40 s to read 1%."""
     training = load_spec(ROOT / "examples" / "loss_spike_lm.yaml").training
     assert training is not None  # a managed spec
     cfg = training.model_dump(mode="json")
-    cfg["data"]["args"].update(burst_epoch=None, train_windows=640, val_windows=64)
+    cfg["data"]["args"].update(burst_epoch=None, train_windows=128, val_windows=64)
     cfg.pop("spike_guard", None)
     return cfg
 
@@ -69,7 +71,7 @@ CONFIGS = {
                                                                     "hidden": [256, 256]}},
         "data": {"factory": "digits", "args": {"flatten": True}}, "optimizer": {"name": "sgd", "lr": 0.01},
         "batch_size": 16},
-    "char LM of examples/loss_spike_lm.yaml (epochs of 20 steps), batch 32": _lm_config(),
+    "char LM of examples/loss_spike_lm.yaml (epochs of 4 steps), batch 32": _lm_config(),
 }
 
 
@@ -106,13 +108,16 @@ def measure(cfg: dict[str, Any], seconds: float) -> dict[str, Any]:
 
 
 def _paired(off: _Trainer, on: _Trainer, seconds: float) -> dict[str, Any]:
-    """Single epochs of ``off`` and ``on`` in turn (each goes first every other round) after an
-    untimed warm-up epoch each: the median of the same round's ratios on/off, minus 1."""
+    """Single epochs of ``off`` and ``on`` in turn (each goes first every other round) after
+    untimed warm-up epochs (at least ``WARMUP_STEPS`` steps) each: the median of the same
+    round's ratios on/off, minus 1."""
+    warmup = -(-WARMUP_STEPS // off.steps_per_epoch)  # epochs
     for trainer in (off, on):
-        trainer.train_epoch(1)  # warm-up: allocator, kernels
+        for epoch in range(1, warmup + 1):
+            trainer.train_epoch(epoch)
     ratios: list[float] = []
     times: dict[str, list[float]] = {"off": [], "on": []}
-    epoch, end = 2, time.monotonic() + seconds
+    epoch, end = warmup + 1, time.monotonic() + seconds
     while time.monotonic() < end or len(ratios) < MIN_ROUNDS:
         took = {}
         for name, trainer in (("off", off), ("on", on)) if epoch % 2 else (("on", on), ("off", off)):
@@ -171,7 +176,7 @@ def split(cfg: dict[str, Any]) -> dict[str, float]:
     trainer = _trainer(cfg, True)
     timed = _Timed(trainer.guard)
     trainer.guard = timed  # type: ignore[assignment]
-    for epoch in range(1, min(40, max(1, SPLIT_STEPS // trainer.steps_per_epoch)) + 1):
+    for epoch in range(1, -(-SPLIT_STEPS // trainer.steps_per_epoch) + 1):
         trainer.train_epoch(epoch)
     steps = timed.guard.step
     out = {f"in_loop_{name}_us": ns / steps / 1e3 for name, ns in timed.ns.items()}

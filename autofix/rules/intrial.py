@@ -89,17 +89,13 @@ class _Window:
         x, or ``min_rise`` x the scale above, the largest of the values that stay in the window
         for those 16 steps (whatever joins, the window's largest is no smaller), so no noisy
         small batch is judged in full merely for being twice the median."""
-        params, vals = self.params, self.vals
-        last, stay = params.window_steps, params.window_steps - _REFRESH_STEPS
-        raw = list(islice(vals, len(vals) - last, None)) if len(vals) > last else list(vals)
-        staying = raw[-stay:] if stay > 0 else []
-        if self._nonfinite:
-            raw, staying = [v for v in raw if math.isfinite(v)], [v for v in staying if math.isfinite(v)]
+        params, recent = self.params, self.recent()
         self.bar_until = step + _REFRESH_STEPS
-        if not raw:
+        if not recent:
             self.bar = -math.inf
             return
-        bar = params.min_ratio * statistics.median(raw)
+        bar = params.min_ratio * statistics.median(recent)
+        staying = self.recent(max(0, params.window_steps - _REFRESH_STEPS))
         if staying:
             largest = max(staying)
             bar = max(bar, params.max_ratio * largest)

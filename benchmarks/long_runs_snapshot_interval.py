@@ -14,7 +14,6 @@ is taken during a spike episode, and a rewind goes to the newest one before it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import long_runs_methods  # noqa: E402
-from long_runs import HEAL_MARGIN, _commit  # noqa: E402
+from long_runs import HEAL_MARGIN, _commit, write_results  # noqa: E402
 from long_runs_cases import CASES  # noqa: E402
 from long_runs_methods import train  # noqa: E402
 
@@ -52,23 +51,29 @@ def main() -> None:
                              "rewinds": len({(f, t) for _, f, t in run.rewinds})})
             print(case.name, seed, [(r["every"], r["val_ratio"], r["compute_ratio"]) for r in rows[-len(INTERVALS):]],
                   flush=True)
-    command = f".venv/bin/python benchmarks/long_runs_snapshot_interval.py --seeds {args.seeds}"
-    lines = [f"# Long runs: the spike guard's snapshot interval ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
-             "", f"Command: `{command}` (commit {commit}, {time.perf_counter() - began:.0f} s). Per run: final "
-             f"val_loss / clean twin's (healed: <= {1 + HEAL_MARGIN}), compute / clean; seeds 0..{args.seeds - 1}.", "",
-             "| snapshot_every_steps | " + " | ".join(c.name for c in cases) + " | healed | compute max |",
+    data = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
+            "command": f".venv/bin/python benchmarks/long_runs_snapshot_interval.py --seeds {args.seeds}",
+            "wall_s": round(time.perf_counter() - began), "seeds": args.seeds,
+            "cases": [c.name for c in cases], "rows": rows}
+    write_results(args.out, data, markdown)
+
+
+def markdown(data: dict) -> str:
+    """Per interval: each case's runs (val_loss and compute over the clean twin's), healed, compute max."""
+    cases = data["cases"]
+    lines = [f"# Long runs: the spike guard's snapshot interval ({data['date_utc']})",
+             "", f"Command: `{data['command']}` (commit {data['commit']}, {data['wall_s']} s). Per run: final "
+             f"val_loss / clean twin's (healed: <= {1 + HEAL_MARGIN}), compute / clean; seeds 0..{data['seeds'] - 1}.",
+             "", "| snapshot_every_steps | " + " | ".join(cases) + " | healed | compute max |",
              "|---|" + "---|" * len(cases) + "---|---|"]
     for every in INTERVALS:
-        mine = [r for r in rows if r["every"] == every]
-        cells = [", ".join(f"{r['val_ratio']:.3f}/{r['compute_ratio']:.3f}" for r in mine if r["case"] == c.name)
+        mine = [r for r in data["rows"] if r["every"] == every]
+        cells = [", ".join(f"{r['val_ratio']:.3f}/{r['compute_ratio']:.3f}" for r in mine if r["case"] == c)
                  for c in cases]
         healed = sum(r["val_ratio"] <= 1 + HEAL_MARGIN for r in mine)
         lines.append(f"| {every} | " + " | ".join(cells) + f" | {healed}/{len(mine)} | "
                      f"{max(r['compute_ratio'] for r in mine):.3f} |")
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
-    Path(args.out + ".json").write_text(json.dumps({"command": command, "commit": commit, "rows": rows}, indent=1))
-    print("\n".join(lines))
-
+    return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
     main()
